@@ -1,0 +1,1 @@
+//! buildpack (to be written)

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Prepares this machine for the test suite: the Debian packages the tests
+# drive for real, and the base images the product uses, built offline.
+#
+# Why build images: the test machines reach no image registry, so every image
+# a test needs is made here from Debian packages and tagged with the name the
+# product uses for real users (python:3.11-slim, ...). The code under test then
+# takes the same path it takes on a user's VPS, where the engine pulls the
+# official image instead. Images are cached by the engine: rebuilt only when
+# missing. Idempotent; safe to run again.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/setup.sh installs packages and builds images: run it as root (sudo bash tests/setup.sh)." >&2
+    exit 1
+  fi
+}
+
+# Debian mirror: read from this host's own apt configuration, never written here.
+mirror() {
+  local uri
+  uri=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
+  if [ -z "$uri" ]; then
+    uri=$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | grep -v security | awk '{print $2}' | head -n1 || true)
+  fi
+  if [ -z "$uri" ]; then
+    echo "no Debian mirror found in /etc/apt: configure apt first." >&2
+    exit 1
+  fi
+  echo "$uri"
+}
+
+install_packages() {
+  local missing=()
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v git >/dev/null || missing+=(git)
+  command -v docker >/dev/null || missing+=(docker.io)
+  command -v sqlite3 >/dev/null || missing+=(sqlite3)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    echo "setup: starting the Docker engine"
+    (systemctl start docker || service docker start) >/dev/null 2>&1 || true
+    for _ in $(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "the Docker engine is not running: start it (systemctl start docker)." >&2; exit 1; }
+  fi
+}
+
+# build_python_image TAG SUITE: a python image from Debian's python3, laid out
+# like the official one where it matters (python3 -m venv works, python on PATH).
+build_python_image() {
+  local tag=$1 suite=$2
+  if docker image inspect "$tag" >/dev/null 2>&1; then
+    echo "setup: $tag present"
+    return
+  fi
+  echo "setup: building $tag from Debian $suite (about a minute)"
+  local root
+  root=$(mktemp -d /tmp/paas-rootfs.XXXXXX)
+  debootstrap --variant=minbase \
+    --include=python3,python3-venv,python3-pip,ca-certificates \
+    "$suite" "$root" "$(mirror)" >"$root.log" 2>&1 || {
+      echo "debootstrap of $suite failed; its log:" >&2; tail -n 20 "$root.log" >&2; exit 1; }
+  # pip inside builds must trust what this host trusts.
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  ln -sf /usr/bin/python3 "$root/usr/local/bin/python"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  tar -C "$root" -c . | docker import \
+    -c 'ENV LANG=C.UTF-8' \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'LABEL org.paas.offline-base=1' \
+    -c 'CMD ["python3"]' - "$tag" >/dev/null
+  rm -rf "$root" "$root.log"
+  echo "setup: built $tag"
+}
+
+need_root
+install_packages
+build_python_image python:3.11-slim bookworm &
+p1=$!
+build_python_image python:3.13-slim trixie &
+p2=$!
+wait $p1
+wait $p2
+echo "setup: ready"
