@@ -1,1 +1,262 @@
-//! config (to be written)
+//! The one validated configuration of `paas serve`.
+//!
+//! Sources, lowest first: a TOML file (`--config`, `PAAS_CONFIG`, or
+//! `<data-dir>/paas.toml` when present), `PAAS_<NAME>` environment variables,
+//! then command-line flags. `main.rs` hands clap's result (flags and env
+//! already merged by clap) to [`Config::resolve`]; nothing else in the crate
+//! reads environment variables of the daemon.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything the daemon needs to know, validated once at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where state lives: the SQLite file, repositories, volumes, static files.
+    pub data_dir: PathBuf,
+    /// The public proxy address.
+    pub http: SocketAddr,
+    /// The dashboard, API and git address.
+    pub admin: SocketAddr,
+    /// Apps are served at `<app>.<domain>`; the control plane at `paas.<domain>`.
+    pub domain: String,
+    /// Docker network mode for image builds (`None`: the engine's default).
+    /// Machines whose package index is reachable only from the host's
+    /// network namespace set this to `host`.
+    pub build_network: Option<String>,
+    /// Base image name pattern; `{version}` becomes the Python version.
+    pub image_pattern: String,
+    /// How long an old release may finish its requests after a swap.
+    pub drain_timeout: Duration,
+    /// Memory limit of each web container, in MiB (also sets WEB_CONCURRENCY).
+    pub memory_mb: u64,
+}
+
+/// Values from the command line or environment, as clap produced them.
+/// `None` means "not given": the file or the default applies.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<String>,
+    pub admin: Option<String>,
+    pub domain: Option<String>,
+    pub build_network: Option<String>,
+    pub image_pattern: Option<String>,
+    pub drain_timeout_secs: Option<u64>,
+    pub memory_mb: Option<u64>,
+}
+
+/// The TOML file's shape: the same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http: Option<String>,
+    admin: Option<String>,
+    domain: Option<String>,
+    build_network: Option<String>,
+    image_pattern: Option<String>,
+    drain_timeout_secs: Option<u64>,
+    memory_mb: Option<u64>,
+}
+
+/// A configuration that cannot be used, said so the owner can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}; fix the path given with --config or PAAS_CONFIG")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid TOML for paas: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("{name} = {value:?} is not an address like 127.0.0.1:8300; give host:port")]
+    Address { name: &'static str, value: String },
+    #[error("domain {0:?} is not a host name; give something like example.com or localhost")]
+    Domain(String),
+    #[error("image-pattern {0:?} must contain {{version}}, as in python:{{version}}-slim")]
+    ImagePattern(String),
+    #[error("memory-mb {0} is too small for a Django app; give at least 128")]
+    Memory(u64),
+}
+
+impl Config {
+    /// Merge file, env and flags (already merged by clap into `o`) and validate.
+    pub fn resolve(o: Overrides) -> Result<Config, ConfigError> {
+        let data_dir = o
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/paas"));
+        let file_path = o.config_file.clone().or_else(|| {
+            let p = data_dir.join("paas.toml");
+            p.exists().then_some(p)
+        });
+        let file = match &file_path {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        // A data dir given only in the file applies when no flag/env gave one.
+        let data_dir = o.data_dir.or(file.data_dir).unwrap_or(data_dir);
+        let http = addr(
+            "http",
+            o.http.or(file.http).as_deref().unwrap_or("0.0.0.0:80"),
+        )?;
+        let admin = addr(
+            "admin",
+            o.admin.or(file.admin).as_deref().unwrap_or("127.0.0.1:8300"),
+        )?;
+        let domain = o
+            .domain
+            .or(file.domain)
+            .unwrap_or_else(|| "localhost".into())
+            .to_ascii_lowercase();
+        if !valid_domain(&domain) {
+            return Err(ConfigError::Domain(domain));
+        }
+        let image_pattern = o
+            .image_pattern
+            .or(file.image_pattern)
+            .unwrap_or_else(|| "python:{version}-slim".into());
+        if !image_pattern.contains("{version}") {
+            return Err(ConfigError::ImagePattern(image_pattern));
+        }
+        let memory_mb = o.memory_mb.or(file.memory_mb).unwrap_or(512);
+        if memory_mb < 128 {
+            return Err(ConfigError::Memory(memory_mb));
+        }
+        let build_network = o
+            .build_network
+            .or(file.build_network)
+            .filter(|s| !s.is_empty());
+        Ok(Config {
+            data_dir,
+            http,
+            admin,
+            domain,
+            build_network,
+            image_pattern,
+            drain_timeout: Duration::from_secs(
+                o.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30),
+            ),
+            memory_mb,
+        })
+    }
+
+    /// The host name the control plane answers to through the proxy.
+    pub fn control_host(&self) -> String {
+        format!("paas.{}", self.domain)
+    }
+
+    /// The default host of an app.
+    pub fn app_host(&self, app: &str) -> String {
+        format!("{app}.{}", self.domain)
+    }
+
+    /// Where the daemon itself can be reached from this machine (hooks call it).
+    pub fn admin_local_url(&self) -> String {
+        let port = self.admin.port();
+        let ip = self.admin.ip();
+        if ip.is_unspecified() {
+            format!("http://127.0.0.1:{port}")
+        } else {
+            format!("http://{}", self.admin)
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
+    })
+}
+
+fn addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Address {
+        name,
+        value: value.to_string(),
+    })
+}
+
+fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 200
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_product_contract() {
+        let c = Config::resolve(Overrides {
+            data_dir: Some("/nonexistent-paas".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.http.to_string(), "0.0.0.0:80");
+        assert_eq!(c.admin.to_string(), "127.0.0.1:8300");
+        assert_eq!(c.domain, "localhost");
+        assert_eq!(c.app_host("blog"), "blog.localhost");
+        assert_eq!(c.control_host(), "paas.localhost");
+    }
+
+    #[test]
+    fn file_is_overridden_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "domain = \"example.com\"\nhttp = \"127.0.0.1:8080\"\n").unwrap();
+        let c = Config::resolve(Overrides {
+            config_file: Some(f),
+            data_dir: Some(dir.path().into()),
+            http: Some("127.0.0.1:9090".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.domain, "example.com");
+        assert_eq!(c.http.to_string(), "127.0.0.1:9090");
+    }
+
+    #[test]
+    fn bad_values_say_what_to_do() {
+        let e = Config::resolve(Overrides {
+            data_dir: Some("/nonexistent-paas".into()),
+            admin: Some("8300".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("give host:port"), "{e}");
+        let e = Config::resolve(Overrides {
+            data_dir: Some("/nonexistent-paas".into()),
+            domain: Some("bad domain".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("not a host name"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "colour = \"blue\"\n").unwrap();
+        let e = Config::resolve(Overrides {
+            config_file: Some(f),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("not valid TOML for paas"), "{e}");
+    }
+}

@@ -1,1 +1,767 @@
-//! deploy (to be written)
+//! The story of one deploy, step by step.
+//!
+//! Queued → Building → Releasing → Starting → HealthChecking → Live, then the
+//! previous release drains and retires. Any failure marks the release Failed
+//! with one sentence for the user, removes what this deploy created, and
+//! leaves the running release untouched: the route is swapped only after the
+//! new container has proven healthy.
+//!
+//! One deploy at a time per app: a second push waits for the first and says
+//! so. Different apps deploy concurrently.
+
+use crate::buildpack::{self, BuildOptions, BuildPlan};
+use crate::docker::{ContainerSpec, ContainerState, Docker};
+use crate::health::{self, HealthCheck};
+use crate::proxy::Route;
+use crate::server::Ctx;
+use crate::store::{App, Release, ReleaseStatus};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::Instrument;
+
+/// The port every web container listens on (its `PORT`).
+pub const APP_PORT: u16 = 8000;
+/// Uid:gid the buildpack's images run as; owns the app's persistent volume.
+pub const APP_UID: u32 = 10001;
+/// Release images kept per app for rollback.
+pub const KEEP_IMAGES: usize = 5;
+/// Upper bound for the release phase (migrate).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Per-app deploy queue.
+#[derive(Default)]
+pub struct Deployer {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
+}
+
+impl Deployer {
+    fn lock_for(&self, app: &str) -> Arc<tokio::sync::Mutex<i64>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// What a push hands to the deployer.
+pub struct DeployRequest {
+    pub app: String,
+    pub rev: String,
+    pub message: String,
+    /// `git archive` of the pushed commit.
+    pub tar: Vec<u8>,
+}
+
+/// A deploy that did not go live. The message is for the user: what
+/// happened and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DeployFailed(pub String);
+
+/// Where progress goes: to the pusher (if still connected) and the release log.
+pub struct Progress {
+    tx: Option<UnboundedSender<String>>,
+    buffer: String,
+}
+
+impl Progress {
+    /// Progress lines sent to `tx` (the push stream); None for background deploys.
+    pub fn new(tx: Option<UnboundedSender<String>>) -> Progress {
+        Progress {
+            tx,
+            buffer: String::new(),
+        }
+    }
+
+    /// A step heading, Heroku style.
+    pub fn step(&mut self, text: &str) {
+        self.line(&format!("-----> {text}"));
+    }
+
+    /// Detail under a step.
+    pub fn info(&mut self, text: &str) {
+        self.line(&format!("       {text}"));
+    }
+
+    fn line(&mut self, text: &str) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(format!("{text}\n"));
+        }
+        self.buffer.push_str(text);
+        self.buffer.push('\n');
+    }
+
+    fn take(&mut self) -> String {
+        std::mem::take(&mut self.buffer)
+    }
+}
+
+/// Everything the steps share.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    app: App,
+    release: Release,
+    progress: Progress,
+    timings: Vec<(String, u64)>,
+    /// Objects this deploy made, removed if it fails.
+    new_container: Option<String>,
+    image: Option<String>,
+    static_dir: Option<PathBuf>,
+}
+
+impl Run<'_> {
+    fn status(&mut self, s: ReleaseStatus) {
+        if let Err(e) = self.ctx.store.set_status(self.release.id, s) {
+            tracing::error!("recording status {}: {e}", s.as_str());
+        }
+        self.flush_log();
+    }
+
+    fn flush_log(&mut self) {
+        let text = self.progress.take();
+        if !text.is_empty() {
+            if let Err(e) = self.ctx.store.append_log(self.release.id, &text) {
+                tracing::error!("appending release log: {e}");
+            }
+        }
+    }
+
+    fn timed(&mut self, step: &str, since: Instant) {
+        self.timings
+            .push((step.to_string(), since.elapsed().as_millis() as u64));
+    }
+}
+
+/// Deploy a pushed commit. Returns the live release, or why it failed.
+pub async fn deploy(
+    ctx: &Ctx,
+    req: DeployRequest,
+    progress: Progress,
+) -> Result<Release, DeployFailed> {
+    let app = ctx
+        .store
+        .app(&req.app)
+        .map_err(|e| DeployFailed(e.to_string()))?;
+    let lock = ctx.deployer.lock_for(&app.name);
+    let mut progress = progress;
+    let mut guard = match lock.clone().try_lock_owned() {
+        Ok(g) => g,
+        Err(_) => {
+            let ahead = *lock.lock().await;
+            progress.step(&format!(
+                "Queued behind v{ahead}: one deploy at a time per app"
+            ));
+            lock.lock_owned().await
+        }
+    };
+    let release = ctx
+        .store
+        .create_release(&app, &req.rev)
+        .map_err(|e| DeployFailed(e.to_string()))?;
+    *guard = release.version;
+    let span = tracing::info_span!("deploy", app = %app.name, release = release.version);
+    let mut run = Run {
+        ctx,
+        app,
+        release,
+        progress,
+        timings: Vec::new(),
+        new_container: None,
+        image: None,
+        static_dir: None,
+    };
+    let started = Instant::now();
+    let result = steps(&mut run, &req).instrument(span.clone()).await;
+    run.timed("total", started);
+    let _enter = span.enter();
+    match result {
+        Ok(()) => {
+            tracing::info!(secs = started.elapsed().as_secs_f64(), "live");
+            run.flush_log();
+            let rel = ctx
+                .store
+                .release(&run.app.name, run.release.version)
+                .ok()
+                .flatten()
+                .unwrap_or(run.release);
+            Ok(rel)
+        }
+        Err(DeployFailed(reason)) => {
+            tracing::warn!("deploy failed: {reason}");
+            cleanup_failed(&mut run).await;
+            run.flush_log();
+            if let Err(e) = ctx.store.fail_release(run.release.id, &reason) {
+                tracing::error!("recording failure: {e}");
+            }
+            Err(DeployFailed(reason))
+        }
+    }
+}
+
+async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFailed> {
+    let ctx = run.ctx;
+    let app = run.app.name.clone();
+    let version = run.release.version;
+    let short = &req.rev[..req.rev.len().min(7)];
+    run.progress.step(&format!(
+        "Deploying {app} v{version} ({short}{})",
+        if req.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", req.message)
+        }
+    ));
+
+    // ---- Building ----
+    run.status(ReleaseStatus::Building);
+    let t = Instant::now();
+    let vars = ctx
+        .store
+        .config_vars(&run.app)
+        .map_err(|e| DeployFailed(e.to_string()))?;
+    let workdir = ctx
+        .config
+        .data_dir
+        .join("tmp")
+        .join(format!("{app}-v{version}"));
+    let _cleanup = RemoveOnDrop(workdir.clone());
+    let tar = req.tar.clone();
+    let wd = workdir.clone();
+    tokio::task::spawn_blocking(move || unpack(&tar, &wd))
+        .await
+        .map_err(|e| DeployFailed(format!("unpacking the pushed code failed: {e}")))?
+        .map_err(|e| DeployFailed(format!("unpacking the pushed code failed: {e}")))?;
+    let opts = BuildOptions {
+        image_pattern: ctx.config.image_pattern.clone(),
+        python_version: vars.get("PYTHON_VERSION").cloned(),
+        settings_module: vars.get("DJANGO_SETTINGS_MODULE").cloned(),
+    };
+    let plan = buildpack::detect(&workdir, &opts).map_err(|e| DeployFailed(e.to_string()))?;
+    run.progress.step("Django project detected");
+    for note in &plan.notes {
+        run.progress.info(note);
+    }
+    let context = build_context(&workdir, &plan)
+        .map_err(|e| DeployFailed(format!("preparing the build failed: {e}")))?;
+    let tag = format!("paas/{app}:v{version}");
+    run.progress.step(&format!("Building image {tag}"));
+    run.flush_log();
+    let labels = labels(&app, version, None);
+    {
+        let progress = &mut run.progress;
+        let mut on_line = |line: &str| {
+            let line = line.trim_end();
+            if !line.is_empty() {
+                progress.info(line);
+            }
+        };
+        ctx.docker
+            .build_image(
+                crate::docker::BuildRequest {
+                    context,
+                    dockerfile: ".paas/Dockerfile",
+                    tag: &tag,
+                    labels: labels.clone(),
+                    network_mode: ctx.config.build_network.as_deref(),
+                },
+                &mut on_line,
+            )
+            .await
+            .map_err(|e| {
+                DeployFailed(format!(
+                    "the image build failed: {e}. Fix the cause shown above and push again"
+                ))
+            })?;
+    }
+    run.image = Some(tag.clone());
+    run.timed("build", t);
+
+    // What the build learnt about static and media files.
+    let meta_bytes = ctx
+        .docker
+        .read_file_from_image(&tag, "/paas/meta.json")
+        .await
+        .map_err(|e| DeployFailed(format!("reading the build's metadata failed: {e}")))?;
+    let meta: serde_json::Value = serde_json::from_slice(&meta_bytes).unwrap_or_default();
+    let static_dir = ctx
+        .config
+        .data_dir
+        .join("apps")
+        .join(&app)
+        .join("releases")
+        .join(format!("v{version}"))
+        .join("static");
+    if let Some(root) = meta.get("static_root").and_then(|v| v.as_str()) {
+        let _ = tokio::fs::remove_dir_all(&static_dir).await;
+        tokio::fs::create_dir_all(&static_dir)
+            .await
+            .map_err(|e| DeployFailed(format!("cannot create the static dir: {e}")))?;
+        run.static_dir = Some(static_dir.clone());
+        if let Err(e) = ctx.docker.copy_from_image(&tag, root, &static_dir).await {
+            // An app without static files has no STATIC_ROOT dir: fine.
+            tracing::info!("no static files copied: {e}");
+        }
+    }
+    let env = app_env(ctx, &run.app, version, &vars);
+    let hosts = app_hosts(ctx, &run.app);
+    ctx.store
+        .update_release(run.release.id, Some(&tag), &meta, &vars, &run.timings)
+        .map_err(|e| DeployFailed(e.to_string()))?;
+
+    // ---- Releasing: migrate in a one-off container ----
+    run.status(ReleaseStatus::Releasing);
+    let t = Instant::now();
+    let volume = ensure_volume(&ctx.config.data_dir, &app)
+        .map_err(|e| DeployFailed(format!("cannot prepare the app's data volume: {e}")))?;
+    let network = network_name(&app);
+    ctx.docker
+        .ensure_network(&network, &labels_app(&app))
+        .await
+        .map_err(|e| DeployFailed(e.to_string()))?;
+    run.progress.step("Running migrations (manage.py migrate --noinput)");
+    run.flush_log();
+    let spec = ContainerSpec {
+        name: None,
+        image: tag.clone(),
+        cmd: Some(vec![
+            "python".into(),
+            "manage.py".into(),
+            "migrate".into(),
+            "--noinput".into(),
+        ]),
+        env: env.clone(),
+        labels: labels(&app, version, Some("release")),
+        binds: vec![format!("{}:/data", volume.display())],
+        network: Some(network.clone()),
+        restart_unless_stopped: false,
+        memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
+        user: None,
+        working_dir: None,
+    };
+    let code = {
+        let progress = &mut run.progress;
+        let mut on_line = |line: &str| progress.info(line.trim_end());
+        ctx.docker
+            .run_to_completion(&spec, RELEASE_TIMEOUT, &mut on_line)
+            .await
+            .map_err(|e| DeployFailed(format!("the release phase could not run: {e}")))?
+    };
+    if code != 0 {
+        return Err(DeployFailed(format!(
+            "migrate failed (exit code {code}); the running release was not touched. Fix the migration shown above and push again"
+        )));
+    }
+    run.timed("release", t);
+
+    // ---- Starting ----
+    run.status(ReleaseStatus::Starting);
+    let t = Instant::now();
+    run.progress.step("Starting web container");
+    let web = ContainerSpec {
+        name: Some(format!(
+            "paas-{app}-v{version}-web-{}",
+            crate::auth::random_token(3).to_lowercase()
+        )),
+        cmd: None,
+        labels: labels(&app, version, Some("web")),
+        restart_unless_stopped: true,
+        ..spec
+    };
+    let id = ctx
+        .docker
+        .start_container(&web)
+        .await
+        .map_err(|e| DeployFailed(format!("starting the web container failed: {e}")))?;
+    run.new_container = Some(id.clone());
+    let ip = ctx
+        .docker
+        .container_ip(&id, &network)
+        .await
+        .map_err(|e| DeployFailed(e.to_string()))?;
+    let backend = std::net::SocketAddr::new(ip, APP_PORT);
+
+    // ---- HealthChecking ----
+    run.status(ReleaseStatus::HealthChecking);
+    let probe_host = hosts[0].clone();
+    run.progress
+        .step(&format!("Health check: GET / with Host {probe_host}"));
+    run.flush_log();
+    let check = health_check(&vars);
+    let docker = ctx.docker.clone();
+    let cid = id.clone();
+    let health = {
+        let progress = &mut run.progress;
+        health::wait_healthy(
+            &check,
+            backend,
+            &probe_host,
+            || container_alive(docker.clone(), cid.clone()),
+            |msg| progress.info(msg),
+        )
+        .await
+    };
+    if let Err(e) = health {
+        let tail = ctx.docker.logs_tail(&id, 20).await.unwrap_or_default();
+        if !tail.is_empty() {
+            run.progress.info("Last lines of the app's output:");
+            for l in tail {
+                run.progress.info(&format!("  {}", l.trim_end()));
+            }
+        }
+        return Err(DeployFailed(format!(
+            "the new release never became healthy: {e}"
+        )));
+    }
+    run.timed("start", t);
+
+    // ---- Swap ----
+    let route = Arc::new(make_route(&app, backend, &meta, run.static_dir.clone(), &volume));
+    let old = ctx.routes.set(&hosts, route);
+    ctx.store
+        .promote(&run.app, run.release.id)
+        .map_err(|e| DeployFailed(e.to_string()))?;
+    run.new_container = None; // now the live one; never clean it up as failed
+    run.image = None;
+    run.static_dir = None;
+    ctx.store
+        .update_release(run.release.id, None, &meta, &vars, &run.timings)
+        .map_err(|e| DeployFailed(e.to_string()))?;
+    run.progress.step(&format!(
+        "v{version} is live at http://{}/",
+        hosts[0]
+    ));
+    run.flush_log();
+
+    // ---- Retire the previous release in the background ----
+    let docker = ctx.docker.clone();
+    let drain = ctx.config.drain_timeout;
+    let data_dir = ctx.config.data_dir.clone();
+    let store_releases = ctx.store.releases(&app).unwrap_or_default();
+    tokio::spawn(async move {
+        for r in old {
+            r.drain(drain).await;
+        }
+        retire_others(&docker, &app, version, &data_dir, &store_releases).await;
+    });
+    Ok(())
+}
+
+/// Stop every web container of `app` that is not `version`, prune old
+/// images and static dirs beyond the last [`KEEP_IMAGES`].
+async fn retire_others(
+    docker: &Docker,
+    app: &str,
+    version: i64,
+    data_dir: &Path,
+    releases: &[Release],
+) {
+    let keep = version.to_string();
+    match docker
+        .list_containers(&[("paas.app", app), ("paas.process", "web")])
+        .await
+    {
+        Ok(list) => {
+            for c in list {
+                if c.labels.get("paas.release") != Some(&keep) {
+                    if let Err(e) = docker.stop_and_remove(&c.id, Duration::from_secs(10)).await {
+                        tracing::warn!("retiring container {}: {e}", c.id);
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!("listing containers to retire: {e}"),
+    }
+    // Keep the newest KEEP_IMAGES successful releases' images (rollback).
+    let mut kept = 0;
+    for r in releases {
+        let Some(image) = &r.image else { continue };
+        let good = matches!(r.status, ReleaseStatus::Live | ReleaseStatus::Retired)
+            || r.version == version;
+        if good && kept < KEEP_IMAGES {
+            kept += 1;
+            continue;
+        }
+        if r.version == version {
+            continue;
+        }
+        let _ = docker.remove_image(image).await;
+        let dir = data_dir
+            .join("apps")
+            .join(app)
+            .join("releases")
+            .join(format!("v{}", r.version));
+        let _ = tokio::fs::remove_dir_all(dir).await;
+    }
+}
+
+async fn cleanup_failed(run: &mut Run<'_>) {
+    let docker = &run.ctx.docker;
+    if let Some(id) = run.new_container.take() {
+        let _ = docker.stop_and_remove(&id, Duration::from_secs(5)).await;
+    }
+    // Release-phase containers of this version, if any survived.
+    if let Ok(list) = docker
+        .list_containers(&[
+            ("paas.app", run.app.name.as_str()),
+            ("paas.release", run.release.version.to_string().as_str()),
+        ])
+        .await
+    {
+        for c in list {
+            let _ = docker.stop_and_remove(&c.id, Duration::from_secs(5)).await;
+        }
+    }
+    if let Some(image) = run.image.take() {
+        let _ = docker.remove_image(&image).await;
+    }
+    if let Some(dir) = run.static_dir.take() {
+        if let Some(parent) = dir.parent() {
+            let _ = tokio::fs::remove_dir_all(parent).await;
+        }
+    }
+}
+
+async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
+    match docker.container_state(&id).await {
+        Ok(ContainerState::Running) => Ok(()),
+        Ok(ContainerState::Created) => Ok(()),
+        Ok(ContainerState::Exited { code }) => {
+            Err(format!("the web container exited with code {code} while starting"))
+        }
+        Ok(ContainerState::Restarting) => {
+            Err("the web container keeps crashing (restarting) while starting".into())
+        }
+        Ok(ContainerState::Missing) => Err("the web container disappeared while starting".into()),
+        Ok(ContainerState::Other(s)) => Err(format!("the web container is {s} while starting")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Health check settings from config vars (PAAS_HEALTHCHECK_PATH, …_TIMEOUT, …_ATTEMPTS).
+fn health_check(vars: &BTreeMap<String, String>) -> HealthCheck {
+    let mut check = HealthCheck::default();
+    if let Some(p) = vars.get("PAAS_HEALTHCHECK_PATH") {
+        if p.starts_with('/') {
+            check.path = p.clone();
+        }
+    }
+    if let Some(s) = vars
+        .get("PAAS_HEALTHCHECK_TIMEOUT")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        check.deadline = Duration::from_secs(s.clamp(1, 600));
+    }
+    if let Some(n) = vars
+        .get("PAAS_HEALTHCHECK_ATTEMPTS")
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        check.required = n.clamp(1, 100);
+    }
+    check
+}
+
+/// The route the proxy serves for a release.
+pub fn make_route(
+    app: &str,
+    backend: std::net::SocketAddr,
+    meta: &serde_json::Value,
+    static_dir: Option<PathBuf>,
+    volume: &Path,
+) -> Route {
+    let s = |k: &str| meta.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let prefix = |p: Option<String>| {
+        p.filter(|p| p.starts_with('/') && p.len() > 1).map(|mut p| {
+            if !p.ends_with('/') {
+                p.push('/');
+            }
+            p
+        })
+    };
+    let media_dir = s("media_root")
+        .and_then(|r| r.strip_prefix("/data/").map(|rest| volume.join(rest)));
+    let media_prefix = prefix(s("media_url")).filter(|_| media_dir.is_some());
+    Route::new(
+        app.to_string(),
+        backend,
+        prefix(s("static_url")).filter(|_| static_dir.is_some()),
+        static_dir,
+        media_prefix.clone(),
+        media_dir.filter(|_| media_prefix.is_some()),
+    )
+}
+
+/// The environment of every container of an app (PRODUCT.md), user's vars last so they win.
+pub fn app_env(
+    ctx: &Ctx,
+    app: &App,
+    version: i64,
+    vars: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let hosts = app_hosts(ctx, app).join(",");
+    let workers = (ctx.config.memory_mb / 256).clamp(1, 8);
+    let mut env: Vec<(String, String)> = vec![
+        ("PORT".into(), APP_PORT.to_string()),
+        (
+            "DATABASE_URL".into(),
+            "sqlite:////data/db.sqlite3".into(),
+        ),
+        ("SECRET_KEY".into(), app.secret_key.clone()),
+        ("DJANGO_SECRET_KEY".into(), app.secret_key.clone()),
+        ("ALLOWED_HOSTS".into(), hosts.clone()),
+        ("DJANGO_ALLOWED_HOSTS".into(), hosts),
+        ("WEB_CONCURRENCY".into(), workers.to_string()),
+        // Only the proxy (and the app's own containers) reach the app's network.
+        ("FORWARDED_ALLOW_IPS".into(), "*".into()),
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+        ("PAAS_APP".into(), app.name.clone()),
+        ("PAAS_RELEASE".into(), format!("v{version}")),
+    ];
+    for (k, v) in vars {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// The hosts an app answers to: `<app>.<domain>` first, then custom domains.
+pub fn app_hosts(ctx: &Ctx, app: &App) -> Vec<String> {
+    let mut hosts = vec![ctx.config.app_host(&app.name)];
+    hosts.extend(ctx.store.domains(app).unwrap_or_default());
+    hosts
+}
+
+/// The Docker network of an app's containers.
+pub fn network_name(app: &str) -> String {
+    format!("paas-{app}")
+}
+
+fn labels_app(app: &str) -> HashMap<String, String> {
+    HashMap::from([("paas.app".to_string(), app.to_string())])
+}
+
+fn labels(app: &str, version: i64, process: Option<&str>) -> HashMap<String, String> {
+    let mut l = labels_app(app);
+    l.insert("paas.release".into(), version.to_string());
+    if let Some(p) = process {
+        l.insert("paas.process".into(), p.into());
+    }
+    l
+}
+
+/// The app's persistent volume on the host, mounted at /data (database, media).
+pub fn ensure_volume(data_dir: &Path, app: &str) -> std::io::Result<PathBuf> {
+    let dir = data_dir.join("apps").join(app).join("data");
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media)?;
+    for d in [&dir, &media] {
+        std::os::unix::fs::chown(d, Some(APP_UID), Some(APP_UID))?;
+    }
+    Ok(dir)
+}
+
+fn unpack(tar_bytes: &[u8], dest: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::create_dir_all(dest)?;
+    // tar's unpack refuses entries that would escape `dest`.
+    tar::Archive::new(tar_bytes).unpack(dest)
+}
+
+/// The build context: the pushed code plus the buildpack's files under `.paas/`.
+fn build_context(dir: &Path, plan: &BuildPlan) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", dir)?;
+    for (path, bytes) in buildpack::context_files(plan) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, &path, bytes.as_slice())?;
+    }
+    b.into_inner()
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// On boot: fail deploys that a killed daemon left in flight (removing
+/// their leftovers) and rebuild the route table from the store and the
+/// engine's labelled containers.
+pub async fn reconcile(ctx: &Ctx) {
+    match ctx.store.in_flight_releases() {
+        Ok(list) => {
+            for r in list {
+                let _ = ctx.store.fail_release(
+                    r.id,
+                    "paas stopped during this deploy; the previous release kept serving. Push again",
+                );
+                let v = r.version.to_string();
+                if let Ok(cs) = ctx
+                    .docker
+                    .list_containers(&[("paas.app", r.app.as_str()), ("paas.release", v.as_str())])
+                    .await
+                {
+                    for c in cs {
+                        let _ = ctx.docker.stop_and_remove(&c.id, Duration::from_secs(5)).await;
+                    }
+                }
+                if let Some(image) = &r.image {
+                    let _ = ctx.docker.remove_image(image).await;
+                }
+            }
+        }
+        Err(e) => tracing::error!("reconcile: {e}"),
+    }
+    let apps = ctx.store.apps().unwrap_or_default();
+    for app in apps {
+        let Ok(Some(live)) = ctx.store.live_release(&app.name) else {
+            continue;
+        };
+        let v = live.version.to_string();
+        let containers = ctx
+            .docker
+            .list_containers(&[
+                ("paas.app", app.name.as_str()),
+                ("paas.release", v.as_str()),
+                ("paas.process", "web"),
+            ])
+            .await
+            .unwrap_or_default();
+        let Some(c) = containers.first() else {
+            tracing::warn!(app = %app.name, "live release v{v} has no container; it needs a restart");
+            continue;
+        };
+        let Ok(ip) = ctx.docker.container_ip(&c.id, &network_name(&app.name)).await else {
+            continue;
+        };
+        let static_dir = ctx
+            .config
+            .data_dir
+            .join("apps")
+            .join(&app.name)
+            .join("releases")
+            .join(format!("v{v}"))
+            .join("static");
+        let volume = ctx.config.data_dir.join("apps").join(&app.name).join("data");
+        let route = make_route(
+            &app.name,
+            std::net::SocketAddr::new(ip, APP_PORT),
+            &live.meta,
+            static_dir.exists().then_some(static_dir),
+            &volume,
+        );
+        ctx.routes.set(&app_hosts(ctx, &app), Arc::new(route));
+        tracing::info!(app = %app.name, release = live.version, "route restored");
+    }
+}

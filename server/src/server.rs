@@ -1,1 +1,156 @@
-//! server (to be written)
+//! `paas serve`: wires the parts together and runs until asked to stop.
+//!
+//! Two listeners: the public proxy (`--http`) and the admin listener
+//! (`--admin`: dashboard, API, git). The control plane is also reachable
+//! through the proxy at `paas.<domain>`. App containers outlive the daemon;
+//! on start it reconciles its routes with the engine's labelled containers.
+
+use crate::auth::{AdminToken, Sessions};
+use crate::config::Config;
+use crate::deploy::Deployer;
+use crate::docker::Docker;
+use crate::git::{HookEnv, Repos};
+use crate::proxy::{ProxyOptions, RouteTable};
+use crate::store::Store;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The shared state every handler and deploy sees.
+pub struct Ctx {
+    pub config: Config,
+    pub store: Store,
+    pub docker: Docker,
+    pub routes: RouteTable,
+    pub deployer: Deployer,
+    pub repos: Repos,
+    pub token: AdminToken,
+    pub sessions: Sessions,
+    pub hook: HookEnv,
+}
+
+/// A failure to start; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data dir {path}: {source}; create it or pass another with --data-dir")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
+    #[error("cannot listen on {addr} ({source}); is another server using it? Pick another with --{flag}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        flag: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+}
+
+/// Open the state, connect to the engine, bind both listeners, reconcile,
+/// and serve until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let data_dir = config.data_dir.clone();
+    for sub in ["", "repos", "apps", "tmp"] {
+        let p = data_dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(|source| StartError::DataDir { path: p, source })?;
+    }
+    let (token, created) =
+        AdminToken::load_or_create(&data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.join("admin.token"),
+            source,
+        })?;
+    if created {
+        // Printed once, on first start only; never logged.
+        println!(
+            "paas: your admin token (stored 0600 in {}): {}",
+            data_dir.join("admin.token").display(),
+            token.reveal()
+        );
+    }
+    let store = Store::open(&data_dir.join("paas.db"))?;
+    let docker = Docker::connect()?;
+    docker.ping().await?;
+    let admin = TcpListener::bind(config.admin)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.admin,
+            flag: "admin",
+            source,
+        })?;
+    let http = TcpListener::bind(config.http)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.http,
+            flag: "http",
+            source,
+        })?;
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("paas"));
+    let repos = Repos::new(data_dir.join("repos"), exe);
+    repos.refresh_hooks().await?;
+    let hook = HookEnv {
+        daemon_url: config.admin_local_url(),
+        secret: crate::auth::random_token(32),
+    };
+    let ctx = Arc::new(Ctx {
+        config,
+        store,
+        docker,
+        routes: RouteTable::new(),
+        deployer: Deployer::default(),
+        repos,
+        token,
+        sessions: Sessions::default(),
+        hook,
+    });
+    crate::deploy::reconcile(&ctx).await;
+
+    let router = crate::api::router(ctx.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    tracing::info!(
+        admin = %ctx.config.admin,
+        http = %ctx.config.http,
+        domain = %ctx.config.domain,
+        "paas is serving"
+    );
+    let proxy = crate::proxy::serve(
+        http,
+        ctx.routes.clone(),
+        ProxyOptions {
+            control_host: Some(ctx.config.control_host()),
+            control: Some(router.clone()),
+            upstream_timeout: Duration::from_secs(60),
+        },
+        wait(stop_rx.clone()),
+    );
+    let admin_srv = axum::serve(
+        admin,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(wait(stop_rx.clone()));
+    let (a, b) = tokio::join!(proxy, admin_srv);
+    if let Err(e) = a {
+        tracing::error!("proxy: {e}");
+    }
+    if let Err(e) = b {
+        tracing::error!("admin listener: {e}");
+    }
+    tracing::info!("paas stopped");
+    Ok(())
+}

@@ -1,1 +1,519 @@
-//! store (to be written)
+//! The daemon's state in SQLite: apps, releases, config vars, domains.
+//!
+//! Typed methods only; no SQL lives anywhere else. The schema is a list of
+//! embedded migrations applied in order and tracked with `PRAGMA user_version`,
+//! so an old data dir upgrades itself on start.
+//!
+//! Calls are short (single-row reads and writes on a local file), so the
+//! connection sits behind a plain mutex and is used from async code directly.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// Schema migrations, in order. Append only: never edit a shipped one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE apps (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    secret_key  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE releases (
+    id              INTEGER PRIMARY KEY,
+    app_id          INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    version         INTEGER NOT NULL,
+    commit_sha      TEXT NOT NULL,
+    image           TEXT,
+    status          TEXT NOT NULL,
+    error           TEXT,
+    log             TEXT NOT NULL DEFAULT '',
+    config          TEXT NOT NULL DEFAULT '{}',
+    timings         TEXT NOT NULL DEFAULT '{}',
+    meta            TEXT NOT NULL DEFAULT '{}',
+    created_at      INTEGER NOT NULL,
+    finished_at     INTEGER,
+    UNIQUE (app_id, version)
+);
+CREATE TABLE config_vars (
+    app_id  INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (app_id, key)
+);
+CREATE TABLE domains (
+    app_id  INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    host    TEXT NOT NULL UNIQUE
+);
+"#];
+
+/// Where a release is in its deploy. Stored as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    Queued,
+    Building,
+    Releasing,
+    Starting,
+    HealthChecking,
+    Live,
+    Failed,
+    Retired,
+}
+
+impl ReleaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Building => "building",
+            Self::Releasing => "releasing",
+            Self::Starting => "starting",
+            Self::HealthChecking => "health_checking",
+            Self::Live => "live",
+            Self::Failed => "failed",
+            Self::Retired => "retired",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "queued" => Self::Queued,
+            "building" => Self::Building,
+            "releasing" => Self::Releasing,
+            "starting" => Self::Starting,
+            "health_checking" => Self::HealthChecking,
+            "live" => Self::Live,
+            "retired" => Self::Retired,
+            _ => Self::Failed,
+        }
+    }
+
+    /// Still moving: a daemon that finds one of these on boot was killed mid-deploy.
+    pub fn in_flight(self) -> bool {
+        !matches!(self, Self::Live | Self::Failed | Self::Retired)
+    }
+}
+
+/// One app.
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    pub id: i64,
+    pub name: String,
+    #[serde(skip)]
+    pub secret_key: String,
+    pub created_at: i64,
+}
+
+/// One release of an app (a deploy attempt, successful or not).
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    pub id: i64,
+    pub app: String,
+    pub version: i64,
+    pub commit_sha: String,
+    pub image: Option<String>,
+    pub status: ReleaseStatus,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub log: String,
+    /// Step name → milliseconds, in the order the steps ran.
+    pub timings: Vec<(String, u64)>,
+    /// What the build found out (static URL and root, etc.) as JSON.
+    pub meta: serde_json::Value,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl Release {
+    /// Wall time of the deploy in seconds, when it has finished.
+    pub fn duration_secs(&self) -> Option<i64> {
+        self.finished_at.map(|f| f - self.created_at)
+    }
+}
+
+/// A failure of the state database. Rare; the message says where to look.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state database failed ({0}); check that the data dir is writable and the disk is not full")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("no app named {0:?}; create it with `paas apps:create {0}` or push to it")]
+    NoSuchApp(String),
+    #[error("an app named {0:?} exists already")]
+    AppExists(String),
+}
+
+/// The state database.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {}; COMMIT;", i + 1))?;
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (every
+        // write is one statement or one transaction), so poison is ignored.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- apps ----
+
+    /// Create an app with its generated secret key.
+    pub fn create_app(&self, name: &str, secret_key: &str) -> Result<App, StoreError> {
+        let db = self.db();
+        let n = db.execute(
+            "INSERT OR IGNORE INTO apps (name, secret_key, created_at) VALUES (?1, ?2, ?3)",
+            params![name, secret_key, now()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::AppExists(name.into()));
+        }
+        drop(db);
+        self.app(name)
+    }
+
+    /// The app of that name.
+    pub fn app(&self, name: &str) -> Result<App, StoreError> {
+        self.find_app(name)?
+            .ok_or_else(|| StoreError::NoSuchApp(name.into()))
+    }
+
+    /// The app of that name, if any.
+    pub fn find_app(&self, name: &str) -> Result<Option<App>, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT id, name, secret_key, created_at FROM apps WHERE name = ?1",
+                [name],
+                app_row,
+            )
+            .optional()?)
+    }
+
+    /// Every app, by name.
+    pub fn apps(&self) -> Result<Vec<App>, StoreError> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT id, name, secret_key, created_at FROM apps ORDER BY name")?;
+        let rows = st.query_map([], app_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Delete an app and everything recorded about it.
+    pub fn delete_app(&self, name: &str) -> Result<(), StoreError> {
+        let n = self.db().execute("DELETE FROM apps WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(StoreError::NoSuchApp(name.into()));
+        }
+        Ok(())
+    }
+
+    // ---- releases ----
+
+    /// Record a new release (next version number) in status `Queued`.
+    pub fn create_release(&self, app: &App, commit_sha: &str) -> Result<Release, StoreError> {
+        let db = self.db();
+        let version: i64 = db.query_row(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1",
+            [app.id],
+            |r| r.get(0),
+        )?;
+        db.execute(
+            "INSERT INTO releases (app_id, version, commit_sha, status, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)",
+            params![app.id, version, commit_sha, now()],
+        )?;
+        let id = db.last_insert_rowid();
+        drop(db);
+        self.release_by_id(id)
+    }
+
+    fn release_by_id(&self, id: i64) -> Result<Release, StoreError> {
+        Ok(self.db().query_row(
+            &format!("{RELEASE_SELECT} WHERE r.id = ?1"),
+            [id],
+            release_row,
+        )?)
+    }
+
+    /// Release `version` of `app`, if it exists.
+    pub fn release(&self, app: &str, version: i64) -> Result<Option<Release>, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!("{RELEASE_SELECT} WHERE a.name = ?1 AND r.version = ?2"),
+                params![app, version],
+                release_row,
+            )
+            .optional()?)
+    }
+
+    /// Releases of an app, newest first.
+    pub fn releases(&self, app: &str) -> Result<Vec<Release>, StoreError> {
+        let db = self.db();
+        let mut st = db.prepare(&format!(
+            "{RELEASE_SELECT} WHERE a.name = ?1 ORDER BY r.version DESC"
+        ))?;
+        let rows = st.query_map([app], release_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The release currently serving the app, if any.
+    pub fn live_release(&self, app: &str) -> Result<Option<Release>, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                &format!(
+                    "{RELEASE_SELECT} WHERE a.name = ?1 AND r.status = 'live' ORDER BY r.version DESC LIMIT 1"
+                ),
+                [app],
+                release_row,
+            )
+            .optional()?)
+    }
+
+    /// Releases of every app that were still in flight (the daemon died mid-deploy).
+    pub fn in_flight_releases(&self) -> Result<Vec<Release>, StoreError> {
+        let db = self.db();
+        let mut st = db.prepare(&format!(
+            "{RELEASE_SELECT} WHERE r.status NOT IN ('live', 'failed', 'retired')"
+        ))?;
+        let rows = st.query_map([], release_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Move a release to a new status.
+    pub fn set_status(&self, release_id: i64, status: ReleaseStatus) -> Result<(), StoreError> {
+        let finished = (!status.in_flight()).then(now);
+        self.db().execute(
+            "UPDATE releases SET status = ?2, finished_at = COALESCE(?3, finished_at) WHERE id = ?1",
+            params![release_id, status.as_str(), finished],
+        )?;
+        Ok(())
+    }
+
+    /// Mark a release failed with the sentence the user sees.
+    pub fn fail_release(&self, release_id: i64, error: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "UPDATE releases SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+            params![release_id, error, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Make `release_id` the live one and retire whichever was live before.
+    pub fn promote(&self, app: &App, release_id: i64) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "UPDATE releases SET status = 'retired' WHERE app_id = ?1 AND status = 'live' AND id != ?2",
+            params![app.id, release_id],
+        )?;
+        tx.execute(
+            "UPDATE releases SET status = 'live', finished_at = ?2 WHERE id = ?1",
+            params![release_id, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record the image, build facts, config snapshot and step timings of a release.
+    pub fn update_release(
+        &self,
+        release_id: i64,
+        image: Option<&str>,
+        meta: &serde_json::Value,
+        config: &BTreeMap<String, String>,
+        timings: &[(String, u64)],
+    ) -> Result<(), StoreError> {
+        self.db().execute(
+            "UPDATE releases SET image = COALESCE(?2, image), meta = ?3, config = ?4, timings = ?5 WHERE id = ?1",
+            params![
+                release_id,
+                image,
+                meta.to_string(),
+                serde_json::to_string(config).unwrap_or_default(),
+                serde_json::to_string(timings).unwrap_or_default()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Append lines to a release's log (kept for the dashboard).
+    pub fn append_log(&self, release_id: i64, text: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "UPDATE releases SET log = log || ?2 WHERE id = ?1",
+            params![release_id, text],
+        )?;
+        Ok(())
+    }
+
+    // ---- config vars ----
+
+    /// The app's config vars.
+    pub fn config_vars(&self, app: &App) -> Result<BTreeMap<String, String>, StoreError> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT key, value FROM config_vars WHERE app_id = ?1")?;
+        let rows = st.query_map([app.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Set (and with `None`, unset) config vars in one transaction.
+    pub fn set_config_vars(
+        &self,
+        app: &App,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        for (k, v) in changes {
+            match v {
+                Some(v) => tx.execute(
+                    "INSERT INTO config_vars (app_id, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (app_id, key) DO UPDATE SET value = excluded.value",
+                    params![app.id, k, v],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM config_vars WHERE app_id = ?1 AND key = ?2",
+                    params![app.id, k],
+                )?,
+            };
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- domains ----
+
+    /// Custom domains of an app (the default `<app>.<domain>` is not stored).
+    pub fn domains(&self, app: &App) -> Result<Vec<String>, StoreError> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT host FROM domains WHERE app_id = ?1 ORDER BY host")?;
+        let rows = st.query_map([app.id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+const RELEASE_SELECT: &str = "SELECT r.id, a.name, r.version, r.commit_sha, r.image, r.status, r.error, r.log,
+    r.timings, r.meta, r.created_at, r.finished_at FROM releases r JOIN apps a ON a.id = r.app_id";
+
+fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
+    Ok(App {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        secret_key: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Release> {
+    let status: String = r.get(5)?;
+    let timings: String = r.get(8)?;
+    let meta: String = r.get(9)?;
+    Ok(Release {
+        id: r.get(0)?,
+        app: r.get(1)?,
+        version: r.get(2)?,
+        commit_sha: r.get(3)?,
+        image: r.get(4)?,
+        status: ReleaseStatus::parse(&status),
+        error: r.get(6)?,
+        log: r.get(7)?,
+        timings: serde_json::from_str(&timings).unwrap_or_default(),
+        meta: serde_json::from_str(&meta).unwrap_or(serde_json::Value::Null),
+        created_at: r.get(10)?,
+        finished_at: r.get(11)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_number_up_and_promotion_retires_the_previous() {
+        let s = Store::open_in_memory().unwrap();
+        let app = s.create_app("blog", "k").unwrap();
+        assert!(matches!(
+            s.create_app("blog", "k"),
+            Err(StoreError::AppExists(_))
+        ));
+        let r1 = s.create_release(&app, "aaa").unwrap();
+        let r2 = s.create_release(&app, "bbb").unwrap();
+        assert_eq!((r1.version, r2.version), (1, 2));
+        s.promote(&app, r1.id).unwrap();
+        assert_eq!(s.live_release("blog").unwrap().unwrap().version, 1);
+        s.promote(&app, r2.id).unwrap();
+        assert_eq!(s.live_release("blog").unwrap().unwrap().version, 2);
+        assert_eq!(
+            s.release("blog", 1).unwrap().unwrap().status,
+            ReleaseStatus::Retired
+        );
+        let r3 = s.create_release(&app, "ccc").unwrap();
+        s.set_status(r3.id, ReleaseStatus::Building).unwrap();
+        assert_eq!(s.in_flight_releases().unwrap().len(), 1);
+        s.fail_release(r3.id, "boom").unwrap();
+        assert!(s.in_flight_releases().unwrap().is_empty());
+        assert_eq!(s.live_release("blog").unwrap().unwrap().version, 2);
+    }
+
+    #[test]
+    fn config_vars_set_and_unset() {
+        let s = Store::open_in_memory().unwrap();
+        let app = s.create_app("blog", "k").unwrap();
+        s.set_config_vars(
+            &app,
+            &[("A".into(), Some("1".into())), ("B".into(), Some("2".into()))],
+        )
+        .unwrap();
+        s.set_config_vars(&app, &[("A".into(), None), ("B".into(), Some("3".into()))])
+            .unwrap();
+        let vars = s.config_vars(&app).unwrap();
+        assert_eq!(vars.len(), 1);
+        assert_eq!(vars["B"], "3");
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("paas.db");
+        {
+            let s = Store::open(&p).unwrap();
+            let app = s.create_app("blog", "k").unwrap();
+            s.create_release(&app, "aaa").unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.releases("blog").unwrap().len(), 1);
+        s.delete_app("blog").unwrap();
+        assert!(s.releases("blog").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,155 @@
+//! Credentials: the admin token (API, git, dashboard login) and dashboard sessions.
+//!
+//! On first start the daemon makes a random admin token, stores it 0600 at
+//! `<data-dir>/admin.token` and prints it once. Requests present it as
+//! `Authorization: Bearer TOKEN` (API, CLI) or as the password of HTTP basic
+//! auth (git). The dashboard trades it for a session cookie.
+
+use base64::Engine;
+use rand::RngCore;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a dashboard session lives without use.
+const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
+
+/// A random token of `bytes` bytes, URL-safe base64 without padding.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Equality that takes the same time wherever the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The admin token, loaded or created.
+pub struct AdminToken {
+    token: String,
+}
+
+impl AdminToken {
+    /// Load `<data-dir>/admin.token`, creating it (0600) when missing.
+    /// Returns the token and whether it was just created (print it then).
+    pub fn load_or_create(data_dir: &Path) -> std::io::Result<(AdminToken, bool)> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.join("admin.token");
+        match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => Ok((
+                AdminToken {
+                    token: t.trim().to_string(),
+                },
+                false,
+            )),
+            _ => {
+                let token = random_token(24);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                writeln!(f, "{token}")?;
+                Ok((AdminToken { token }, true))
+            }
+        }
+    }
+
+    /// The token itself (to print once on creation).
+    pub fn reveal(&self) -> &str {
+        &self.token
+    }
+
+    /// Does this presented secret match?
+    pub fn matches(&self, presented: &str) -> bool {
+        constant_time_eq(presented.as_bytes(), self.token.as_bytes())
+    }
+
+    /// Check an `Authorization` header: Bearer, or Basic with the token as password.
+    pub fn check_header(&self, value: Option<&str>) -> bool {
+        let Some(value) = value else { return false };
+        if let Some(t) = value.strip_prefix("Bearer ") {
+            return self.matches(t.trim());
+        }
+        if let Some(b) = value.strip_prefix("Basic ") {
+            let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else {
+                return false;
+            };
+            let raw = String::from_utf8_lossy(&raw);
+            let password = raw.split_once(':').map(|(_, p)| p).unwrap_or("");
+            return self.matches(password);
+        }
+        false
+    }
+}
+
+/// Dashboard sessions: random ids held in memory (a restart logs everyone out).
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<HashMap<String, Instant>>,
+}
+
+impl Sessions {
+    /// Start a session; returns its id for the cookie.
+    pub fn create(&self) -> String {
+        let id = random_token(32);
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, seen| seen.elapsed() < SESSION_IDLE);
+        m.insert(id.clone(), Instant::now());
+        id
+    }
+
+    /// Is this a live session? Touches it.
+    pub fn check(&self, id: &str) -> bool {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(id) {
+            Some(seen) if seen.elapsed() < SESSION_IDLE => {
+                *seen = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// End a session.
+    pub fn remove(&self, id: &str) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_created_once_with_mode_0600_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (t, created) = AdminToken::load_or_create(dir.path()).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(dir.path().join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (t2, created) = AdminToken::load_or_create(dir.path()).unwrap();
+        assert!(!created);
+        assert!(t2.matches(t.reveal()));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("x:{}", t.reveal()));
+        assert!(t.check_header(Some(&format!("Basic {basic}"))));
+        assert!(t.check_header(Some(&format!("Bearer {}", t.reveal()))));
+        assert!(!t.check_header(Some("Bearer nope")));
+        assert!(!t.check_header(None));
+    }
+}
