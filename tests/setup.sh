@@ -12,7 +12,7 @@ set -euo pipefail
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
-    echo "tests/setup.sh installs packages and builds images: run it as root (sudo bash tests/setup.sh)." >&2
+    echo "tests/setup.sh installs packages and builds images: run it as root (as root: bash tests/setup.sh)." >&2
     exit 1
   fi
 }

@@ -1,1 +1,471 @@
-//! api (to be written)
+//! The control plane: git over smart HTTP, the hook's deploy endpoint, the
+//! JSON API and the dashboard. Served on the admin listener and, through the
+//! proxy, on `paas.<domain>`. Every route needs credentials: the admin token
+//! (HTTP basic password or bearer) or a dashboard session cookie; the hook's
+//! endpoint needs the per-start secret only hooks spawned by this daemon know.
+
+use crate::auth::constant_time_eq;
+use crate::deploy::{self, DeployRequest, Progress};
+use crate::git::{self, CgiRequest, RESULT_FAILED, RESULT_OK};
+use crate::server::Ctx;
+use crate::store::{App, Release};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Largest pushed tree paas accepts (the `git archive` of one commit).
+const MAX_PUSH_BYTES: usize = 1 << 30;
+
+/// The whole control-plane router.
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/internal/deploy", post(internal_deploy))
+        .route("/api/apps", get(api_apps))
+        .route("/api/apps/{app}", get(api_app))
+        .route("/api/apps/{app}/releases", get(api_releases))
+        .route("/api/apps/{app}/releases/{version}", get(api_release))
+        .route(
+            "/api/apps/{app}/config",
+            get(api_config_get).patch(api_config_set),
+        )
+        .merge(crate::dashboard::routes())
+        .fallback(git_or_404)
+        .with_state(ctx)
+}
+
+/// Is this request carrying the admin token or a live dashboard session?
+pub fn authorized(ctx: &Ctx, headers: &HeaderMap) -> bool {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if ctx.token.check_header(auth) {
+        return true;
+    }
+    crate::dashboard::session_cookie(headers).is_some_and(|id| ctx.sessions.check(&id))
+}
+
+/// A JSON or plain error with one sentence for the user.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.0,
+            Json(serde_json::json!({ "error": self.1 })),
+        )
+            .into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"paas\""),
+            );
+        }
+        r
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong credentials: send the admin token as a bearer token or as the HTTP basic password".into(),
+    )
+}
+
+fn require(ctx: &Ctx, headers: &HeaderMap) -> Result<(), ApiError> {
+    if authorized(ctx, headers) {
+        Ok(())
+    } else {
+        Err(unauthorized())
+    }
+}
+
+fn find_app(ctx: &Ctx, name: &str) -> Result<App, ApiError> {
+    match ctx.store.find_app(name) {
+        Ok(Some(app)) => Ok(app),
+        Ok(None) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no app named {name:?}: `paas apps` lists them, and a first `git push` creates one"),
+        )),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// The public URL of an app.
+pub fn app_url(ctx: &Ctx, app: &str) -> String {
+    let host = ctx.config.app_host(app);
+    match ctx.config.http.port() {
+        80 => format!("http://{host}/"),
+        port => format!("http://{host}:{port}/"),
+    }
+}
+
+// ---------------------------------------------------------------- JSON API
+
+#[derive(Serialize)]
+pub struct AppView {
+    pub name: String,
+    pub url: String,
+    pub live: Option<ReleaseView>,
+    pub last: Option<ReleaseView>,
+}
+
+#[derive(Serialize, Clone)]
+pub struct ReleaseView {
+    pub version: i64,
+    pub commit: String,
+    pub status: String,
+    pub image: Option<String>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub duration_secs: Option<i64>,
+    pub timings: Vec<(String, u64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+impl ReleaseView {
+    pub fn of(r: &Release, with_log: bool) -> ReleaseView {
+        ReleaseView {
+            version: r.version,
+            commit: r.commit_sha.clone(),
+            status: r.status.as_str().to_string(),
+            image: r.image.clone(),
+            error: r.error.clone(),
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+            duration_secs: r.duration_secs(),
+            timings: r.timings.clone(),
+            log: with_log.then(|| r.log.clone()),
+        }
+    }
+}
+
+pub fn app_view(ctx: &Ctx, app: &App) -> Result<AppView, ApiError> {
+    let live = ctx.store.live_release(&app.name).map_err(internal)?;
+    let releases = ctx.store.releases(&app.name).map_err(internal)?;
+    Ok(AppView {
+        name: app.name.clone(),
+        url: app_url(ctx, &app.name),
+        live: live.as_ref().map(|r| ReleaseView::of(r, false)),
+        last: releases.first().map(|r| ReleaseView::of(r, false)),
+    })
+}
+
+async fn api_apps(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<AppView>>, ApiError> {
+    require(&ctx, &headers)?;
+    let apps = ctx.store.apps().map_err(internal)?;
+    let views = apps
+        .iter()
+        .map(|a| app_view(&ctx, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(views))
+}
+
+async fn api_app(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<AppView>, ApiError> {
+    require(&ctx, &headers)?;
+    let app = find_app(&ctx, &name)?;
+    Ok(Json(app_view(&ctx, &app)?))
+}
+
+async fn api_releases(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<ReleaseView>>, ApiError> {
+    require(&ctx, &headers)?;
+    let app = find_app(&ctx, &name)?;
+    let rels = ctx.store.releases(&app.name).map_err(internal)?;
+    Ok(Json(rels.iter().map(|r| ReleaseView::of(r, false)).collect()))
+}
+
+async fn api_release(
+    State(ctx): State<Arc<Ctx>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<ReleaseView>, ApiError> {
+    require(&ctx, &headers)?;
+    let app = find_app(&ctx, &name)?;
+    let v: i64 = version
+        .trim_start_matches('v')
+        .parse()
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{version:?} is not a release number like v3")))?;
+    match ctx.store.release(&app.name, v).map_err(internal)? {
+        Some(r) => Ok(Json(ReleaseView::of(&r, true))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{name} has no release v{v}: `paas releases` lists them"),
+        )),
+    }
+}
+
+async fn api_config_get(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    require(&ctx, &headers)?;
+    let app = find_app(&ctx, &name)?;
+    Ok(Json(ctx.store.config_vars(&app).map_err(internal)?))
+}
+
+/// `{"KEY": "value", "OTHER": null}`: set and unset in one change.
+async fn api_config_set(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(changes): Json<BTreeMap<String, Option<String>>>,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    require(&ctx, &headers)?;
+    let app = find_app(&ctx, &name)?;
+    for key in changes.keys() {
+        if !valid_var_name(key) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{key:?} is not a config var name: use letters, digits and _, not starting with a digit"),
+            ));
+        }
+    }
+    let changes: Vec<(String, Option<String>)> = changes.into_iter().collect();
+    ctx.store
+        .set_config_vars(&app, &changes)
+        .map_err(internal)?;
+    Ok(Json(ctx.store.config_vars(&app).map_err(internal)?))
+}
+
+fn valid_var_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+// ------------------------------------------------------- the hook's endpoint
+
+#[derive(Deserialize)]
+struct DeployQuery {
+    app: String,
+    rev: String,
+    #[serde(rename = "ref")]
+    _refname: Option<String>,
+    message: Option<String>,
+}
+
+/// Called by `paas hook pre-receive` with the `git archive` of the pushed
+/// commit. Answers with the deploy's progress, line by line, then one result
+/// line (`paas-result: ok` or `paas-result: failed: <reason>`). The deploy
+/// goes on to its end even when the pusher goes away.
+async fn internal_deploy(
+    State(ctx): State<Arc<Ctx>>,
+    Query(q): Query<DeployQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(presented.as_bytes(), ctx.hook.secret.as_bytes()) {
+        return unauthorized().into_response();
+    }
+    if let Err(rule) = git::validate_app_name(&q.app) {
+        return ApiError(StatusCode::BAD_REQUEST, rule).into_response();
+    }
+    let tar = match git::read_body_limited(body, MAX_PUSH_BYTES).await {
+        Ok(t) => t,
+        Err(e) => return ApiError(StatusCode::PAYLOAD_TOO_LARGE, e).into_response(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let req = DeployRequest {
+        app: q.app.clone(),
+        rev: q.rev.clone(),
+        message: q.message.clone().unwrap_or_default(),
+        tar,
+    };
+    let task_ctx = ctx.clone();
+    tokio::spawn(async move {
+        let result = deploy::deploy(&task_ctx, req, Progress::new(Some(tx.clone()))).await;
+        let last = match result {
+            Ok(rel) => format!(
+                "-----> {} v{} is live at {}\n{RESULT_OK}\n",
+                rel.app,
+                rel.version,
+                app_url(&task_ctx, &rel.app)
+            ),
+            Err(e) => format!("{RESULT_FAILED}{}\n", e.0.replace('\n', " ")),
+        };
+        let _ = tx.send(last);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::io::Error>(bytes::Bytes::from(line)), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+// --------------------------------------------------------------------- git
+
+/// `/<app>.git/<rest>` → (app, "/<rest>").
+fn split_git_path(path: &str) -> Option<(&str, &str)> {
+    let path = path.strip_prefix('/')?;
+    let (repo, rest) = path.split_once(".git/")?;
+    if repo.contains('/') {
+        return None;
+    }
+    Some((repo, &path[repo.len() + 4..]))
+}
+
+/// A pkt-line (git's framing): 4 hex digits of length, then the payload.
+fn pkt_line(s: &str) -> String {
+    format!("{:04x}{s}", s.len() + 4)
+}
+
+/// An error git shows its user as `remote error: …` while it reads refs.
+fn git_refusal(service: &str, message: &str) -> Response {
+    let body = format!(
+        "{}0000{}",
+        pkt_line(&format!("# service={service}\n")),
+        pkt_line(&format!("ERR {message}"))
+    );
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            format!("application/x-{service}-advertisement"),
+        )
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::BAD_REQUEST.into_response())
+}
+
+async fn git_or_404(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let Some((repo, rest)) = split_git_path(&path) else {
+        return ApiError(
+            StatusCode::NOT_FOUND,
+            format!("nothing at {path}: git remotes look like http://HOST/<app>.git"),
+        )
+        .into_response();
+    };
+    let (repo, rest) = (repo.to_string(), rest.to_string());
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !ctx.token.check_header(auth) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"paas\"")],
+            "Authentication required: use the admin token as the password, e.g. git remote add paas http://paas:TOKEN@HOST/app.git\n",
+        )
+            .into_response();
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let service = if rest == "/git-receive-pack" || query.contains("service=git-receive-pack") {
+        "git-receive-pack"
+    } else {
+        "git-upload-pack"
+    };
+    let pushing = service == "git-receive-pack";
+    if let Err(rule) = git::validate_app_name(&repo) {
+        return git_refusal(service, &rule);
+    }
+    match ctx.store.find_app(&repo) {
+        Ok(Some(_)) => {}
+        Ok(None) if pushing => {
+            let secret = crate::auth::random_token(40);
+            if let Err(e) = ctx.store.create_app(&repo, &secret) {
+                // A concurrent first push may have created it.
+                if !matches!(ctx.store.find_app(&repo), Ok(Some(_))) {
+                    return git_refusal(service, &format!("cannot create app {repo}: {e}"));
+                }
+            } else {
+                tracing::info!(app = %repo, "app created by first push");
+            }
+        }
+        Ok(None) => {
+            return git_refusal(
+                service,
+                &format!("no app named {repo}: push to it first (git push paas main) to create it"),
+            )
+        }
+        Err(e) => return git_refusal(service, &e.to_string()),
+    }
+    if let Err(e) = ctx.repos.ensure(&repo).await {
+        return git_refusal(service, &format!("cannot prepare the repository: {e}"));
+    }
+    let remote_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    let cgi = CgiRequest {
+        app: repo,
+        path: rest,
+        method: parts.method,
+        query,
+        headers: parts.headers,
+        remote_addr,
+        body,
+    };
+    match git::serve_cgi(&ctx.repos, &ctx.hook, cgi).await {
+        Ok(r) => r,
+        Err(e) => internal(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_paths_split() {
+        assert_eq!(
+            split_git_path("/blog.git/info/refs"),
+            Some(("blog", "/info/refs"))
+        );
+        assert_eq!(
+            split_git_path("/blog.git/git-receive-pack"),
+            Some(("blog", "/git-receive-pack"))
+        );
+        assert_eq!(split_git_path("/a/b.git/info/refs"), None);
+        assert_eq!(split_git_path("/apps/blog"), None);
+    }
+
+    #[test]
+    fn pkt_lines_are_framed() {
+        assert_eq!(pkt_line("ERR x"), "0009ERR x");
+    }
+
+    #[test]
+    fn var_names() {
+        assert!(valid_var_name("SECRET_KEY"));
+        assert!(valid_var_name("_X1"));
+        assert!(!valid_var_name("1X"));
+        assert!(!valid_var_name("A-B"));
+        assert!(!valid_var_name(""));
+    }
+}

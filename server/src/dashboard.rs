@@ -1,1 +1,316 @@
-//! dashboard (to be written)
+//! The dashboard: server-rendered tera templates from web-ui/, embedded in the
+//! binary. Log in with the admin token; a session cookie (HttpOnly,
+//! SameSite=Strict) carries the login. Pages: apps, an app's releases, one
+//! release's log.
+
+use crate::api::{app_view, ApiError, ReleaseView};
+use crate::server::Ctx;
+use axum::extract::{Form, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
+use tera::{Context, Tera};
+
+const COOKIE: &str = "paas_session";
+
+fn templates() -> &'static Tera {
+    static TERA: OnceLock<Tera> = OnceLock::new();
+    TERA.get_or_init(|| {
+        let mut t = Tera::default();
+        t.add_raw_templates(vec![
+            ("base.html", include_str!("../../web-ui/templates/base.html")),
+            ("login.html", include_str!("../../web-ui/templates/login.html")),
+            ("apps.html", include_str!("../../web-ui/templates/apps.html")),
+            ("app.html", include_str!("../../web-ui/templates/app.html")),
+            (
+                "release.html",
+                include_str!("../../web-ui/templates/release.html"),
+            ),
+        ])
+        .expect("the embedded templates parse (checked by a unit test)");
+        t
+    })
+}
+
+/// The dashboard's routes (merged into the control-plane router).
+pub fn routes() -> Router<Arc<Ctx>> {
+    Router::new()
+        .route("/", get(apps_page))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/apps/{app}", get(app_page))
+        .route("/apps/{app}/releases/{version}", get(release_page))
+}
+
+/// The session id from the request's cookie, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn logged_in(ctx: &Ctx, headers: &HeaderMap) -> bool {
+    session_cookie(headers).is_some_and(|id| ctx.sessions.check(&id))
+}
+
+fn render(name: &str, mut context: Context, logged: bool) -> Response {
+    context.insert("logged_in", &logged);
+    match templates().render(name, &context) {
+        Ok(html) => (
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::X_FRAME_OPTIONS, "DENY"),
+            ],
+            Html(html),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("rendering {name}: {e:?}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    }
+}
+
+fn to_login() -> Response {
+    Redirect::to("/login").into_response()
+}
+
+/// Seconds since the epoch → `2026-11-27 12:34 UTC`.
+pub fn format_time(epoch: i64) -> String {
+    let days = epoch.div_euclid(86_400);
+    let secs = epoch.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+async fn login_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    if logged_in(&ctx, &headers) {
+        return Redirect::to("/").into_response();
+    }
+    render("login.html", Context::new(), false)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(ctx): State<Arc<Ctx>>, Form(form): Form<LoginForm>) -> Response {
+    if !ctx.token.matches(form.token.trim()) {
+        let mut c = Context::new();
+        c.insert(
+            "error",
+            "That is not the admin token. Find it in admin.token in paas's data directory.",
+        );
+        let mut r = render("login.html", c, false);
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        return r;
+    }
+    let id = ctx.sessions.create();
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict"),
+        )],
+        Redirect::to("/"),
+    )
+        .into_response()
+}
+
+async fn logout(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        ctx.sessions.remove(&id);
+    }
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        )],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct AppRow {
+    #[serde(flatten)]
+    view: crate::api::AppView,
+    last_when: String,
+}
+
+async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let rows: Result<Vec<AppRow>, ApiError> = ctx.store.apps().map_err(internal).and_then(|apps| {
+        apps.iter()
+            .map(|a| {
+                let view = app_view(&ctx, a)?;
+                let last_when = view
+                    .last
+                    .as_ref()
+                    .map(|r| format_time(r.created_at))
+                    .unwrap_or_default();
+                Ok(AppRow { view, last_when })
+            })
+            .collect()
+    });
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let mut c = Context::new();
+    c.insert("apps", &rows);
+    c.insert("control", &ctx.config.admin.to_string());
+    render("apps.html", c, true)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+#[derive(Serialize)]
+struct ReleaseRow {
+    #[serde(flatten)]
+    view: ReleaseView,
+    short: String,
+    error_short: Option<String>,
+    when: String,
+}
+
+fn not_found(what: String) -> Response {
+    (StatusCode::NOT_FOUND, Html(format!("<p>{}</p><p><a href=\"/\">All apps</a></p>", tera::escape_html(&what)))).into_response()
+}
+
+async fn app_page(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let app = match ctx.store.find_app(&name) {
+        Ok(Some(a)) => a,
+        Ok(None) => return not_found(format!("No app named {name}.")),
+        Err(e) => return internal(e).into_response(),
+    };
+    let view = match app_view(&ctx, &app) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let releases = match ctx.store.releases(&app.name) {
+        Ok(r) => r,
+        Err(e) => return internal(e).into_response(),
+    };
+    let rows: Vec<ReleaseRow> = releases
+        .iter()
+        .map(|r| ReleaseRow {
+            view: ReleaseView::of(r, false),
+            short: r.commit_sha.chars().take(7).collect(),
+            error_short: r.error.as_ref().map(|e| {
+                if e.chars().count() > 140 {
+                    format!("{}…", e.chars().take(140).collect::<String>())
+                } else {
+                    e.clone()
+                }
+            }),
+            when: format_time(r.created_at),
+        })
+        .collect();
+    let mut c = Context::new();
+    c.insert("app", &view);
+    c.insert("releases", &rows);
+    render("app.html", c, true)
+}
+
+#[derive(Serialize)]
+struct Step {
+    name: String,
+    secs: String,
+}
+
+async fn release_page(
+    State(ctx): State<Arc<Ctx>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let Ok(v) = version.trim_start_matches('v').parse::<i64>() else {
+        return not_found(format!("{version} is not a release number."));
+    };
+    let rel = match ctx.store.release(&name, v) {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found(format!("{name} has no release v{v}.")),
+        Err(e) => return internal(e).into_response(),
+    };
+    let steps: Vec<Step> = rel
+        .timings
+        .iter()
+        .map(|(n, ms)| Step {
+            name: n.clone(),
+            secs: format!("{:.1}", *ms as f64 / 1000.0),
+        })
+        .collect();
+    let mut c = Context::new();
+    c.insert("app", &name);
+    c.insert("r", &ReleaseView::of(&rel, true));
+    c.insert("steps", &steps);
+    render("release.html", c, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_parse_and_render() {
+        let mut c = Context::new();
+        c.insert("apps", &Vec::<String>::new());
+        c.insert("control", "127.0.0.1:8300");
+        c.insert("logged_in", &true);
+        let html = templates().render("apps.html", &c).unwrap();
+        assert!(html.contains("No apps yet"));
+        let mut c = Context::new();
+        c.insert("logged_in", &false);
+        c.insert("error", "<b>x</b>");
+        let html = templates().render("login.html", &c).unwrap();
+        assert!(html.contains("&lt;b&gt;x"), "errors are escaped");
+    }
+
+    #[test]
+    fn times_format_in_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_time(1_795_782_896), "2026-11-27 12:34 UTC");
+    }
+
+    #[test]
+    fn cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "a=1; paas_session=xyz; b=2".parse().unwrap());
+        assert_eq!(session_cookie(&h).as_deref(), Some("xyz"));
+    }
+}

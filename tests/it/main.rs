@@ -1,1 +1,183 @@
+//! Integration tests: a real `git push` to a real `paas serve`, images built
+//! by the real Docker engine, and HTTP through paas's own proxy.
+//!
+//! Prepare the machine once with `bash tests/setup.sh` (as root).
 
+mod harness;
+
+use harness::{engine_objects, last_line, Daemon, Project};
+
+fn assert_serves(d: &Daemon, app: &str, needle: &str) {
+    let r = d.get(app, "/");
+    assert_eq!(
+        r.status,
+        200,
+        "GET / of {app}: {} {}",
+        r.status,
+        r.text()
+    );
+    assert!(
+        r.text().contains(needle),
+        "GET / of {app} lacks {needle:?}: {}",
+        r.text()
+    );
+}
+
+/// The backbone: push an unmodified tutorial project, see it live with its
+/// static files, push a template change, see the new page and the old rows.
+#[test]
+fn push_deploys_then_redeploys_keeping_data() {
+    let mut d = Daemon::start();
+    let app = d.app("blog");
+    let p = Project::from_fixture("blog");
+
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    // The steps, in order, in the pusher's terminal.
+    let build = out.find("Building image").expect("build step shown");
+    let migrate = out.find("Running migrations").expect("migrate step shown");
+    let live = out.find("is live at").expect("live line shown");
+    assert!(build < migrate && migrate < live, "{out}");
+    assert!(out.contains("remote:"), "progress comes as remote: lines");
+
+    assert_serves(&d, &app, "Notes v1");
+    let css = d.get(&app, "/static/notes/style.css");
+    assert_eq!(css.status, 200, "CSS: {}", css.text());
+    assert!(
+        css.header("content-type").unwrap_or("").starts_with("text/css"),
+        "{:?}",
+        css.headers
+    );
+    // Static files come from disk, not from Django: gunicorn would say so.
+    assert!(css.header("server").is_none_or(|s| !s.contains("gunicorn")));
+
+    // A row written between the two deploys survives the second.
+    let r = d.post_form(&app, "/add/", "text=kept+across+deploys");
+    assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
+    assert_serves(&d, &app, "kept across deploys");
+
+    p.replace("Notes v1", "Notes v2");
+    p.commit("template change");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "second push rejected:\n{out}");
+    assert!(out.contains("v2 is live"), "{out}");
+    assert_serves(&d, &app, "Notes v2");
+    assert_serves(&d, &app, "kept across deploys");
+
+    // The API tells the same story.
+    let auth = format!("Bearer {}", d.token);
+    let r = d.admin_request(
+        "GET",
+        &format!("/api/apps/{app}/releases"),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rels: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let statuses: Vec<&str> = rels
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["live", "retired"], "{rels:#}");
+    assert!(rels[0]["timings"].as_array().unwrap().len() >= 3);
+
+    // Only the live release runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (containers, _) = engine_objects(&app);
+        let running: Vec<_> = containers.iter().filter(|c| c.contains(" Up ")).collect();
+        if running.len() == 1 && running[0].contains("-v2-web") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old release still running: {containers:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// manage.py in a subfolder deploys like any other project.
+#[test]
+fn project_in_a_subfolder_deploys() {
+    let mut d = Daemon::start();
+    let app = d.app("sub");
+    let p = Project::from_fixture("subdir");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert_serves(&d, &app, "Subdir works");
+}
+
+/// Every way a push can fail: rejected with a clear last line, the live
+/// release untouched, nothing left behind in the engine.
+#[test]
+fn failed_pushes_are_rejected_and_leave_the_live_release() {
+    let mut d = Daemon::start();
+    let app = d.app("fail");
+    let good = Project::from_fixture("blog");
+    let (ok, out) = good.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    assert_serves(&d, &app, "Notes v1");
+    let (_, images_before) = engine_objects(&app);
+
+    let cases = [
+        ("not-django", "No Django project found"),
+        ("bad-requirement", "image build failed"),
+        ("broken-migration", "migrate failed"),
+    ];
+    for (fixture, expected) in cases {
+        let p = Project::from_fixture(fixture);
+        let (ok, out) = p.push_ref(&d.remote(&app), "+main:main");
+        assert!(!ok, "{fixture}: push accepted:\n{out}");
+        let last = last_line(&out);
+        assert!(
+            last.contains("Deploy failed:") && last.contains(expected),
+            "{fixture}: last line {last:?} should say {expected:?}; output:\n{out}"
+        );
+        assert_serves(&d, &app, "Notes v1");
+        let (containers, images) = engine_objects(&app);
+        let up: Vec<_> = containers.iter().filter(|c| c.contains(" Up ")).collect();
+        assert_eq!(up.len(), 1, "{fixture}: containers {containers:?}");
+        assert_eq!(images, images_before, "{fixture}: images left behind");
+    }
+    if let Some(d) = d.data.path().join("tmp").read_dir().ok() {
+        assert_eq!(d.count(), 0, "build dirs left behind");
+    }
+}
+
+/// Wrong token → 401 (git says authentication failed); a bad app name is
+/// refused with the rule; other branches are stored, not deployed.
+#[test]
+fn git_auth_and_names() {
+    let d = Daemon::start();
+    let p = Project::from_fixture("not-django");
+
+    let bad = format!("http://paas:wrong@127.0.0.1:{}/blog.git", d.admin);
+    let (ok, out) = p.push(&bad);
+    assert!(!ok);
+    assert!(out.contains("Authentication failed") || out.contains("401"), "{out}");
+
+    let r = d.admin_request("GET", "/blog.git/info/refs?service=git-receive-pack", &[], None);
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap_or("").starts_with("Basic"));
+    for path in ["/api/apps", "/", "/apps/blog"] {
+        let r = d.admin_request("GET", path, &[], None);
+        assert!(
+            r.status == 401 || (r.status == 303 && r.header("location") == Some("/login")),
+            "{path} without credentials: {}",
+            r.status
+        );
+    }
+
+    let (ok, out) = p.push(&d.remote("Bad_Name"));
+    assert!(!ok);
+    assert!(out.contains("lower-case letter"), "{out}");
+
+    // A branch other than main/master is stored, not deployed.
+    let name = "branchy";
+    let (ok, out) = p.push_ref(&d.remote(name), "main:feature");
+    assert!(ok, "{out}");
+    assert!(out.contains("stored, not deployed"), "{out}");
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Installs paas on this machine and starts it: builds the binary from this
+# checkout, installs it to /usr/local/bin, writes /var/lib/paas/paas.toml
+# (once) and a systemd unit, and starts the daemon. Idempotent: run it again
+# to upgrade. Environment knobs (first install only):
+#   PAAS_DOMAIN  apps are served at <app>.<domain>   (default: localhost)
+#   PAAS_HTTP    public proxy address                  (default: 0.0.0.0:80)
+#   PAAS_ADMIN   git, API and dashboard address        (default: 0.0.0.0:8300)
+set -euo pipefail
+
+DATA_DIR=/var/lib/paas
+BIN=/usr/local/bin/paas
+UNIT=/etc/systemd/system/paas.service
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run me as root (su - root, then bash install.sh)"
+command -v git >/dev/null || die "git is missing: apt-get install git"
+command -v docker >/dev/null || die "Docker is missing: apt-get install docker.io (or Docker's own packages)"
+docker info >/dev/null 2>&1 || die "the Docker engine is not running: systemctl start docker"
+
+# The binary: built from this checkout.
+if [ -f "$here/Cargo.toml" ]; then
+  command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) to build paas from source"
+  echo "==> building paas (release)"
+  (cd "$here" && cargo build --release --locked --bin paas)
+  install -m 0755 "$here/target/release/paas" "$BIN.new"
+  mv -f "$BIN.new" "$BIN"
+else
+  die "run install.sh from a paas checkout (it builds the binary from the source next to it)"
+fi
+
+mkdir -p "$DATA_DIR"
+chmod 0700 "$DATA_DIR"
+if [ ! -f "$DATA_DIR/paas.toml" ]; then
+  cat >"$DATA_DIR/paas.toml" <<TOML
+# paas configuration: the same names as the flags of \`paas serve\`.
+domain = "${PAAS_DOMAIN:-localhost}"
+http = "${PAAS_HTTP:-0.0.0.0:80}"
+admin = "${PAAS_ADMIN:-0.0.0.0:8300}"
+TOML
+fi
+
+if [ -d /run/systemd/system ]; then
+  cat >"$UNIT" <<UNITEOF
+[Unit]
+Description=paas: git push deploys for Django
+After=network-online.target docker.service
+Requires=docker.service
+
+[Service]
+ExecStart=$BIN serve --data-dir $DATA_DIR
+Restart=always
+RestartSec=1
+KillSignal=SIGTERM
+TimeoutStopSec=60
+Environment=PAAS_LOG=info
+
+[Install]
+WantedBy=multi-user.target
+UNITEOF
+  systemctl daemon-reload
+  systemctl enable paas >/dev/null 2>&1
+  systemctl restart paas
+  echo "==> paas runs as the systemd service paas (journalctl -u paas -f)"
+else
+  # No systemd (a container, say): run it in the background instead.
+  pkill -x paas 2>/dev/null || true
+  sleep 0.5
+  nohup "$BIN" serve --data-dir "$DATA_DIR" >>"$DATA_DIR/paas.log" 2>&1 &
+  echo "==> no systemd here: paas started in the background (log: $DATA_DIR/paas.log)"
+fi
+
+for _ in $(seq 1 50); do [ -f "$DATA_DIR/admin.token" ] && break; sleep 0.2; done
+[ -f "$DATA_DIR/admin.token" ] || die "paas did not start; see journalctl -u paas or $DATA_DIR/paas.log"
+token=$(cat "$DATA_DIR/admin.token")
+admin=$(grep -E '^admin' "$DATA_DIR/paas.toml" | sed -E 's/.*"(.*)".*/\1/')
+port=${admin##*:}
+host=$(hostname -f 2>/dev/null || hostname)
+cat <<DONE
+
+paas is installed. In your Django project:
+
+  git remote add paas http://paas:$token@$host:$port/myapp.git
+  git push paas main
+
+Dashboard: http://$host:$port/ (log in with the token above; it is in $DATA_DIR/admin.token)
+DONE

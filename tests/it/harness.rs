@@ -1,0 +1,469 @@
+//! The test harness: a real `paas serve` (the built binary), a real git
+//! client, the real Docker engine, and HTTP through paas's proxy.
+//!
+//! Nothing is mocked. When a part is missing the test fails and says what to
+//! install; it never skips.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fail loudly when the machine lacks what the suite drives.
+pub fn require_parts() {
+    let ok = |cmd: &mut Command| {
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    assert!(
+        ok(Command::new("git").arg("--version")),
+        "git is missing: install it (apt-get install git), or run bash tests/setup.sh as root"
+    );
+    assert!(
+        ok(Command::new("docker").arg("info")),
+        "the Docker engine is not reachable: install and start it (apt-get install docker.io; systemctl start docker), then run bash tests/setup.sh as root"
+    );
+    for image in ["python:3.11-slim"] {
+        assert!(
+            ok(Command::new("docker").args(["image", "inspect", image])),
+            "the base image {image} is missing: run bash tests/setup.sh as root (it builds it offline)"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running daemon with its own data dir and ports.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub data: tempfile::TempDir,
+    pub http: u16,
+    pub admin: u16,
+    pub token: String,
+    /// Apps this test created: removed from the engine at the end.
+    pub apps: Vec<String>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        require_parts();
+        let data = tempfile::Builder::new()
+            .prefix("paas-it-")
+            .tempdir()
+            .unwrap();
+        let mut d = Daemon {
+            child: None,
+            log: data.path().join("daemon.log"),
+            data,
+            http: free_port(),
+            admin: free_port(),
+            token: String::new(),
+            apps: Vec::new(),
+        };
+        d.spawn();
+        d.token = std::fs::read_to_string(d.data.path().join("admin.token"))
+            .expect("the daemon wrote its admin token")
+            .trim()
+            .to_string();
+        d
+    }
+
+    /// (Re)start the daemon process on the same data dir and ports.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_paas"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .args(["--http", &format!("127.0.0.1:{}", self.http)])
+            .args(["--admin", &format!("127.0.0.1:{}", self.admin)])
+            .args(["--domain", "localhost"])
+            .args(["--build-network", "host"])
+            .args(["--drain-timeout", "5"])
+            .env("PAAS_LOG", "info,paas=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the paas binary starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.admin)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("paas serve exited ({status}); its log:\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "paas serve did not listen within 30 s; its log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A unique app name for this test.
+    pub fn app(&mut self, stem: &str) -> String {
+        let name = format!(
+            "{stem}-{}",
+            &format!("{:x}", rand_u64())[..6]
+        );
+        self.apps.push(name.clone());
+        name
+    }
+
+    pub fn remote(&self, app: &str) -> String {
+        format!("http://paas:{}@127.0.0.1:{}/{app}.git", self.token, self.admin)
+    }
+
+    /// GET through the proxy with the app's host.
+    pub fn get(&self, app: &str, path: &str) -> HttpResponse {
+        http(
+            self.http,
+            "GET",
+            &format!("{app}.localhost"),
+            path,
+            &[],
+            None,
+        )
+    }
+
+    /// POST a form through the proxy.
+    pub fn post_form(&self, app: &str, path: &str, form: &str) -> HttpResponse {
+        http(
+            self.http,
+            "POST",
+            &format!("{app}.localhost"),
+            path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(form.as_bytes()),
+        )
+    }
+
+    /// A request to the admin listener.
+    pub fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> HttpResponse {
+        http(self.admin, method, "127.0.0.1", path, headers, body)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- paas daemon log ----\n{}", self.log_text());
+        }
+        for app in &self.apps {
+            remove_app_objects(app);
+        }
+    }
+}
+
+/// Remove every container, network and image of an app from the engine.
+pub fn remove_app_objects(app: &str) {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=paas.app={app}")])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("paas-{app}")])
+        .output();
+    let out = Command::new("docker")
+        .args(["images", "-q", &format!("paas/{app}")])
+        .output()
+        .unwrap();
+    let imgs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if !imgs.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f"])
+            .args(&imgs)
+            .output();
+    }
+}
+
+/// Count of an app's containers and images left in the engine.
+pub fn engine_objects(app: &str) -> (Vec<String>, Vec<String>) {
+    let names = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}} {{.Status}}",
+            "--filter",
+            &format!("label=paas.app={app}"),
+        ])
+        .output()
+        .unwrap();
+    let images = Command::new("docker")
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}", &format!("paas/{app}")])
+        .output()
+        .unwrap();
+    let lines = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+    };
+    (lines(&names.stdout), lines(&images.stdout))
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// A git work tree made from a fixture.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn from_fixture(name: &str) -> Project {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        assert!(src.is_dir(), "fixture {} is missing", src.display());
+        let dir = tempfile::Builder::new()
+            .prefix("paas-proj-")
+            .tempdir()
+            .unwrap();
+        copy_dir(&src, dir.path());
+        let p = Project { dir };
+        p.git(&["init", "-q", "--initial-branch=main"]);
+        p.commit("first version");
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn git(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap();
+        out
+    }
+
+    pub fn commit(&self, message: &str) {
+        let out = self.git(&["add", "-A"]);
+        assert!(out.status.success());
+        let out = self.git(&["commit", "-q", "-m", message]);
+        assert!(
+            out.status.success(),
+            "git commit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Replace text in whichever file holds it.
+    pub fn replace(&self, from: &str, to: &str) {
+        let mut hits = 0;
+        for f in walk(self.dir.path()) {
+            if f.components().any(|c| c.as_os_str() == ".git") {
+                continue;
+            }
+            if let Ok(s) = std::fs::read_to_string(&f) {
+                if s.contains(from) {
+                    std::fs::write(&f, s.replace(from, to)).unwrap();
+                    hits += 1;
+                }
+            }
+        }
+        assert!(hits > 0, "no file of the project contains {from:?}");
+    }
+
+    /// `git push <remote> main`: (accepted, combined output).
+    pub fn push(&self, remote: &str) -> (bool, String) {
+        self.push_ref(remote, "main")
+    }
+
+    pub fn push_ref(&self, remote: &str, refspec: &str) -> (bool, String) {
+        let out = self.git(&["push", remote, refspec]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange over a fresh connection.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn http(
+    port: u16,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpResponse {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    if let Some(b) = body {
+        s.write_all(b).unwrap();
+    }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut rest = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        rest = dechunk(&rest);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body: rest,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size_line = String::from_utf8_lossy(&b[..nl]);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
+            .unwrap_or(0);
+        b = &b[nl + 2..];
+        if size == 0 || b.len() < size {
+            break;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[(size + 2).min(b.len())..];
+    }
+    out
+}
+
+/// The last non-empty line of a push's output.
+pub fn last_line(output: &str) -> String {
+    output
+        .lines()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with("To ") && !l.starts_with("error: failed to push") && !l.starts_with("! [remote rejected]"))
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
