@@ -248,9 +248,21 @@ impl Docker {
     /// Connects with the local defaults (`DOCKER_HOST`, else the unix socket).
     /// Nothing is sent yet: call [`Docker::ping`] to check the engine is there.
     pub fn connect() -> Result<Docker, DockerError> {
-        let addr = engine_addr();
-        let inner = bollard::Docker::connect_with_defaults()
-            .map_err(|e| DockerError::Unreachable(unreachable_sentence(&addr, &e.to_string())))?
+        Self::wrap(bollard::Docker::connect_with_defaults(), engine_addr())
+    }
+
+    fn wrap(
+        client: Result<bollard::Docker, BollardError>,
+        addr: String,
+    ) -> Result<Docker, DockerError> {
+        let inner = client
+            .map_err(|e| {
+                let cause = match e {
+                    BollardError::SocketNotFoundError(_) => "no socket there".to_string(),
+                    other => other.to_string(),
+                };
+                DockerError::Unreachable(unreachable_sentence(&addr, &cause))
+            })?
             .with_timeout(REQUEST_TIMEOUT);
         Ok(Docker {
             inner,
@@ -335,8 +347,17 @@ impl Docker {
         let mut stream = client.build_image(opts.build(), None, Some(body));
         let mut splitter = LineSplitter::default();
         let mut last_line = String::new();
+        // Remembers the last line a build step printed (not the builder's own
+        // chatter): for pip that is its ERROR line, worth repeating in the error.
         fn emit(line: String, last: &mut String, on_line: &mut (dyn FnMut(&str) + Send)) {
-            if !line.trim().is_empty() {
+            let line = strip_ansi(&line);
+            let t = line.trim();
+            let chatter = t.is_empty()
+                || t.starts_with("Step ")
+                || t.starts_with("---> ")
+                || t.starts_with("Removing intermediate container")
+                || t.starts_with("Successfully ");
+            if !chatter {
                 last.clone_from(&line);
             }
             on_line(&line);
@@ -453,7 +474,7 @@ impl Docker {
         let host_config = HostConfig {
             binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
             network_mode: spec.network.clone(),
-            restart_policy: spec.restart_unless_stopped.then(|| RestartPolicy {
+            restart_policy: spec.restart_unless_stopped.then_some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
             }),
@@ -905,6 +926,28 @@ impl Docker {
     }
 }
 
+/// Drops ANSI escape sequences (the classic builder paints a step's stderr red).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters and intermediates, then one final byte in @..~.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Unpacks a tar archive into `dest`, dropping each entry's first path
 /// component (the directory that was asked for).
 fn unpack_stripped(tar: &[u8], dest: &Path) -> std::io::Result<()> {
@@ -967,4 +1010,489 @@ fn strip_first(path: &Path) -> Option<PathBuf> {
         }
     }
     (!rel.as_os_str().is_empty()).then_some(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    //! These talk to the real engine and need the offline base image
+    //! `python:3.11-slim` (made by `sudo bash tests/setup.sh`).
+    use super::*;
+    use std::io::{Read, Write};
+
+    const BASE: &str = "python:3.11-slim";
+    const TEST_LABEL: &str = "paas.test";
+
+    /// A unique id for one test; everything it creates carries
+    /// `paas.test=<id>` and is removed by label when this is dropped.
+    struct Scope {
+        id: String,
+    }
+
+    impl Scope {
+        fn new(what: &str) -> Scope {
+            Scope {
+                id: format!("{what}-{:08x}", rand::random::<u32>()),
+            }
+        }
+
+        fn labels(&self) -> Vec<(String, String)> {
+            vec![(TEST_LABEL.to_string(), self.id.clone())]
+        }
+    }
+
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            let id = self.id.clone();
+            // Runs on its own runtime: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let Ok(d) = Docker::connect() else { return };
+                    let by = [(TEST_LABEL, id.as_str())];
+                    for c in d.list_containers(&by).await.unwrap_or_default() {
+                        let _ = d.force_remove(&c.id).await;
+                    }
+                    for i in d.list_images(&by).await.unwrap_or_default() {
+                        let opts = RemoveImageOptionsBuilder::new().force(true).build();
+                        let _ = d.inner.remove_image(&i.id, Some(opts), None).await;
+                    }
+                    let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+                        .filters(&label_filters(&by))
+                        .build();
+                    for n in d.inner.list_networks(Some(opts)).await.unwrap_or_default() {
+                        if let Some(nid) = n.id {
+                            let _ = d.inner.remove_network(&nid).await;
+                        }
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    async fn engine() -> Docker {
+        let d = Docker::connect().expect("connect to Docker");
+        if let Err(e) = d.ping().await {
+            panic!("these tests need the Docker engine: {e}");
+        }
+        assert!(
+            d.image_exists(BASE).await.expect("inspect base image"),
+            "the offline base image {BASE} is missing: run sudo bash tests/setup.sh"
+        );
+        d
+    }
+
+    fn context(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, body) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, body.as_bytes()).expect("tar");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    fn sh(script: &str) -> Option<Vec<String>> {
+        Some(vec!["sh".into(), "-c".into(), script.into()])
+    }
+
+    #[test]
+    fn splits_lines_across_chunks() {
+        let mut s = LineSplitter::default();
+        assert_eq!(s.push(b"a\r\nb"), vec!["a"]);
+        assert_eq!(s.push(b"c\n\nd"), vec!["bc", ""]);
+        assert_eq!(s.finish().as_deref(), Some("d"));
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn strips_ansi_colours() {
+        assert_eq!(strip_ansi("\u{1b}[91mERROR: x"), "ERROR: x");
+        assert_eq!(strip_ansi("\u{1b}[0mok\u{1b}[1;31m!"), "ok!");
+        assert_eq!(strip_ansi("plain ✓"), "plain ✓");
+    }
+
+    #[test]
+    fn strips_the_top_directory() {
+        assert_eq!(strip_first(Path::new("static/")), None);
+        assert_eq!(
+            strip_first(Path::new("static/css/a.css")),
+            Some(PathBuf::from("css/a.css"))
+        );
+        assert_eq!(strip_first(Path::new("static/../x")), None);
+    }
+
+    fn unix_client(path: &Path) -> Result<Docker, DockerError> {
+        let client = bollard::Docker::connect_with_unix(
+            path.to_str().unwrap(),
+            5,
+            bollard::API_DEFAULT_VERSION,
+        );
+        Docker::wrap(client, format!("unix://{}", path.display()))
+    }
+
+    fn assert_unreachable(err: DockerError, path: &Path) {
+        let msg = err.to_string();
+        assert!(matches!(err, DockerError::Unreachable(_)), "{err:?}");
+        let want = format!(
+            "cannot reach the Docker engine at unix://{}",
+            path.display()
+        );
+        assert!(msg.starts_with(&want), "{msg}");
+        assert!(
+            msg.ends_with("is it running? (systemctl start docker)"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_engine_is_one_clear_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        // No socket at all: bollard notices at connect time.
+        let missing = dir.path().join("missing.sock");
+        assert_unreachable(unix_client(&missing).expect_err("no socket"), &missing);
+        // A socket nobody listens on: ping notices.
+        let dead = dir.path().join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let d = unix_client(&dead).expect("the socket file exists");
+        assert_unreachable(d.ping().await.expect_err("nobody listens"), &dead);
+        eprintln!("{}", d.ping().await.unwrap_err());
+    }
+
+    #[tokio::test]
+    async fn builds_streams_labels_lists_and_copies_out() {
+        let d = engine().await;
+        let scope = Scope::new("build");
+        let tag = format!("paas-test/{}:v1", scope.id);
+        let dockerfile = format!(
+            "FROM {BASE}\n\
+             RUN echo build-marker-{id}\n\
+             LABEL paas.test.extra=yes\n\
+             COPY hello.txt /app/hello.txt\n\
+             RUN mkdir -p /app/static/css \
+                 && echo body > /app/static/css/site.css \
+                 && ln -s site.css /app/static/css/link.css \
+                 && ln -s /etc/passwd /app/static/evil \
+                 && mkdir -p /paas && echo '{{\"static_root\": \"/app/static\"}}' > /paas/meta.json\n",
+            id = scope.id
+        );
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        d.build_image(
+            BuildRequest {
+                context: context(&[(".paas/Dockerfile", &dockerfile), ("hello.txt", "hello\n")]),
+                dockerfile: ".paas/Dockerfile",
+                tag: &tag,
+                labels: scope.labels(),
+                network_mode: Some("host"),
+            },
+            &mut on_line,
+        )
+        .await
+        .expect("build");
+        let marker = format!("build-marker-{}", scope.id);
+        assert!(
+            lines.iter().any(|l| l == &marker),
+            "the RUN output was not streamed line by line: {lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.starts_with("Step 1/")), "{lines:?}");
+        assert!(d.image_exists(&tag).await.unwrap());
+
+        let images = d.list_images(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert_eq!(images.len(), 1, "{images:?}");
+        let img = &images[0];
+        assert_eq!(img.tags, vec![tag.clone()]);
+        assert_eq!(
+            img.labels.get("paas.managed").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            img.labels.get("paas.test.extra").map(String::as_str),
+            Some("yes")
+        );
+        assert!(img.created > 0);
+
+        // read_file_from_image
+        let meta = d
+            .read_file_from_image(&tag, "/paas/meta.json")
+            .await
+            .unwrap();
+        assert_eq!(meta, b"{\"static_root\": \"/app/static\"}\n");
+        let hello = d
+            .read_file_from_image(&tag, "/app/hello.txt")
+            .await
+            .unwrap();
+        assert_eq!(hello, b"hello\n");
+        let missing = d.read_file_from_image(&tag, "/nope.txt").await;
+        assert!(
+            matches!(missing, Err(DockerError::NotFound(_))),
+            "{missing:?}"
+        );
+
+        // copy_from_image: the directory's contents, not the directory.
+        let dest = tempfile::tempdir().unwrap();
+        let out = dest.path().join("static");
+        d.copy_from_image(&tag, "/app/static", &out).await.unwrap();
+        let mut css = String::new();
+        std::fs::File::open(out.join("css/site.css"))
+            .unwrap()
+            .read_to_string(&mut css)
+            .unwrap();
+        assert_eq!(css, "body\n");
+        assert_eq!(
+            std::fs::read_link(out.join("css/link.css")).unwrap(),
+            PathBuf::from("site.css")
+        );
+        assert!(
+            std::fs::symlink_metadata(out.join("evil")).is_err(),
+            "an absolute symlink was copied out"
+        );
+        assert!(!out.join("static").exists());
+        let gone = d.copy_from_image(&tag, "/no/such/dir", &out).await;
+        assert!(matches!(gone, Err(DockerError::NotFound(_))), "{gone:?}");
+
+        // The throw-away containers are gone.
+        let scratch = d
+            .list_containers(&[("paas.scratch", "true")])
+            .await
+            .unwrap();
+        assert!(
+            scratch.iter().all(|c| c.image != tag),
+            "scratch containers left behind: {scratch:?}"
+        );
+
+        d.remove_image(&tag).await.unwrap();
+        assert!(!d.image_exists(&tag).await.unwrap());
+        d.remove_image(&tag)
+            .await
+            .expect("removing a missing image is fine");
+    }
+
+    #[tokio::test]
+    async fn failing_build_reports_the_engine_message() {
+        let d = engine().await;
+        let scope = Scope::new("badbuild");
+        let tag = format!("paas-test/{}:v1", scope.id);
+        let dockerfile = format!(
+            "FROM {BASE}\nRUN echo about-to-fail && sleep 0.3 && echo \"ERROR: no such package $((40+2))\" >&2 && exit 3\n"
+        );
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        let err = d
+            .build_image(
+                BuildRequest {
+                    context: context(&[("Dockerfile", &dockerfile)]),
+                    dockerfile: "Dockerfile",
+                    tag: &tag,
+                    labels: scope.labels(),
+                    network_mode: None,
+                },
+                &mut on_line,
+            )
+            .await
+            .expect_err("the build must fail");
+        let DockerError::Build { message } = &err else {
+            panic!("expected a Build error, got {err:?}");
+        };
+        assert!(message.contains("returned a non-zero code: 3"), "{message}");
+        assert!(
+            message.contains("(last output: ERROR: no such package 42)"),
+            "{message}"
+        );
+        assert!(lines.iter().any(|l| l == "about-to-fail"), "{lines:?}");
+        eprintln!("build error: {err}");
+        assert!(!d.image_exists(&tag).await.unwrap());
+        // forcerm: no intermediate container of the failed step stays behind.
+        let left = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn run_to_completion_streams_returns_the_code_and_removes() {
+        let d = engine().await;
+        let scope = Scope::new("run");
+        let name = format!("paas-test-{}", scope.id);
+        let spec = ContainerSpec {
+            name: Some(name.clone()),
+            image: BASE.into(),
+            cmd: sh("echo hi; echo \"secret=$SECRET\"; echo oops >&2; exit 3"),
+            env: vec![("SECRET".into(), "s3cr3t".into())],
+            labels: scope.labels(),
+            working_dir: Some("/tmp".into()),
+            user: Some("nobody".into()),
+            ..Default::default()
+        };
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        let code = d
+            .run_to_completion(&spec, Duration::from_secs(30), &mut on_line)
+            .await
+            .unwrap();
+        assert_eq!(code, 3);
+        for want in ["hi", "secret=s3cr3t", "oops"] {
+            assert!(lines.iter().any(|l| l == want), "{want} missing: {lines:?}");
+        }
+        assert_eq!(
+            d.container_state(&name).await.unwrap(),
+            ContainerState::Missing
+        );
+
+        // Exit code 0 is a code, not an error.
+        let ok = ContainerSpec {
+            name: None,
+            cmd: sh("pwd; id -un"),
+            ..spec.clone()
+        };
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        let code = d
+            .run_to_completion(&ok, Duration::from_secs(30), &mut on_line)
+            .await
+            .unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(lines, vec!["/tmp", "nobody"]);
+
+        // Timeout: the container is removed all the same.
+        let slow = ContainerSpec {
+            name: Some(format!("{name}-slow")),
+            cmd: sh("echo started; sleep 60"),
+            ..spec.clone()
+        };
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        let err = d
+            .run_to_completion(&slow, Duration::from_secs(2), &mut on_line)
+            .await
+            .expect_err("must time out");
+        assert!(matches!(err, DockerError::Timeout(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("did not finish within 2 s"),
+            "{err}"
+        );
+        assert_eq!(lines, vec!["started"]);
+        let left = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+
+        // A command that cannot start: an error, and nothing left behind.
+        let broken = ContainerSpec {
+            name: None,
+            cmd: Some(vec!["/no/such/binary".into()]),
+            ..spec.clone()
+        };
+        let err = d
+            .run_to_completion(&broken, Duration::from_secs(30), &mut |_| {})
+            .await
+            .expect_err("cannot start");
+        assert!(matches!(err, DockerError::Engine(_)), "{err:?}");
+        let left = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn web_container_on_a_network() {
+        let d = engine().await;
+        let scope = Scope::new("web");
+        let net = format!("paas-test-{}", scope.id);
+        d.ensure_network(&net, &scope.labels()).await.unwrap();
+        d.ensure_network(&net, &scope.labels())
+            .await
+            .expect("idempotent");
+
+        let name = format!("paas-test-{}", scope.id);
+        let spec = ContainerSpec {
+            name: Some(name.clone()),
+            image: BASE.into(),
+            cmd: Some(
+                ["python3", "-m", "http.server", "8000"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            env: vec![("PYTHONUNBUFFERED".into(), "1".into())],
+            labels: scope.labels(),
+            network: Some(net.clone()),
+            restart_unless_stopped: true,
+            memory_bytes: Some(256 * 1024 * 1024),
+            working_dir: Some("/tmp".into()),
+            ..Default::default()
+        };
+        let id = d.start_container(&spec).await.unwrap();
+        assert_eq!(
+            d.container_state(&id).await.unwrap(),
+            ContainerState::Running
+        );
+
+        let listed = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].id, id);
+        assert_eq!(listed[0].name, name);
+        assert_eq!(listed[0].state, "running");
+        assert_eq!(listed[0].image, BASE);
+        assert_eq!(
+            listed[0].labels.get("paas.managed").map(String::as_str),
+            Some("true")
+        );
+
+        let ip = d.container_ip(&id, &net).await.unwrap();
+        let addr = std::net::SocketAddr::new(ip, 8000);
+        let mut response = String::new();
+        for attempt in 0.. {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Ok(mut s) => {
+                    s.write_all(b"GET /probe HTTP/1.0\r\n\r\n").unwrap();
+                    s.read_to_string(&mut response).unwrap();
+                    break;
+                }
+                Err(e) if attempt < 50 => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{addr} never accepted a connection: {e}"),
+            }
+        }
+        assert!(response.starts_with("HTTP/1.0 404"), "{response}");
+
+        // The access log line goes to stderr; give it a moment.
+        let mut tail = Vec::new();
+        for _ in 0..50 {
+            tail = d.logs_tail(&id, 2).await.unwrap();
+            if tail.iter().any(|l| l.contains("GET /probe")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(tail.len() <= 2, "{tail:?}");
+        assert!(tail.iter().any(|l| l.contains("GET /probe")), "{tail:?}");
+
+        let mut follow = Box::pin(d.follow_logs(&id, 1));
+        let first = tokio::time::timeout(Duration::from_secs(5), follow.next())
+            .await
+            .expect("follow_logs yields the tail at once")
+            .expect("a line")
+            .unwrap();
+        assert!(first.contains("GET /probe"), "{first}");
+
+        d.stop_and_remove(&id, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            d.container_state(&id).await.unwrap(),
+            ContainerState::Missing
+        );
+        // The follower ends with the container.
+        let rest = tokio::time::timeout(Duration::from_secs(5), follow.next()).await;
+        assert!(
+            matches!(rest, Ok(None) | Ok(Some(Err(_)))),
+            "follow_logs did not end: {rest:?}"
+        );
+        d.stop_and_remove(&id, Duration::from_secs(1))
+            .await
+            .expect("stopping a missing container is fine");
+        let err = d.container_ip(&id, &net).await.expect_err("gone");
+        assert!(matches!(err, DockerError::NotFound(_)), "{err:?}");
+    }
 }
