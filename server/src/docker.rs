@@ -1,1 +1,1498 @@
-//! docker (to be written)
+//! The one wrapper over the Docker engine (bollard).
+//!
+//! Everything the rest of paas does with Docker goes through [`Docker`]. Every
+//! container and image created here carries the label `paas.managed=true` on top
+//! of the labels the caller asks for, so leftovers can always be found by label.
+//!
+//! Engine facts this module relies on (Debian 12, engine 20.10, API 1.41):
+//! - builds use the classic builder (no BuildKit session);
+//! - bollard reports a build's `errorDetail` as a stream error, and a build that
+//!   ends without one is double-checked by inspecting the tag it should have made;
+//! - bollard's request timeout only covers the wait for response headers, so the
+//!   long calls (build, wait, stop) use a clone of the client with a longer one.
+//!
+//! Nothing here logs environment variables: they hold the apps' secrets.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, NetworkCreateRequest, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    InspectContainerOptions, InspectNetworkOptions, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+/// The label every object created by paas carries.
+pub const MANAGED_LABEL: (&str, &str) = ("paas.managed", "true");
+
+/// Timeout for ordinary requests (time until the engine answers with headers).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Timeout for requests whose answer legitimately takes long (builds, waits).
+const LONG_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// How long `ping` waits before calling the engine unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors from the Docker engine, each with a one-sentence `Display`.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The engine cannot be reached; the string is the whole sentence.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A build step failed; `message` is the engine's message.
+    #[error("a build step failed: {message}")]
+    Build { message: String },
+    /// Something took longer than allowed; the string is the whole sentence.
+    #[error("{0}")]
+    Timeout(String),
+    /// The engine has no such object (container, image, network, path).
+    #[error("the Docker engine has no such object: {0}")]
+    NotFound(String),
+    /// Any other refusal or failure of the engine.
+    #[error("the Docker engine reported an error: {0}")]
+    Engine(String),
+}
+
+/// What to build: an in-memory tar context and the Dockerfile path inside it.
+pub struct BuildRequest<'a> {
+    /// The build context as a (plain or gzipped) tar archive.
+    pub context: Vec<u8>,
+    /// Path of the Dockerfile inside the context.
+    pub dockerfile: &'a str,
+    /// The tag to give the image, e.g. `paas/blog:v3`.
+    pub tag: &'a str,
+    /// Labels for the image (`paas.managed=true` is added).
+    pub labels: Vec<(String, String)>,
+    /// Network mode for the RUN steps (`host` where pip needs the network).
+    pub network_mode: Option<&'a str>,
+}
+
+/// What container to create.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSpec {
+    pub name: Option<String>,
+    pub image: String,
+    pub cmd: Option<Vec<String>>,
+    /// Environment; may hold secrets, never log it.
+    pub env: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+    /// `host:container[:opts]` bind mounts.
+    pub binds: Vec<String>,
+    /// A user-defined network to attach to.
+    pub network: Option<String>,
+    /// Restart policy `unless-stopped` (otherwise none).
+    pub restart_unless_stopped: bool,
+    pub memory_bytes: Option<i64>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+}
+
+/// The state of a container as paas cares about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    Running,
+    Restarting,
+    Exited {
+        code: i64,
+    },
+    Created,
+    /// The engine does not know the container (removed or never existed).
+    Missing,
+    Other(String),
+}
+
+/// A container as listed.
+#[derive(Clone, Debug)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    /// The engine's state word: `running`, `exited`, `created`, …
+    pub state: String,
+    pub image: String,
+}
+
+/// An image as listed.
+#[derive(Clone, Debug)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub labels: HashMap<String, String>,
+    /// Unix timestamp (seconds).
+    pub created: i64,
+}
+
+/// A cheap-to-clone handle on the Docker engine.
+#[derive(Clone)]
+pub struct Docker {
+    inner: bollard::Docker,
+    /// Where the engine is expected, for error messages.
+    addr: Arc<str>,
+    /// Serialises `ensure_network`: engine 20.10 happily creates two networks
+    /// with the same name when asked concurrently.
+    network_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Docker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Docker").field("addr", &self.addr).finish()
+    }
+}
+
+fn engine_addr() -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if !h.trim().is_empty() => h,
+        _ => "unix:///var/run/docker.sock".to_string(),
+    }
+}
+
+fn unreachable_sentence(addr: &str, cause: &str) -> String {
+    format!(
+        "cannot reach the Docker engine at {addr} ({cause}): is it running? (systemctl start docker)"
+    )
+}
+
+fn is_status(e: &BollardError, code: u16) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+fn managed_labels(labels: impl IntoIterator<Item = (String, String)>) -> HashMap<String, String> {
+    let mut map: HashMap<String, String> = labels.into_iter().collect();
+    map.insert(MANAGED_LABEL.0.to_string(), MANAGED_LABEL.1.to_string());
+    map
+}
+
+fn label_filters(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
+    let mut filters = HashMap::new();
+    if !labels.is_empty() {
+        filters.insert(
+            "label".to_string(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        );
+    }
+    filters
+}
+
+/// Splits a byte stream into lines (without the line ending), keeping partial
+/// lines until their end arrives.
+#[derive(Default)]
+struct LineSplitter {
+    buf: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(bytes);
+        let mut lines = Vec::new();
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let rest = self.buf.split_off(pos + 1);
+            let line = std::mem::replace(&mut self.buf, rest);
+            lines.push(Self::decode(&line));
+        }
+        lines
+    }
+
+    fn finish(&mut self) -> Option<String> {
+        if self.buf.is_empty() {
+            None
+        } else {
+            let line = std::mem::take(&mut self.buf);
+            Some(Self::decode(&line))
+        }
+    }
+
+    fn decode(line: &[u8]) -> String {
+        let s = String::from_utf8_lossy(line);
+        s.trim_end_matches(['\n', '\r']).to_string()
+    }
+}
+
+/// Removes a container when dropped, unless disarmed: cleans up after a caller
+/// that gave up on (dropped) one of our futures half-way.
+struct RemoveOnDrop {
+    docker: bollard::Docker,
+    id: Option<String>,
+}
+
+impl RemoveOnDrop {
+    fn disarm(&mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let docker = self.docker.clone();
+                rt.spawn(async move {
+                    let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+                    let _ = docker.remove_container(&id, Some(opts)).await;
+                });
+            }
+        }
+    }
+}
+
+impl Docker {
+    /// Connects with the local defaults (`DOCKER_HOST`, else the unix socket).
+    /// Nothing is sent yet: call [`Docker::ping`] to check the engine is there.
+    pub fn connect() -> Result<Docker, DockerError> {
+        Self::wrap(bollard::Docker::connect_with_defaults(), engine_addr())
+    }
+
+    fn wrap(
+        client: Result<bollard::Docker, BollardError>,
+        addr: String,
+    ) -> Result<Docker, DockerError> {
+        let inner = client
+            .map_err(|e| {
+                let cause = match e {
+                    BollardError::SocketNotFoundError(_) => "no socket there".to_string(),
+                    other => other.to_string(),
+                };
+                DockerError::Unreachable(unreachable_sentence(&addr, &cause))
+            })?
+            .with_timeout(REQUEST_TIMEOUT);
+        Ok(Docker {
+            inner,
+            addr: addr.into(),
+            network_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// A client for calls whose answer may take long (builds, waits, stops).
+    fn patient(&self) -> bollard::Docker {
+        self.inner.clone().with_timeout(LONG_TIMEOUT)
+    }
+
+    /// Maps a bollard error to ours.
+    fn err(&self, e: BollardError) -> DockerError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => DockerError::NotFound(message),
+            BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            } => DockerError::Engine(format!("{message} (HTTP {status_code})")),
+            BollardError::DockerStreamError { error } => DockerError::Engine(error),
+            BollardError::RequestTimeoutError => DockerError::Timeout(format!(
+                "the Docker engine at {} did not answer within {} s",
+                self.addr,
+                self.inner.timeout().as_secs()
+            )),
+            BollardError::SocketNotFoundError(_) => {
+                DockerError::Unreachable(unreachable_sentence(&self.addr, "no socket"))
+            }
+            BollardError::HyperLegacyError { ref err } if err.is_connect() => {
+                let cause = std::error::Error::source(err)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| err.to_string());
+                DockerError::Unreachable(unreachable_sentence(&self.addr, &cause))
+            }
+            other => DockerError::Engine(other.to_string()),
+        }
+    }
+
+    /// Checks the engine answers.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        match tokio::time::timeout(PING_TIMEOUT, self.inner.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => match self.err(e) {
+                DockerError::Unreachable(s) => Err(DockerError::Unreachable(s)),
+                other => Err(DockerError::Unreachable(unreachable_sentence(
+                    &self.addr,
+                    &other.to_string(),
+                ))),
+            },
+            Err(_) => Err(DockerError::Unreachable(unreachable_sentence(
+                &self.addr,
+                &format!("no answer within {} s", PING_TIMEOUT.as_secs()),
+            ))),
+        }
+    }
+
+    /// Builds an image with the classic builder, streaming each output line to
+    /// `on_line`. A failing step becomes [`DockerError::Build`] with the engine's
+    /// message (and the last output line, usually the tool's own complaint).
+    pub async fn build_image(
+        &self,
+        req: BuildRequest<'_>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), DockerError> {
+        let labels = managed_labels(req.labels);
+        let mut opts = BuildImageOptionsBuilder::new()
+            .dockerfile(req.dockerfile)
+            .t(req.tag)
+            .rm(true)
+            .forcerm(true)
+            .labels(&labels);
+        if let Some(mode) = req.network_mode {
+            opts = opts.networkmode(mode);
+        }
+        let client = self.patient();
+        let body = bollard::body_full(bytes::Bytes::from(req.context));
+        let mut stream = client.build_image(opts.build(), None, Some(body));
+        let mut splitter = LineSplitter::default();
+        let mut last_line = String::new();
+        // Remembers the last line a build step printed (not the builder's own
+        // chatter): for pip that is its ERROR line, worth repeating in the error.
+        fn emit(line: String, last: &mut String, on_line: &mut (dyn FnMut(&str) + Send)) {
+            let line = strip_ansi(&line);
+            let t = line.trim();
+            let chatter = t.is_empty()
+                || t.starts_with("Step ")
+                || t.starts_with("---> ")
+                || t.starts_with("Removing intermediate container")
+                || t.starts_with("Successfully ");
+            if !chatter {
+                last.clone_from(&line);
+            }
+            on_line(&line);
+        }
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.as_deref() {
+                        for line in splitter.push(text.as_bytes()) {
+                            emit(line, &mut last_line, on_line);
+                        }
+                    } else if let Some(status) = info.status.as_deref() {
+                        emit(status.to_string(), &mut last_line, on_line);
+                    }
+                }
+                Err(e) => {
+                    if let Some(line) = splitter.finish() {
+                        emit(line, &mut last_line, on_line);
+                    }
+                    return Err(match e {
+                        BollardError::DockerStreamError { error } => {
+                            let error = error.trim().to_string();
+                            let message = if last_line.is_empty() || error.contains(&last_line) {
+                                error
+                            } else {
+                                format!("{error} (last output: {})", last_line.trim())
+                            };
+                            DockerError::Build { message }
+                        }
+                        BollardError::DockerResponseServerError {
+                            status_code,
+                            message,
+                        } if status_code < 500 => DockerError::Build {
+                            message: format!("{message} (HTTP {status_code})"),
+                        },
+                        other => self.err(other),
+                    });
+                }
+            }
+        }
+        if let Some(line) = splitter.finish() {
+            emit(line, &mut last_line, on_line);
+        }
+        // The stream can end without an error on some engine/bollard pairs even
+        // though nothing was built: trust only the tag.
+        if !self.image_exists(req.tag).await? {
+            return Err(DockerError::Build {
+                message: format!(
+                    "the build ended without producing the image {}{}",
+                    req.tag,
+                    if last_line.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last output: {})", last_line.trim())
+                    }
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether an image (name, tag or id) exists locally.
+    pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        match self.inner.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Removes an image (untagging it; the layers go when nothing else uses
+    /// them). A missing image is fine.
+    pub async fn remove_image(&self, image: &str) -> Result<(), DockerError> {
+        let opts = RemoveImageOptionsBuilder::new().force(true).build();
+        match self.inner.remove_image(image, Some(opts), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Makes sure a bridge network with this name exists (creating it with the
+    /// given labels plus `paas.managed=true`). Idempotent.
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+    ) -> Result<(), DockerError> {
+        let _guard = self.network_lock.lock().await;
+        match self
+            .inner
+            .inspect_network(name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(self.err(e)),
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            labels: Some(managed_labels(labels.iter().cloned())),
+            ..Default::default()
+        };
+        match self.inner.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Created meanwhile by someone else: fine.
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+        let host_config = HostConfig {
+            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+            network_mode: spec.network.clone(),
+            restart_policy: spec.restart_unless_stopped.then_some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            memory: spec.memory_bytes,
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.cmd.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(managed_labels(spec.labels.iter().cloned())),
+            user: spec.user.clone(),
+            working_dir: spec.working_dir.clone(),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        let mut opts = CreateContainerOptionsBuilder::new();
+        if let Some(name) = &spec.name {
+            opts = opts.name(name);
+        }
+        let created = self
+            .inner
+            .create_container(Some(opts.build()), Self::create_body(spec))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(created.id)
+    }
+
+    async fn force_remove(&self, id: &str) -> Result<(), DockerError> {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self.patient().remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            // "removal of container … is already in progress"
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Creates and starts a container; returns its id. If it cannot be started,
+    /// the created container is removed again.
+    pub async fn start_container(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        let id = self.create(spec).await?;
+        let mut guard = RemoveOnDrop {
+            docker: self.inner.clone(),
+            id: Some(id.clone()),
+        };
+        if let Err(e) = self.inner.start_container(&id, None).await {
+            let err = self.err(e);
+            guard.disarm();
+            let _ = self.force_remove(&id).await;
+            return Err(err);
+        }
+        guard.disarm();
+        Ok(id)
+    }
+
+    /// Runs a one-off container: create, start, stream its output line by line
+    /// to `on_line`, wait for it, and remove it — always, also on error or
+    /// timeout. Returns the exit code.
+    pub async fn run_to_completion(
+        &self,
+        spec: &ContainerSpec,
+        timeout: Duration,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<i64, DockerError> {
+        let id = self.create(spec).await?;
+        let mut guard = RemoveOnDrop {
+            docker: self.inner.clone(),
+            id: Some(id.clone()),
+        };
+        let outcome = tokio::time::timeout(timeout, self.run_created(&id, on_line)).await;
+        let removed = self.force_remove(&id).await;
+        guard.disarm();
+        match outcome {
+            Err(_) => Err(DockerError::Timeout(format!(
+                "the one-off container ({}) did not finish within {} s and was removed",
+                spec.cmd
+                    .as_ref()
+                    .map(|c| c.join(" "))
+                    .unwrap_or_else(|| spec.image.clone()),
+                timeout.as_secs()
+            ))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(code)) => {
+                if let Err(e) = removed {
+                    tracing::warn!(container = %id, "removing a finished one-off container failed: {e}");
+                }
+                Ok(code)
+            }
+        }
+    }
+
+    async fn run_created(
+        &self,
+        id: &str,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<i64, DockerError> {
+        self.inner
+            .start_container(id, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        let client = self.patient();
+        // Logs are kept until the container is removed, so following them after
+        // the start loses nothing; the stream ends when the container stops.
+        let opts = LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = client.logs(id, Some(opts));
+        let mut out = LineSplitter::default();
+        let mut err = LineSplitter::default();
+        while let Some(item) = logs.next().await {
+            let item = item.map_err(|e| self.err(e))?;
+            let lines = match item {
+                bollard::container::LogOutput::StdErr { message } => err.push(&message),
+                other => out.push(&other.into_bytes()),
+            };
+            for line in lines {
+                on_line(&line);
+            }
+        }
+        for line in [out.finish(), err.finish()].into_iter().flatten() {
+            on_line(&line);
+        }
+        self.wait_exit(&client, id).await
+    }
+
+    /// Waits until the container is not running and returns its exit code.
+    async fn wait_exit(&self, client: &bollard::Docker, id: &str) -> Result<i64, DockerError> {
+        let opts = WaitContainerOptionsBuilder::new()
+            .condition("not-running")
+            .build();
+        let mut wait = client.wait_container(id, Some(opts));
+        match wait.next().await {
+            Some(Ok(resp)) => Ok(resp.status_code),
+            // bollard turns non-zero exit codes into errors.
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(self.err(e)),
+            None => Err(DockerError::Engine(format!(
+                "waiting for container {id} ended without an exit code"
+            ))),
+        }
+    }
+
+    /// The container's IP address on a network.
+    pub async fn container_ip(&self, id: &str, network: &str) -> Result<IpAddr, DockerError> {
+        let info = self
+            .inner
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.err(e))?;
+        let ip = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut nets| nets.remove(network))
+            .and_then(|ep| ep.ip_address)
+            .filter(|ip| !ip.is_empty())
+            .ok_or_else(|| {
+                DockerError::NotFound(format!(
+                    "container {id} has no IP address on network {network}"
+                ))
+            })?;
+        ip.parse().map_err(|_| {
+            DockerError::Engine(format!(
+                "container {id} has an unreadable IP address on network {network}: {ip}"
+            ))
+        })
+    }
+
+    /// The container's state; a container the engine does not know is `Missing`.
+    pub async fn container_state(&self, id: &str) -> Result<ContainerState, DockerError> {
+        let info = match self
+            .inner
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => info,
+            Err(e) if is_status(&e, 404) => return Ok(ContainerState::Missing),
+            Err(e) => return Err(self.err(e)),
+        };
+        let Some(state) = info.state else {
+            return Ok(ContainerState::Other("unknown".into()));
+        };
+        Ok(match state.status {
+            Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+            Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+            Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+            Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited {
+                code: state.exit_code.unwrap_or(-1),
+            },
+            Some(other) => ContainerState::Other(other.to_string()),
+            None => ContainerState::Other("unknown".into()),
+        })
+    }
+
+    /// The last `n` lines of the container's output (stdout and stderr).
+    pub async fn logs_tail(&self, id: &str, n: usize) -> Result<Vec<String>, DockerError> {
+        let lines: Vec<String> = self.follow_or_tail(id, n, false).try_collect().await?;
+        // The engine counts lines per stream record; trim to what was asked for.
+        let skip = lines.len().saturating_sub(n);
+        Ok(lines.into_iter().skip(skip).collect())
+    }
+
+    /// The last `tail` lines of the container's output, then every new line as
+    /// it comes, until the container stops.
+    pub fn follow_logs(
+        &self,
+        id: &str,
+        tail: usize,
+    ) -> impl Stream<Item = Result<String, DockerError>> + Send + 'static {
+        self.follow_or_tail(id, tail, true)
+    }
+
+    fn follow_or_tail(
+        &self,
+        id: &str,
+        tail: usize,
+        follow: bool,
+    ) -> impl Stream<Item = Result<String, DockerError>> + Send + 'static {
+        let opts = LogsOptionsBuilder::new()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let client = if follow {
+            self.patient()
+        } else {
+            self.inner.clone()
+        };
+        let logs = client.logs(id, Some(opts)).boxed();
+        let this = self.clone();
+        struct State<S> {
+            logs: S,
+            out: LineSplitter,
+            err: LineSplitter,
+            queue: VecDeque<Result<String, DockerError>>,
+            done: bool,
+        }
+        let state = State {
+            logs,
+            out: LineSplitter::default(),
+            err: LineSplitter::default(),
+            queue: VecDeque::new(),
+            done: false,
+        };
+        futures_util::stream::unfold(state, move |mut st| {
+            let this = this.clone();
+            async move {
+                loop {
+                    if let Some(item) = st.queue.pop_front() {
+                        return Some((item, st));
+                    }
+                    if st.done {
+                        return None;
+                    }
+                    match st.logs.next().await {
+                        Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                            st.queue.extend(st.err.push(&message).into_iter().map(Ok));
+                        }
+                        Some(Ok(other)) => {
+                            st.queue
+                                .extend(st.out.push(&other.into_bytes()).into_iter().map(Ok));
+                        }
+                        Some(Err(e)) => {
+                            st.done = true;
+                            st.queue.push_back(Err(this.err(e)));
+                        }
+                        None => {
+                            st.done = true;
+                            st.queue.extend(
+                                [st.out.finish(), st.err.finish()]
+                                    .into_iter()
+                                    .flatten()
+                                    .map(Ok),
+                            );
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Stops a container (SIGTERM, up to `grace`, then SIGKILL) and removes it.
+    /// A container that is already gone is fine.
+    pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<(), DockerError> {
+        let secs = grace.as_secs().min(i32::MAX as u64) as i32;
+        let opts = StopContainerOptionsBuilder::new().t(secs).build();
+        match self.patient().stop_container(id, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if is_status(&e, 404) => return Ok(()),
+            // 304: already stopped; anything else: removal with force still kills it.
+            Err(e) => match self.err(e) {
+                DockerError::Unreachable(s) => return Err(DockerError::Unreachable(s)),
+                other => {
+                    tracing::debug!(container = %id, "stop before remove: {other}");
+                }
+            },
+        }
+        self.force_remove(id).await
+    }
+
+    /// Creates (without starting) a throw-away container from `image`.
+    async fn scratch_container(&self, image: &str) -> Result<(String, RemoveOnDrop), DockerError> {
+        let spec = ContainerSpec {
+            image: image.to_string(),
+            // Never started; a command only keeps images without CMD creatable.
+            cmd: Some(vec!["true".to_string()]),
+            labels: vec![("paas.scratch".to_string(), "true".to_string())],
+            ..Default::default()
+        };
+        let id = self.create(&spec).await?;
+        let guard = RemoveOnDrop {
+            docker: self.inner.clone(),
+            id: Some(id.clone()),
+        };
+        Ok((id, guard))
+    }
+
+    /// Downloads `path` of the image as a tar archive (in memory).
+    async fn download(&self, image: &str, path: &str) -> Result<Vec<u8>, DockerError> {
+        let (id, mut guard) = self.scratch_container(image).await?;
+        let opts = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let result: Result<Vec<u8>, DockerError> = async {
+            let mut tar = Vec::new();
+            let mut stream = self.patient().download_from_container(&id, Some(opts));
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| match self.err(e) {
+                    DockerError::NotFound(m) => {
+                        DockerError::NotFound(format!("{path} in image {image} ({m})"))
+                    }
+                    other => other,
+                })?;
+                tar.extend_from_slice(&chunk);
+            }
+            Ok(tar)
+        }
+        .await;
+        let _ = self.force_remove(&id).await;
+        guard.disarm();
+        result
+    }
+
+    /// Copies the CONTENTS of directory `path` in `image` into `dest` (which is
+    /// created if needed). Absolute or escaping symlinks are skipped.
+    pub async fn copy_from_image(
+        &self,
+        image: &str,
+        path: &str,
+        dest: &Path,
+    ) -> Result<(), DockerError> {
+        let tar = self.download(image, path).await?;
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || unpack_stripped(&tar, &dest))
+            .await
+            .map_err(|e| DockerError::Engine(format!("unpacking was interrupted: {e}")))?
+            .map_err(|e| DockerError::Engine(format!("unpacking {path} from {image} failed: {e}")))
+    }
+
+    /// The contents of one regular file in `image`.
+    pub async fn read_file_from_image(
+        &self,
+        image: &str,
+        path: &str,
+    ) -> Result<Vec<u8>, DockerError> {
+        let tar = self.download(image, path).await?;
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let read_err = |e: std::io::Error| {
+            DockerError::Engine(format!("reading {path} from image {image} failed: {e}"))
+        };
+        let mut entries = archive.entries().map_err(read_err)?;
+        let Some(entry) = entries.next() else {
+            return Err(DockerError::NotFound(format!("{path} in image {image}")));
+        };
+        let mut entry = entry.map_err(read_err)?;
+        if !entry.header().entry_type().is_file() {
+            return Err(DockerError::Engine(format!(
+                "{path} in image {image} is not a regular file"
+            )));
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).map_err(read_err)?;
+        Ok(data)
+    }
+
+    /// Containers in any state carrying all the given labels.
+    pub async fn list_containers(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<ContainerInfo>, DockerError> {
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&label_filters(labels))
+            .build();
+        let list = self
+            .inner
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Images carrying all the given labels.
+    pub async fn list_images(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<ImageInfo>, DockerError> {
+        let opts = ListImagesOptionsBuilder::new()
+            .filters(&label_filters(labels))
+            .build();
+        let list = self
+            .inner
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ImageInfo {
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                labels: i.labels,
+                created: i.created,
+            })
+            .collect())
+    }
+}
+
+/// Drops ANSI escape sequences (the classic builder paints a step's stderr red).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters and intermediates, then one final byte in @..~.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Unpacks a tar archive into `dest`, dropping each entry's first path
+/// component (the directory that was asked for).
+fn unpack_stripped(tar: &[u8], dest: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let Some(rel) = strip_first(&path) else {
+            continue;
+        };
+        let target = dest.join(&rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match entry.header().entry_type() {
+            tar::EntryType::Symlink => {
+                let link = entry.link_name()?.map(|l| l.into_owned());
+                let safe = link.as_deref().is_some_and(|l| {
+                    l.components()
+                        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+                });
+                if !safe {
+                    tracing::warn!(path = %path.display(), "skipping a symlink that points outside the copied directory");
+                    continue;
+                }
+                let _ = std::fs::remove_file(&target);
+                entry.unpack(&target)?;
+            }
+            tar::EntryType::Link => {
+                // Hard link to an earlier entry of the same archive.
+                let Some(src) = entry.link_name()?.and_then(|l| strip_first(&l)) else {
+                    continue;
+                };
+                let _ = std::fs::remove_file(&target);
+                let src = dest.join(src);
+                if std::fs::hard_link(&src, &target).is_err() {
+                    std::fs::copy(&src, &target)?;
+                }
+            }
+            _ => {
+                entry.unpack(&target)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `top/a/b` → `a/b`; `None` for the top entry itself or unsafe paths.
+fn strip_first(path: &Path) -> Option<PathBuf> {
+    let mut comps = path
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir));
+    comps.next()?;
+    let mut rel = PathBuf::new();
+    for c in comps {
+        match c {
+            Component::Normal(p) => rel.push(p),
+            _ => return None,
+        }
+    }
+    (!rel.as_os_str().is_empty()).then_some(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    //! These talk to the real engine and need the offline base image
+    //! `python:3.11-slim` (made by `sudo bash tests/setup.sh`).
+    use super::*;
+    use std::io::{Read, Write};
+
+    const BASE: &str = "python:3.11-slim";
+    const TEST_LABEL: &str = "paas.test";
+
+    /// A unique id for one test; everything it creates carries
+    /// `paas.test=<id>` and is removed by label when this is dropped.
+    struct Scope {
+        id: String,
+    }
+
+    impl Scope {
+        fn new(what: &str) -> Scope {
+            Scope {
+                id: format!("{what}-{:08x}", rand::random::<u32>()),
+            }
+        }
+
+        fn labels(&self) -> Vec<(String, String)> {
+            vec![(TEST_LABEL.to_string(), self.id.clone())]
+        }
+    }
+
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            let id = self.id.clone();
+            // Runs on its own runtime: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let Ok(d) = Docker::connect() else { return };
+                    let by = [(TEST_LABEL, id.as_str())];
+                    for c in d.list_containers(&by).await.unwrap_or_default() {
+                        let _ = d.force_remove(&c.id).await;
+                    }
+                    for i in d.list_images(&by).await.unwrap_or_default() {
+                        let opts = RemoveImageOptionsBuilder::new().force(true).build();
+                        let _ = d.inner.remove_image(&i.id, Some(opts), None).await;
+                    }
+                    let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+                        .filters(&label_filters(&by))
+                        .build();
+                    for n in d.inner.list_networks(Some(opts)).await.unwrap_or_default() {
+                        if let Some(nid) = n.id {
+                            let _ = d.inner.remove_network(&nid).await;
+                        }
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    async fn engine() -> Docker {
+        let d = Docker::connect().expect("connect to Docker");
+        if let Err(e) = d.ping().await {
+            panic!("these tests need the Docker engine: {e}");
+        }
+        assert!(
+            d.image_exists(BASE).await.expect("inspect base image"),
+            "the offline base image {BASE} is missing: run sudo bash tests/setup.sh"
+        );
+        d
+    }
+
+    fn context(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, body) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, body.as_bytes()).expect("tar");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    fn sh(script: &str) -> Option<Vec<String>> {
+        Some(vec!["sh".into(), "-c".into(), script.into()])
+    }
+
+    #[test]
+    fn splits_lines_across_chunks() {
+        let mut s = LineSplitter::default();
+        assert_eq!(s.push(b"a\r\nb"), vec!["a"]);
+        assert_eq!(s.push(b"c\n\nd"), vec!["bc", ""]);
+        assert_eq!(s.finish().as_deref(), Some("d"));
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn strips_ansi_colours() {
+        assert_eq!(strip_ansi("\u{1b}[91mERROR: x"), "ERROR: x");
+        assert_eq!(strip_ansi("\u{1b}[0mok\u{1b}[1;31m!"), "ok!");
+        assert_eq!(strip_ansi("plain ✓"), "plain ✓");
+    }
+
+    #[test]
+    fn strips_the_top_directory() {
+        assert_eq!(strip_first(Path::new("static/")), None);
+        assert_eq!(
+            strip_first(Path::new("static/css/a.css")),
+            Some(PathBuf::from("css/a.css"))
+        );
+        assert_eq!(strip_first(Path::new("static/../x")), None);
+    }
+
+    fn unix_client(path: &Path) -> Result<Docker, DockerError> {
+        let client = bollard::Docker::connect_with_unix(
+            path.to_str().unwrap(),
+            5,
+            bollard::API_DEFAULT_VERSION,
+        );
+        Docker::wrap(client, format!("unix://{}", path.display()))
+    }
+
+    fn assert_unreachable(err: DockerError, path: &Path) {
+        let msg = err.to_string();
+        assert!(matches!(err, DockerError::Unreachable(_)), "{err:?}");
+        let want = format!(
+            "cannot reach the Docker engine at unix://{}",
+            path.display()
+        );
+        assert!(msg.starts_with(&want), "{msg}");
+        assert!(
+            msg.ends_with("is it running? (systemctl start docker)"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_engine_is_one_clear_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        // No socket at all: bollard notices at connect time.
+        let missing = dir.path().join("missing.sock");
+        assert_unreachable(unix_client(&missing).expect_err("no socket"), &missing);
+        // A socket nobody listens on: ping notices.
+        let dead = dir.path().join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let d = unix_client(&dead).expect("the socket file exists");
+        assert_unreachable(d.ping().await.expect_err("nobody listens"), &dead);
+        eprintln!("{}", d.ping().await.unwrap_err());
+    }
+
+    #[tokio::test]
+    async fn builds_streams_labels_lists_and_copies_out() {
+        let d = engine().await;
+        let scope = Scope::new("build");
+        let tag = format!("paas-test/{}:v1", scope.id);
+        let dockerfile = format!(
+            "FROM {BASE}\n\
+             RUN echo build-marker-{id}\n\
+             LABEL paas.test.extra=yes\n\
+             COPY hello.txt /app/hello.txt\n\
+             RUN mkdir -p /app/static/css \
+                 && echo body > /app/static/css/site.css \
+                 && ln -s site.css /app/static/css/link.css \
+                 && ln -s /etc/passwd /app/static/evil \
+                 && mkdir -p /paas && echo '{{\"static_root\": \"/app/static\"}}' > /paas/meta.json\n",
+            id = scope.id
+        );
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        d.build_image(
+            BuildRequest {
+                context: context(&[(".paas/Dockerfile", &dockerfile), ("hello.txt", "hello\n")]),
+                dockerfile: ".paas/Dockerfile",
+                tag: &tag,
+                labels: scope.labels(),
+                network_mode: Some("host"),
+            },
+            &mut on_line,
+        )
+        .await
+        .expect("build");
+        let marker = format!("build-marker-{}", scope.id);
+        assert!(
+            lines.iter().any(|l| l == &marker),
+            "the RUN output was not streamed line by line: {lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.starts_with("Step 1/")), "{lines:?}");
+        assert!(d.image_exists(&tag).await.unwrap());
+
+        let images = d.list_images(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert_eq!(images.len(), 1, "{images:?}");
+        let img = &images[0];
+        assert_eq!(img.tags, vec![tag.clone()]);
+        assert_eq!(
+            img.labels.get("paas.managed").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            img.labels.get("paas.test.extra").map(String::as_str),
+            Some("yes")
+        );
+        assert!(img.created > 0);
+
+        // read_file_from_image
+        let meta = d
+            .read_file_from_image(&tag, "/paas/meta.json")
+            .await
+            .unwrap();
+        assert_eq!(meta, b"{\"static_root\": \"/app/static\"}\n");
+        let hello = d
+            .read_file_from_image(&tag, "/app/hello.txt")
+            .await
+            .unwrap();
+        assert_eq!(hello, b"hello\n");
+        let missing = d.read_file_from_image(&tag, "/nope.txt").await;
+        assert!(
+            matches!(missing, Err(DockerError::NotFound(_))),
+            "{missing:?}"
+        );
+
+        // copy_from_image: the directory's contents, not the directory.
+        let dest = tempfile::tempdir().unwrap();
+        let out = dest.path().join("static");
+        d.copy_from_image(&tag, "/app/static", &out).await.unwrap();
+        let mut css = String::new();
+        std::fs::File::open(out.join("css/site.css"))
+            .unwrap()
+            .read_to_string(&mut css)
+            .unwrap();
+        assert_eq!(css, "body\n");
+        assert_eq!(
+            std::fs::read_link(out.join("css/link.css")).unwrap(),
+            PathBuf::from("site.css")
+        );
+        assert!(
+            std::fs::symlink_metadata(out.join("evil")).is_err(),
+            "an absolute symlink was copied out"
+        );
+        assert!(!out.join("static").exists());
+        let gone = d.copy_from_image(&tag, "/no/such/dir", &out).await;
+        assert!(matches!(gone, Err(DockerError::NotFound(_))), "{gone:?}");
+
+        // The throw-away containers are gone.
+        let scratch = d
+            .list_containers(&[("paas.scratch", "true")])
+            .await
+            .unwrap();
+        assert!(
+            scratch.iter().all(|c| c.image != tag),
+            "scratch containers left behind: {scratch:?}"
+        );
+
+        d.remove_image(&tag).await.unwrap();
+        assert!(!d.image_exists(&tag).await.unwrap());
+        d.remove_image(&tag)
+            .await
+            .expect("removing a missing image is fine");
+    }
+
+    #[tokio::test]
+    async fn failing_build_reports_the_engine_message() {
+        let d = engine().await;
+        let scope = Scope::new("badbuild");
+        let tag = format!("paas-test/{}:v1", scope.id);
+        let dockerfile = format!(
+            "FROM {BASE}\nRUN echo about-to-fail && sleep 0.3 && echo \"ERROR: no such package $((40+2))\" >&2 && exit 3\n"
+        );
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        let err = d
+            .build_image(
+                BuildRequest {
+                    context: context(&[("Dockerfile", &dockerfile)]),
+                    dockerfile: "Dockerfile",
+                    tag: &tag,
+                    labels: scope.labels(),
+                    network_mode: None,
+                },
+                &mut on_line,
+            )
+            .await
+            .expect_err("the build must fail");
+        let DockerError::Build { message } = &err else {
+            panic!("expected a Build error, got {err:?}");
+        };
+        assert!(message.contains("returned a non-zero code: 3"), "{message}");
+        assert!(
+            message.contains("(last output: ERROR: no such package 42)"),
+            "{message}"
+        );
+        assert!(lines.iter().any(|l| l == "about-to-fail"), "{lines:?}");
+        eprintln!("build error: {err}");
+        assert!(!d.image_exists(&tag).await.unwrap());
+        // forcerm: no intermediate container of the failed step stays behind.
+        let left = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn run_to_completion_streams_returns_the_code_and_removes() {
+        let d = engine().await;
+        let scope = Scope::new("run");
+        let name = format!("paas-test-{}", scope.id);
+        let spec = ContainerSpec {
+            name: Some(name.clone()),
+            image: BASE.into(),
+            cmd: sh("echo hi; echo \"secret=$SECRET\"; echo oops >&2; exit 3"),
+            env: vec![("SECRET".into(), "s3cr3t".into())],
+            labels: scope.labels(),
+            working_dir: Some("/tmp".into()),
+            user: Some("nobody".into()),
+            ..Default::default()
+        };
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        let code = d
+            .run_to_completion(&spec, Duration::from_secs(30), &mut on_line)
+            .await
+            .unwrap();
+        assert_eq!(code, 3);
+        for want in ["hi", "secret=s3cr3t", "oops"] {
+            assert!(lines.iter().any(|l| l == want), "{want} missing: {lines:?}");
+        }
+        assert_eq!(
+            d.container_state(&name).await.unwrap(),
+            ContainerState::Missing
+        );
+
+        // Exit code 0 is a code, not an error.
+        let ok = ContainerSpec {
+            name: None,
+            cmd: sh("pwd; id -un"),
+            ..spec.clone()
+        };
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        let code = d
+            .run_to_completion(&ok, Duration::from_secs(30), &mut on_line)
+            .await
+            .unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(lines, vec!["/tmp", "nobody"]);
+
+        // Timeout: the container is removed all the same.
+        let slow = ContainerSpec {
+            name: Some(format!("{name}-slow")),
+            cmd: sh("echo started; sleep 60"),
+            ..spec.clone()
+        };
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        let err = d
+            .run_to_completion(&slow, Duration::from_secs(2), &mut on_line)
+            .await
+            .expect_err("must time out");
+        assert!(matches!(err, DockerError::Timeout(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("did not finish within 2 s"),
+            "{err}"
+        );
+        assert_eq!(lines, vec!["started"]);
+        let left = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+
+        // A command that cannot start: an error, and nothing left behind.
+        let broken = ContainerSpec {
+            name: None,
+            cmd: Some(vec!["/no/such/binary".into()]),
+            ..spec.clone()
+        };
+        let err = d
+            .run_to_completion(&broken, Duration::from_secs(30), &mut |_| {})
+            .await
+            .expect_err("cannot start");
+        assert!(matches!(err, DockerError::Engine(_)), "{err:?}");
+        let left = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn web_container_on_a_network() {
+        let d = engine().await;
+        let scope = Scope::new("web");
+        let net = format!("paas-test-{}", scope.id);
+        d.ensure_network(&net, &scope.labels()).await.unwrap();
+        d.ensure_network(&net, &scope.labels())
+            .await
+            .expect("idempotent");
+
+        let name = format!("paas-test-{}", scope.id);
+        let spec = ContainerSpec {
+            name: Some(name.clone()),
+            image: BASE.into(),
+            cmd: Some(
+                ["python3", "-m", "http.server", "8000"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            env: vec![("PYTHONUNBUFFERED".into(), "1".into())],
+            labels: scope.labels(),
+            network: Some(net.clone()),
+            restart_unless_stopped: true,
+            memory_bytes: Some(256 * 1024 * 1024),
+            working_dir: Some("/tmp".into()),
+            ..Default::default()
+        };
+        let id = d.start_container(&spec).await.unwrap();
+        assert_eq!(
+            d.container_state(&id).await.unwrap(),
+            ContainerState::Running
+        );
+
+        let listed = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].id, id);
+        assert_eq!(listed[0].name, name);
+        assert_eq!(listed[0].state, "running");
+        assert_eq!(listed[0].image, BASE);
+        assert_eq!(
+            listed[0].labels.get("paas.managed").map(String::as_str),
+            Some("true")
+        );
+
+        let ip = d.container_ip(&id, &net).await.unwrap();
+        let addr = std::net::SocketAddr::new(ip, 8000);
+        let mut response = String::new();
+        for attempt in 0.. {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Ok(mut s) => {
+                    s.write_all(b"GET /probe HTTP/1.0\r\n\r\n").unwrap();
+                    s.read_to_string(&mut response).unwrap();
+                    break;
+                }
+                Err(e) if attempt < 50 => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{addr} never accepted a connection: {e}"),
+            }
+        }
+        assert!(response.starts_with("HTTP/1.0 404"), "{response}");
+
+        // The access log line goes to stderr; give it a moment.
+        let mut tail = Vec::new();
+        for _ in 0..50 {
+            tail = d.logs_tail(&id, 2).await.unwrap();
+            if tail.iter().any(|l| l.contains("GET /probe")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(tail.len() <= 2, "{tail:?}");
+        assert!(tail.iter().any(|l| l.contains("GET /probe")), "{tail:?}");
+
+        let mut follow = Box::pin(d.follow_logs(&id, 1));
+        let first = tokio::time::timeout(Duration::from_secs(5), follow.next())
+            .await
+            .expect("follow_logs yields the tail at once")
+            .expect("a line")
+            .unwrap();
+        assert!(first.contains("GET /probe"), "{first}");
+
+        d.stop_and_remove(&id, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            d.container_state(&id).await.unwrap(),
+            ContainerState::Missing
+        );
+        // The follower ends with the container.
+        let rest = tokio::time::timeout(Duration::from_secs(5), follow.next()).await;
+        assert!(
+            matches!(rest, Ok(None) | Ok(Some(Err(_)))),
+            "follow_logs did not end: {rest:?}"
+        );
+        d.stop_and_remove(&id, Duration::from_secs(1))
+            .await
+            .expect("stopping a missing container is fine");
+        let err = d.container_ip(&id, &net).await.expect_err("gone");
+        assert!(matches!(err, DockerError::NotFound(_)), "{err:?}");
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod docker;
 pub mod git;
 pub mod health;
 pub mod store;
