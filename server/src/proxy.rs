@@ -857,3 +857,588 @@ fn html_escape(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    //! Real sockets on 127.0.0.1: a proxy on an ephemeral port in front of
+    //! small axum/hyper backends, driven by reqwest or raw TCP when the test
+    //! needs bytes that a client library would normalise.
+
+    use super::*;
+    use axum::routing::get;
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn start_backend(router: axum::Router) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        addr
+    }
+
+    /// A backend answering `text` on every path.
+    async fn start_text_backend(text: &'static str) -> SocketAddr {
+        start_backend(axum::Router::new().fallback(move || async move { text })).await
+    }
+
+    async fn start_proxy(table: RouteTable, opts: ProxyOptions) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, table, opts, std::future::pending()));
+        addr
+    }
+
+    fn route(app: &str, backend: SocketAddr) -> Arc<Route> {
+        Arc::new(Route::new(app.into(), backend, None, None, None, None))
+    }
+
+    fn hosts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|h| h.to_string()).collect()
+    }
+
+    async fn get_host(proxy: SocketAddr, host: &str, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("http://{proxy}{path}"))
+            .header(header::HOST, host)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends `request` as is and returns the whole response (the request
+    /// should say `Connection: close`).
+    async fn raw(proxy: SocketAddr, request: &str) -> String {
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn table_normalises_hosts_and_returns_retired_routes() {
+        let table = RouteTable::new();
+        let backend: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (a1, a2, b) = (
+            route("a", backend),
+            route("a", backend),
+            route("b", backend),
+        );
+        assert!(table
+            .set(&hosts(&["A.example.com", "www.a.test"]), a1.clone())
+            .is_empty());
+        assert!(table.set(&hosts(&["b.example.com"]), b.clone()).is_empty());
+        assert_eq!(table.get("a.EXAMPLE.com:8080").unwrap().app(), "a");
+        assert_eq!(table.get("a.example.com.").unwrap().app(), "a");
+        assert!(table.get("nope.example.com").is_none());
+
+        // The new list is the app's whole list: www.a.test is dropped.
+        let retired = table.set(&hosts(&["a.example.com"]), a2.clone());
+        assert_eq!(retired.len(), 1);
+        assert!(Arc::ptr_eq(&retired[0], &a1));
+        assert!(Arc::ptr_eq(&table.get("a.example.com").unwrap(), &a2));
+        assert!(table.get("www.a.test").is_none());
+        let snapshot: Vec<_> = table
+            .snapshot()
+            .into_iter()
+            .map(|(h, r)| (h, r.app().to_string()))
+            .collect();
+        assert_eq!(
+            snapshot,
+            [
+                ("a.example.com".into(), "a".into()),
+                ("b.example.com".into(), "b".into())
+            ]
+        );
+
+        let removed = table.remove_app("a");
+        assert_eq!(removed.len(), 1);
+        assert!(Arc::ptr_eq(&removed[0], &a2));
+        assert!(table.get("a.example.com").is_none());
+        assert!(table.get("b.example.com").is_some());
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn hashed_names_are_recognised() {
+        assert!(is_hashed_name("css/style.3f2a9c1b4e5d.css"));
+        assert!(is_hashed_name("admin/js/x.min.0123456789ab.js"));
+        assert!(!is_hashed_name("style.css"));
+        assert!(!is_hashed_name("3f2a9c1b4e5d.css"));
+        assert!(!is_hashed_name("style.3f2a9c1b4e5.css"));
+        assert!(!is_hashed_name("style.3f2a9c1b4e5g.css"));
+    }
+
+    #[tokio::test]
+    async fn routes_by_host_ignoring_case_and_port_and_counts_requests() {
+        let table = RouteTable::new();
+        table.set(
+            &hosts(&["app.example.com"]),
+            route("app", start_text_backend("from app").await),
+        );
+        let proxy = start_proxy(table.clone(), ProxyOptions::default()).await;
+
+        let response = get_host(proxy, "APP.Example.com:8080", "/").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "from app");
+
+        let response = get_host(proxy, "nope.example.com", "/").await;
+        assert_eq!(response.status(), 404);
+        let page = response.text().await.unwrap();
+        assert!(
+            page.contains("No app is deployed at nope.example.com"),
+            "{page}"
+        );
+        assert!(page.contains("git push paas main"));
+
+        let response = get_host(proxy, "<b>x</b>.example.com", "/").await;
+        assert!(!response.text().await.unwrap().contains("<b>x</b>"));
+
+        let stats = table.stats();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].0, "app");
+        assert_eq!(stats[0].1.requests, 1);
+        assert_eq!(stats[0].1.status_2xx, 1);
+    }
+
+    #[tokio::test]
+    async fn control_host_goes_to_the_control_router_with_connect_info() {
+        let control = axum::Router::new().route(
+            "/api",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                format!("control sees {}", peer.ip())
+            }),
+        );
+        let opts = ProxyOptions {
+            control_host: Some("paas.example.com".into()),
+            control: Some(control),
+            ..ProxyOptions::default()
+        };
+        let proxy = start_proxy(RouteTable::new(), opts).await;
+        let response = get_host(proxy, "PAAS.example.com:80", "/api").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "control sees 127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn forwards_x_forwarded_headers_keeps_host_and_strips_hop_by_hop() {
+        let echo = axum::Router::new().fallback(|headers: HeaderMap, uri: Uri| async move {
+            let h = |name: &str| {
+                let values: Vec<_> = headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect();
+                format!("{name}={}\n", values.join("|"))
+            };
+            [
+                format!("uri={uri}\n"),
+                h("host"),
+                h("x-forwarded-for"),
+                h("x-forwarded-proto"),
+                h("x-forwarded-host"),
+                h("x-hop"),
+                h("x-kept"),
+            ]
+            .concat()
+        });
+        let table = RouteTable::new();
+        table.set(
+            &hosts(&["app.example.com"]),
+            route("app", start_backend(echo).await),
+        );
+        let proxy = start_proxy(table, ProxyOptions::default()).await;
+
+        let response = raw(
+            proxy,
+            "GET /path?q=1 HTTP/1.1\r\nHost: App.example.com:8080\r\nX-Forwarded-For: 10.0.0.1\r\n\
+             Connection: close, x-hop\r\nX-Hop: secret\r\nX-Kept: yes\r\n\r\n",
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        for line in [
+            "uri=/path?q=1\n",
+            "host=App.example.com:8080\n",
+            "x-forwarded-for=10.0.0.1, 127.0.0.1\n",
+            "x-forwarded-proto=http\n",
+            "x-forwarded-host=App.example.com:8080\n",
+            "x-hop=\n",
+            "x-kept=yes\n",
+        ] {
+            assert!(response.contains(line), "missing {line:?} in {response}");
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_the_response_body_without_buffering() {
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(Some(release_rx)));
+        let backend = axum::Router::new().fallback(move || {
+            let release_rx = release_rx.lock().unwrap().take();
+            async move {
+                let first = futures_util::stream::once(async {
+                    Ok::<_, Infallible>(Bytes::from("first,"))
+                });
+                let last = futures_util::stream::once(async move {
+                    if let Some(rx) = release_rx {
+                        let _ = rx.await;
+                    }
+                    Ok::<_, Infallible>(Bytes::from("last"))
+                });
+                Body::from_stream(futures_util::StreamExt::chain(first, last))
+            }
+        });
+        let table = RouteTable::new();
+        let app = route("app", start_backend(backend).await);
+        table.set(&hosts(&["app.example.com"]), app.clone());
+        let proxy = start_proxy(table, ProxyOptions::default()).await;
+
+        let mut response = get_host(proxy, "app.example.com", "/").await;
+        assert_eq!(response.status(), 200);
+        // The backend holds "last" back until we release it, so a buffering
+        // proxy would time out here.
+        let first = tokio::time::timeout(WAIT, response.chunk())
+            .await
+            .expect("first chunk");
+        assert_eq!(first.unwrap().unwrap(), "first,");
+        assert_eq!(app.in_flight(), 1, "a streaming response is in flight");
+        release_tx.send(()).unwrap();
+        let mut rest = Vec::new();
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            rest.extend_from_slice(&chunk);
+        }
+        assert_eq!(rest, b"last");
+        wait_for("the body guard to drop", || app.in_flight() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn backend_down_is_502_and_slow_backend_is_504() {
+        let closed = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let slow = start_backend(axum::Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }))
+        .await;
+        let table = RouteTable::new();
+        table.set(&hosts(&["down.example.com"]), route("down", closed));
+        table.set(&hosts(&["slow.example.com"]), route("slow", slow));
+        let opts = ProxyOptions {
+            upstream_timeout: Duration::from_millis(300),
+            ..ProxyOptions::default()
+        };
+        let proxy = start_proxy(table.clone(), opts).await;
+
+        let response = get_host(proxy, "down.example.com", "/").await;
+        assert_eq!(response.status(), 502);
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("down.example.com is not answering"));
+
+        let response = get_host(proxy, "slow.example.com", "/").await;
+        assert_eq!(response.status(), 504);
+        assert!(response.text().await.unwrap().contains("took too long"));
+
+        let stats: HashMap<_, _> = table.stats().into_iter().collect();
+        assert_eq!(stats["down"].status_5xx, 1);
+        assert_eq!(stats["slow"].status_5xx, 1);
+    }
+
+    /// A site with `static/` (hashed, plain, precompressed files), `media/`,
+    /// and a secret file next to them that must never be served.
+    fn site() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("static/css")).unwrap();
+        std::fs::create_dir_all(dir.path().join("media")).unwrap();
+        std::fs::write(
+            dir.path().join("static/css/style.3f2a9c1b4e5d.css"),
+            "body{color:red}",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("static/plain.css"), "p{}").unwrap();
+        std::fs::write(dir.path().join("static/app.js"), "console.log(1)").unwrap();
+        std::fs::write(dir.path().join("static/app.js.gz"), "pretend-gzip").unwrap();
+        std::fs::write(dir.path().join("media/photo.0123456789ab.jpg"), "jpeg").unwrap();
+        std::fs::write(dir.path().join("secret"), "TOP-SECRET").unwrap();
+        dir
+    }
+
+    async fn static_proxy(site: &tempfile::TempDir) -> (SocketAddr, Arc<Route>) {
+        let backend = start_text_backend("from django").await;
+        let app = Arc::new(Route::new(
+            "app".into(),
+            backend,
+            Some("/static/".into()),
+            Some(site.path().join("static")),
+            Some("/media/".into()),
+            Some(site.path().join("media")),
+        ));
+        let table = RouteTable::new();
+        table.set(&hosts(&["app.example.com"]), app.clone());
+        (start_proxy(table, ProxyOptions::default()).await, app)
+    }
+
+    #[tokio::test]
+    async fn serves_static_files_with_cache_policy_and_304() {
+        let site = site();
+        let (proxy, _) = static_proxy(&site).await;
+
+        let response = get_host(
+            proxy,
+            "app.example.com",
+            "/static/css/style.3f2a9c1b4e5d.css",
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "text/css");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], CACHE_IMMUTABLE);
+        let etag = response.headers()[header::ETAG].clone();
+        assert_eq!(response.text().await.unwrap(), "body{color:red}");
+
+        let response = reqwest::Client::new()
+            .get(format!("http://{proxy}/static/css/style.3f2a9c1b4e5d.css"))
+            .header(header::HOST, "app.example.com")
+            .header(header::IF_NONE_MATCH, etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 304);
+
+        let response = get_host(proxy, "app.example.com", "/static/plain.css").await;
+        assert_eq!(response.headers()[header::CACHE_CONTROL], CACHE_SHORT);
+
+        let response = reqwest::Client::new()
+            .get(format!("http://{proxy}/static/app.js"))
+            .header(header::HOST, "app.example.com")
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(response.text().await.unwrap(), "pretend-gzip");
+
+        // Media: hashed-looking names are still not immutable.
+        let response = get_host(proxy, "app.example.com", "/media/photo.0123456789ab.jpg").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], CACHE_SHORT);
+
+        // A missing file is a 404 from the proxy, not a request to Django.
+        let response = get_host(proxy, "app.example.com", "/static/missing.css").await;
+        assert_eq!(response.status(), 404);
+        assert_ne!(response.text().await.unwrap(), "from django");
+
+        let response = get_host(proxy, "app.example.com", "/other").await;
+        assert_eq!(response.text().await.unwrap(), "from django");
+    }
+
+    #[tokio::test]
+    async fn path_traversal_out_of_the_static_dir_is_refused() {
+        let site = site();
+        let (proxy, _) = static_proxy(&site).await;
+        for target in [
+            "/static/../secret",
+            "/static/%2e%2e/secret",
+            "/static/..%2fsecret",
+            "/static/css/../../secret",
+            "/static/%2F..%2F..%2Fsecret",
+            "/media/../secret",
+        ] {
+            let response = raw(
+                proxy,
+                &format!(
+                    "GET {target} HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n"
+                ),
+            )
+            .await;
+            assert!(response.starts_with("HTTP/1.1 404"), "{target}: {response}");
+            assert!(!response.contains("TOP-SECRET"), "{target}: {response}");
+        }
+    }
+
+    #[tokio::test]
+    async fn swap_keeps_old_requests_sends_new_ones_to_new_backend_and_drains() {
+        let release = Arc::new(Notify::new());
+        let release_in_handler = release.clone();
+        let old_backend = start_backend(
+            axum::Router::new()
+                .route(
+                    "/slow",
+                    get(move || {
+                        let release = release_in_handler.clone();
+                        async move {
+                            release.notified().await;
+                            "old, slow"
+                        }
+                    }),
+                )
+                .fallback(|| async { "old" }),
+        )
+        .await;
+        let table = RouteTable::new();
+        let old = route("app", old_backend);
+        let app_hosts = hosts(&["app.example.com"]);
+        table.set(&app_hosts, old.clone());
+        let proxy = start_proxy(table.clone(), ProxyOptions::default()).await;
+
+        let slow = tokio::spawn(async move {
+            get_host(proxy, "app.example.com", "/slow")
+                .await
+                .text()
+                .await
+                .unwrap()
+        });
+        wait_for("the slow request to reach the old route", || {
+            old.in_flight() == 1
+        })
+        .await;
+
+        let new = route("app", start_text_backend("new").await);
+        let retired = table.set(&app_hosts, new.clone());
+        assert_eq!(retired.len(), 1);
+        assert!(Arc::ptr_eq(&retired[0], &old));
+        assert_eq!(
+            get_host(proxy, "app.example.com", "/")
+                .await
+                .text()
+                .await
+                .unwrap(),
+            "new"
+        );
+
+        let drained = Arc::new(AtomicBool::new(false));
+        let drain = tokio::spawn({
+            let (old, drained) = (old.clone(), drained.clone());
+            async move {
+                let open = old.drain(WAIT * 2).await;
+                drained.store(true, Ordering::SeqCst);
+                open
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !drained.load(Ordering::SeqCst),
+            "drain returned while a request was open"
+        );
+        release.notify_one();
+        assert_eq!(slow.await.unwrap(), "old, slow");
+        assert_eq!(tokio::time::timeout(WAIT, drain).await.unwrap().unwrap(), 0);
+        assert_eq!(new.in_flight(), 0);
+        assert_eq!(
+            table.stats()[0].1.status_2xx,
+            2,
+            "counters survive the swap"
+        );
+    }
+
+    #[tokio::test]
+    async fn drain_gives_up_at_the_deadline_and_reports_open_requests() {
+        let backend = start_backend(axum::Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }))
+        .await;
+        let table = RouteTable::new();
+        let app = route("app", backend);
+        table.set(&hosts(&["app.example.com"]), app.clone());
+        let proxy = start_proxy(table, ProxyOptions::default()).await;
+        let _pending = tokio::spawn(async move { get_host(proxy, "app.example.com", "/").await });
+        wait_for("the request to be in flight", || app.in_flight() == 1).await;
+        assert_eq!(app.drain(Duration::from_millis(100)).await, 1);
+    }
+
+    /// A hyper backend that accepts `Upgrade: echo` and echoes the tunnel.
+    async fn start_upgrade_echo_backend() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let service = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                    let upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let upgraded = TokioIo::new(upgrade.await.unwrap());
+                        let (mut reader, mut writer) = tokio::io::split(upgraded);
+                        let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                    });
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(StatusCode::SWITCHING_PROTOCOLS)
+                            .header(header::UPGRADE, "echo")
+                            .header(header::CONNECTION, "upgrade")
+                            .body(http_body_util::Empty::<Bytes>::new())
+                            .unwrap(),
+                    )
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades(),
+                );
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn upgrade_is_tunnelled_and_closed_by_drain_deadline() {
+        let table = RouteTable::new();
+        let app = route("app", start_upgrade_echo_backend().await);
+        table.set(&hosts(&["app.example.com"]), app.clone());
+        let proxy = start_proxy(table, ProxyOptions::default()).await;
+
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tokio::time::timeout(WAIT, stream.read_exact(&mut byte))
+                .await
+                .unwrap()
+                .unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: echo"), "{head}");
+
+        stream.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&echoed, b"ping");
+        assert_eq!(app.in_flight(), 1, "the tunnel counts as in flight");
+
+        assert_eq!(app.drain(Duration::from_millis(100)).await, 1);
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest))
+            .await
+            .expect("tunnel closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        wait_for("the tunnel guard to drop", || app.in_flight() == 0).await;
+    }
+}
