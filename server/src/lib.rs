@@ -7,10 +7,12 @@
 //! - [`auth`]: the admin token, dashboard sessions.
 //! - [`git`]: bare repositories and `git http-backend` behind axum; the pre-receive hook.
 //! - [`health`]: the readiness probe that gates every swap.
+//! - [`proxy`]: the public port: Host → release routing, static files, drain.
 
 pub mod auth;
 pub mod config;
 pub mod docker;
 pub mod git;
 pub mod health;
+pub mod proxy;
 pub mod store;

@@ -1,1 +1,1444 @@
-//! proxy (to be written)
+//! The public reverse proxy: Host header → app, forwarding, static and media
+//! files, and draining of retired releases.
+//!
+//! The request path reads one [`ArcSwap`] snapshot of the host table: no lock,
+//! no database. Writers ([`RouteTable::set`], [`RouteTable::remove_app`]) build
+//! a new map and swap it in, so a deploy's swap is atomic for every host of the
+//! app at once.
+//!
+//! Every routed request holds an in-flight guard on its [`Route`] until its
+//! response body ends (the guard lives inside the body), so
+//! [`Route::drain`] waits for streaming responses and WebSocket tunnels, and
+//! closes the tunnels that are still open at the deadline.
+//!
+//! Requests whose Host is the control host go to the control [`axum::Router`]
+//! (dashboard, API, git), so the whole product is reachable on one port.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
+
+const PAGE_404: &str = include_str!("../../web-ui/errors/404.html");
+const PAGE_502: &str = include_str!("../../web-ui/errors/502.html");
+const PAGE_503: &str = include_str!("../../web-ui/errors/503.html");
+const PAGE_504: &str = include_str!("../../web-ui/errors/504.html");
+
+/// Cache policy for file names that carry a content hash (Django's
+/// `ManifestStaticFilesStorage`): the name changes whenever the content does.
+const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Cache policy for every other static or media file.
+const CACHE_SHORT: &str = "public, max-age=60";
+
+/// How long [`serve`] waits for open connections after `shutdown` resolves.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Where one release of an app is served: its web container's address plus
+/// the directories the proxy serves itself.
+pub struct Route {
+    /// App name, used for stats and logs.
+    app: String,
+    /// The web container's published address.
+    backend: SocketAddr,
+    /// `backend` as a URI authority, computed once.
+    authority: Authority,
+    /// `/static/…` served from disk, if configured.
+    static_files: Option<FileMount>,
+    /// `/media/…` served from disk, if configured.
+    media_files: Option<FileMount>,
+    /// Requests routed here whose response has not ended, plus open tunnels.
+    in_flight: AtomicUsize,
+    /// Woken when `in_flight` drops to zero.
+    idle: Notify,
+    /// Cancelled at the drain deadline: closes the open tunnels.
+    closing: CancellationToken,
+    /// The app's counters, shared across releases; attached by [`RouteTable::set`].
+    stats: OnceLock<Arc<StatsCounters>>,
+}
+
+/// A URL prefix served from a directory.
+struct FileMount {
+    /// Always starts and ends with `/`.
+    prefix: String,
+    dir: ServeDir,
+    /// Whether hashed names get the immutable cache policy (static, not media).
+    immutable_hashed: bool,
+}
+
+impl FileMount {
+    fn new(prefix: Option<String>, dir: Option<PathBuf>, immutable_hashed: bool) -> Option<Self> {
+        let (prefix, dir) = (prefix?, dir?);
+        let mut prefix = prefix.trim().trim_matches('/').to_string();
+        prefix.insert(0, '/');
+        if prefix.len() > 1 {
+            prefix.push('/');
+        }
+        let dir = ServeDir::new(dir)
+            .precompressed_br()
+            .precompressed_gzip()
+            .append_index_html_on_directories(false)
+            .redirect_to_trailing_slash(false);
+        Some(FileMount {
+            prefix,
+            dir,
+            immutable_hashed,
+        })
+    }
+}
+
+impl Route {
+    /// A route to `backend`; static (media) files are served from
+    /// `static_dir` (`media_dir`) under `static_prefix` (`media_prefix`) when
+    /// both halves are given.
+    pub fn new(
+        app: String,
+        backend: SocketAddr,
+        static_prefix: Option<String>,
+        static_dir: Option<PathBuf>,
+        media_prefix: Option<String>,
+        media_dir: Option<PathBuf>,
+    ) -> Route {
+        let authority = Authority::try_from(backend.to_string())
+            .expect("a socket address is a valid URI authority");
+        Route {
+            app,
+            backend,
+            authority,
+            static_files: FileMount::new(static_prefix, static_dir, true),
+            media_files: FileMount::new(media_prefix, media_dir, false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            closing: CancellationToken::new(),
+            stats: OnceLock::new(),
+        }
+    }
+
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    pub fn backend(&self) -> SocketAddr {
+        self.backend
+    }
+
+    /// Requests on this route whose response has not ended, plus open
+    /// upgraded (WebSocket) connections.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Waits until no request is in flight on this route, or until `deadline`
+    /// has passed. Returns how many were still open then (0 when drained);
+    /// upgraded connections still open at the deadline are closed.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a drop to zero in between wakes us.
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                break;
+            }
+        }
+        let open = self.in_flight();
+        if open > 0 {
+            tracing::debug!(app = %self.app, open, "drain deadline reached, closing tunnels");
+        }
+        self.closing.cancel();
+        open
+    }
+
+    fn record(&self, status: StatusCode) {
+        if let Some(stats) = self.stats.get() {
+            stats.record(status);
+        }
+    }
+
+    fn file_mount(&self, path: &str) -> Option<&FileMount> {
+        [&self.static_files, &self.media_files]
+            .into_iter()
+            .flatten()
+            .find(|m| path.starts_with(&m.prefix))
+    }
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("app", &self.app)
+            .field("backend", &self.backend)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts one request (or tunnel) on a route for as long as it lives.
+struct InFlight(Arc<Route>);
+
+impl InFlight {
+    fn new(route: Arc<Route>) -> Self {
+        route.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(route)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A response body that releases its in-flight guard when it ends (or is
+/// dropped, when the client goes away).
+struct Tracked<B> {
+    inner: B,
+    guard: Option<InFlight>,
+}
+
+impl<B> hyper::body::Body for Tracked<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn tracked<B>(response: Response<B>, guard: InFlight) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    response.map(|inner| {
+        Body::new(Tracked {
+            inner,
+            guard: Some(guard),
+        })
+    })
+}
+
+/// Request counts of one app, as counted by the proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppStats {
+    pub requests: u64,
+    pub status_1xx: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+}
+
+#[derive(Default)]
+struct StatsCounters {
+    requests: AtomicU64,
+    /// 1xx..5xx.
+    by_class: [AtomicU64; 5],
+}
+
+impl StatsCounters {
+    fn record(&self, status: StatusCode) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let class = usize::from(status.as_u16() / 100);
+        if let Some(counter) = class.checked_sub(1).and_then(|i| self.by_class.get(i)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> AppStats {
+        let class = |i: usize| self.by_class[i].load(Ordering::Relaxed);
+        AppStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            status_1xx: class(0),
+            status_2xx: class(1),
+            status_3xx: class(2),
+            status_4xx: class(3),
+            status_5xx: class(4),
+        }
+    }
+}
+
+type HostMap = HashMap<String, Arc<Route>>;
+
+/// Host name → route. Cheap to clone; all clones share one table.
+#[derive(Clone, Default)]
+pub struct RouteTable {
+    inner: Arc<TableInner>,
+}
+
+#[derive(Default)]
+struct TableInner {
+    /// Read lock-free on every request.
+    hosts: ArcSwap<HostMap>,
+    /// Serialises writers; holds each app's counters, which outlive releases.
+    writer: Mutex<HashMap<String, Arc<StatsCounters>>>,
+}
+
+impl RouteTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Atomically points every host in `hosts` at `route`. `hosts` is the
+    /// app's full host list: hosts of the same app that are not in it stop
+    /// being served. Returns the distinct previous routes that the table no
+    /// longer references, for the caller to drain.
+    pub fn set(&self, hosts: &[String], route: Arc<Route>) -> Vec<Arc<Route>> {
+        let mut registry = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let counters = registry.entry(route.app.clone()).or_default().clone();
+        // A route set twice keeps the counters it got first (same app).
+        let _ = route.stats.set(counters);
+        let old = self.inner.hosts.load_full();
+        let mut new: HostMap = old
+            .iter()
+            .filter(|(_, r)| r.app != route.app)
+            .map(|(h, r)| (h.clone(), r.clone()))
+            .collect();
+        for host in hosts {
+            new.insert(normalize_host(host).into_owned(), route.clone());
+        }
+        let retired = retired_routes(&old, &new);
+        self.inner.hosts.store(Arc::new(new));
+        retired
+    }
+
+    /// Stops serving every host of `app`; returns its routes, for draining.
+    pub fn remove_app(&self, app: &str) -> Vec<Arc<Route>> {
+        let _registry = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = self.inner.hosts.load_full();
+        let new: HostMap = old
+            .iter()
+            .filter(|(_, r)| r.app != app)
+            .map(|(h, r)| (h.clone(), r.clone()))
+            .collect();
+        let retired = retired_routes(&old, &new);
+        self.inner.hosts.store(Arc::new(new));
+        retired
+    }
+
+    /// The route for `host`, which may carry a port and any case.
+    pub fn get(&self, host: &str) -> Option<Arc<Route>> {
+        self.inner.hosts.load().get(&*normalize_host(host)).cloned()
+    }
+
+    /// Every host and its route, sorted by host.
+    pub fn snapshot(&self) -> Vec<(String, Arc<Route>)> {
+        let mut all: Vec<_> = self
+            .inner
+            .hosts
+            .load()
+            .iter()
+            .map(|(h, r)| (h.clone(), r.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Requests counted per app since the table was created, sorted by app.
+    pub fn stats(&self) -> Vec<(String, AppStats)> {
+        let registry = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<_> = registry
+            .iter()
+            .map(|(app, c)| (app.clone(), c.get()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.snapshot()).finish()
+    }
+}
+
+/// Distinct routes of `old` that `new` does not reference.
+fn retired_routes(old: &HostMap, new: &HostMap) -> Vec<Arc<Route>> {
+    let mut retired: Vec<Arc<Route>> = Vec::new();
+    for route in old.values() {
+        let still_used = new.values().any(|r| Arc::ptr_eq(r, route));
+        if !still_used && !retired.iter().any(|r| Arc::ptr_eq(r, route)) {
+            retired.push(route.clone());
+        }
+    }
+    retired
+}
+
+/// Lowercase host without port or trailing dot; borrows when already clean.
+fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = host.trim();
+    let host = if host.starts_with('[') {
+        // IPv6 literal: keep up to the closing bracket.
+        match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        }
+    } else {
+        host.split(':').next().unwrap_or(host)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// What [`serve`] needs besides the route table.
+#[derive(Clone)]
+pub struct ProxyOptions {
+    /// Requests for this host go to `control` (any case, port ignored).
+    pub control_host: Option<String>,
+    /// The dashboard, API and git server; gets `ConnectInfo<SocketAddr>`.
+    pub control: Option<axum::Router>,
+    /// How long to wait for a backend's response headers before a 504.
+    pub upstream_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            control_host: None,
+            control: None,
+            upstream_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves the public port until `shutdown` resolves, then stops accepting
+/// and gives open connections a short grace period to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    table: RouteTable,
+    opts: ProxyOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let proxy = Arc::new(Proxy::new(table, opts));
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, remote).await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(err) = watcher.watch(conn).await {
+                tracing::debug!(%remote, %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::debug!("shutdown grace period over, dropping open connections");
+        }
+    }
+    Ok(())
+}
+
+/// Shared state of the serving connections.
+struct Proxy {
+    table: RouteTable,
+    control_host: Option<String>,
+    control: Option<axum::Router>,
+    upstream_timeout: Duration,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Proxy {
+    fn new(table: RouteTable, opts: ProxyOptions) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Proxy {
+            table,
+            control_host: opts.control_host.map(|h| normalize_host(&h).into_owned()),
+            control: opts.control,
+            upstream_timeout: opts.upstream_timeout,
+            client,
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let (response, route) = self.route(req, remote).await;
+        if let Some(route) = &route {
+            route.record(response.status());
+        }
+        tracing::debug!(
+            app = route.as_ref().map_or("-", |r| r.app()),
+            %method,
+            path = uri.path(),
+            status = response.status().as_u16(),
+            ms = start.elapsed().as_secs_f64() * 1000.0,
+            "proxied"
+        );
+        response
+    }
+
+    async fn route(
+        &self,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> (Response<Body>, Option<Arc<Route>>) {
+        let host = request_host(&req);
+        if let (Some(control_host), Some(control)) = (&self.control_host, &self.control) {
+            if normalize_host(&host) == control_host.as_str() {
+                req.extensions_mut().insert(ConnectInfo(remote));
+                let response = match control.clone().oneshot(req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                return (response, None);
+            }
+        }
+        let Some(route) = self.table.get(&host) else {
+            return (error_page(StatusCode::NOT_FOUND, &host), None);
+        };
+        let response = match route.file_mount(req.uri().path()) {
+            Some(mount) => serve_file(&route, mount, req).await,
+            None => self.forward(&route, req, remote, &host).await,
+        };
+        (response, Some(route))
+    }
+
+    async fn forward(
+        &self,
+        route: &Arc<Route>,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+        host: &str,
+    ) -> Response<Body> {
+        let guard = InFlight::new(route.clone());
+        let upgrade = upgrade_protocol(req.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        add_forwarded(&mut parts.headers, remote);
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(route.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(uri) {
+            Ok(uri) => uri,
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target\n"),
+        };
+        parts.version = Version::HTTP_11;
+        parts.extensions = Default::default();
+        let req = Request::from_parts(parts, body);
+
+        let mut response = match tokio::time::timeout(
+            self.upstream_timeout,
+            self.client.request(req),
+        )
+        .await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => {
+                tracing::debug!(app = %route.app, backend = %route.backend, err = ?err, "backend request failed");
+                return error_page(StatusCode::BAD_GATEWAY, host);
+            }
+            Err(_) => {
+                tracing::debug!(app = %route.app, backend = %route.backend, "backend timed out");
+                return error_page(StatusCode::GATEWAY_TIMEOUT, host);
+            }
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let backend_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(tunnel(
+                    client_upgrade,
+                    backend_upgrade,
+                    guard,
+                    route.closing.clone(),
+                ));
+                // Connection/Upgrade are what a 101 is made of: keep them.
+                return response.map(|_| Body::empty());
+            }
+        }
+        strip_hop_by_hop(response.headers_mut());
+        tracked(response, guard)
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and the
+/// backend, until either side closes or the route's drain deadline passes.
+async fn tunnel(
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    _guard: InFlight,
+    closing: CancellationToken,
+) {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(both) => both,
+        Err(err) => {
+            tracing::debug!(%err, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut backend = TokioIo::new(backend);
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
+            if let Err(err) = copied {
+                tracing::debug!(%err, "tunnel ended with an error");
+            }
+        }
+        () = closing.cancelled() => {
+            tracing::debug!("tunnel closed by drain");
+        }
+    }
+}
+
+/// Serves a file of a static or media mount. Never falls through to the app.
+async fn serve_file(
+    route: &Arc<Route>,
+    mount: &FileMount,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let guard = InFlight::new(route.clone());
+    let (mut parts, body) = req.into_parts();
+    let rest = &parts.uri.path()[mount.prefix.len()..];
+    let hashed = mount.immutable_hashed && is_hashed_name(rest);
+    let target = match parts.uri.query() {
+        Some(query) => format!("/{rest}?{query}"),
+        None => format!("/{rest}"),
+    };
+    parts.uri = match Uri::try_from(target) {
+        Ok(uri) => uri,
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target\n"),
+    };
+    let req = Request::from_parts(parts, body);
+    let mut response = match mount.dir.clone().oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let status = response.status();
+    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+        let policy = if hashed { CACHE_IMMUTABLE } else { CACHE_SHORT };
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    }
+    tracked(response, guard)
+}
+
+/// Whether the file name has a dot-separated 12-hex-digit segment before its
+/// extension, like `style.3f2a9c1b4e5d.css`.
+fn is_hashed_name(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let segments: Vec<&str> = name.split('.').collect();
+    segments.len() >= 3
+        && segments[1..segments.len() - 1]
+            .iter()
+            .any(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The Host header, or the authority of an absolute-form target.
+fn request_host<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The protocol a request asks to upgrade to, if it does so properly.
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| upgrade.clone())
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client to X-Forwarded-For; sets X-Forwarded-Proto and
+/// X-Forwarded-Host. The Host header itself is kept as the client sent it.
+fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr) {
+    let ip = remote.ip().to_string();
+    let mut chain: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    chain.push(&ip);
+    if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// One of our own error pages, naming the host.
+fn error_page(status: StatusCode, host: &str) -> Response<Body> {
+    let template = match status {
+        StatusCode::NOT_FOUND => PAGE_404,
+        StatusCode::BAD_GATEWAY => PAGE_502,
+        StatusCode::SERVICE_UNAVAILABLE => PAGE_503,
+        _ => PAGE_504,
+    };
+    let host = normalize_host(host);
+    let host = if host.is_empty() {
+        "this address".into()
+    } else {
+        html_escape(&host)
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(template.replace("{{host}}", &host)))
+        .expect("static response parts are valid")
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(text))
+        .expect("static response parts are valid")
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real sockets on 127.0.0.1: a proxy on an ephemeral port in front of
+    //! small axum/hyper backends, driven by reqwest or raw TCP when the test
+    //! needs bytes that a client library would normalise.
+
+    use super::*;
+    use axum::routing::get;
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn start_backend(router: axum::Router) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        addr
+    }
+
+    /// A backend answering `text` on every path.
+    async fn start_text_backend(text: &'static str) -> SocketAddr {
+        start_backend(axum::Router::new().fallback(move || async move { text })).await
+    }
+
+    async fn start_proxy(table: RouteTable, opts: ProxyOptions) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, table, opts, std::future::pending()));
+        addr
+    }
+
+    fn route(app: &str, backend: SocketAddr) -> Arc<Route> {
+        Arc::new(Route::new(app.into(), backend, None, None, None, None))
+    }
+
+    fn hosts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|h| h.to_string()).collect()
+    }
+
+    async fn get_host(proxy: SocketAddr, host: &str, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("http://{proxy}{path}"))
+            .header(header::HOST, host)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends `request` as is and returns the whole response (the request
+    /// should say `Connection: close`).
+    async fn raw(proxy: SocketAddr, request: &str) -> String {
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn table_normalises_hosts_and_returns_retired_routes() {
+        let table = RouteTable::new();
+        let backend: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (a1, a2, b) = (
+            route("a", backend),
+            route("a", backend),
+            route("b", backend),
+        );
+        assert!(table
+            .set(&hosts(&["A.example.com", "www.a.test"]), a1.clone())
+            .is_empty());
+        assert!(table.set(&hosts(&["b.example.com"]), b.clone()).is_empty());
+        assert_eq!(table.get("a.EXAMPLE.com:8080").unwrap().app(), "a");
+        assert_eq!(table.get("a.example.com.").unwrap().app(), "a");
+        assert!(table.get("nope.example.com").is_none());
+
+        // The new list is the app's whole list: www.a.test is dropped.
+        let retired = table.set(&hosts(&["a.example.com"]), a2.clone());
+        assert_eq!(retired.len(), 1);
+        assert!(Arc::ptr_eq(&retired[0], &a1));
+        assert!(Arc::ptr_eq(&table.get("a.example.com").unwrap(), &a2));
+        assert!(table.get("www.a.test").is_none());
+        let snapshot: Vec<_> = table
+            .snapshot()
+            .into_iter()
+            .map(|(h, r)| (h, r.app().to_string()))
+            .collect();
+        assert_eq!(
+            snapshot,
+            [
+                ("a.example.com".into(), "a".into()),
+                ("b.example.com".into(), "b".into())
+            ]
+        );
+
+        let removed = table.remove_app("a");
+        assert_eq!(removed.len(), 1);
+        assert!(Arc::ptr_eq(&removed[0], &a2));
+        assert!(table.get("a.example.com").is_none());
+        assert!(table.get("b.example.com").is_some());
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn hashed_names_are_recognised() {
+        assert!(is_hashed_name("css/style.3f2a9c1b4e5d.css"));
+        assert!(is_hashed_name("admin/js/x.min.0123456789ab.js"));
+        assert!(!is_hashed_name("style.css"));
+        assert!(!is_hashed_name("3f2a9c1b4e5d.css"));
+        assert!(!is_hashed_name("style.3f2a9c1b4e5.css"));
+        assert!(!is_hashed_name("style.3f2a9c1b4e5g.css"));
+    }
+
+    #[tokio::test]
+    async fn routes_by_host_ignoring_case_and_port_and_counts_requests() {
+        let table = RouteTable::new();
+        table.set(
+            &hosts(&["app.example.com"]),
+            route("app", start_text_backend("from app").await),
+        );
+        let proxy = start_proxy(table.clone(), ProxyOptions::default()).await;
+
+        let response = get_host(proxy, "APP.Example.com:8080", "/").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "from app");
+
+        let response = get_host(proxy, "nope.example.com", "/").await;
+        assert_eq!(response.status(), 404);
+        let page = response.text().await.unwrap();
+        assert!(
+            page.contains("No app is deployed at nope.example.com"),
+            "{page}"
+        );
+        assert!(page.contains("git push paas main"));
+
+        let response = get_host(proxy, "<b>x</b>.example.com", "/").await;
+        assert!(!response.text().await.unwrap().contains("<b>x</b>"));
+
+        let stats = table.stats();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].0, "app");
+        assert_eq!(stats[0].1.requests, 1);
+        assert_eq!(stats[0].1.status_2xx, 1);
+    }
+
+    #[tokio::test]
+    async fn control_host_goes_to_the_control_router_with_connect_info() {
+        let control = axum::Router::new().route(
+            "/api",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                format!("control sees {}", peer.ip())
+            }),
+        );
+        let opts = ProxyOptions {
+            control_host: Some("paas.example.com".into()),
+            control: Some(control),
+            ..ProxyOptions::default()
+        };
+        let proxy = start_proxy(RouteTable::new(), opts).await;
+        let response = get_host(proxy, "PAAS.example.com:80", "/api").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "control sees 127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn forwards_x_forwarded_headers_keeps_host_and_strips_hop_by_hop() {
+        let echo = axum::Router::new().fallback(|headers: HeaderMap, uri: Uri| async move {
+            let h = |name: &str| {
+                let values: Vec<_> = headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect();
+                format!("{name}={}\n", values.join("|"))
+            };
+            [
+                format!("uri={uri}\n"),
+                h("host"),
+                h("x-forwarded-for"),
+                h("x-forwarded-proto"),
+                h("x-forwarded-host"),
+                h("x-hop"),
+                h("x-kept"),
+            ]
+            .concat()
+        });
+        let table = RouteTable::new();
+        table.set(
+            &hosts(&["app.example.com"]),
+            route("app", start_backend(echo).await),
+        );
+        let proxy = start_proxy(table, ProxyOptions::default()).await;
+
+        let response = raw(
+            proxy,
+            "GET /path?q=1 HTTP/1.1\r\nHost: App.example.com:8080\r\nX-Forwarded-For: 10.0.0.1\r\n\
+             Connection: close, x-hop\r\nX-Hop: secret\r\nX-Kept: yes\r\n\r\n",
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        for line in [
+            "uri=/path?q=1\n",
+            "host=App.example.com:8080\n",
+            "x-forwarded-for=10.0.0.1, 127.0.0.1\n",
+            "x-forwarded-proto=http\n",
+            "x-forwarded-host=App.example.com:8080\n",
+            "x-hop=\n",
+            "x-kept=yes\n",
+        ] {
+            assert!(response.contains(line), "missing {line:?} in {response}");
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_the_response_body_without_buffering() {
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(Some(release_rx)));
+        let backend = axum::Router::new().fallback(move || {
+            let release_rx = release_rx.lock().unwrap().take();
+            async move {
+                let first = futures_util::stream::once(async {
+                    Ok::<_, Infallible>(Bytes::from("first,"))
+                });
+                let last = futures_util::stream::once(async move {
+                    if let Some(rx) = release_rx {
+                        let _ = rx.await;
+                    }
+                    Ok::<_, Infallible>(Bytes::from("last"))
+                });
+                Body::from_stream(futures_util::StreamExt::chain(first, last))
+            }
+        });
+        let table = RouteTable::new();
+        let app = route("app", start_backend(backend).await);
+        table.set(&hosts(&["app.example.com"]), app.clone());
+        let proxy = start_proxy(table, ProxyOptions::default()).await;
+
+        let mut response = get_host(proxy, "app.example.com", "/").await;
+        assert_eq!(response.status(), 200);
+        // The backend holds "last" back until we release it, so a buffering
+        // proxy would time out here.
+        let first = tokio::time::timeout(WAIT, response.chunk())
+            .await
+            .expect("first chunk");
+        assert_eq!(first.unwrap().unwrap(), "first,");
+        assert_eq!(app.in_flight(), 1, "a streaming response is in flight");
+        release_tx.send(()).unwrap();
+        let mut rest = Vec::new();
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            rest.extend_from_slice(&chunk);
+        }
+        assert_eq!(rest, b"last");
+        wait_for("the body guard to drop", || app.in_flight() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn backend_down_is_502_and_slow_backend_is_504() {
+        let closed = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let slow = start_backend(axum::Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }))
+        .await;
+        let table = RouteTable::new();
+        table.set(&hosts(&["down.example.com"]), route("down", closed));
+        table.set(&hosts(&["slow.example.com"]), route("slow", slow));
+        let opts = ProxyOptions {
+            upstream_timeout: Duration::from_millis(300),
+            ..ProxyOptions::default()
+        };
+        let proxy = start_proxy(table.clone(), opts).await;
+
+        let response = get_host(proxy, "down.example.com", "/").await;
+        assert_eq!(response.status(), 502);
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("down.example.com is not answering"));
+
+        let response = get_host(proxy, "slow.example.com", "/").await;
+        assert_eq!(response.status(), 504);
+        assert!(response.text().await.unwrap().contains("took too long"));
+
+        let stats: HashMap<_, _> = table.stats().into_iter().collect();
+        assert_eq!(stats["down"].status_5xx, 1);
+        assert_eq!(stats["slow"].status_5xx, 1);
+    }
+
+    /// A site with `static/` (hashed, plain, precompressed files), `media/`,
+    /// and a secret file next to them that must never be served.
+    fn site() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("static/css")).unwrap();
+        std::fs::create_dir_all(dir.path().join("media")).unwrap();
+        std::fs::write(
+            dir.path().join("static/css/style.3f2a9c1b4e5d.css"),
+            "body{color:red}",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("static/plain.css"), "p{}").unwrap();
+        std::fs::write(dir.path().join("static/app.js"), "console.log(1)").unwrap();
+        std::fs::write(dir.path().join("static/app.js.gz"), "pretend-gzip").unwrap();
+        std::fs::write(dir.path().join("media/photo.0123456789ab.jpg"), "jpeg").unwrap();
+        std::fs::write(dir.path().join("secret"), "TOP-SECRET").unwrap();
+        dir
+    }
+
+    async fn static_proxy(site: &tempfile::TempDir) -> (SocketAddr, Arc<Route>) {
+        let backend = start_text_backend("from django").await;
+        let app = Arc::new(Route::new(
+            "app".into(),
+            backend,
+            Some("/static/".into()),
+            Some(site.path().join("static")),
+            Some("/media/".into()),
+            Some(site.path().join("media")),
+        ));
+        let table = RouteTable::new();
+        table.set(&hosts(&["app.example.com"]), app.clone());
+        (start_proxy(table, ProxyOptions::default()).await, app)
+    }
+
+    #[tokio::test]
+    async fn serves_static_files_with_cache_policy_and_304() {
+        let site = site();
+        let (proxy, _) = static_proxy(&site).await;
+
+        let response = get_host(
+            proxy,
+            "app.example.com",
+            "/static/css/style.3f2a9c1b4e5d.css",
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "text/css");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], CACHE_IMMUTABLE);
+        let etag = response.headers()[header::ETAG].clone();
+        assert_eq!(response.text().await.unwrap(), "body{color:red}");
+
+        let response = reqwest::Client::new()
+            .get(format!("http://{proxy}/static/css/style.3f2a9c1b4e5d.css"))
+            .header(header::HOST, "app.example.com")
+            .header(header::IF_NONE_MATCH, etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 304);
+
+        let response = get_host(proxy, "app.example.com", "/static/plain.css").await;
+        assert_eq!(response.headers()[header::CACHE_CONTROL], CACHE_SHORT);
+
+        let response = reqwest::Client::new()
+            .get(format!("http://{proxy}/static/app.js"))
+            .header(header::HOST, "app.example.com")
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(response.text().await.unwrap(), "pretend-gzip");
+
+        // Media: hashed-looking names are still not immutable.
+        let response = get_host(proxy, "app.example.com", "/media/photo.0123456789ab.jpg").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], CACHE_SHORT);
+
+        // A missing file is a 404 from the proxy, not a request to Django.
+        let response = get_host(proxy, "app.example.com", "/static/missing.css").await;
+        assert_eq!(response.status(), 404);
+        assert_ne!(response.text().await.unwrap(), "from django");
+
+        let response = get_host(proxy, "app.example.com", "/other").await;
+        assert_eq!(response.text().await.unwrap(), "from django");
+    }
+
+    #[tokio::test]
+    async fn path_traversal_out_of_the_static_dir_is_refused() {
+        let site = site();
+        let (proxy, _) = static_proxy(&site).await;
+        for target in [
+            "/static/../secret",
+            "/static/%2e%2e/secret",
+            "/static/..%2fsecret",
+            "/static/css/../../secret",
+            "/static/%2F..%2F..%2Fsecret",
+            "/media/../secret",
+        ] {
+            let response = raw(
+                proxy,
+                &format!(
+                    "GET {target} HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n"
+                ),
+            )
+            .await;
+            assert!(response.starts_with("HTTP/1.1 404"), "{target}: {response}");
+            assert!(!response.contains("TOP-SECRET"), "{target}: {response}");
+        }
+    }
+
+    #[tokio::test]
+    async fn swap_keeps_old_requests_sends_new_ones_to_new_backend_and_drains() {
+        let release = Arc::new(Notify::new());
+        let release_in_handler = release.clone();
+        let old_backend = start_backend(
+            axum::Router::new()
+                .route(
+                    "/slow",
+                    get(move || {
+                        let release = release_in_handler.clone();
+                        async move {
+                            release.notified().await;
+                            "old, slow"
+                        }
+                    }),
+                )
+                .fallback(|| async { "old" }),
+        )
+        .await;
+        let table = RouteTable::new();
+        let old = route("app", old_backend);
+        let app_hosts = hosts(&["app.example.com"]);
+        table.set(&app_hosts, old.clone());
+        let proxy = start_proxy(table.clone(), ProxyOptions::default()).await;
+
+        let slow = tokio::spawn(async move {
+            get_host(proxy, "app.example.com", "/slow")
+                .await
+                .text()
+                .await
+                .unwrap()
+        });
+        wait_for("the slow request to reach the old route", || {
+            old.in_flight() == 1
+        })
+        .await;
+
+        let new = route("app", start_text_backend("new").await);
+        let retired = table.set(&app_hosts, new.clone());
+        assert_eq!(retired.len(), 1);
+        assert!(Arc::ptr_eq(&retired[0], &old));
+        assert_eq!(
+            get_host(proxy, "app.example.com", "/")
+                .await
+                .text()
+                .await
+                .unwrap(),
+            "new"
+        );
+
+        let drained = Arc::new(AtomicBool::new(false));
+        let drain = tokio::spawn({
+            let (old, drained) = (old.clone(), drained.clone());
+            async move {
+                let open = old.drain(WAIT * 2).await;
+                drained.store(true, Ordering::SeqCst);
+                open
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !drained.load(Ordering::SeqCst),
+            "drain returned while a request was open"
+        );
+        release.notify_one();
+        assert_eq!(slow.await.unwrap(), "old, slow");
+        assert_eq!(tokio::time::timeout(WAIT, drain).await.unwrap().unwrap(), 0);
+        assert_eq!(new.in_flight(), 0);
+        assert_eq!(
+            table.stats()[0].1.status_2xx,
+            2,
+            "counters survive the swap"
+        );
+    }
+
+    #[tokio::test]
+    async fn drain_gives_up_at_the_deadline_and_reports_open_requests() {
+        let backend = start_backend(axum::Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }))
+        .await;
+        let table = RouteTable::new();
+        let app = route("app", backend);
+        table.set(&hosts(&["app.example.com"]), app.clone());
+        let proxy = start_proxy(table, ProxyOptions::default()).await;
+        let _pending = tokio::spawn(async move { get_host(proxy, "app.example.com", "/").await });
+        wait_for("the request to be in flight", || app.in_flight() == 1).await;
+        assert_eq!(app.drain(Duration::from_millis(100)).await, 1);
+    }
+
+    /// A hyper backend that accepts `Upgrade: echo` and echoes the tunnel.
+    async fn start_upgrade_echo_backend() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let service = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                    let upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let upgraded = TokioIo::new(upgrade.await.unwrap());
+                        let (mut reader, mut writer) = tokio::io::split(upgraded);
+                        let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                    });
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(StatusCode::SWITCHING_PROTOCOLS)
+                            .header(header::UPGRADE, "echo")
+                            .header(header::CONNECTION, "upgrade")
+                            .body(http_body_util::Empty::<Bytes>::new())
+                            .unwrap(),
+                    )
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades(),
+                );
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn upgrade_is_tunnelled_and_closed_by_drain_deadline() {
+        let table = RouteTable::new();
+        let app = route("app", start_upgrade_echo_backend().await);
+        table.set(&hosts(&["app.example.com"]), app.clone());
+        let proxy = start_proxy(table, ProxyOptions::default()).await;
+
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tokio::time::timeout(WAIT, stream.read_exact(&mut byte))
+                .await
+                .unwrap()
+                .unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: echo"), "{head}");
+
+        stream.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&echoed, b"ping");
+        assert_eq!(app.in_flight(), 1, "the tunnel counts as in flight");
+
+        assert_eq!(app.drain(Duration::from_millis(100)).await, 1);
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest))
+            .await
+            .expect("tunnel closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        wait_for("the tunnel guard to drop", || app.in_flight() == 0).await;
+    }
+}
