@@ -331,7 +331,7 @@ async fn internal_deploy(
 /// `/<app>.git/<rest>` → (app, "/<rest>").
 fn split_git_path(path: &str) -> Option<(&str, &str)> {
     let path = path.strip_prefix('/')?;
-    let (repo, rest) = path.split_once(".git/")?;
+    let (repo, _) = path.split_once(".git/")?;
     if repo.contains('/') {
         return None;
     }

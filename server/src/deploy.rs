@@ -251,7 +251,7 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
     let tag = format!("paas/{app}:v{version}");
     run.progress.step(&format!("Building image {tag}"));
     run.flush_log();
-    let labels = labels(&app, version, None);
+    let image_labels = labels(&app, version, None);
     {
         let progress = &mut run.progress;
         let mut on_line = |line: &str| {
@@ -266,7 +266,7 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
                     context,
                     dockerfile: ".paas/Dockerfile",
                     tag: &tag,
-                    labels: labels.clone(),
+                    labels: image_labels,
                     network_mode: ctx.config.build_network.as_deref(),
                 },
                 &mut on_line,
@@ -640,15 +640,15 @@ pub fn network_name(app: &str) -> String {
     format!("paas-{app}")
 }
 
-fn labels_app(app: &str) -> HashMap<String, String> {
-    HashMap::from([("paas.app".to_string(), app.to_string())])
+fn labels_app(app: &str) -> Vec<(String, String)> {
+    vec![("paas.app".to_string(), app.to_string())]
 }
 
-fn labels(app: &str, version: i64, process: Option<&str>) -> HashMap<String, String> {
+fn labels(app: &str, version: i64, process: Option<&str>) -> Vec<(String, String)> {
     let mut l = labels_app(app);
-    l.insert("paas.release".into(), version.to_string());
+    l.push(("paas.release".into(), version.to_string()));
     if let Some(p) = process {
-        l.insert("paas.process".into(), p.into());
+        l.push(("paas.process".into(), p.into()));
     }
     l
 }

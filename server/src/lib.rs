@@ -6,15 +6,23 @@
 //! - [`store`]: SQLite state (apps, releases, config vars, domains).
 //! - [`auth`]: the admin token, dashboard sessions.
 //! - [`git`]: bare repositories and `git http-backend` behind axum; the pre-receive hook.
-//! - [`buildpack`]: detect the pushed Django project and render its image build.
+//! - [`buildpack`]: detect a Django project and render its build plan (Dockerfile, settings shim).
+//! - [`docker`]: the one wrapper over the Docker engine (bollard).
+//! - [`deploy`]: one deploy, step by step: build → release (migrate) → start → health → swap.
 //! - [`health`]: the readiness probe that gates every swap.
-//! - [`proxy`]: the public port: Host → release routing, static files, drain.
+//! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
+//! - [`api`] and [`dashboard`]: the control plane on the admin listener.
+//! - [`server`]: wires the parts together for `paas serve`.
 
+pub mod api;
 pub mod auth;
 pub mod buildpack;
 pub mod config;
+pub mod dashboard;
+pub mod deploy;
 pub mod docker;
 pub mod git;
 pub mod health;
 pub mod proxy;
+pub mod server;
 pub mod store;
