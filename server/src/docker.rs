@@ -49,7 +49,7 @@ pub enum DockerError {
     #[error("{0}")]
     Unreachable(String),
     /// A build step failed; `message` is the engine's message.
-    #[error("a build step failed: {message}")]
+    #[error("the Docker build stopped: {message}")]
     Build { message: String },
     /// Something took longer than allowed; the string is the whole sentence.
     #[error("{0}")]
@@ -396,13 +396,27 @@ impl Docker {
                             };
                             DockerError::Build { message }
                         }
-                        BollardError::DockerResponseServerError {
-                            status_code,
-                            message,
-                        } if status_code < 500 => DockerError::Build {
-                            message: format!("{message} (HTTP {status_code})"),
+                        // Refused up front: Dockerfile syntax, missing Dockerfile, …
+                        BollardError::DockerResponseServerError { message, .. } => {
+                            DockerError::Build {
+                                message: message.trim().to_string(),
+                            }
+                        }
+                        other => match self.err(other) {
+                            DockerError::Unreachable(s) => DockerError::Unreachable(s),
+                            // The output broke off (e.g. a frame bollard cannot
+                            // decode): still a failed build, say what we know.
+                            e => DockerError::Build {
+                                message: format!(
+                                    "the build output broke off ({e}){}",
+                                    if last_line.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("; last output: {}", last_line.trim())
+                                    }
+                                ),
+                            },
                         },
-                        other => self.err(other),
                     });
                 }
             }
@@ -1417,6 +1431,39 @@ mod tests {
         assert!(lines.iter().any(|l| l == "about-to-fail"), "{lines:?}");
         eprintln!("build error: {err}");
         assert!(!d.image_exists(&tag).await.unwrap());
+
+        // A Dockerfile the engine refuses outright is a build error too.
+        for (dockerfile, want) in [
+            (
+                format!("FROM {BASE}\nFROBNICATE now\n"),
+                "unknown instruction",
+            ),
+            (format!("FROM {BASE}\n"), "Dockerfile"),
+        ] {
+            let path = if want == "Dockerfile" {
+                "missing/Dockerfile"
+            } else {
+                "Dockerfile"
+            };
+            let err = d
+                .build_image(
+                    BuildRequest {
+                        context: context(&[("Dockerfile", &dockerfile)]),
+                        dockerfile: path,
+                        tag: &tag,
+                        labels: scope.labels(),
+                        network_mode: None,
+                    },
+                    &mut |_| {},
+                )
+                .await
+                .expect_err("the engine refuses it");
+            let DockerError::Build { message } = &err else {
+                panic!("expected a Build error, got {err:?}");
+            };
+            assert!(message.contains(want), "{message}");
+            eprintln!("build error: {err}");
+        }
         // forcerm: no intermediate container of the failed step stays behind.
         let left = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
         assert!(left.is_empty(), "{left:?}");
