@@ -49,7 +49,7 @@ pub enum DockerError {
     #[error("{0}")]
     Unreachable(String),
     /// A build step failed; `message` is the engine's message.
-    #[error("a build step failed: {message}")]
+    #[error("the Docker build stopped: {message}")]
     Build { message: String },
     /// Something took longer than allowed; the string is the whole sentence.
     #[error("{0}")]
@@ -333,17 +333,26 @@ impl Docker {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), DockerError> {
         let labels = managed_labels(req.labels);
+        // The classic builder turns every build-option label into a step of its
+        // own (seconds each); one LABEL line appended to the Dockerfile is one.
+        let (context, option_labels) = match label_dockerfile(&req.context, req.dockerfile, &labels)
+        {
+            Some(context) => (context, HashMap::new()),
+            None => (req.context, labels),
+        };
         let mut opts = BuildImageOptionsBuilder::new()
             .dockerfile(req.dockerfile)
             .t(req.tag)
             .rm(true)
-            .forcerm(true)
-            .labels(&labels);
+            .forcerm(true);
+        if !option_labels.is_empty() {
+            opts = opts.labels(&option_labels);
+        }
         if let Some(mode) = req.network_mode {
             opts = opts.networkmode(mode);
         }
         let client = self.patient();
-        let body = bollard::body_full(bytes::Bytes::from(req.context));
+        let body = bollard::body_full(bytes::Bytes::from(context));
         let mut stream = client.build_image(opts.build(), None, Some(body));
         let mut splitter = LineSplitter::default();
         let mut last_line = String::new();
@@ -387,13 +396,27 @@ impl Docker {
                             };
                             DockerError::Build { message }
                         }
-                        BollardError::DockerResponseServerError {
-                            status_code,
-                            message,
-                        } if status_code < 500 => DockerError::Build {
-                            message: format!("{message} (HTTP {status_code})"),
+                        // Refused up front: Dockerfile syntax, missing Dockerfile, …
+                        BollardError::DockerResponseServerError { message, .. } => {
+                            DockerError::Build {
+                                message: message.trim().to_string(),
+                            }
+                        }
+                        other => match self.err(other) {
+                            DockerError::Unreachable(s) => DockerError::Unreachable(s),
+                            // The output broke off (e.g. a frame bollard cannot
+                            // decode): still a failed build, say what we know.
+                            e => DockerError::Build {
+                                message: format!(
+                                    "the build output broke off ({e}){}",
+                                    if last_line.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("; last output: {}", last_line.trim())
+                                    }
+                                ),
+                            },
                         },
-                        other => self.err(other),
                     });
                 }
             }
@@ -926,6 +949,72 @@ impl Docker {
     }
 }
 
+/// Returns the build context with `LABEL` appended to its Dockerfile, or
+/// `None` when that is not safe (gzipped context, no such Dockerfile, label
+/// text that would need escaping): the caller then passes the labels as build
+/// options. The new Dockerfile is appended as a later archive entry of the same
+/// path, which wins when the engine unpacks the context.
+fn label_dockerfile(
+    context: &[u8],
+    dockerfile: &str,
+    labels: &HashMap<String, String>,
+) -> Option<Vec<u8>> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(c, '.' | '-' | '_' | '/' | ':' | '@' | '+' | '=' | ',' | ' ')
+            })
+    };
+    if labels.is_empty()
+        || !labels
+            .iter()
+            .all(|(k, v)| plain(k) && (v.is_empty() || plain(v)))
+        || context.starts_with(&[0x1f, 0x8b])
+    {
+        return None;
+    }
+    let want = normalise(Path::new(dockerfile));
+    let mut archive = tar::Archive::new(context);
+    let mut end = 0u64;
+    let mut found: Option<(Vec<u8>, tar::Header)> = None;
+    for entry in archive.entries().ok()? {
+        let mut entry = entry.ok()?;
+        let size = entry.header().entry_size().ok()?;
+        end = entry.raw_file_position() + size.div_ceil(512) * 512;
+        if entry.header().entry_type().is_file() && normalise(&entry.path().ok()?) == want {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut body).ok()?;
+            found = Some((body, entry.header().clone()));
+        }
+    }
+    let (mut body, old_header) = found?;
+    let mut keys: Vec<_> = labels.iter().collect();
+    keys.sort();
+    if !body.is_empty() && !body.ends_with(b"\n") {
+        body.push(b'\n');
+    }
+    body.extend_from_slice(b"LABEL");
+    for (k, v) in keys {
+        body.extend_from_slice(format!(" \"{k}\"=\"{v}\"").as_bytes());
+    }
+    body.push(b'\n');
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(old_header.mode().unwrap_or(0o644));
+    header.set_mtime(old_header.mtime().unwrap_or(0));
+    header.set_size(body.len() as u64);
+    let mut out = tar::Builder::new(context.get(..end as usize)?.to_vec());
+    out.append_data(&mut header, &want, body.as_slice()).ok()?;
+    out.into_inner().ok()
+}
+
+/// `./a//b` → `a/b`.
+fn normalise(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
 /// Drops ANSI escape sequences (the classic builder paints a step's stderr red).
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -1118,6 +1207,35 @@ mod tests {
     }
 
     #[test]
+    fn appends_one_label_line_to_the_dockerfile() {
+        let ctx = context(&[("./Dockerfile", "FROM x\nRUN y"), ("app.py", "print()\n")]);
+        let labels = managed_labels([("paas.app".to_string(), "blog".to_string())]);
+        let out = label_dockerfile(&ctx, "Dockerfile", &labels).expect("labelled");
+        let mut archive = tar::Archive::new(out.as_slice());
+        let mut seen = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut body = String::new();
+            e.read_to_string(&mut body).unwrap();
+            seen.push((normalise(&e.path().unwrap()), body));
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen[1].1, "print()\n");
+        // The later entry of the same path wins when the engine unpacks it.
+        assert_eq!(seen[2].0, PathBuf::from("Dockerfile"));
+        assert_eq!(
+            seen[2].1,
+            "FROM x\nRUN y\nLABEL \"paas.app\"=\"blog\" \"paas.managed\"=\"true\"\n"
+        );
+
+        // Anything needing escapes, gzip, or a missing Dockerfile: build options instead.
+        let odd = managed_labels([("k".to_string(), "a\"b$c".to_string())]);
+        assert!(label_dockerfile(&ctx, "Dockerfile", &odd).is_none());
+        assert!(label_dockerfile(&ctx, "other/Dockerfile", &labels).is_none());
+        assert!(label_dockerfile(&[0x1f, 0x8b, 0, 0], "Dockerfile", &labels).is_none());
+    }
+
+    #[test]
     fn strips_the_top_directory() {
         assert_eq!(strip_first(Path::new("static/")), None);
         assert_eq!(
@@ -1171,12 +1289,11 @@ mod tests {
         let tag = format!("paas-test/{}:v1", scope.id);
         let dockerfile = format!(
             "FROM {BASE}\n\
-             RUN echo build-marker-{id}\n\
-             LABEL paas.test.extra=yes\n\
-             COPY hello.txt /app/hello.txt\n\
-             RUN mkdir -p /app/static/css \
+             RUN echo build-marker-{id} \
+                 && mkdir -p /app/static/css \
                  && echo body > /app/static/css/site.css \
                  && ln -s site.css /app/static/css/link.css \
+                 && ln /app/static/css/site.css /app/static/css/hard.css \
                  && ln -s /etc/passwd /app/static/evil \
                  && mkdir -p /paas && echo '{{\"static_root\": \"/app/static\"}}' > /paas/meta.json\n",
             id = scope.id
@@ -1185,10 +1302,14 @@ mod tests {
         let mut on_line = |l: &str| lines.push(l.to_string());
         d.build_image(
             BuildRequest {
-                context: context(&[(".paas/Dockerfile", &dockerfile), ("hello.txt", "hello\n")]),
+                context: context(&[(".paas/Dockerfile", &dockerfile)]),
                 dockerfile: ".paas/Dockerfile",
                 tag: &tag,
-                labels: scope.labels(),
+                labels: [
+                    scope.labels(),
+                    vec![("paas.test.extra".into(), "yes".into())],
+                ]
+                .concat(),
                 network_mode: Some("host"),
             },
             &mut on_line,
@@ -1200,7 +1321,11 @@ mod tests {
             lines.iter().any(|l| l == &marker),
             "the RUN output was not streamed line by line: {lines:?}"
         );
-        assert!(lines.iter().any(|l| l.starts_with("Step 1/")), "{lines:?}");
+        // FROM, RUN and the one appended LABEL: no extra step per label.
+        assert!(
+            lines.iter().any(|l| l.starts_with("Step 1/3 : FROM")),
+            "{lines:?}"
+        );
         assert!(d.image_exists(&tag).await.unwrap());
 
         let images = d.list_images(&[(TEST_LABEL, &scope.id)]).await.unwrap();
@@ -1223,11 +1348,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(meta, b"{\"static_root\": \"/app/static\"}\n");
-        let hello = d
-            .read_file_from_image(&tag, "/app/hello.txt")
-            .await
-            .unwrap();
-        assert_eq!(hello, b"hello\n");
         let missing = d.read_file_from_image(&tag, "/nope.txt").await;
         assert!(
             matches!(missing, Err(DockerError::NotFound(_))),
@@ -1244,6 +1364,10 @@ mod tests {
             .read_to_string(&mut css)
             .unwrap();
         assert_eq!(css, "body\n");
+        assert_eq!(
+            std::fs::read_to_string(out.join("css/hard.css")).unwrap(),
+            "body\n"
+        );
         assert_eq!(
             std::fs::read_link(out.join("css/link.css")).unwrap(),
             PathBuf::from("site.css")
@@ -1307,6 +1431,39 @@ mod tests {
         assert!(lines.iter().any(|l| l == "about-to-fail"), "{lines:?}");
         eprintln!("build error: {err}");
         assert!(!d.image_exists(&tag).await.unwrap());
+
+        // A Dockerfile the engine refuses outright is a build error too.
+        for (dockerfile, want) in [
+            (
+                format!("FROM {BASE}\nFROBNICATE now\n"),
+                "unknown instruction",
+            ),
+            (format!("FROM {BASE}\n"), "Dockerfile"),
+        ] {
+            let path = if want == "Dockerfile" {
+                "missing/Dockerfile"
+            } else {
+                "Dockerfile"
+            };
+            let err = d
+                .build_image(
+                    BuildRequest {
+                        context: context(&[("Dockerfile", &dockerfile)]),
+                        dockerfile: path,
+                        tag: &tag,
+                        labels: scope.labels(),
+                        network_mode: None,
+                    },
+                    &mut |_| {},
+                )
+                .await
+                .expect_err("the engine refuses it");
+            let DockerError::Build { message } = &err else {
+                panic!("expected a Build error, got {err:?}");
+            };
+            assert!(message.contains(want), "{message}");
+            eprintln!("build error: {err}");
+        }
         // forcerm: no intermediate container of the failed step stays behind.
         let left = d.list_containers(&[(TEST_LABEL, &scope.id)]).await.unwrap();
         assert!(left.is_empty(), "{left:?}");
@@ -1402,6 +1559,15 @@ mod tests {
         d.ensure_network(&net, &scope.labels())
             .await
             .expect("idempotent");
+        let inspected = d
+            .inner
+            .inspect_network(&net, None::<InspectNetworkOptions>)
+            .await
+            .unwrap();
+        assert_eq!(inspected.driver.as_deref(), Some("bridge"));
+        let labels = inspected.labels.unwrap_or_default();
+        assert_eq!(labels.get("paas.managed").map(String::as_str), Some("true"));
+        assert_eq!(labels.get(TEST_LABEL), Some(&scope.id));
 
         let name = format!("paas-test-{}", scope.id);
         let spec = ContainerSpec {
@@ -1494,5 +1660,34 @@ mod tests {
             .expect("stopping a missing container is fine");
         let err = d.container_ip(&id, &net).await.expect_err("gone");
         assert!(matches!(err, DockerError::NotFound(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_still_removes_its_container() {
+        let d = engine().await;
+        let scope = Scope::new("cancel");
+        let spec = ContainerSpec {
+            image: BASE.into(),
+            cmd: sh("sleep 60"),
+            labels: scope.labels(),
+            ..Default::default()
+        };
+        // The caller gives up (its own timeout drops our future mid-run).
+        let gave_up = tokio::time::timeout(
+            Duration::from_secs(2),
+            d.run_to_completion(&spec, Duration::from_secs(60), &mut |_| {}),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        let by = [(TEST_LABEL, scope.id.as_str())];
+        let mut left = Vec::new();
+        for _ in 0..50 {
+            left = d.list_containers(&by).await.unwrap();
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(left.is_empty(), "containers left behind: {left:?}");
     }
 }
