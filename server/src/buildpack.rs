@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 const DOCKERFILE_TEMPLATE: &str = include_str!("../../buildpacks/django/Dockerfile.tmpl");
 const SETTINGS_SHIM: &str = include_str!("../../buildpacks/django/paas_settings.py");
-const INSPECT_HELPER: &str = include_str!("../../buildpacks/django/inspect.py");
+const INSPECT_HELPER: &str = include_str!("../../buildpacks/django/paas_inspect.py");
 const ENTRYPOINT: &str = include_str!("../../buildpacks/django/entrypoint.sh");
 
 /// Python used when neither the repository nor the config vars pin one.
@@ -214,7 +214,7 @@ pub fn context_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
             SETTINGS_SHIM.as_bytes().to_vec(),
         ),
         (
-            ".paas/inspect.py".into(),
+            ".paas/paas_inspect.py".into(),
             INSPECT_HELPER.as_bytes().to_vec(),
         ),
         (".paas/entrypoint.sh".into(), ENTRYPOINT.as_bytes().to_vec()),
@@ -977,7 +977,7 @@ mod tests {
             [
                 ".paas/Dockerfile",
                 ".paas/paas_settings.py",
-                ".paas/inspect.py",
+                ".paas/paas_inspect.py",
                 ".paas/entrypoint.sh"
             ]
         );
