@@ -517,16 +517,20 @@ fn find_requirements(
     Ok((req, includes, names))
 }
 
-/// The file named by `-r FILE`, `--requirement=FILE`, `-c FILE`, `--constraint FILE`.
+/// The file named by `-r FILE`, `-rFILE`, `--requirement=FILE`, `-c FILE`, `--constraint FILE`.
 fn include_target(line: &str) -> Option<&str> {
     for flag in ["--requirement", "--constraint", "-r", "-c"] {
-        if let Some(rest) = line.strip_prefix(flag) {
-            let rest = rest.strip_prefix('=').unwrap_or(rest).trim();
-            if !rest.is_empty()
-                && (rest.len() < line.len() - flag.len() || line[flag.len()..].starts_with('='))
-            {
-                return Some(rest);
-            }
+        let Some(rest) = line.strip_prefix(flag) else {
+            continue;
+        };
+        let value = match rest.strip_prefix(['=', ' ', '\t']) {
+            Some(v) => v.trim(),
+            // `-rbase.txt`: short flags take their value attached too.
+            None if flag.len() == 2 && !rest.starts_with('-') => rest.trim(),
+            None => continue,
+        };
+        if !value.is_empty() {
+            return Some(value);
         }
     }
     None

@@ -35,8 +35,9 @@ COPY .paas/paas_settings.py .paas/paas_inspect.py .paas/entrypoint.sh /paas/
 WORKDIR /app
 
 COPY . /app
-# Static files are collected at build time; the key exists only in this step.
-RUN export SECRET_KEY=build-only-throwaway \
+# Static files are collected at build time; the throwaway key exists only in
+# this step (settings that read it at import time still load).
+RUN export SECRET_KEY=build-only-throwaway DJANGO_SECRET_KEY=build-only-throwaway \
  && { python /paas/paas_inspect.py staticfiles; installed=$?; } \
  && if [ "$installed" = 0 ]; then \
         python manage.py collectstatic --noinput; \
