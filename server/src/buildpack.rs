@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 const DOCKERFILE_TEMPLATE: &str = include_str!("../../buildpacks/django/Dockerfile.tmpl");
 const SETTINGS_SHIM: &str = include_str!("../../buildpacks/django/paas_settings.py");
-const INSPECT_HELPER: &str = include_str!("../../buildpacks/django/inspect.py");
+const INSPECT_HELPER: &str = include_str!("../../buildpacks/django/paas_inspect.py");
 const ENTRYPOINT: &str = include_str!("../../buildpacks/django/entrypoint.sh");
 
 /// Python used when neither the repository nor the config vars pin one.
@@ -214,7 +214,7 @@ pub fn context_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
             SETTINGS_SHIM.as_bytes().to_vec(),
         ),
         (
-            ".paas/inspect.py".into(),
+            ".paas/paas_inspect.py".into(),
             INSPECT_HELPER.as_bytes().to_vec(),
         ),
         (".paas/entrypoint.sh".into(), ENTRYPOINT.as_bytes().to_vec()),
@@ -517,16 +517,20 @@ fn find_requirements(
     Ok((req, includes, names))
 }
 
-/// The file named by `-r FILE`, `--requirement=FILE`, `-c FILE`, `--constraint FILE`.
+/// The file named by `-r FILE`, `-rFILE`, `--requirement=FILE`, `-c FILE`, `--constraint FILE`.
 fn include_target(line: &str) -> Option<&str> {
     for flag in ["--requirement", "--constraint", "-r", "-c"] {
-        if let Some(rest) = line.strip_prefix(flag) {
-            let rest = rest.strip_prefix('=').unwrap_or(rest).trim();
-            if !rest.is_empty()
-                && (rest.len() < line.len() - flag.len() || line[flag.len()..].starts_with('='))
-            {
-                return Some(rest);
-            }
+        let Some(rest) = line.strip_prefix(flag) else {
+            continue;
+        };
+        let value = match rest.strip_prefix(['=', ' ', '\t']) {
+            Some(v) => v.trim(),
+            // `-rbase.txt`: short flags take their value attached too.
+            None if flag.len() == 2 && !rest.starts_with('-') => rest.trim(),
+            None => continue,
+        };
+        if !value.is_empty() {
+            return Some(value);
         }
     }
     None
@@ -977,7 +981,7 @@ mod tests {
             [
                 ".paas/Dockerfile",
                 ".paas/paas_settings.py",
-                ".paas/inspect.py",
+                ".paas/paas_inspect.py",
                 ".paas/entrypoint.sh"
             ]
         );

@@ -556,7 +556,9 @@ impl Proxy {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below gunicorn's default keep-alive (2 s): reusing a connection
+            // the backend is about to close would fail the request.
+            .pool_idle_timeout(Duration::from_millis(1500))
             .build(connector);
         Proxy {
             table,
@@ -1440,5 +1442,42 @@ mod tests {
             .expect("tunnel closed");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
         wait_for("the tunnel guard to drop", || app.in_flight() == 0).await;
+    }
+
+    /// Not a test: the proxy under load for `bench/proxy.sh`, configured by
+    /// PAAS_BENCH_LISTEN, PAAS_BENCH_BACKEND and PAAS_BENCH_STATIC (a dir
+    /// served at /static/). Hosts 127.0.0.1 and localhost route to the backend.
+    #[test]
+    #[ignore = "benchmark server, run by bench/proxy.sh"]
+    fn bench_server() {
+        let var = |name: &str| std::env::var(name).ok();
+        let (Some(listen), Some(backend)) = (var("PAAS_BENCH_LISTEN"), var("PAAS_BENCH_BACKEND"))
+        else {
+            eprintln!("set PAAS_BENCH_LISTEN and PAAS_BENCH_BACKEND");
+            return;
+        };
+        let static_dir = var("PAAS_BENCH_STATIC").map(PathBuf::from);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let route = Route::new(
+                "bench".into(),
+                backend.parse().unwrap(),
+                static_dir.as_ref().map(|_| "/static/".to_string()),
+                static_dir,
+                None,
+                None,
+            );
+            let table = RouteTable::new();
+            table.set(&hosts(&["127.0.0.1", "localhost"]), Arc::new(route));
+            let listener = TcpListener::bind(listen).await.unwrap();
+            serve(
+                listener,
+                table,
+                ProxyOptions::default(),
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
+        });
     }
 }

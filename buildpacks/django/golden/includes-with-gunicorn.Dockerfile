@@ -10,7 +10,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 RUN python3 -m venv /opt/venv \
  && groupadd --gid 10001 app \
- && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /app --shell /usr/sbin/nologin app
+ && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app --shell /usr/sbin/nologin app
 
 # Dependencies in their own layer: a push that changes only code reuses it.
 # The package index comes from the build args when the daemon passes them
@@ -23,24 +23,30 @@ RUN if [ -n "$PIP_INDEX_URL" ]; then export PIP_INDEX_URL; else unset PIP_INDEX_
  && if [ -n "$PIP_TRUSTED_HOST" ]; then export PIP_TRUSTED_HOST; else unset PIP_TRUSTED_HOST; fi \
  && pip install --no-cache-dir -r /paas/deps/requirements.txt
 
-COPY .paas/paas_settings.py .paas/inspect.py .paas/entrypoint.sh /paas/
-COPY . /app
-WORKDIR /app
+# Everything that depends on the plan, not on the code, comes before the code
+# so a code-only push rebuilds as few steps as possible.
 ENV PYTHONPATH=/paas:/app \
     DJANGO_SETTINGS_MODULE=paas_settings \
     PAAS_PROJECT_SETTINGS=mysite.settings \
     PORT=8000
-
-# Static files are collected at build time; the key exists only in this step.
-RUN export SECRET_KEY=build-only-throwaway \
- && if python /paas/inspect.py staticfiles-installed; then \
-        python manage.py collectstatic --noinput; \
-    else \
-        echo "-----> collectstatic skipped: django.contrib.staticfiles is not in INSTALLED_APPS"; \
-    fi \
- && python /paas/inspect.py meta /paas/meta.json
-
-USER 10001:10001
 EXPOSE 8000
 ENTRYPOINT ["/bin/sh", "/paas/entrypoint.sh"]
 CMD ["gunicorn", "mysite.wsgi:application", "--access-logfile", "-", "--error-logfile", "-"]
+COPY .paas/paas_settings.py .paas/paas_inspect.py .paas/entrypoint.sh /paas/
+WORKDIR /app
+
+COPY . /app
+# Static files are collected at build time; the throwaway key exists only in
+# this step (settings that read it at import time still load).
+RUN export SECRET_KEY=build-only-throwaway DJANGO_SECRET_KEY=build-only-throwaway \
+ && { python /paas/paas_inspect.py staticfiles; installed=$?; } \
+ && if [ "$installed" = 0 ]; then \
+        python manage.py collectstatic --noinput; \
+    elif [ "$installed" = 3 ]; then \
+        echo "-----> collectstatic skipped: django.contrib.staticfiles is not in INSTALLED_APPS"; \
+    else \
+        exit "$installed"; \
+    fi \
+ && python /paas/paas_inspect.py meta /paas/meta.json
+
+USER 10001:10001

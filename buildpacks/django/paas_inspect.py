@@ -1,7 +1,11 @@
 """paas build helper, run inside the image build with the paas settings shim.
 
-  python /paas/inspect.py staticfiles-installed   exit 0 when django.contrib.staticfiles is installed
-  python /paas/inspect.py meta OUT.json           write what the platform needs to know
+  python /paas/paas_inspect.py staticfiles   exit 0 when django.contrib.staticfiles is installed,
+                                            3 when it is not (any other code: the settings failed)
+  python /paas/paas_inspect.py meta OUT.json write what the platform needs to know
+
+Not named inspect.py: /paas is on sys.path and would shadow the standard
+library's inspect module.
 
 OUT.json: {"static_url", "static_root", "media_url", "media_root"}, paths absolute.
 """
@@ -27,8 +31,8 @@ def main(argv):
     from django.apps import apps
     from django.conf import settings
 
-    if argv[1:2] == ["staticfiles-installed"]:
-        return 0 if apps.is_installed("django.contrib.staticfiles") else 1
+    if argv[1:2] == ["staticfiles"]:
+        return 0 if apps.is_installed("django.contrib.staticfiles") else 3
     if argv[1:2] == ["meta"] and len(argv) == 3:
         staticfiles = apps.is_installed("django.contrib.staticfiles")
         meta = {
