@@ -56,11 +56,7 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.0,
-            Json(serde_json::json!({ "error": self.1 })),
-        )
-            .into_response();
+        let mut r = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
         if self.0 == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -91,7 +87,9 @@ fn find_app(ctx: &Ctx, name: &str) -> Result<App, ApiError> {
         Ok(Some(app)) => Ok(app),
         Ok(None) => Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("no app named {name:?}: `paas apps` lists them, and a first `git push` creates one"),
+            format!(
+                "no app named {name:?}: `paas apps` lists them, and a first `git push` creates one"
+            ),
         )),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
@@ -194,7 +192,9 @@ async fn api_releases(
     require(&ctx, &headers)?;
     let app = find_app(&ctx, &name)?;
     let rels = ctx.store.releases(&app.name).map_err(internal)?;
-    Ok(Json(rels.iter().map(|r| ReleaseView::of(r, false)).collect()))
+    Ok(Json(
+        rels.iter().map(|r| ReleaseView::of(r, false)).collect(),
+    ))
 }
 
 async fn api_release(
@@ -204,10 +204,12 @@ async fn api_release(
 ) -> Result<Json<ReleaseView>, ApiError> {
     require(&ctx, &headers)?;
     let app = find_app(&ctx, &name)?;
-    let v: i64 = version
-        .trim_start_matches('v')
-        .parse()
-        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{version:?} is not a release number like v3")))?;
+    let v: i64 = version.trim_start_matches('v').parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{version:?} is not a release number like v3"),
+        )
+    })?;
     match ctx.store.release(&app.name, v).map_err(internal)? {
         Some(r) => Ok(Json(ReleaseView::of(&r, true))),
         None => Err(ApiError(

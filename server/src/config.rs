@@ -106,7 +106,10 @@ impl Config {
         )?;
         let admin = addr(
             "admin",
-            o.admin.or(file.admin).as_deref().unwrap_or("127.0.0.1:8300"),
+            o.admin
+                .or(file.admin)
+                .as_deref()
+                .unwrap_or("127.0.0.1:8300"),
         )?;
         let domain = o
             .domain
@@ -139,7 +142,9 @@ impl Config {
             build_network,
             image_pattern,
             drain_timeout: Duration::from_secs(
-                o.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30),
+                o.drain_timeout_secs
+                    .or(file.drain_timeout_secs)
+                    .unwrap_or(30),
             ),
             memory_mb,
         })
@@ -191,9 +196,7 @@ fn valid_domain(d: &str) -> bool {
         && d.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })

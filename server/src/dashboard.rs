@@ -21,9 +21,18 @@ fn templates() -> &'static Tera {
     TERA.get_or_init(|| {
         let mut t = Tera::default();
         t.add_raw_templates(vec![
-            ("base.html", include_str!("../../web-ui/templates/base.html")),
-            ("login.html", include_str!("../../web-ui/templates/login.html")),
-            ("apps.html", include_str!("../../web-ui/templates/apps.html")),
+            (
+                "base.html",
+                include_str!("../../web-ui/templates/base.html"),
+            ),
+            (
+                "login.html",
+                include_str!("../../web-ui/templates/login.html"),
+            ),
+            (
+                "apps.html",
+                include_str!("../../web-ui/templates/apps.html"),
+            ),
             ("app.html", include_str!("../../web-ui/templates/app.html")),
             (
                 "release.html",
@@ -74,7 +83,11 @@ fn render(name: &str, mut context: Context, logged: bool) -> Response {
             .into_response(),
         Err(e) => {
             tracing::error!("rendering {name}: {e:?}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
         }
     }
 }
@@ -200,7 +213,14 @@ struct ReleaseRow {
 }
 
 fn not_found(what: String) -> Response {
-    (StatusCode::NOT_FOUND, Html(format!("<p>{}</p><p><a href=\"/\">All apps</a></p>", tera::escape_html(&what)))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Html(format!(
+            "<p>{}</p><p><a href=\"/\">All apps</a></p>",
+            tera::escape_html(&what)
+        )),
+    )
+        .into_response()
 }
 
 async fn app_page(
@@ -310,7 +330,10 @@ mod tests {
     #[test]
     fn cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, "a=1; paas_session=xyz; b=2".parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            "a=1; paas_session=xyz; b=2".parse().unwrap(),
+        );
         assert_eq!(session_cookie(&h).as_deref(), Some("xyz"));
     }
 }

@@ -323,7 +323,8 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
         .ensure_network(&network, &labels_app(&app))
         .await
         .map_err(|e| DeployFailed(e.to_string()))?;
-    run.progress.step("Running migrations (manage.py migrate --noinput)");
+    run.progress
+        .step("Running migrations (manage.py migrate --noinput)");
     run.flush_log();
     let spec = ContainerSpec {
         name: None,
@@ -420,7 +421,13 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
     run.timed("start", t);
 
     // ---- Swap ----
-    let route = Arc::new(make_route(&app, backend, &meta, run.static_dir.clone(), &volume));
+    let route = Arc::new(make_route(
+        &app,
+        backend,
+        &meta,
+        run.static_dir.clone(),
+        &volume,
+    ));
     let old = ctx.routes.set(&hosts, route);
     ctx.store
         .promote(&run.app, run.release.id)
@@ -431,10 +438,8 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
     ctx.store
         .update_release(run.release.id, None, &meta, &vars, &run.timings)
         .map_err(|e| DeployFailed(e.to_string()))?;
-    run.progress.step(&format!(
-        "v{version} is live at http://{}/",
-        hosts[0]
-    ));
+    run.progress
+        .step(&format!("v{version} is live at http://{}/", hosts[0]));
     run.flush_log();
 
     // ---- Retire the previous release in the background ----
@@ -530,9 +535,9 @@ async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
     match docker.container_state(&id).await {
         Ok(ContainerState::Running) => Ok(()),
         Ok(ContainerState::Created) => Ok(()),
-        Ok(ContainerState::Exited { code }) => {
-            Err(format!("the web container exited with code {code} while starting"))
-        }
+        Ok(ContainerState::Exited { code }) => Err(format!(
+            "the web container exited with code {code} while starting"
+        )),
         Ok(ContainerState::Restarting) => {
             Err("the web container keeps crashing (restarting) while starting".into())
         }
@@ -575,15 +580,16 @@ pub fn make_route(
 ) -> Route {
     let s = |k: &str| meta.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let prefix = |p: Option<String>| {
-        p.filter(|p| p.starts_with('/') && p.len() > 1).map(|mut p| {
-            if !p.ends_with('/') {
-                p.push('/');
-            }
-            p
-        })
+        p.filter(|p| p.starts_with('/') && p.len() > 1)
+            .map(|mut p| {
+                if !p.ends_with('/') {
+                    p.push('/');
+                }
+                p
+            })
     };
-    let media_dir = s("media_root")
-        .and_then(|r| r.strip_prefix("/data/").map(|rest| volume.join(rest)));
+    let media_dir =
+        s("media_root").and_then(|r| r.strip_prefix("/data/").map(|rest| volume.join(rest)));
     let media_prefix = prefix(s("media_url")).filter(|_| media_dir.is_some());
     Route::new(
         app.to_string(),
@@ -606,10 +612,7 @@ pub fn app_env(
     let workers = (ctx.config.memory_mb / 256).clamp(1, 8);
     let mut env: Vec<(String, String)> = vec![
         ("PORT".into(), APP_PORT.to_string()),
-        (
-            "DATABASE_URL".into(),
-            "sqlite:////data/db.sqlite3".into(),
-        ),
+        ("DATABASE_URL".into(), "sqlite:////data/db.sqlite3".into()),
         ("SECRET_KEY".into(), app.secret_key.clone()),
         ("DJANGO_SECRET_KEY".into(), app.secret_key.clone()),
         ("ALLOWED_HOSTS".into(), hosts.clone()),
@@ -713,7 +716,10 @@ pub async fn reconcile(ctx: &Ctx) {
                     .await
                 {
                     for c in cs {
-                        let _ = ctx.docker.stop_and_remove(&c.id, Duration::from_secs(5)).await;
+                        let _ = ctx
+                            .docker
+                            .stop_and_remove(&c.id, Duration::from_secs(5))
+                            .await;
                     }
                 }
                 if let Some(image) = &r.image {
@@ -742,7 +748,11 @@ pub async fn reconcile(ctx: &Ctx) {
             tracing::warn!(app = %app.name, "live release v{v} has no container; it needs a restart");
             continue;
         };
-        let Ok(ip) = ctx.docker.container_ip(&c.id, &network_name(&app.name)).await else {
+        let Ok(ip) = ctx
+            .docker
+            .container_ip(&c.id, &network_name(&app.name))
+            .await
+        else {
             continue;
         };
         let static_dir = ctx
@@ -753,7 +763,12 @@ pub async fn reconcile(ctx: &Ctx) {
             .join("releases")
             .join(format!("v{v}"))
             .join("static");
-        let volume = ctx.config.data_dir.join("apps").join(&app.name).join("data");
+        let volume = ctx
+            .config
+            .data_dir
+            .join("apps")
+            .join(&app.name)
+            .join("data");
         let route = make_route(
             &app.name,
             std::net::SocketAddr::new(ip, APP_PORT),

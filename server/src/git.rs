@@ -354,7 +354,9 @@ async fn deploy_via_daemon(
     if !resp.status().is_success() {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        return Err(format!("the paas daemon refused the deploy ({status}): {text}"));
+        return Err(format!(
+            "the paas daemon refused the deploy ({status}): {text}"
+        ));
     }
     let mut stream = resp.bytes_stream();
     let mut buf = Vec::new();
@@ -382,7 +384,8 @@ async fn deploy_via_daemon(
         let _ = std::io::stdout().flush();
     }
     result.ok_or_else(|| {
-        "the deploy stream ended without a result; see `paas releases` for how it ended.".to_string()
+        "the deploy stream ended without a result; see `paas releases` for how it ended."
+            .to_string()
     })
 }
 

@@ -61,7 +61,10 @@ pub async fn probe_once(
         let mut n = 0;
         // Enough bytes for "HTTP/1.1 200".
         while n < 12 {
-            let k = s.read(&mut buf[n..]).await.map_err(|e| format!("read: {e}"))?;
+            let k = s
+                .read(&mut buf[n..])
+                .await
+                .map_err(|e| format!("read: {e}"))?;
             if k == 0 {
                 break;
             }
@@ -167,7 +170,9 @@ mod tests {
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
                 let _ = s

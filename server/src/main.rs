@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "paas", version, about = "git push your Django project; paas runs it.")]
+#[command(
+    name = "paas",
+    version,
+    about = "git push your Django project; paas runs it."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -150,7 +154,11 @@ async fn serve(a: ServeArgs) -> ExitCode {
 
 async fn pre_receive() -> ExitCode {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
-    let (url, secret, app) = (var("PAAS_HOOK_URL"), var("PAAS_HOOK_SECRET"), var("PAAS_APP"));
+    let (url, secret, app) = (
+        var("PAAS_HOOK_URL"),
+        var("PAAS_HOOK_SECRET"),
+        var("PAAS_APP"),
+    );
     if url.is_empty() || app.is_empty() {
         println!("This repository is served by paas: push through the paas daemon (git push paas main), not to the directory.");
         return ExitCode::FAILURE;
@@ -233,7 +241,12 @@ async fn client_releases(c: ClientArgs, app: String) -> ExitCode {
                     "v{:<4} {:<16} {:<8} {}",
                     r["version"].as_i64().unwrap_or(0),
                     r["status"].as_str().unwrap_or(""),
-                    r["commit"].as_str().unwrap_or("").chars().take(7).collect::<String>(),
+                    r["commit"]
+                        .as_str()
+                        .unwrap_or("")
+                        .chars()
+                        .take(7)
+                        .collect::<String>(),
                     r["error"].as_str().unwrap_or("")
                 );
             }

@@ -34,7 +34,9 @@ pub struct Ctx {
 /// A failure to start; each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot create the data dir {path}: {source}; create it or pass another with --data-dir")]
+    #[error(
+        "cannot create the data dir {path}: {source}; create it or pass another with --data-dir"
+    )]
     DataDir {
         path: PathBuf,
         source: std::io::Error,

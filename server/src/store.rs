@@ -174,7 +174,10 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {}; COMMIT;", i + 1))?;
+            conn.execute_batch(&format!(
+                "BEGIN; {sql} PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))?;
         }
         Ok(Store {
             conn: Mutex::new(conn),
@@ -224,14 +227,17 @@ impl Store {
     /// Every app, by name.
     pub fn apps(&self) -> Result<Vec<App>, StoreError> {
         let db = self.db();
-        let mut st = db.prepare("SELECT id, name, secret_key, created_at FROM apps ORDER BY name")?;
+        let mut st =
+            db.prepare("SELECT id, name, secret_key, created_at FROM apps ORDER BY name")?;
         let rows = st.query_map([], app_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Delete an app and everything recorded about it.
     pub fn delete_app(&self, name: &str) -> Result<(), StoreError> {
-        let n = self.db().execute("DELETE FROM apps WHERE name = ?1", [name])?;
+        let n = self
+            .db()
+            .execute("DELETE FROM apps WHERE name = ?1", [name])?;
         if n == 0 {
             return Err(StoreError::NoSuchApp(name.into()));
         }
@@ -423,7 +429,8 @@ impl Store {
     }
 }
 
-const RELEASE_SELECT: &str = "SELECT r.id, a.name, r.version, r.commit_sha, r.image, r.status, r.error, r.log,
+const RELEASE_SELECT: &str =
+    "SELECT r.id, a.name, r.version, r.commit_sha, r.image, r.status, r.error, r.log,
     r.timings, r.meta, r.created_at, r.finished_at FROM releases r JOIN apps a ON a.id = r.app_id";
 
 fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
@@ -492,7 +499,10 @@ mod tests {
         let app = s.create_app("blog", "k").unwrap();
         s.set_config_vars(
             &app,
-            &[("A".into(), Some("1".into())), ("B".into(), Some("2".into()))],
+            &[
+                ("A".into(), Some("1".into())),
+                ("B".into(), Some("2".into())),
+            ],
         )
         .unwrap();
         s.set_config_vars(&app, &[("A".into(), None), ("B".into(), Some("3".into()))])

@@ -27,12 +27,11 @@ pub fn require_parts() {
         ok(Command::new("docker").arg("info")),
         "the Docker engine is not reachable: install and start it (apt-get install docker.io; systemctl start docker), then run bash tests/setup.sh as root"
     );
-    for image in ["python:3.11-slim"] {
-        assert!(
-            ok(Command::new("docker").args(["image", "inspect", image])),
-            "the base image {image} is missing: run bash tests/setup.sh as root (it builds it offline)"
-        );
-    }
+    let image = "python:3.11-slim";
+    assert!(
+        ok(Command::new("docker").args(["image", "inspect", image])),
+        "the base image {image} is missing: run bash tests/setup.sh as root (it builds it offline)"
+    );
 }
 
 fn free_port() -> u16 {
@@ -104,7 +103,10 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", self.admin)).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("paas serve exited ({status}); its log:\n{}", self.log_text());
+                panic!(
+                    "paas serve exited ({status}); its log:\n{}",
+                    self.log_text()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -121,16 +123,16 @@ impl Daemon {
 
     /// A unique app name for this test.
     pub fn app(&mut self, stem: &str) -> String {
-        let name = format!(
-            "{stem}-{}",
-            &format!("{:x}", rand_u64())[..6]
-        );
+        let name = format!("{stem}-{}", &format!("{:x}", rand_u64())[..6]);
         self.apps.push(name.clone());
         name
     }
 
     pub fn remote(&self, app: &str) -> String {
-        format!("http://paas:{}@127.0.0.1:{}/{app}.git", self.token, self.admin)
+        format!(
+            "http://paas:{}@127.0.0.1:{}/{app}.git",
+            self.token, self.admin
+        )
     }
 
     /// GET through the proxy with the app's host.
@@ -233,7 +235,12 @@ pub fn engine_objects(app: &str) -> (Vec<String>, Vec<String>) {
         .output()
         .unwrap();
     let images = Command::new("docker")
-        .args(["images", "--format", "{{.Repository}}:{{.Tag}}", &format!("paas/{app}")])
+        .args([
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            &format!("paas/{app}"),
+        ])
         .output()
         .unwrap();
     let lines = |b: &[u8]| {
@@ -278,10 +285,6 @@ impl Project {
         p.git(&["init", "-q", "--initial-branch=main"]);
         p.commit("first version");
         p
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
     }
 
     pub fn git(&self, args: &[&str]) -> std::process::Output {
@@ -440,13 +443,10 @@ pub fn http(
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
         let size_line = String::from_utf8_lossy(&b[..nl]);
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
-            .unwrap_or(0);
+        let size =
+            usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap_or(0);
         b = &b[nl + 2..];
         if size == 0 || b.len() < size {
             break;
@@ -462,8 +462,12 @@ pub fn last_line(output: &str) -> String {
     output
         .lines()
         .map(|l| l.trim())
-        .filter(|l| !l.is_empty() && !l.starts_with("To ") && !l.starts_with("error: failed to push") && !l.starts_with("! [remote rejected]"))
-        .last()
+        .rfind(|l| {
+            !l.is_empty()
+                && !l.starts_with("To ")
+                && !l.starts_with("error: failed to push")
+                && !l.starts_with("! [remote rejected]")
+        })
         .unwrap_or("")
         .to_string()
 }

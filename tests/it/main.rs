@@ -9,13 +9,7 @@ use harness::{engine_objects, last_line, Daemon, Project};
 
 fn assert_serves(d: &Daemon, app: &str, needle: &str) {
     let r = d.get(app, "/");
-    assert_eq!(
-        r.status,
-        200,
-        "GET / of {app}: {} {}",
-        r.status,
-        r.text()
-    );
+    assert_eq!(r.status, 200, "GET / of {app}: {} {}", r.status, r.text());
     assert!(
         r.text().contains(needle),
         "GET / of {app} lacks {needle:?}: {}",
@@ -44,7 +38,9 @@ fn push_deploys_then_redeploys_keeping_data() {
     let css = d.get(&app, "/static/notes/style.css");
     assert_eq!(css.status, 200, "CSS: {}", css.text());
     assert!(
-        css.header("content-type").unwrap_or("").starts_with("text/css"),
+        css.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/css"),
         "{:?}",
         css.headers
     );
@@ -142,7 +138,7 @@ fn failed_pushes_are_rejected_and_leave_the_live_release() {
         assert_eq!(up.len(), 1, "{fixture}: containers {containers:?}");
         assert_eq!(images, images_before, "{fixture}: images left behind");
     }
-    if let Some(d) = d.data.path().join("tmp").read_dir().ok() {
+    if let Ok(d) = d.data.path().join("tmp").read_dir() {
         assert_eq!(d.count(), 0, "build dirs left behind");
     }
 }
@@ -157,11 +153,22 @@ fn git_auth_and_names() {
     let bad = format!("http://paas:wrong@127.0.0.1:{}/blog.git", d.admin);
     let (ok, out) = p.push(&bad);
     assert!(!ok);
-    assert!(out.contains("Authentication failed") || out.contains("401"), "{out}");
+    assert!(
+        out.contains("Authentication failed") || out.contains("401"),
+        "{out}"
+    );
 
-    let r = d.admin_request("GET", "/blog.git/info/refs?service=git-receive-pack", &[], None);
+    let r = d.admin_request(
+        "GET",
+        "/blog.git/info/refs?service=git-receive-pack",
+        &[],
+        None,
+    );
     assert_eq!(r.status, 401);
-    assert!(r.header("www-authenticate").unwrap_or("").starts_with("Basic"));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap_or("")
+        .starts_with("Basic"));
     for path in ["/api/apps", "/", "/apps/blog"] {
         let r = d.admin_request("GET", path, &[], None);
         assert!(
