@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WARM=${WARM:-3}
 cargo build --release --quiet --bin paas
-BIN=$PWD/target/release/paas
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/paas
 work=$(mktemp -d /tmp/paas-bench.XXXXXX)
 data=$work/data
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

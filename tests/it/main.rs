@@ -79,6 +79,41 @@ fn push_deploys_then_redeploys_keeping_data() {
     assert_eq!(statuses, ["live", "retired"], "{rels:#}");
     assert!(rels[0]["timings"].as_array().unwrap().len() >= 3);
 
+    // The dashboard: a wrong token is refused, the right one gives a
+    // session that shows the app, its releases and a release's log.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = d.admin_request("POST", "/login", &form, Some(b"token=wrong"));
+    assert_eq!(r.status, 401, "{}", r.text());
+    let body = format!("token={}", d.token);
+    let r = d.admin_request("POST", "/login", &form, Some(body.as_bytes()));
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .expect("a session cookie")
+        .to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let with_cookie = [("Cookie", cookie.as_str())];
+    let page = d.admin_request("GET", "/", &with_cookie, None);
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains(&app), "{}", page.text());
+    let page = d.admin_request("GET", &format!("/apps/{app}"), &with_cookie, None);
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.contains("v2") && html.contains("status-live") && html.contains("status-retired"));
+    let page = d.admin_request(
+        "GET",
+        &format!("/apps/{app}/releases/2"),
+        &with_cookie,
+        None,
+    );
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("Building image"), "{}", page.text());
+    assert!(
+        !page.text().contains(&d.token),
+        "the token never reaches a page"
+    );
+
     // Only the live release runs.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
