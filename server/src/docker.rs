@@ -70,7 +70,8 @@ pub struct BuildRequest<'a> {
     pub dockerfile: &'a str,
     /// The tag to give the image, e.g. `paas/blog:v3`.
     pub tag: &'a str,
-    /// Labels for the image (`paas.managed=true` is added).
+    /// Labels for the image (`paas.managed=true` is added). Empty: no labels
+    /// and no extra build step.
     pub labels: Vec<(String, String)>,
     /// Network mode for the RUN steps (`host` where pip needs the network).
     pub network_mode: Option<&'a str>,
@@ -332,13 +333,18 @@ impl Docker {
         req: BuildRequest<'_>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), DockerError> {
-        let labels = managed_labels(req.labels);
         // The classic builder turns every build-option label into a step of its
         // own (seconds each); one LABEL line appended to the Dockerfile is one.
-        let (context, option_labels) = match label_dockerfile(&req.context, req.dockerfile, &labels)
-        {
-            Some(context) => (context, HashMap::new()),
-            None => (req.context, labels),
+        // With no labels asked for, no step at all: the tag names the image,
+        // and on a slow storage driver a step is seconds of a redeploy.
+        let (context, option_labels) = if req.labels.is_empty() {
+            (req.context, HashMap::new())
+        } else {
+            let labels = managed_labels(req.labels);
+            match label_dockerfile(&req.context, req.dockerfile, &labels) {
+                Some(context) => (context, HashMap::new()),
+                None => (req.context, labels),
+            }
         };
         let mut opts = BuildImageOptionsBuilder::new()
             .dockerfile(req.dockerfile)
