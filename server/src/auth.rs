@@ -91,10 +91,16 @@ impl AdminToken {
     }
 }
 
-/// Dashboard sessions: random ids held in memory (a restart logs everyone out).
+/// Dashboard sessions: random ids held in memory (a restart logs everyone
+/// out), each with its CSRF token for state-changing forms.
 #[derive(Default)]
 pub struct Sessions {
-    inner: Mutex<HashMap<String, Instant>>,
+    inner: Mutex<HashMap<String, Session>>,
+}
+
+struct Session {
+    seen: Instant,
+    csrf: String,
 }
 
 impl Sessions {
@@ -102,21 +108,38 @@ impl Sessions {
     pub fn create(&self) -> String {
         let id = random_token(32);
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|_, seen| seen.elapsed() < SESSION_IDLE);
-        m.insert(id.clone(), Instant::now());
+        m.retain(|_, s| s.seen.elapsed() < SESSION_IDLE);
+        m.insert(
+            id.clone(),
+            Session {
+                seen: Instant::now(),
+                csrf: random_token(24),
+            },
+        );
         id
     }
 
     /// Is this a live session? Touches it.
     pub fn check(&self, id: &str) -> bool {
+        self.csrf(id).is_some()
+    }
+
+    /// The CSRF token of a live session (touches it).
+    pub fn csrf(&self, id: &str) -> Option<String> {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match m.get_mut(id) {
-            Some(seen) if seen.elapsed() < SESSION_IDLE => {
-                *seen = Instant::now();
-                true
+            Some(s) if s.seen.elapsed() < SESSION_IDLE => {
+                s.seen = Instant::now();
+                Some(s.csrf.clone())
             }
-            _ => false,
+            _ => None,
         }
+    }
+
+    /// Does `presented` match the session's CSRF token?
+    pub fn check_csrf(&self, id: &str, presented: &str) -> bool {
+        self.csrf(id)
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()))
     }
 
     /// End a session.
@@ -125,6 +148,34 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+    }
+}
+
+/// Failed logins per client address: after [`LoginLimiter::MAX_FAILURES`]
+/// within [`LoginLimiter::WINDOW`], that address is refused until the window
+/// passes.
+#[derive(Default)]
+pub struct LoginLimiter {
+    failures: Mutex<HashMap<std::net::IpAddr, Vec<Instant>>>,
+}
+
+impl LoginLimiter {
+    pub const MAX_FAILURES: usize = 10;
+    pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+
+    /// Is this address allowed to try now?
+    pub fn allowed(&self, ip: std::net::IpAddr) -> bool {
+        let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let list = m.entry(ip).or_default();
+        list.retain(|t| t.elapsed() < Self::WINDOW);
+        list.len() < Self::MAX_FAILURES
+    }
+
+    /// Record a failed attempt.
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, l| l.last().is_some_and(|t| t.elapsed() < Self::WINDOW));
+        m.entry(ip).or_default().push(Instant::now());
     }
 }
 
@@ -151,5 +202,31 @@ mod tests {
         assert!(t.check_header(Some(&format!("Bearer {}", t.reveal()))));
         assert!(!t.check_header(Some("Bearer nope")));
         assert!(!t.check_header(None));
+    }
+
+    #[test]
+    fn sessions_carry_a_csrf_token() {
+        let s = Sessions::default();
+        let id = s.create();
+        assert!(s.check(&id));
+        let csrf = s.csrf(&id).unwrap();
+        assert!(s.check_csrf(&id, &csrf));
+        assert!(!s.check_csrf(&id, "forged"));
+        s.remove(&id);
+        assert!(!s.check(&id));
+        assert!(!s.check_csrf(&id, &csrf));
+    }
+
+    #[test]
+    fn logins_are_limited_per_address() {
+        let l = LoginLimiter::default();
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..LoginLimiter::MAX_FAILURES {
+            assert!(l.allowed(a));
+            l.failed(a);
+        }
+        assert!(!l.allowed(a));
+        assert!(l.allowed(b));
     }
 }

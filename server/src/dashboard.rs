@@ -4,8 +4,9 @@
 //! release's log.
 
 use crate::api::{app_view, ApiError, ReleaseView};
+use crate::auth::LoginLimiter;
 use crate::server::Ctx;
-use axum::extract::{Form, Path, State};
+use axum::extract::{ConnectInfo, Form, FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -70,8 +71,20 @@ fn logged_in(ctx: &Ctx, headers: &HeaderMap) -> bool {
     session_cookie(headers).is_some_and(|id| ctx.sessions.check(&id))
 }
 
-fn render(name: &str, mut context: Context, logged: bool) -> Response {
-    context.insert("logged_in", &logged);
+/// The CSRF token of the request's session, when logged in.
+fn session_csrf(ctx: &Ctx, headers: &HeaderMap) -> Option<String> {
+    session_cookie(headers).and_then(|id| ctx.sessions.csrf(&id))
+}
+
+/// Failed dashboard logins per address (one daemon per process).
+fn limiter() -> &'static LoginLimiter {
+    static L: OnceLock<LoginLimiter> = OnceLock::new();
+    L.get_or_init(LoginLimiter::default)
+}
+
+fn render(name: &str, mut context: Context, csrf: Option<String>) -> Response {
+    context.insert("logged_in", &csrf.is_some());
+    context.insert("csrf", &csrf.unwrap_or_default());
     match templates().render(name, &context) {
         Ok(html) => (
             [
@@ -121,7 +134,7 @@ async fn login_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response
     if logged_in(&ctx, &headers) {
         return Redirect::to("/").into_response();
     }
-    render("login.html", Context::new(), false)
+    render("login.html", Context::new(), None)
 }
 
 #[derive(Deserialize)]
@@ -129,14 +142,34 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(ctx): State<Arc<Ctx>>, Form(form): Form<LoginForm>) -> Response {
+async fn login(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if !limiter().allowed(ip) {
+        let mut c = Context::new();
+        c.insert(
+            "error",
+            "Too many failed logins from your address: wait 15 minutes, then try again with the token from admin.token.",
+        );
+        let mut r = render("login.html", c, None);
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return r;
+    }
+    let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &()).await else {
+        return (StatusCode::BAD_REQUEST, "send the form field token").into_response();
+    };
     if !ctx.token.matches(form.token.trim()) {
+        limiter().failed(ip);
+        tracing::warn!(%ip, "failed dashboard login");
         let mut c = Context::new();
         c.insert(
             "error",
             "That is not the admin token. Find it in admin.token in paas's data directory.",
         );
-        let mut r = render("login.html", c, false);
+        let mut r = render("login.html", c, None);
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return r;
     }
@@ -151,7 +184,29 @@ async fn login(State(ctx): State<Arc<Ctx>>, Form(form): Form<LoginForm>) -> Resp
         .into_response()
 }
 
-async fn logout(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// A state-changing dashboard request must carry its session's CSRF token.
+fn csrf_ok(ctx: &Ctx, headers: &HeaderMap, presented: &str) -> bool {
+    session_cookie(headers).is_some_and(|id| ctx.sessions.check_csrf(&id, presented))
+}
+
+async fn logout(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&ctx, &headers, &form.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "This form is missing its CSRF token: reload the page and try again.",
+        )
+            .into_response();
+    }
     if let Some(id) = session_cookie(&headers) {
         ctx.sessions.remove(&id);
     }
@@ -173,9 +228,9 @@ struct AppRow {
 }
 
 async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
-    if !logged_in(&ctx, &headers) {
+    let Some(csrf) = session_csrf(&ctx, &headers) else {
         return to_login();
-    }
+    };
     let rows: Result<Vec<AppRow>, ApiError> = ctx.store.apps().map_err(internal).and_then(|apps| {
         apps.iter()
             .map(|a| {
@@ -196,7 +251,7 @@ async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response 
     let mut c = Context::new();
     c.insert("apps", &rows);
     c.insert("control", &ctx.config.admin.to_string());
-    render("apps.html", c, true)
+    render("apps.html", c, Some(csrf))
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -228,9 +283,9 @@ async fn app_page(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !logged_in(&ctx, &headers) {
+    let Some(csrf) = session_csrf(&ctx, &headers) else {
         return to_login();
-    }
+    };
     let app = match ctx.store.find_app(&name) {
         Ok(Some(a)) => a,
         Ok(None) => return not_found(format!("No app named {name}.")),
@@ -262,7 +317,7 @@ async fn app_page(
     let mut c = Context::new();
     c.insert("app", &view);
     c.insert("releases", &rows);
-    render("app.html", c, true)
+    render("app.html", c, Some(csrf))
 }
 
 #[derive(Serialize)]
@@ -276,9 +331,9 @@ async fn release_page(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if !logged_in(&ctx, &headers) {
+    let Some(csrf) = session_csrf(&ctx, &headers) else {
         return to_login();
-    }
+    };
     let Ok(v) = version.trim_start_matches('v').parse::<i64>() else {
         return not_found(format!("{version} is not a release number."));
     };
@@ -299,7 +354,7 @@ async fn release_page(
     c.insert("app", &name);
     c.insert("r", &ReleaseView::of(&rel, true));
     c.insert("steps", &steps);
-    render("release.html", c, true)
+    render("release.html", c, Some(csrf))
 }
 
 #[cfg(test)]
@@ -312,10 +367,12 @@ mod tests {
         c.insert("apps", &Vec::<String>::new());
         c.insert("control", "127.0.0.1:8300");
         c.insert("logged_in", &true);
+        c.insert("csrf", "t0ken");
         let html = templates().render("apps.html", &c).unwrap();
         assert!(html.contains("No apps yet"));
         let mut c = Context::new();
         c.insert("logged_in", &false);
+        c.insert("csrf", "");
         c.insert("error", "<b>x</b>");
         let html = templates().render("login.html", &c).unwrap();
         assert!(html.contains("&lt;b&gt;x"), "errors are escaped");

@@ -213,6 +213,53 @@ fn git_auth_and_names() {
         );
     }
 
+    // Dashboard: logging out is a state change and needs the CSRF token of
+    // the session; repeated bad logins from one address are refused.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let body = format!("token={}", d.token);
+    let r = d.admin_request("POST", "/login", &form, Some(body.as_bytes()));
+    assert_eq!(r.status, 303);
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = d.admin_request("GET", "/", &[("Cookie", cookie.as_str())], None);
+    let html = page.text();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the page carries a CSRF token")
+        .to_string();
+    let with = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let r = d.admin_request("POST", "/logout", &with, Some(b"csrf=forged"));
+    assert_eq!(r.status, 403, "logout without the CSRF token");
+    let r = d.admin_request(
+        "POST",
+        "/logout",
+        &with,
+        Some(format!("csrf={csrf}").as_bytes()),
+    );
+    assert_eq!(r.status, 303);
+    let r = d.admin_request("GET", "/", &[("Cookie", cookie.as_str())], None);
+    assert_eq!(r.status, 303, "the session ended");
+    let statuses: Vec<u16> = (0..20)
+        .map(|_| {
+            d.admin_request("POST", "/login", &form, Some(b"token=guess"))
+                .status
+        })
+        .collect();
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+    let r = d.admin_request("POST", "/login", &form, Some(body.as_bytes()));
+    assert_eq!(r.status, 429, "even the right token waits out the window");
+
     let (ok, out) = p.push(&d.remote("Bad_Name"));
     assert!(!ok);
     assert!(out.contains("lower-case letter"), "{out}");
