@@ -53,6 +53,133 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/logout", post(logout))
         .route("/apps/{app}", get(app_page))
         .route("/apps/{app}/releases/{version}", get(release_page))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text format: the proxy's request counts and latency histogram
+/// per app, deploys by result and their durations. Needs credentials.
+async fn metrics(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    if !crate::api::authorized(&ctx, &headers) {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "metrics need the admin token as a bearer token".into(),
+        )
+        .into_response();
+    }
+    let apps = match ctx.store.apps() {
+        Ok(a) => a,
+        Err(e) => return internal(e).into_response(),
+    };
+    let mut releases = Vec::new();
+    for a in &apps {
+        match ctx.store.releases(&a.name) {
+            Ok(r) => releases.push((a.name.clone(), r)),
+            Err(e) => return internal(e).into_response(),
+        }
+    }
+    let body = render_metrics(&ctx.routes.stats(), &releases);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The metrics page from the proxy's counters and the release history.
+pub fn render_metrics(
+    stats: &[(String, crate::proxy::AppStats)],
+    releases: &[(String, Vec<crate::store::Release>)],
+) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    o.push_str(
+        "# HELP paas_http_requests_total Requests the proxy answered, by app and status class.\n",
+    );
+    o.push_str("# TYPE paas_http_requests_total counter\n");
+    for (app, s) in stats {
+        for (class, n) in [
+            ("1xx", s.status_1xx),
+            ("2xx", s.status_2xx),
+            ("3xx", s.status_3xx),
+            ("4xx", s.status_4xx),
+            ("5xx", s.status_5xx),
+        ] {
+            let _ = writeln!(
+                o,
+                "paas_http_requests_total{{app=\"{app}\",status=\"{class}\"}} {n}"
+            );
+        }
+    }
+    o.push_str("# HELP paas_http_request_duration_seconds Time from request to response head, through the proxy.\n");
+    o.push_str("# TYPE paas_http_request_duration_seconds histogram\n");
+    for (app, s) in stats {
+        for (bound, n) in crate::proxy::LATENCY_BUCKETS_MS.iter().zip(s.latency_le) {
+            let le = *bound as f64 / 1000.0;
+            let _ = writeln!(
+                o,
+                "paas_http_request_duration_seconds_bucket{{app=\"{app}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "paas_http_request_duration_seconds_bucket{{app=\"{app}\",le=\"+Inf\"}} {}",
+            s.requests
+        );
+        let _ = writeln!(
+            o,
+            "paas_http_request_duration_seconds_sum{{app=\"{app}\"}} {}",
+            s.latency_sum_us as f64 / 1e6
+        );
+        let _ = writeln!(
+            o,
+            "paas_http_request_duration_seconds_count{{app=\"{app}\"}} {}",
+            s.requests
+        );
+    }
+    o.push_str(
+        "# HELP paas_deploys_total Deploys by app and how they ended (or where they are).\n",
+    );
+    o.push_str("# TYPE paas_deploys_total counter\n");
+    for (app, rels) in releases {
+        let mut by: std::collections::BTreeMap<&str, u64> = Default::default();
+        for r in rels {
+            *by.entry(r.status.as_str()).or_default() += 1;
+        }
+        for (status, n) in by {
+            let _ = writeln!(
+                o,
+                "paas_deploys_total{{app=\"{app}\",status=\"{status}\"}} {n}"
+            );
+        }
+    }
+    o.push_str("# HELP paas_deploy_duration_seconds Duration of finished deploys.\n");
+    o.push_str("# TYPE paas_deploy_duration_seconds summary\n");
+    for (app, rels) in releases {
+        let done: Vec<i64> = rels.iter().filter_map(|r| r.duration_secs()).collect();
+        let _ = writeln!(
+            o,
+            "paas_deploy_duration_seconds_sum{{app=\"{app}\"}} {}",
+            done.iter().sum::<i64>()
+        );
+        let _ = writeln!(
+            o,
+            "paas_deploy_duration_seconds_count{{app=\"{app}\"}} {}",
+            done.len()
+        );
+    }
+    o.push_str("# HELP paas_live_release The live release number of each app (0: none).\n");
+    o.push_str("# TYPE paas_live_release gauge\n");
+    for (app, rels) in releases {
+        let live = rels
+            .iter()
+            .find(|r| r.status == crate::store::ReleaseStatus::Live)
+            .map_or(0, |r| r.version);
+        let _ = writeln!(o, "paas_live_release{{app=\"{app}\"}} {live}");
+    }
+    o
 }
 
 /// The session id from the request's cookie, if any.
@@ -376,6 +503,33 @@ mod tests {
         c.insert("error", "<b>x</b>");
         let html = templates().render("login.html", &c).unwrap();
         assert!(html.contains("&lt;b&gt;x"), "errors are escaped");
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let stats = crate::proxy::AppStats {
+            requests: 3,
+            status_2xx: 2,
+            status_5xx: 1,
+            latency_le: [1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3],
+            latency_sum_us: 15_000,
+            ..Default::default()
+        };
+        let text = render_metrics(&[("blog".into(), stats)], &[("blog".into(), vec![])]);
+        assert!(text.contains("paas_http_requests_total{app=\"blog\",status=\"2xx\"} 2"));
+        assert!(text.contains("paas_http_requests_total{app=\"blog\",status=\"5xx\"} 1"));
+        assert!(
+            text.contains("paas_http_request_duration_seconds_bucket{app=\"blog\",le=\"0.005\"} 1")
+        );
+        assert!(
+            text.contains("paas_http_request_duration_seconds_bucket{app=\"blog\",le=\"+Inf\"} 3")
+        );
+        assert!(text.contains("paas_http_request_duration_seconds_sum{app=\"blog\"} 0.015"));
+        assert!(text.contains("paas_live_release{app=\"blog\"} 0"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
     }
 
     #[test]

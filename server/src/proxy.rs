@@ -195,9 +195,9 @@ impl Route {
         open
     }
 
-    fn record(&self, status: StatusCode) {
+    fn record(&self, status: StatusCode, elapsed: Duration) {
         if let Some(stats) = self.stats.get() {
-            stats.record(status);
+            stats.record(status, elapsed);
         }
     }
 
@@ -294,22 +294,40 @@ pub struct AppStats {
     pub status_3xx: u64,
     pub status_4xx: u64,
     pub status_5xx: u64,
+    /// Requests whose response head came within each of
+    /// [`LATENCY_BUCKETS_MS`] (cumulative, Prometheus style).
+    pub latency_le: [u64; LATENCY_BUCKETS_MS.len()],
+    /// Sum of the latencies, in microseconds.
+    pub latency_sum_us: u64,
 }
+
+/// Upper bounds (ms) of the latency histogram the proxy keeps per app.
+pub const LATENCY_BUCKETS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
 #[derive(Default)]
 struct StatsCounters {
     requests: AtomicU64,
     /// 1xx..5xx.
     by_class: [AtomicU64; 5],
+    latency_le: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+    latency_sum_us: AtomicU64,
 }
 
 impl StatsCounters {
-    fn record(&self, status: StatusCode) {
+    fn record(&self, status: StatusCode, elapsed: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let class = usize::from(status.as_u16() / 100);
         if let Some(counter) = class.checked_sub(1).and_then(|i| self.by_class.get(i)) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
+        let ms = elapsed.as_millis() as u64;
+        for (bound, counter) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_le) {
+            if ms <= *bound {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
     fn get(&self) -> AppStats {
@@ -321,6 +339,8 @@ impl StatsCounters {
             status_3xx: class(2),
             status_4xx: class(3),
             status_5xx: class(4),
+            latency_le: std::array::from_fn(|i| self.latency_le[i].load(Ordering::Relaxed)),
+            latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
         }
     }
 }
@@ -575,7 +595,7 @@ impl Proxy {
         let uri = req.uri().clone();
         let (response, route) = self.route(req, remote).await;
         if let Some(route) = &route {
-            route.record(response.status());
+            route.record(response.status(), start.elapsed());
         }
         tracing::debug!(
             app = route.as_ref().map_or("-", |r| r.app()),

@@ -79,6 +79,20 @@ fn push_deploys_then_redeploys_keeping_data() {
     assert_eq!(statuses, ["live", "retired"], "{rels:#}");
     assert!(rels[0]["timings"].as_array().unwrap().len() >= 3);
 
+    // Metrics count what the proxy served for the app.
+    let r = d.admin_request("GET", "/metrics", &[("Authorization", &auth)], None);
+    assert_eq!(r.status, 200);
+    let line = format!("paas_http_requests_total{{app=\"{app}\",status=\"2xx\"}} ");
+    let served: u64 = r
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line).map(|n| n.parse().unwrap()))
+        .expect("a 2xx counter for the app");
+    assert!(served >= 4, "{}", r.text());
+    assert!(r
+        .text()
+        .contains(&format!("paas_live_release{{app=\"{app}\"}} 2")));
+
     // The dashboard: a wrong token is refused, the right one gives a
     // session that shows the app, its releases and a release's log.
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
@@ -204,7 +218,13 @@ fn git_auth_and_names() {
         .header("www-authenticate")
         .unwrap_or("")
         .starts_with("Basic"));
-    for path in ["/api/apps", "/", "/apps/blog"] {
+    for path in [
+        "/api/apps",
+        "/",
+        "/apps/blog",
+        "/metrics",
+        "/apps/blog/releases/1",
+    ] {
         let r = d.admin_request("GET", path, &[], None);
         assert!(
             r.status == 401 || (r.status == 303 && r.header("location") == Some("/login")),
