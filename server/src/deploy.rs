@@ -735,8 +735,12 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
                 run.progress.info(&format!("  {}", l.trim_end()));
             }
         }
+        let todo = match e {
+            health::HealthError::Died(_) => ". Fix the error in the app's output and push again",
+            _ => "",
+        };
         return Err(DeployFailed(format!(
-            "the new release never became healthy: {e}"
+            "the new release never became healthy: {e}{todo}"
         )));
     }
     run.timed("start", t);
@@ -861,13 +865,19 @@ async fn cleanup_failed(run: &mut Run<'_>) {
 
 async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
     match docker.container_state(&id).await {
-        Ok(ContainerState::Running) => Ok(()),
+        // The restart policy hides a crash at boot: a container that
+        // exited and came back is not healthy, however it answers.
+        Ok(ContainerState::Running) => match docker.restart_count(&id).await {
+            Ok(0) => Ok(()),
+            Ok(_) => Err("the web container crashed while starting (the engine restarted it); see its output above".into()),
+            Err(e) => Err(e.to_string()),
+        },
         Ok(ContainerState::Created) => Ok(()),
         Ok(ContainerState::Exited { code }) => Err(format!(
-            "the web container exited with code {code} while starting"
+            "the web container exited with code {code} while starting; see its output above"
         )),
         Ok(ContainerState::Restarting) => {
-            Err("the web container keeps crashing (restarting) while starting".into())
+            Err("the web container crashed while starting (the engine is restarting it); see its output above".into())
         }
         Ok(ContainerState::Missing) => Err("the web container disappeared while starting".into()),
         Ok(ContainerState::Other(s)) => Err(format!("the web container is {s} while starting")),
