@@ -140,6 +140,8 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     let load = Load::start(d.http, &host, 3);
 
     // Two pushes at once: both go live, the second one after the first.
+    // (To two branches that both deploy: git itself refuses the second of
+    // two concurrent updates of one ref, whatever the hook says.)
     p.replace("Notes v1", "Notes A");
     p.commit("A");
     let q = Project::from_fixture("blog");
@@ -154,7 +156,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
         })
     };
     std::thread::sleep(Duration::from_secs(2));
-    let (ok_b, out_b) = q.push_ref(&remote, "+main:main");
+    let (ok_b, out_b) = q.push_ref(&remote, "main:master");
     let (_p, (ok_a, out_a)) = first.join().unwrap();
     assert!(ok_a, "push A rejected:\n{out_a}");
     assert!(ok_b, "push B rejected:\n{out_b}");
@@ -222,8 +224,17 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     );
     assert_eq!(v["config"]["PAAS_HEALTHCHECK_TIMEOUT"], "8");
     assert_page(&d, &app, "Notes B");
-    let (containers, images_before) = engine_objects(&app);
-    assert_eq!(running_web(&app).len(), 1, "{containers:?}");
+    // The previous container drains (5 s here) and retires in the background.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running_web(&app).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "old containers still running: {:?}",
+            engine_objects(&app).0
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, images_before) = engine_objects(&app);
 
     // A deploy whose app dies at boot (import error in wsgi.py) and one
     // that never answers below 500: rejected with one reason, nothing left.
