@@ -5,7 +5,7 @@
 //! endpoint needs the per-start secret only hooks spawned by this daemon know.
 
 use crate::auth::constant_time_eq;
-use crate::deploy::{self, DeployRequest, Progress};
+use crate::deploy::{self, DeployRequest, Progress, Redeploy};
 use crate::git::{self, CgiRequest, RESULT_FAILED, RESULT_OK};
 use crate::server::Ctx;
 use crate::store::{App, Release};
@@ -35,6 +35,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
             "/api/apps/{app}/config",
             get(api_config_get).patch(api_config_set),
         )
+        .route("/api/apps/{app}/rollback", post(api_rollback))
+        .route("/api/apps/{app}/restart", post(api_restart))
         .merge(crate::dashboard::routes())
         .fallback(git_or_404)
         .with_state(ctx)
@@ -129,6 +131,8 @@ pub struct ReleaseView {
     pub finished_at: Option<i64>,
     pub duration_secs: Option<i64>,
     pub timings: Vec<(String, u64)>,
+    /// What made it: `deploy abc1234`, `rollback to v3`, `restart`, `config change: …`.
+    pub description: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
 }
@@ -145,6 +149,7 @@ impl ReleaseView {
             finished_at: r.finished_at,
             duration_secs: r.duration_secs(),
             timings: r.timings.clone(),
+            description: r.description.clone(),
             log: with_log.then(|| r.log.clone()),
         }
     }
@@ -229,15 +234,24 @@ async fn api_config_get(
     Ok(Json(ctx.store.config_vars(&app).map_err(internal)?))
 }
 
-/// `{"KEY": "value", "OTHER": null}`: set and unset in one change.
+/// `{"KEY": "value", "OTHER": null}`: set and unset in one change. With a
+/// live release the app rolls through the zero-downtime path with the new
+/// config; when that release fails the change is undone.
 async fn api_config_set(
     State(ctx): State<Arc<Ctx>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     Json(changes): Json<BTreeMap<String, Option<String>>>,
-) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+) -> Result<Response, ApiError> {
     require(&ctx, &headers)?;
     let app = find_app(&ctx, &name)?;
+    if changes.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "no config vars given: send {\"KEY\": \"value\"} to set, {\"KEY\": null} to unset"
+                .into(),
+        ));
+    }
     for key in changes.keys() {
         if !valid_var_name(key) {
             return Err(ApiError(
@@ -246,11 +260,151 @@ async fn api_config_set(
             ));
         }
     }
+    let before = ctx.store.config_vars(&app).map_err(internal)?;
+    let keys: Vec<String> = changes.keys().cloned().collect();
     let changes: Vec<(String, Option<String>)> = changes.into_iter().collect();
     ctx.store
         .set_config_vars(&app, &changes)
         .map_err(internal)?;
-    Ok(Json(ctx.store.config_vars(&app).map_err(internal)?))
+    let has_live = ctx
+        .store
+        .live_release(&app.name)
+        .map_err(internal)?
+        .is_some();
+    if !has_live {
+        let config = ctx.store.config_vars(&app).map_err(internal)?;
+        return Ok(Json(serde_json::json!({
+            "config": config,
+            "release": null,
+            "message": format!("config saved; {name} has no live release, so it applies at the next deploy"),
+        }))
+        .into_response());
+    }
+    let outcome = run_redeploy(&ctx, &app.name, Redeploy::Config { keys }).await;
+    if outcome.result.is_err() {
+        // Undo: the live release still runs the old config.
+        let undo: Vec<(String, Option<String>)> = changes
+            .iter()
+            .map(|(k, _)| (k.clone(), before.get(k).cloned()))
+            .collect();
+        ctx.store.set_config_vars(&app, &undo).map_err(internal)?;
+    }
+    let config = ctx.store.config_vars(&app).map_err(internal)?;
+    Ok(outcome.response(
+        serde_json::json!({ "config": config }),
+        |rel| format!("config saved; v{} is live with it", rel.version),
+        "the config change was undone and the running release was not touched",
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct RollbackBody {
+    /// The release to go back to (`3` or `"v3"`); default: the one before the live release.
+    version: Option<serde_json::Value>,
+}
+
+/// `POST /api/apps/{app}/rollback` `{"version": 3}`: a new release running
+/// v3's image and config (no build, no migrations).
+async fn api_rollback(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<RollbackBody>>,
+) -> Result<Response, ApiError> {
+    require(&ctx, &headers)?;
+    let app = find_app(&ctx, &name)?;
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let to = match body.version {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        Some(serde_json::Value::String(s)) => s.trim_start_matches('v').parse().ok(),
+        Some(_) => Some(-1),
+    };
+    if to.is_some_and(|v| v < 1) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the version to roll back to is a release number like 3 or \"v3\": `paas releases` lists them".into(),
+        ));
+    }
+    let outcome = run_redeploy(&ctx, &app.name, Redeploy::Rollback { to }).await;
+    Ok(outcome.response(
+        serde_json::json!({}),
+        |rel| format!("{}: v{} is live", rel.description, rel.version),
+        "the running release was not touched",
+    ))
+}
+
+/// `POST /api/apps/{app}/restart`: new containers of the live release, zero downtime.
+async fn api_restart(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require(&ctx, &headers)?;
+    let app = find_app(&ctx, &name)?;
+    let outcome = run_redeploy(&ctx, &app.name, Redeploy::Restart).await;
+    Ok(outcome.response(
+        serde_json::json!({}),
+        |rel| format!("restarted: v{} is live", rel.version),
+        "the running release was not touched",
+    ))
+}
+
+/// A build-less deploy's result and its progress lines.
+struct Outcome {
+    result: Result<crate::store::Release, String>,
+    log: String,
+}
+
+impl Outcome {
+    /// 200 with the release, or 422 with the reason (the deploy's own
+    /// sentence plus what happened to the running release).
+    fn response(
+        self,
+        mut body: serde_json::Value,
+        ok: impl FnOnce(&crate::store::Release) -> String,
+        kept: &str,
+    ) -> Response {
+        let status = match &self.result {
+            Ok(rel) => {
+                body["release"] = serde_json::json!(ReleaseView::of(rel, false));
+                body["message"] = serde_json::json!(ok(rel));
+                StatusCode::OK
+            }
+            Err(reason) => {
+                let reason = reason.trim_end_matches('.');
+                body["error"] = if reason.contains("not touched") {
+                    serde_json::json!(reason)
+                } else {
+                    serde_json::json!(format!("{reason}; {kept}"))
+                };
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        body["log"] = serde_json::json!(self.log);
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Run a build-less deploy in its own task (a client that goes away does
+/// not cut it short) and collect its progress.
+async fn run_redeploy(ctx: &Arc<Ctx>, app: &str, what: Redeploy) -> Outcome {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let task_ctx = ctx.clone();
+    let app = app.to_string();
+    let task = tokio::spawn(async move {
+        deploy::redeploy(&task_ctx, &app, what, Progress::new(Some(tx))).await
+    });
+    let result = match task.await {
+        Ok(Ok(rel)) => Ok(rel),
+        Ok(Err(e)) => Err(e.0),
+        Err(e) => Err(format!("the deploy stopped unexpectedly ({e})")),
+    };
+    let mut log = String::new();
+    while let Ok(line) = rx.try_recv() {
+        log.push_str(&line);
+    }
+    Outcome { result, log }
 }
 
 fn valid_var_name(k: &str) -> bool {

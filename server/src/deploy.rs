@@ -17,6 +17,7 @@ use crate::server::Ctx;
 use crate::store::{App, Release, ReleaseStatus};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -31,21 +32,83 @@ pub const KEEP_IMAGES: usize = 5;
 /// Upper bound for the release phase (migrate).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-/// Per-app deploy queue.
+/// Per-app deploy queue, and the deploys in flight (shutdown waits for them).
 #[derive(Default)]
 pub struct Deployer {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
+    queues: Mutex<HashMap<String, Arc<AppQueue>>>,
+    active: AtomicUsize,
+    closing: AtomicBool,
+}
+
+#[derive(Default)]
+struct AppQueue {
+    turn: tokio::sync::Mutex<()>,
+    /// Version of the release holding the turn (0 before it has one).
+    current: AtomicI64,
+}
+
+/// Counts a deploy as in flight until dropped.
+struct Active<'a>(&'a Deployer);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Deployer {
-    fn lock_for(&self, app: &str) -> Arc<tokio::sync::Mutex<i64>> {
-        self.locks
+    fn queue_for(&self, app: &str) -> Arc<AppQueue> {
+        self.queues
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(app.to_string())
             .or_default()
             .clone()
     }
+
+    /// Refuse new deploys from now on (the daemon is stopping).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Deploys running or queued right now.
+    pub fn in_flight(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Wait until no deploy is in flight, at most `limit`; true when idle.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.in_flight() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    }
+
+    fn check_open(&self) -> Result<(), DeployFailed> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(DeployFailed(
+                "paas is shutting down, so this deploy did not start and the running release was not touched; try again once paas is back".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A deploy without a build: an image that went live before, in new containers.
+#[derive(Debug, Clone)]
+pub enum Redeploy {
+    /// Back to release `to` (None: the newest one before the live release),
+    /// with the config vars it ran with.
+    Rollback { to: Option<i64> },
+    /// Fresh containers of the live release.
+    Restart,
+    /// The live release's image with the app's current config vars; the
+    /// names of the vars that changed (never their values).
+    Config { keys: Vec<String> },
 }
 
 /// What a push hands to the deployer.
@@ -143,27 +206,95 @@ pub async fn deploy(
     req: DeployRequest,
     progress: Progress,
 ) -> Result<Release, DeployFailed> {
+    let app = req.app.clone();
+    run_job(ctx, &app, Job::Push(&req), progress).await
+}
+
+/// Roll back, restart or apply a config change: the live (or an earlier)
+/// release's image through the same start → health → swap → drain path as a
+/// push, as a new release, without a build and without migrations.
+pub async fn redeploy(
+    ctx: &Ctx,
+    app: &str,
+    what: Redeploy,
+    progress: Progress,
+) -> Result<Release, DeployFailed> {
+    run_job(ctx, app, Job::Redeploy(what), progress).await
+}
+
+enum Job<'r> {
+    Push(&'r DeployRequest),
+    Redeploy(Redeploy),
+}
+
+/// What a build-less deploy runs: an earlier release's image and facts.
+struct Source {
+    release: Release,
+    vars: BTreeMap<String, String>,
+    description: String,
+    /// A rollback puts the release's config vars back as the app's.
+    restore_config: bool,
+}
+
+/// What the web container of a new release is made of.
+struct Prepared {
+    image: String,
+    meta: serde_json::Value,
+    vars: BTreeMap<String, String>,
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+async fn run_job(
+    ctx: &Ctx,
+    app_name: &str,
+    job: Job<'_>,
+    mut progress: Progress,
+) -> Result<Release, DeployFailed> {
     let app = ctx
         .store
-        .app(&req.app)
+        .app(app_name)
         .map_err(|e| DeployFailed(e.to_string()))?;
-    let lock = ctx.deployer.lock_for(&app.name);
-    let mut progress = progress;
-    let mut guard = match lock.clone().try_lock_owned() {
+    ctx.deployer.check_open()?;
+    ctx.deployer.active.fetch_add(1, Ordering::SeqCst);
+    let _active = Active(&ctx.deployer);
+    let queue = ctx.deployer.queue_for(&app.name);
+    let _turn = match queue.turn.try_lock() {
         Ok(g) => g,
         Err(_) => {
-            let ahead = *lock.lock().await;
+            let ahead = queue.current.load(Ordering::SeqCst);
+            let who = if ahead > 0 {
+                format!("v{ahead}")
+            } else {
+                "another deploy".to_string()
+            };
             progress.step(&format!(
-                "Queued behind v{ahead}: one deploy at a time per app"
+                "Queued behind {who}: one deploy at a time per app"
             ));
-            lock.lock_owned().await
+            queue.turn.lock().await
+        }
+    };
+    queue.current.store(0, Ordering::SeqCst);
+    ctx.deployer.check_open()?;
+    // Resolved only now: the live release may have changed while queued.
+    let (commit, description, source) = match &job {
+        Job::Push(req) => (req.rev.clone(), format!("deploy {}", short(&req.rev)), None),
+        Job::Redeploy(what) => {
+            let src = resolve(ctx, &app, what).await?;
+            (
+                src.release.commit_sha.clone(),
+                src.description.clone(),
+                Some(src),
+            )
         }
     };
     let release = ctx
         .store
-        .create_release(&app, &req.rev)
+        .create_release(&app, &commit, &description)
         .map_err(|e| DeployFailed(e.to_string()))?;
-    *guard = release.version;
+    queue.current.store(release.version, Ordering::SeqCst);
     let span = tracing::info_span!("deploy", app = %app.name, release = release.version);
     let mut run = Run {
         ctx,
@@ -176,7 +307,26 @@ pub async fn deploy(
         static_dir: None,
     };
     let started = Instant::now();
-    let result = steps(&mut run, &req).instrument(span.clone()).await;
+    let result = async {
+        let prepared = match (&job, &source) {
+            (Job::Push(req), _) => build_steps(&mut run, req).await?,
+            (Job::Redeploy(_), Some(src)) => reuse_steps(&mut run, src).await?,
+            (Job::Redeploy(_), None) => unreachable!("a redeploy always has a source"),
+        };
+        go_live(&mut run, prepared).await?;
+        if let Some(src) = source.as_ref().filter(|s| s.restore_config) {
+            ctx.store
+                .replace_config_vars(&run.app, &src.vars)
+                .map_err(|e| DeployFailed(e.to_string()))?;
+            run.progress.info(&format!(
+                "config vars restored to those of v{}",
+                src.release.version
+            ));
+        }
+        Ok::<(), DeployFailed>(())
+    }
+    .instrument(span.clone())
+    .await;
     run.timed("total", started);
     let _enter = span.enter();
     match result {
@@ -203,7 +353,152 @@ pub async fn deploy(
     }
 }
 
-async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFailed> {
+/// Which release a build-less deploy starts again, checked before any
+/// release is recorded: a mistyped version leaves no failed release behind.
+async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, DeployFailed> {
+    let name = &app.name;
+    let store_err = |e: crate::store::StoreError| DeployFailed(e.to_string());
+    let live = ctx.store.live_release(name).map_err(store_err)?;
+    let Some(live) = live else {
+        return Err(DeployFailed(format!(
+            "{name} has no live release yet: `git push` deploys it first"
+        )));
+    };
+    let current_vars = || ctx.store.config_vars(app).map_err(store_err);
+    let src = match what {
+        Redeploy::Restart => Source {
+            vars: current_vars()?,
+            description: "restart".into(),
+            restore_config: false,
+            release: live,
+        },
+        Redeploy::Config { keys } => Source {
+            vars: current_vars()?,
+            description: format!("config change: {}", keys.join(", ")),
+            restore_config: false,
+            release: live,
+        },
+        Redeploy::Rollback { to } => {
+            let releases = ctx.store.releases(name).map_err(store_err)?;
+            let went_live = |r: &Release| {
+                matches!(r.status, ReleaseStatus::Live | ReleaseStatus::Retired)
+                    && r.image.is_some()
+            };
+            let target = match to {
+                Some(v) => releases.iter().find(|r| r.version == *v).ok_or_else(|| {
+                    DeployFailed(format!(
+                        "{name} has no release v{v}: `paas releases --app {name}` lists them"
+                    ))
+                })?,
+                None => releases
+                    .iter()
+                    .find(|r| r.version < live.version && went_live(r))
+                    .ok_or_else(|| {
+                        DeployFailed(format!(
+                            "{name} has no earlier release that went live, so there is nothing to roll back to"
+                        ))
+                    })?,
+            };
+            if !went_live(target) {
+                return Err(DeployFailed(format!(
+                    "v{} never went live ({}), so it cannot be rolled back to: pick a retired release from `paas releases --app {name}`",
+                    target.version,
+                    target.status.as_str()
+                )));
+            }
+            Source {
+                vars: target.config.clone(),
+                description: format!("rollback to v{}", target.version),
+                restore_config: true,
+                release: target.clone(),
+            }
+        }
+    };
+    let image = src.release.image.clone().unwrap_or_default();
+    match ctx.docker.image_exists(&image).await {
+        Ok(true) => Ok(src),
+        Ok(false) => Err(DeployFailed(format!(
+            "the image of v{} ({image}) is gone (paas keeps the last {KEEP_IMAGES} releases' images): push that commit again instead",
+            src.release.version
+        ))),
+        Err(e) => Err(DeployFailed(e.to_string())),
+    }
+}
+
+/// The build-less path's first steps: reuse an image, its facts and its static files.
+async fn reuse_steps(run: &mut Run<'_>, src: &Source) -> Result<Prepared, DeployFailed> {
+    let ctx = run.ctx;
+    let app = run.app.name.clone();
+    let version = run.release.version;
+    let from = src.release.version;
+    let image = src.release.image.clone().unwrap_or_default();
+    let what = match src.description.as_str() {
+        "restart" => format!("Restarting {app}: v{version} runs v{from}'s image in new containers"),
+        d if d.starts_with("rollback") => format!(
+            "Rolling back {app} to v{from}: v{version} runs v{from}'s image and config (no build, no migrations)"
+        ),
+        _ => format!(
+            "Applying the config change to {app}: v{version} runs v{from}'s image with the new config"
+        ),
+    };
+    run.progress.step(&what);
+    let source_static = release_dir(ctx, &app, from).join("static");
+    if source_static.is_dir() {
+        let dest = release_dir(ctx, &app, version).join("static");
+        run.static_dir = Some(dest.clone());
+        tokio::task::spawn_blocking(move || link_tree(&source_static, &dest))
+            .await
+            .map_err(|e| DeployFailed(format!("copying the static files failed: {e}")))?
+            .map_err(|e| DeployFailed(format!("copying the static files failed: {e}")))?;
+    }
+    ctx.store
+        .update_release(
+            run.release.id,
+            Some(&image),
+            &src.release.meta,
+            &src.vars,
+            &run.timings,
+        )
+        .map_err(|e| DeployFailed(e.to_string()))?;
+    Ok(Prepared {
+        image,
+        meta: src.release.meta.clone(),
+        vars: src.vars.clone(),
+    })
+}
+
+/// `apps/<app>/releases/v<N>`: a release's files on the host (static files).
+fn release_dir(ctx: &Ctx, app: &str, version: i64) -> PathBuf {
+    ctx.config
+        .data_dir
+        .join("apps")
+        .join(app)
+        .join("releases")
+        .join(format!("v{version}"))
+}
+
+/// The tag a push's build gives its image.
+fn built_tag(app: &str, version: i64) -> String {
+    format!("paas/{app}:v{version}")
+}
+
+/// Copy a tree as hard links (static files are never written in place).
+fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        let kind = e.file_type()?;
+        if kind.is_dir() {
+            link_tree(&e.path(), &dest)?;
+        } else if kind.is_file() && std::fs::hard_link(e.path(), &dest).is_err() {
+            std::fs::copy(e.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+/// A push's first steps: build the image, then migrate with it.
+async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared, DeployFailed> {
     let ctx = run.ctx;
     let app = run.app.name.clone();
     let version = run.release.version;
@@ -308,7 +603,6 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
         }
     }
     let env = app_env(ctx, &run.app, version, &vars);
-    let hosts = app_hosts(ctx, &run.app);
     ctx.store
         .update_release(run.release.id, Some(&tag), &meta, &vars, &run.timings)
         .map_err(|e| DeployFailed(e.to_string()))?;
@@ -358,6 +652,27 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
         )));
     }
     run.timed("release", t);
+    Ok(Prepared {
+        image: tag,
+        meta,
+        vars,
+    })
+}
+
+/// Start → health gate → swap → drain and retire: shared by every kind of deploy.
+async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
+    let ctx = run.ctx;
+    let app = run.app.name.clone();
+    let version = run.release.version;
+    let env = app_env(ctx, &run.app, version, &p.vars);
+    let hosts = app_hosts(ctx, &run.app);
+    let volume = ensure_volume(&ctx.config.data_dir, &app)
+        .map_err(|e| DeployFailed(format!("cannot prepare the app's data volume: {e}")))?;
+    let network = network_name(&app);
+    ctx.docker
+        .ensure_network(&network, &labels_app(&app))
+        .await
+        .map_err(|e| DeployFailed(e.to_string()))?;
 
     // ---- Starting ----
     run.status(ReleaseStatus::Starting);
@@ -368,10 +683,16 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
             "paas-{app}-v{version}-web-{}",
             crate::auth::random_token(3).to_lowercase()
         )),
+        image: p.image.clone(),
         cmd: None,
+        env,
         labels: labels(&app, version, Some("web")),
+        binds: vec![format!("{}:/data", volume.display())],
+        network: Some(network.clone()),
         restart_unless_stopped: true,
-        ..spec
+        memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
+        user: None,
+        working_dir: None,
     };
     let id = ctx
         .docker
@@ -392,7 +713,7 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
     run.progress
         .step(&format!("Health check: GET / with Host {probe_host}"));
     run.flush_log();
-    let check = health_check(&vars);
+    let check = health_check(&p.vars);
     let docker = ctx.docker.clone();
     let cid = id.clone();
     let health = {
@@ -414,8 +735,12 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
                 run.progress.info(&format!("  {}", l.trim_end()));
             }
         }
+        let todo = match e {
+            health::HealthError::Died(_) => ". Fix the error in the app's output and push again",
+            _ => "",
+        };
         return Err(DeployFailed(format!(
-            "the new release never became healthy: {e}"
+            "the new release never became healthy: {e}{todo}"
         )));
     }
     run.timed("start", t);
@@ -424,7 +749,7 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
     let route = Arc::new(make_route(
         &app,
         backend,
-        &meta,
+        &p.meta,
         run.static_dir.clone(),
         &volume,
     ));
@@ -436,7 +761,7 @@ async fn steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<(), DeployFaile
     run.image = None;
     run.static_dir = None;
     ctx.store
-        .update_release(run.release.id, None, &meta, &vars, &run.timings)
+        .update_release(run.release.id, None, &p.meta, &p.vars, &run.timings)
         .map_err(|e| DeployFailed(e.to_string()))?;
     run.progress
         .step(&format!("v{version} is live at http://{}/", hosts[0]));
@@ -481,20 +806,27 @@ async fn retire_others(
         }
         Err(e) => tracing::warn!("listing containers to retire: {e}"),
     }
-    // Keep the newest KEEP_IMAGES successful releases' images (rollback).
-    let mut kept = 0;
+    // Keep the images of the newest KEEP_IMAGES releases that went live
+    // (rollback). A rollback release shares its image with an older one:
+    // an image is removed only when no kept release runs it.
+    let mut kept: Vec<&str> = Vec::new();
+    let mut kept_releases = 0;
     for r in releases {
         let Some(image) = &r.image else { continue };
         let good = matches!(r.status, ReleaseStatus::Live | ReleaseStatus::Retired)
             || r.version == version;
-        if good && kept < KEEP_IMAGES {
-            kept += 1;
+        if good && kept_releases < KEEP_IMAGES {
+            kept_releases += 1;
+            kept.push(image);
+        }
+    }
+    for r in releases {
+        if kept.iter().any(|k| Some(*k) == r.image.as_deref()) {
             continue;
         }
-        if r.version == version {
-            continue;
+        if let Some(image) = &r.image {
+            let _ = docker.remove_image(image).await;
         }
-        let _ = docker.remove_image(image).await;
         let dir = data_dir
             .join("apps")
             .join(app)
@@ -533,13 +865,19 @@ async fn cleanup_failed(run: &mut Run<'_>) {
 
 async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
     match docker.container_state(&id).await {
-        Ok(ContainerState::Running) => Ok(()),
+        // The restart policy hides a crash at boot: a container that
+        // exited and came back is not healthy, however it answers.
+        Ok(ContainerState::Running) => match docker.restart_count(&id).await {
+            Ok(0) => Ok(()),
+            Ok(_) => Err("the web container crashed while starting (the engine restarted it); see its output above".into()),
+            Err(e) => Err(e.to_string()),
+        },
         Ok(ContainerState::Created) => Ok(()),
         Ok(ContainerState::Exited { code }) => Err(format!(
-            "the web container exited with code {code} while starting"
+            "the web container exited with code {code} while starting; see its output above"
         )),
         Ok(ContainerState::Restarting) => {
-            Err("the web container keeps crashing (restarting) while starting".into())
+            Err("the web container crashed while starting (the engine is restarting it); see its output above".into())
         }
         Ok(ContainerState::Missing) => Err("the web container disappeared while starting".into()),
         Ok(ContainerState::Other(s)) => Err(format!("the web container is {s} while starting")),
@@ -698,42 +1036,63 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// On boot: fail deploys that a killed daemon left in flight (removing
-/// their leftovers) and rebuild the route table from the store and the
-/// engine's labelled containers.
-pub async fn reconcile(ctx: &Ctx) {
-    match ctx.store.in_flight_releases() {
-        Ok(list) => {
-            for r in list {
-                let _ = ctx.store.fail_release(
-                    r.id,
-                    "paas stopped during this deploy; the previous release kept serving. Push again",
-                );
-                let v = r.version.to_string();
-                if let Ok(cs) = ctx
+/// Fail every deploy still in flight with `reason` and remove what it
+/// made: its containers, the image it built (never an image it reused),
+/// its static files and build dir. The live release is not touched.
+pub async fn fail_in_flight(ctx: &Ctx, reason: &str) {
+    let list = match ctx.store.in_flight_releases() {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::error!("listing deploys in flight: {e}");
+            return;
+        }
+    };
+    for r in list {
+        tracing::warn!(app = %r.app, release = r.version, "failing an interrupted deploy");
+        if let Err(e) = ctx.store.fail_release(r.id, reason) {
+            tracing::error!("recording failure: {e}");
+        }
+        let _ = ctx
+            .store
+            .append_log(r.id, &format!("-----> Deploy failed: {reason}\n"));
+        let v = r.version.to_string();
+        if let Ok(cs) = ctx
+            .docker
+            .list_containers(&[("paas.app", r.app.as_str()), ("paas.release", v.as_str())])
+            .await
+        {
+            for c in cs {
+                let _ = ctx
                     .docker
-                    .list_containers(&[("paas.app", r.app.as_str()), ("paas.release", v.as_str())])
-                    .await
-                {
-                    for c in cs {
-                        let _ = ctx
-                            .docker
-                            .stop_and_remove(&c.id, Duration::from_secs(5))
-                            .await;
-                    }
-                }
-                if let Some(image) = &r.image {
-                    let _ = ctx.docker.remove_image(image).await;
-                }
+                    .stop_and_remove(&c.id, Duration::from_secs(5))
+                    .await;
             }
         }
-        Err(e) => tracing::error!("reconcile: {e}"),
+        // Only a tag this release built; a rollback's image belongs to an older release.
+        let _ = ctx.docker.remove_image(&built_tag(&r.app, r.version)).await;
+        let _ = tokio::fs::remove_dir_all(release_dir(ctx, &r.app, r.version)).await;
+        let _ = tokio::fs::remove_dir_all(
+            ctx.config
+                .data_dir
+                .join("tmp")
+                .join(format!("{}-v{}", r.app, r.version)),
+        )
+        .await;
     }
+}
+
+/// On boot: rebuild the route table from the store and the engine's
+/// labelled containers first (so the sites answer at once), then fail the
+/// deploys a killed daemon left in flight and remove their leftovers and
+/// any web container of an older release that was still draining.
+pub async fn reconcile(ctx: &Ctx) {
     let apps = ctx.store.apps().unwrap_or_default();
-    for app in apps {
+    let mut live_versions = Vec::new();
+    for app in &apps {
         let Ok(Some(live)) = ctx.store.live_release(&app.name) else {
             continue;
         };
+        live_versions.push((app.name.clone(), live.version));
         let v = live.version.to_string();
         let containers = ctx
             .docker
@@ -745,7 +1104,7 @@ pub async fn reconcile(ctx: &Ctx) {
             .await
             .unwrap_or_default();
         let Some(c) = containers.first() else {
-            tracing::warn!(app = %app.name, "live release v{v} has no container; it needs a restart");
+            tracing::warn!(app = %app.name, "live release v{v} has no container; `paas restart --app {}` starts one", app.name);
             continue;
         };
         let Ok(ip) = ctx
@@ -755,14 +1114,7 @@ pub async fn reconcile(ctx: &Ctx) {
         else {
             continue;
         };
-        let static_dir = ctx
-            .config
-            .data_dir
-            .join("apps")
-            .join(&app.name)
-            .join("releases")
-            .join(format!("v{v}"))
-            .join("static");
+        let static_dir = release_dir(ctx, &app.name, live.version).join("static");
         let volume = ctx
             .config
             .data_dir
@@ -776,7 +1128,30 @@ pub async fn reconcile(ctx: &Ctx) {
             static_dir.exists().then_some(static_dir),
             &volume,
         );
-        ctx.routes.set(&app_hosts(ctx, &app), Arc::new(route));
+        ctx.routes.set(&app_hosts(ctx, app), Arc::new(route));
         tracing::info!(app = %app.name, release = live.version, "route restored");
+    }
+    fail_in_flight(
+        ctx,
+        "paas stopped during this deploy; the previous release kept serving. Push (or run the command) again",
+    )
+    .await;
+    // Web containers of releases that are no longer live (a drain cut short).
+    for (app, version) in live_versions {
+        let keep = version.to_string();
+        if let Ok(cs) = ctx
+            .docker
+            .list_containers(&[("paas.app", app.as_str()), ("paas.process", "web")])
+            .await
+        {
+            for c in cs {
+                if c.labels.get("paas.release") != Some(&keep) {
+                    let _ = ctx
+                        .docker
+                        .stop_and_remove(&c.id, Duration::from_secs(5))
+                        .await;
+                }
+            }
+        }
     }
 }

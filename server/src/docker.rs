@@ -704,6 +704,20 @@ impl Docker {
         })
     }
 
+    /// How often the engine has restarted the container (its restart
+    /// policy after a crash); 0 for a missing container.
+    pub async fn restart_count(&self, id: &str) -> Result<i64, DockerError> {
+        match self
+            .inner
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => Ok(info.restart_count.unwrap_or(0)),
+            Err(e) if is_status(&e, 404) => Ok(0),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// The last `n` lines of the container's output (stdout and stderr).
     pub async fn logs_tail(&self, id: &str, n: usize) -> Result<Vec<String>, DockerError> {
         let lines: Vec<String> = self.follow_or_tail(id, n, false).try_collect().await?;

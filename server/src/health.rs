@@ -96,7 +96,7 @@ pub fn is_healthy_status(code: u16) -> bool {
 pub enum HealthError {
     #[error("{0}")]
     Died(String),
-    #[error("the app did not answer healthily within {secs} s (last: {last}); check that it starts and answers on $PORT, then push again")]
+    #[error("the app did not answer healthily within {secs} s (last: {last}); check that it starts and answers on $PORT (or raise PAAS_HEALTHCHECK_TIMEOUT if it starts slowly), then push again")]
     Timeout { secs: u64, last: String },
     #[error("the app answered 400 to Host {host:?}: Django rejects the host, which means ALLOWED_HOSTS was overridden; let paas set ALLOWED_HOSTS, then push again")]
     BadHost { host: String },

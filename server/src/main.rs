@@ -37,6 +37,56 @@ enum Command {
         #[arg(long, short)]
         app: String,
     },
+    /// Go back to an earlier release (default: the one before the live one): its image and config, no build, no migrations.
+    Rollback {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app.
+        #[arg(long, short)]
+        app: String,
+        /// The release to go back to, e.g. v3.
+        version: Option<String>,
+    },
+    /// Replace the app's containers with new ones of the live release, without downtime.
+    Restart {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app.
+        #[arg(long, short)]
+        app: String,
+    },
+    /// Show the app's config vars.
+    Config {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app.
+        #[arg(long, short)]
+        app: String,
+    },
+    /// Set config vars (KEY=VALUE …); a live app restarts with them, without downtime.
+    #[command(name = "config:set")]
+    ConfigSet {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app.
+        #[arg(long, short)]
+        app: String,
+        /// KEY=VALUE pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    /// Unset config vars (KEY …); a live app restarts without them, without downtime.
+    #[command(name = "config:unset")]
+    ConfigUnset {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app.
+        #[arg(long, short)]
+        app: String,
+        /// Names of the vars.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -107,6 +157,63 @@ fn main() -> ExitCode {
         } => rt.block_on(pre_receive()),
         Command::Apps(c) => rt.block_on(client_apps(c)),
         Command::Releases { client, app } => rt.block_on(client_releases(client, app)),
+        Command::Rollback {
+            client,
+            app,
+            version,
+        } => {
+            let body = match version {
+                None => serde_json::json!({}),
+                Some(v) => match v.trim_start_matches('v').parse::<i64>() {
+                    Ok(n) => serde_json::json!({ "version": n }),
+                    Err(_) => {
+                        eprintln!("paas: {v:?} is not a release like v3: `paas releases --app {app}` lists them");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            rt.block_on(client_action(
+                client,
+                reqwest::Method::POST,
+                format!("/api/apps/{app}/rollback"),
+                body,
+            ))
+        }
+        Command::Restart { client, app } => rt.block_on(client_action(
+            client,
+            reqwest::Method::POST,
+            format!("/api/apps/{app}/restart"),
+            serde_json::json!({}),
+        )),
+        Command::Config { client, app } => rt.block_on(client_config(client, app)),
+        Command::ConfigSet { client, app, pairs } => {
+            let mut changes = serde_json::Map::new();
+            for pair in pairs {
+                let Some((k, v)) = pair.split_once('=') else {
+                    eprintln!("paas: {pair:?} is not KEY=VALUE: write it as KEY=VALUE (quote values with spaces)");
+                    return ExitCode::from(2);
+                };
+                changes.insert(k.to_string(), serde_json::json!(v));
+            }
+            rt.block_on(client_action(
+                client,
+                reqwest::Method::PATCH,
+                format!("/api/apps/{app}/config"),
+                serde_json::Value::Object(changes),
+            ))
+        }
+        Command::ConfigUnset { client, app, keys } => {
+            let changes: serde_json::Map<String, serde_json::Value> = keys
+                .into_iter()
+                .map(|k| (k, serde_json::Value::Null))
+                .collect();
+            rt.block_on(client_action(
+                client,
+                reqwest::Method::PATCH,
+                format!("/api/apps/{app}/config"),
+                serde_json::Value::Object(changes),
+            ))
+        }
     }
 }
 
@@ -229,6 +336,83 @@ async fn client_apps(c: ClientArgs) -> ExitCode {
     }
 }
 
+/// A request that changes something: prints the deploy's progress (if
+/// any), then the outcome; fails when the API says it failed.
+async fn client_action(
+    c: ClientArgs,
+    method: reqwest::Method,
+    path: String,
+    body: serde_json::Value,
+) -> ExitCode {
+    let token = match token_of(&c) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("paas: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = format!("{}{path}", c.url.trim_end_matches('/'));
+    let resp = match reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("paas: cannot reach paas at {} ({e}); is `paas serve` running? Set PAAS_URL if it listens elsewhere", c.url);
+            return ExitCode::FAILURE;
+        }
+    };
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    if c.json {
+        println!("{v:#}");
+    } else {
+        if let Some(log) = v["log"].as_str() {
+            print!("{log}");
+        }
+        if let Some(m) = v["message"].as_str() {
+            println!("{m}");
+        }
+    }
+    if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "paas: {} (HTTP {status})",
+            v["error"].as_str().unwrap_or("the request failed")
+        );
+        ExitCode::FAILURE
+    }
+}
+
+async fn client_config(c: ClientArgs, app: String) -> ExitCode {
+    match get_json(&c, &format!("/api/apps/{app}/config")).await {
+        Ok(v) if c.json => {
+            println!("{v:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            let vars = v.as_object().cloned().unwrap_or_default();
+            if vars.is_empty() {
+                println!(
+                    "{app} has no config vars: `paas config:set --app {app} KEY=VALUE` sets one."
+                );
+            }
+            for (k, val) in vars {
+                println!("{k}={}", val.as_str().unwrap_or(""));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("paas: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn client_releases(c: ClientArgs, app: String) -> ExitCode {
     match get_json(&c, &format!("/api/apps/{app}/releases")).await {
         Ok(v) if c.json => {
@@ -238,7 +422,7 @@ async fn client_releases(c: ClientArgs, app: String) -> ExitCode {
         Ok(v) => {
             for r in v.as_array().cloned().unwrap_or_default() {
                 println!(
-                    "v{:<4} {:<16} {:<8} {}",
+                    "v{:<4} {:<16} {:<8} {:<24} {}",
                     r["version"].as_i64().unwrap_or(0),
                     r["status"].as_str().unwrap_or(""),
                     r["commit"]
@@ -247,6 +431,7 @@ async fn client_releases(c: ClientArgs, app: String) -> ExitCode {
                         .chars()
                         .take(7)
                         .collect::<String>(),
+                    r["description"].as_str().unwrap_or(""),
                     r["error"].as_str().unwrap_or("")
                 );
             }

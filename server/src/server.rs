@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// How long a stopping daemon waits for deploys in flight before it fails them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(75);
+
 /// The shared state every handler and deploy sees.
 pub struct Ctx {
     pub config: Config,
@@ -118,8 +121,26 @@ pub async fn run(
 
     let router = crate::api::router(ctx.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_ctx = ctx.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // Listeners keep serving (the sites, and the pushes' progress) while
+        // deploys in flight finish; past the bound they are failed cleanly.
+        stop_ctx.deployer.close();
+        let n = stop_ctx.deployer.in_flight();
+        if n > 0 {
+            tracing::info!(
+                "waiting up to {} s for {n} deploy(s) in flight",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            if !stop_ctx.deployer.wait_idle(SHUTDOWN_GRACE).await {
+                crate::deploy::fail_in_flight(
+                    &stop_ctx,
+                    "paas was stopped before this deploy finished; the previous release kept serving. Push (or run the command) again",
+                )
+                .await;
+            }
+        }
         let _ = stop_tx.send(true);
     });
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -14,7 +14,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 /// Schema migrations, in order. Append only: never edit a shipped one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE apps (
     id          INTEGER PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -47,7 +48,11 @@ CREATE TABLE domains (
     app_id  INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     host    TEXT NOT NULL UNIQUE
 );
-"#];
+"#,
+    r#"
+ALTER TABLE releases ADD COLUMN description TEXT NOT NULL DEFAULT '';
+"#,
+];
 
 /// Where a release is in its deploy. Stored as its lower-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,6 +129,11 @@ pub struct Release {
     pub meta: serde_json::Value,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// What made this release: `deploy abc1234`, `rollback to v3`, `restart`, `config change`.
+    pub description: String,
+    /// The config vars the release ran with (a snapshot; may hold secrets, never log it).
+    #[serde(skip)]
+    pub config: BTreeMap<String, String>,
 }
 
 impl Release {
@@ -247,7 +257,12 @@ impl Store {
     // ---- releases ----
 
     /// Record a new release (next version number) in status `Queued`.
-    pub fn create_release(&self, app: &App, commit_sha: &str) -> Result<Release, StoreError> {
+    pub fn create_release(
+        &self,
+        app: &App,
+        commit_sha: &str,
+        description: &str,
+    ) -> Result<Release, StoreError> {
         let db = self.db();
         let version: i64 = db.query_row(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE app_id = ?1",
@@ -255,8 +270,8 @@ impl Store {
             |r| r.get(0),
         )?;
         db.execute(
-            "INSERT INTO releases (app_id, version, commit_sha, status, created_at) VALUES (?1, ?2, ?3, 'queued', ?4)",
-            params![app.id, version, commit_sha, now()],
+            "INSERT INTO releases (app_id, version, commit_sha, status, created_at, description) VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
+            params![app.id, version, commit_sha, now(), description],
         )?;
         let id = db.last_insert_rowid();
         drop(db);
@@ -418,6 +433,25 @@ impl Store {
         Ok(())
     }
 
+    /// Replace all of the app's config vars with `vars` (a rollback restores a snapshot).
+    pub fn replace_config_vars(
+        &self,
+        app: &App,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM config_vars WHERE app_id = ?1", [app.id])?;
+        for (k, v) in vars {
+            tx.execute(
+                "INSERT INTO config_vars (app_id, key, value) VALUES (?1, ?2, ?3)",
+                params![app.id, k, v],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     // ---- domains ----
 
     /// Custom domains of an app (the default `<app>.<domain>` is not stored).
@@ -431,7 +465,7 @@ impl Store {
 
 const RELEASE_SELECT: &str =
     "SELECT r.id, a.name, r.version, r.commit_sha, r.image, r.status, r.error, r.log,
-    r.timings, r.meta, r.created_at, r.finished_at FROM releases r JOIN apps a ON a.id = r.app_id";
+    r.timings, r.meta, r.created_at, r.finished_at, r.description, r.config FROM releases r JOIN apps a ON a.id = r.app_id";
 
 fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
     Ok(App {
@@ -459,6 +493,8 @@ fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Release> {
         meta: serde_json::from_str(&meta).unwrap_or(serde_json::Value::Null),
         created_at: r.get(10)?,
         finished_at: r.get(11)?,
+        description: r.get(12)?,
+        config: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_default(),
     })
 }
 
@@ -474,8 +510,8 @@ mod tests {
             s.create_app("blog", "k"),
             Err(StoreError::AppExists(_))
         ));
-        let r1 = s.create_release(&app, "aaa").unwrap();
-        let r2 = s.create_release(&app, "bbb").unwrap();
+        let r1 = s.create_release(&app, "aaa", "deploy aaa").unwrap();
+        let r2 = s.create_release(&app, "bbb", "deploy bbb").unwrap();
         assert_eq!((r1.version, r2.version), (1, 2));
         s.promote(&app, r1.id).unwrap();
         assert_eq!(s.live_release("blog").unwrap().unwrap().version, 1);
@@ -485,7 +521,7 @@ mod tests {
             s.release("blog", 1).unwrap().unwrap().status,
             ReleaseStatus::Retired
         );
-        let r3 = s.create_release(&app, "ccc").unwrap();
+        let r3 = s.create_release(&app, "ccc", "deploy ccc").unwrap();
         s.set_status(r3.id, ReleaseStatus::Building).unwrap();
         assert_eq!(s.in_flight_releases().unwrap().len(), 1);
         s.fail_release(r3.id, "boom").unwrap();
@@ -510,6 +546,9 @@ mod tests {
         let vars = s.config_vars(&app).unwrap();
         assert_eq!(vars.len(), 1);
         assert_eq!(vars["B"], "3");
+        let snapshot = BTreeMap::from([("C".to_string(), "4".to_string())]);
+        s.replace_config_vars(&app, &snapshot).unwrap();
+        assert_eq!(s.config_vars(&app).unwrap(), snapshot);
     }
 
     #[test]
@@ -519,7 +558,7 @@ mod tests {
         {
             let s = Store::open(&p).unwrap();
             let app = s.create_app("blog", "k").unwrap();
-            s.create_release(&app, "aaa").unwrap();
+            s.create_release(&app, "aaa", "deploy aaa").unwrap();
         }
         let s = Store::open(&p).unwrap();
         assert_eq!(s.releases("blog").unwrap().len(), 1);

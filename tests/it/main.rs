@@ -4,6 +4,7 @@
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
 mod harness;
+mod zero_downtime;
 
 use harness::{engine_objects, last_line, Daemon, Project};
 

@@ -1,0 +1,393 @@
+//! Zero downtime: redeploys, rollbacks, restarts, config changes and failing
+//! deploys under a steady stream of requests through the proxy, the per-app
+//! queue, and a daemon killed mid-deploy. Deploys cost tens of seconds here,
+//! so one daemon and one app carry several checks.
+
+use crate::harness::{engine_objects, last_line, Daemon, Project};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One GET / through the proxy; the status, or why there was none.
+fn get_status(port: u16, host: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    Ok((code, text))
+}
+
+/// A few threads doing GET / in a loop, counting answers other than 200.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    bad: Arc<AtomicU64>,
+    samples: Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, host: &str, threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let bad = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, ok, bad, samples) =
+                    (stop.clone(), ok.clone(), bad.clone(), samples.clone());
+                let host = host.to_string();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match get_status(port, &host) {
+                            Ok((200, _)) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => {
+                                bad.fetch_add(1, Ordering::Relaxed);
+                                let mut s = samples.lock().unwrap();
+                                if s.len() < 5 {
+                                    s.push(format!("{other:?}").chars().take(300).collect());
+                                }
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            bad,
+            samples,
+            threads,
+        }
+    }
+
+    /// (answered 200, other answers or errors, samples of the bad ones)
+    fn counts(&self) -> (u64, u64, Vec<String>) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.bad.load(Ordering::Relaxed),
+            self.samples.lock().unwrap().clone(),
+        )
+    }
+
+    fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let counts = self.counts();
+        for t in self.threads {
+            let _ = t.join();
+        }
+        counts
+    }
+}
+
+fn assert_page(d: &Daemon, app: &str, needle: &str) {
+    let r = d.get(app, "/");
+    assert_eq!(r.status, 200, "GET / of {app}: {}", r.text());
+    assert!(
+        r.text().contains(needle),
+        "{app} lacks {needle:?}: {}",
+        r.text()
+    );
+}
+
+fn api(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {}", d.token);
+    let mut headers = vec![("Authorization", auth.as_str())];
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let r = d.admin_request(method, path, &headers, body.map(str::as_bytes));
+    let v = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+    (r.status, v)
+}
+
+fn running_web(app: &str) -> Vec<String> {
+    engine_objects(app)
+        .0
+        .into_iter()
+        .filter(|c| c.contains(" Up "))
+        .collect()
+}
+
+/// Two pushes at once (the second queued), a rollback, a restart, a config
+/// change and two deploys that never become healthy, all while GET / runs
+/// in a loop: not one request fails, and the failures leave nothing behind.
+#[test]
+fn deploys_rollback_restart_and_failures_drop_no_request() {
+    let mut d = Daemon::start();
+    let app = d.app("zd");
+    let host = format!("{app}.localhost");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    assert_page(&d, &app, "Notes v1");
+
+    let load = Load::start(d.http, &host, 3);
+
+    // Two pushes at once: both go live, the second one after the first.
+    // (To two branches that both deploy: git itself refuses the second of
+    // two concurrent updates of one ref, whatever the hook says.)
+    p.replace("Notes v1", "Notes A");
+    p.commit("A");
+    let q = Project::from_fixture("blog");
+    q.replace("Notes v1", "Notes B");
+    q.commit("B");
+    let remote = d.remote(&app);
+    let first = {
+        let remote = remote.clone();
+        std::thread::spawn(move || {
+            let r = p.push_ref(&remote, "+main:main");
+            (p, r)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok_b, out_b) = q.push_ref(&remote, "main:master");
+    let (_p, (ok_a, out_a)) = first.join().unwrap();
+    assert!(ok_a, "push A rejected:\n{out_a}");
+    assert!(ok_b, "push B rejected:\n{out_b}");
+    assert!(
+        out_b.contains("Queued behind v2"),
+        "the second push says what it waits for:\n{out_b}"
+    );
+    assert!(out_b.contains("v3 is live"), "{out_b}");
+    assert_page(&d, &app, "Notes B");
+
+    // Rollback: A's image again, as a new release, without migrations.
+    let (status, v) = api(&d, "POST", &format!("/api/apps/{app}/rollback"), None);
+    assert_eq!(status, 200, "{v:#}");
+    assert_eq!(v["release"]["version"], 4, "{v:#}");
+    assert_eq!(v["release"]["description"], "rollback to v2", "{v:#}");
+    let log = v["log"].as_str().unwrap();
+    assert!(log.contains("Rolling back"), "{log}");
+    assert!(
+        !log.contains("Running migrations"),
+        "a rollback migrated:\n{log}"
+    );
+    assert!(!log.contains("Building image"), "a rollback built:\n{log}");
+    assert_page(&d, &app, "Notes A");
+    let (_, rel) = api(&d, "GET", &format!("/api/apps/{app}/releases/4"), None);
+    assert!(!rel["log"].as_str().unwrap().contains("Running migrations"));
+    assert_eq!(rel["image"], format!("paas/{app}:v2"), "{rel:#}");
+
+    // An explicit version, and a wrong one.
+    let (status, v) = api(
+        &d,
+        "POST",
+        &format!("/api/apps/{app}/rollback"),
+        Some(r#"{"version": "v3"}"#),
+    );
+    assert_eq!(status, 200, "{v:#}");
+    assert_page(&d, &app, "Notes B");
+    let (status, v) = api(
+        &d,
+        "POST",
+        &format!("/api/apps/{app}/rollback"),
+        Some(r#"{"version": 99}"#),
+    );
+    assert_eq!(status, 422, "{v:#}");
+    assert!(
+        v["error"].as_str().unwrap().contains("no release v99"),
+        "{v:#}"
+    );
+
+    // Restart and config change: same path, same image, new containers.
+    let (status, v) = api(&d, "POST", &format!("/api/apps/{app}/restart"), None);
+    assert_eq!(status, 200, "{v:#}");
+    assert_eq!(v["release"]["version"], 6, "{v:#}");
+    assert_page(&d, &app, "Notes B");
+    let (status, v) = api(
+        &d,
+        "PATCH",
+        &format!("/api/apps/{app}/config"),
+        Some(r#"{"PAAS_HEALTHCHECK_TIMEOUT": "8"}"#),
+    );
+    assert_eq!(status, 200, "{v:#}");
+    assert_eq!(v["release"]["version"], 7, "{v:#}");
+    assert!(
+        v["message"].as_str().unwrap().contains("v7 is live"),
+        "{v:#}"
+    );
+    assert_eq!(v["config"]["PAAS_HEALTHCHECK_TIMEOUT"], "8");
+    assert_page(&d, &app, "Notes B");
+    // The previous container drains (5 s here) and retires in the background.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running_web(&app).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "old containers still running: {:?}",
+            engine_objects(&app).0
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, images_before) = engine_objects(&app);
+
+    // A deploy whose app dies at boot (import error in wsgi.py) and one
+    // that never answers below 500: rejected with one reason, nothing left.
+    let broken = Project::from_fixture("blog");
+    broken.replace(
+        "from django.core.wsgi import get_wsgi_application",
+        "import paas_no_such_module  # noqa\nfrom django.core.wsgi import get_wsgi_application",
+    );
+    broken.commit("import error at boot");
+    let t = Instant::now();
+    let (ok, out) = broken.push_ref(&remote, "+main:main");
+    let secs = t.elapsed().as_secs_f64();
+    assert!(!ok, "a crashing app went live:\n{out}");
+    let last = last_line(&out);
+    assert!(
+        last.contains("Deploy failed:") && last.contains("never became healthy"),
+        "last line {last:?}; output:\n{out}"
+    );
+    assert!(
+        out.contains("paas_no_such_module"),
+        "the app's output is shown:\n{out}"
+    );
+    eprintln!("crash at boot rejected after {secs:.1} s: {last}");
+
+    let sick = Project::from_fixture("blog");
+    sick.replace(
+        "def index(request):\n",
+        "def index(request):\n    raise RuntimeError('paas test: always 500')\n",
+    );
+    sick.commit("index always 500s");
+    let (ok, out) = sick.push_ref(&remote, "+main:main");
+    assert!(!ok, "an app answering 500 went live:\n{out}");
+    let last = last_line(&out);
+    assert!(
+        last.contains("Deploy failed:") && last.contains("within 8 s"),
+        "last line {last:?}; output:\n{out}"
+    );
+
+    let (good, bad, samples) = load.finish();
+    eprintln!("load: {good} answered 200, {bad} did not");
+    assert!(good > 100, "the load generator barely ran: {good}");
+    assert_eq!(bad, 0, "requests failed during deploys: {samples:?}");
+    assert_page(&d, &app, "Notes B");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (containers, images) = engine_objects(&app);
+        let up = running_web(&app);
+        if up.len() == 1 && images == images_before {
+            assert!(up[0].contains("-v7-web"), "{containers:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: containers {containers:?}, images {images:?} (before: {images_before:?})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, rels) = api(&d, "GET", &format!("/api/apps/{app}/releases"), None);
+    let statuses: Vec<&str> = rels
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "failed", "failed", "live", "retired", "retired", "retired", "retired", "retired",
+            "retired"
+        ],
+        "{rels:#}"
+    );
+}
+
+/// SIGKILL while a push is migrating: the restarted daemon serves the live
+/// release at once, marks the interrupted one failed and removes its leftovers.
+#[test]
+fn killed_mid_deploy_serves_the_live_release_after_restart() {
+    let mut d = Daemon::start();
+    let app = d.app("kill");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    assert_page(&d, &app, "Notes v1");
+
+    p.replace("Notes v1", "Notes v2");
+    p.commit("v2");
+    let mut push = Command::new("git")
+        .args(["push", &d.remote(&app), "main"])
+        .current_dir(p.dir.path())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(push.stderr.take().unwrap()).lines() {
+        let line = line.unwrap_or_default();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("Running migrations") {
+            break;
+        }
+    }
+    assert!(seen.contains("Running migrations"), "push output:\n{seen}");
+    let killed = Instant::now();
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let _ = push.wait();
+
+    d.spawn();
+    let host = format!("{app}.localhost");
+    loop {
+        if let Ok((200, body)) = get_status(d.http, &host) {
+            assert!(body.contains("Notes v1"), "{body}");
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "the site did not come back after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "site served again {:.2} s after the kill (daemon start included)",
+        killed.elapsed().as_secs_f64()
+    );
+
+    let (_, rel) = api(&d, "GET", &format!("/api/apps/{app}/releases/2"), None);
+    assert_eq!(rel["status"], "failed", "{rel:#}");
+    assert!(
+        rel["error"].as_str().unwrap_or("").contains("paas stopped"),
+        "{rel:#}"
+    );
+    let (_, a) = api(&d, "GET", &format!("/api/apps/{app}"), None);
+    assert_eq!(a["live"]["version"], 1, "{a:#}");
+    let (containers, images) = engine_objects(&app);
+    assert!(
+        containers
+            .iter()
+            .all(|c| c.contains("-v1-web") && c.contains(" Up ")),
+        "leftovers: {containers:?}"
+    );
+    assert_eq!(images, [format!("paas/{app}:v1")], "images left behind");
+    assert!(
+        !d.data
+            .path()
+            .join("apps")
+            .join(&app)
+            .join("releases/v2")
+            .exists(),
+        "static files of the failed release left behind"
+    );
+}
