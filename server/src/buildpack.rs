@@ -288,7 +288,8 @@ pub fn detect_with(
     }
     if !found.has_manage_py {
         notes.push(format!(
-            "No manage.py: the image gets a standard one in /app/{project_dir} to run migrations"
+            "No manage.py: the image gets a standard one in {} to run migrations",
+            workdir_of(&project_dir)
         ));
     }
 
@@ -328,11 +329,7 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
     if plan.adds_gunicorn {
         pip_args.push_str(" gunicorn");
     }
-    let workdir = if plan.project_dir.is_empty() {
-        "/app".to_string()
-    } else {
-        format!("/app/{}", plan.project_dir)
-    };
+    let workdir = workdir_of(&plan.project_dir);
     let manage_py = if plan.has_manage_py {
         String::new()
     } else {
@@ -356,6 +353,15 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
             "{{wsgi_app}}",
             &format!("{}:{}", plan.wsgi_module, plan.wsgi_callable),
         )
+}
+
+/// The project folder in the image.
+fn workdir_of(project_dir: &str) -> String {
+    if project_dir.is_empty() {
+        "/app".to_string()
+    } else {
+        format!("/app/{project_dir}")
+    }
 }
 
 /// The collectstatic part of the static files step; a failure names the way out.
@@ -1771,9 +1777,19 @@ mod tests {
         ];
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks/django/golden");
         let update = std::env::var("PAAS_UPDATE_GOLDEN").is_ok_and(|v| v == "1");
-        for (name, plan) in cases {
-            let path = dir.join(format!("{name}.Dockerfile"));
-            let got = render_dockerfile(&plan);
+        // Generated requirements are pinned next to their Dockerfile.
+        let mut pinned: Vec<(String, String)> = Vec::new();
+        for (name, plan) in &cases {
+            pinned.push((format!("{name}.Dockerfile"), render_dockerfile(plan)));
+            if let Dependencies::Generated { requirements, .. } = &plan.dependencies {
+                pinned.push((
+                    format!("{name}.requirements.lock.txt"),
+                    requirements.clone(),
+                ));
+            }
+        }
+        for (file, got) in pinned {
+            let path = dir.join(file);
             if update {
                 std::fs::write(&path, &got).unwrap();
                 continue;
@@ -1920,7 +1936,7 @@ mod tests {
                 "asgiref==3.8.1",
                 "django==5.1.3",
                 "sqlparse==0.5.1",
-                "tzdata==2024.2"
+                "tzdata==2024.2 ; sys_platform == \"win32\""
             ]
         );
         // No Python pinned: the newest Django 5.1 supports, within ^3.11.

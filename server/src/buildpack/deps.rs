@@ -305,6 +305,7 @@ pub fn poetry_lock(text: &str, pyproject: Option<&Pyproject>) -> Result<Resolved
     let has_groups = pkgs.iter().any(|p| p.contains_key("groups"));
     let has_category = pkgs.iter().any(|p| p.contains_key("category"));
     let mut out = Resolved::default();
+    let mut edge_markers: BTreeMap<String, String> = BTreeMap::new();
     let selected: Vec<&toml::Table> = if has_groups {
         pkgs.iter()
             .copied()
@@ -318,46 +319,68 @@ pub fn poetry_lock(text: &str, pyproject: Option<&Pyproject>) -> Result<Resolved
     } else if let Some(py) = pyproject.filter(|p| !p.main_roots.is_empty()) {
         let by_name: BTreeMap<String, &toml::Table> =
             pkgs.iter().map(|p| (name_of(p), *p)).collect();
-        let mut seen: BTreeSet<String> = BTreeSet::new();
-        let mut queue: Vec<(String, Vec<String>)> = py.main_roots.clone();
-        while let Some((name, extras)) = queue.pop() {
+        // name → None: needed everywhere; Some(markers): needed when one of them holds.
+        let mut needed: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+        let mut queue: Vec<(String, Vec<String>, Option<String>)> = py
+            .main_roots
+            .iter()
+            .map(|(n, e)| (n.clone(), e.clone(), None))
+            .collect();
+        let mut expanded: BTreeSet<(String, String)> = BTreeSet::new();
+        while let Some((name, extras, marker)) = queue.pop() {
             let Some(p) = by_name.get(&name) else {
                 continue;
             };
-            let first = seen.insert(name.clone());
-            if let Some(deps) = p.get("dependencies").and_then(|d| d.as_table()) {
-                for (dep, spec) in deps {
-                    let optional = match spec {
-                        toml::Value::Table(tb) => tb.get("optional").and_then(|o| o.as_bool()),
-                        _ => None,
-                    } == Some(true);
-                    let dep_extras = match spec {
-                        toml::Value::Table(tb) => str_list(tb.get("extras")),
-                        _ => vec![],
-                    };
-                    if !optional && first {
-                        queue.push((normalize_name(dep), dep_extras));
+            let entry = needed
+                .entry(name.clone())
+                .or_insert_with(|| Some(BTreeSet::new()));
+            match (entry.as_mut(), marker) {
+                (Some(set), Some(m)) => {
+                    set.insert(m);
+                }
+                (Some(_), None) => *entry = None,
+                (None, _) => {}
+            }
+            if expanded.insert((name.clone(), String::new())) {
+                if let Some(deps) = p.get("dependencies").and_then(|d| d.as_table()) {
+                    for (dep, spec) in deps {
+                        let tb = spec.as_table();
+                        let optional = tb.and_then(|t| t.get("optional")).and_then(|o| o.as_bool());
+                        if optional == Some(true) {
+                            continue;
+                        }
+                        let dep_extras = str_list(tb.and_then(|t| t.get("extras")));
+                        let m = tb
+                            .and_then(|t| t.get("markers"))
+                            .and_then(|m| m.as_str())
+                            .map(str::to_string);
+                        queue.push((normalize_name(dep), dep_extras, m));
                     }
                 }
             }
             let pkg_extras = p.get("extras").and_then(|e| e.as_table());
             for extra in &extras {
+                if !expanded.insert((name.clone(), extra.clone())) {
+                    continue;
+                }
                 let wanted = pkg_extras
                     .and_then(|e| e.get(extra.as_str()))
                     .map(|v| str_list(Some(v)))
                     .unwrap_or_default();
                 for req in wanted {
                     if let Some(n) = requirement_name(&req) {
-                        if !seen.contains(&n) {
-                            queue.push((n, pep508_extras(&req)));
-                        }
+                        queue.push((n, pep508_extras(&req), None));
                     }
                 }
             }
         }
+        edge_markers = needed
+            .iter()
+            .filter_map(|(n, m)| Some((n.clone(), join_markers(m.clone()?))))
+            .collect();
         pkgs.iter()
             .copied()
-            .filter(|p| seen.contains(&name_of(p)))
+            .filter(|p| needed.contains_key(&name_of(p)))
             .collect()
     } else {
         out.notes.push(
@@ -374,7 +397,8 @@ pub fn poetry_lock(text: &str, pyproject: Option<&Pyproject>) -> Result<Resolved
                 tb.get("main").and_then(|m| m.as_str()).map(str::to_string)
             }
             _ => None,
-        };
+        }
+        .or_else(|| edge_markers.get(&name).cloned());
         let source = p.get("source").and_then(|s| s.as_table());
         let s = |k: &str| source.and_then(|s| s.get(k)).and_then(|v| v.as_str());
         let spec = match s("type") {
@@ -537,18 +561,21 @@ pub fn uv_lock(text: &str) -> Result<Resolved, String> {
             Some((k, url)) if k == "url" => format!("{name} @ {url}"),
             _ => format!("{name}=={}", version_of(p)),
         };
-        let marker = markers.map(|set| {
-            if set.len() == 1 {
-                set.into_iter().next().unwrap_or_default()
-            } else {
-                set.into_iter()
-                    .map(|m| format!("({m})"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            }
-        });
+        let marker = markers.map(join_markers);
         out.lines
             .push(format!("{spec}{}", marker_suffix(marker.as_deref())));
     }
     Ok(out)
+}
+
+/// One marker that holds when any of `set` holds.
+fn join_markers(set: BTreeSet<String>) -> String {
+    if set.len() == 1 {
+        set.into_iter().next().unwrap_or_default()
+    } else {
+        set.into_iter()
+            .map(|m| format!("({m})"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
 }
