@@ -18,6 +18,7 @@ const SETTINGS_SHIM: &str = include_str!("../../buildpacks/django/paas_settings.
 const INSPECT_HELPER: &str = include_str!("../../buildpacks/django/paas_inspect.py");
 const ENTRYPOINT: &str = include_str!("../../buildpacks/django/entrypoint.sh");
 const MANAGE_PY: &str = include_str!("../../buildpacks/django/manage.py");
+const COLLECTSTATIC: &str = include_str!("../../buildpacks/django/collectstatic.sh");
 
 /// Python used when neither the repository nor the config vars pin one.
 /// 3.11: supported by every Django from 4.2 LTS on, and the version of the
@@ -336,17 +337,13 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
         // The project has none: migrations and collectstatic need one.
         format!("COPY .paas/manage.py {workdir}/manage.py\n")
     };
-    let collectstatic = if plan.collectstatic {
-        COLLECTSTATIC_STEP
-    } else {
-        "echo \"-----> collectstatic skipped: the DISABLE_COLLECTSTATIC config var is set\""
-    };
+    let collectstatic_args = if plan.collectstatic { "" } else { " --skip" };
     DOCKERFILE_TEMPLATE
         .replace("{{base_image}}", &plan.base_image)
         .replace("{{copy_requirements}}", copy.trim_end())
         .replace("{{pip_args}}", &pip_args)
         .replace("{{copy_manage_py}}\n", &manage_py)
-        .replace("{{collectstatic}}", collectstatic)
+        .replace("{{collectstatic_args}}", collectstatic_args)
         .replace("{{workdir}}", &workdir)
         .replace("{{settings_module}}", &plan.settings_module)
         .replace(
@@ -364,17 +361,6 @@ fn workdir_of(project_dir: &str) -> String {
     }
 }
 
-/// The collectstatic part of the static files step; a failure names the way out.
-const COLLECTSTATIC_STEP: &str = r#"{ python /paas/paas_inspect.py staticfiles; installed=$?; } \
- && if [ "$installed" = 0 ]; then \
-        python manage.py collectstatic --noinput \
-        || { echo "-----> collectstatic failed (the error is above): fix it, or skip the step with 'paas config:set DISABLE_COLLECTSTATIC=1' and serve static files another way"; exit 1; }; \
-    elif [ "$installed" = 3 ]; then \
-        echo "-----> collectstatic skipped: django.contrib.staticfiles is not in INSTALLED_APPS"; \
-    else \
-        exit "$installed"; \
-    fi"#;
-
 /// Files added to the build context next to the checkout, by path in the context.
 pub fn context_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
     let mut files = vec![
@@ -391,6 +377,10 @@ pub fn context_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
             INSPECT_HELPER.as_bytes().to_vec(),
         ),
         (".paas/entrypoint.sh".into(), ENTRYPOINT.as_bytes().to_vec()),
+        (
+            ".paas/collectstatic.sh".into(),
+            COLLECTSTATIC.as_bytes().to_vec(),
+        ),
     ];
     if let Dependencies::Generated { requirements, .. } = &plan.dependencies {
         files.push((
@@ -1011,7 +1001,10 @@ fn sources_in(root: &Path, dir: &str) -> Result<Vec<(DependencyKind, String)>, D
             match deps::pyproject(&read(&root.join(&f), &f)?) {
                 Ok(p) if !p.dependencies.is_empty() => out.push((DependencyKind::Pyproject, f)),
                 Ok(p) if p.has_poetry_dependencies => out.push((DependencyKind::Poetry, f)),
-                _ => {}
+                Ok(_) => {}
+                // Unreadable and nothing else here: say what is wrong with it.
+                Err(_) if out.is_empty() => out.push((DependencyKind::Pyproject, f)),
+                Err(_) => {}
             }
         }
     }
@@ -1720,7 +1713,8 @@ mod tests {
                 ".paas/Dockerfile",
                 ".paas/paas_settings.py",
                 ".paas/paas_inspect.py",
-                ".paas/entrypoint.sh"
+                ".paas/entrypoint.sh",
+                ".paas/collectstatic.sh"
             ]
         );
     }
@@ -2031,6 +2025,15 @@ mod tests {
             plan.dependencies,
             Dependencies::Requirements { .. }
         ));
+        let d = pyproject_project("[project\ndependencies = [\"django\"]\n");
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Could not use pyproject.toml: it is not valid TOML"),
+            "{err}"
+        );
+        let d = project("", &[("pyproject.toml", "[project\n")]);
+        assert!(detect(d.path(), &opts()).is_ok());
         let d = pyproject_project("[tool.ruff]\nline-length = 100\n");
         assert!(matches!(
             detect(d.path(), &opts()),
@@ -2258,7 +2261,8 @@ mod tests {
         let d = project("", &[]);
         let plan = detect(d.path(), &opts()).unwrap();
         let file = render_dockerfile(&plan);
-        assert!(file.contains("python manage.py collectstatic --noinput \\\n        || { echo \"-----> collectstatic failed (the error is above): fix it, or skip the step with 'paas config:set DISABLE_COLLECTSTATIC=1'"), "{file}");
+        assert!(file.contains("\nRUN sh /paas/collectstatic.sh\n"), "{file}");
+        assert!(COLLECTSTATIC.contains("python manage.py collectstatic --noinput || {\n            echo \"-----> collectstatic failed (the error is above): fix it, or skip the step with 'paas config:set DISABLE_COLLECTSTATIC=1'"));
         let config: BTreeMap<String, String> = [
             ("DISABLE_COLLECTSTATIC", "1"),
             ("PAAS_DEPENDENCIES", " poetry "),
@@ -2292,8 +2296,11 @@ mod tests {
         )
         .unwrap();
         let file = render_dockerfile(&plan);
-        assert!(!file.contains("manage.py collectstatic"), "{file}");
-        assert!(file.contains("python /paas/paas_inspect.py meta /paas/meta.json"));
+        assert!(
+            file.contains("\nRUN sh /paas/collectstatic.sh --skip\n"),
+            "{file}"
+        );
+        assert!(COLLECTSTATIC.contains("exec python /paas/paas_inspect.py meta /paas/meta.json"));
         assert!(plan
             .notes
             .iter()

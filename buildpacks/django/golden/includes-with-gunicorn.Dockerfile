@@ -32,22 +32,12 @@ ENV PYTHONPATH=/paas:/app \
 EXPOSE 8000
 ENTRYPOINT ["/bin/sh", "/paas/entrypoint.sh"]
 CMD ["gunicorn", "mysite.wsgi:application", "--access-logfile", "-", "--error-logfile", "-"]
-COPY .paas/paas_settings.py .paas/paas_inspect.py .paas/entrypoint.sh /paas/
+COPY .paas/paas_settings.py .paas/paas_inspect.py .paas/entrypoint.sh .paas/collectstatic.sh /paas/
 WORKDIR /app
 
 COPY . /app
-# Static files are collected at build time; the throwaway key exists only in
-# this step (settings that read it at import time still load).
-RUN export SECRET_KEY=build-only-throwaway DJANGO_SECRET_KEY=build-only-throwaway \
- && { python /paas/paas_inspect.py staticfiles; installed=$?; } \
- && if [ "$installed" = 0 ]; then \
-        python manage.py collectstatic --noinput \
-        || { echo "-----> collectstatic failed (the error is above): fix it, or skip the step with 'paas config:set DISABLE_COLLECTSTATIC=1' and serve static files another way"; exit 1; }; \
-    elif [ "$installed" = 3 ]; then \
-        echo "-----> collectstatic skipped: django.contrib.staticfiles is not in INSTALLED_APPS"; \
-    else \
-        exit "$installed"; \
-    fi \
- && python /paas/paas_inspect.py meta /paas/meta.json
+# Static files are collected at build time (see /paas/collectstatic.sh), then
+# /paas/meta.json tells the platform where they are.
+RUN sh /paas/collectstatic.sh
 
 USER 10001:10001
