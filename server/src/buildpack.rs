@@ -8,12 +8,17 @@
 //! for users in `buildpacks/django/README.md`, and the rendered Dockerfiles
 //! are pinned by golden files in `buildpacks/django/golden/`.
 
+mod deps;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const DOCKERFILE_TEMPLATE: &str = include_str!("../../buildpacks/django/Dockerfile.tmpl");
 const SETTINGS_SHIM: &str = include_str!("../../buildpacks/django/paas_settings.py");
 const INSPECT_HELPER: &str = include_str!("../../buildpacks/django/paas_inspect.py");
 const ENTRYPOINT: &str = include_str!("../../buildpacks/django/entrypoint.sh");
+const MANAGE_PY: &str = include_str!("../../buildpacks/django/manage.py");
+const COLLECTSTATIC: &str = include_str!("../../buildpacks/django/collectstatic.sh");
 
 /// Python used when neither the repository nor the config vars pin one.
 /// 3.11: supported by every Django from 4.2 LTS on, and the version of the
@@ -29,18 +34,13 @@ const SKIP_DIRS: &[&str] = &[
     "__pycache__",
     "site-packages",
 ];
-/// Lock files of other Python package managers; v1 reads requirements.txt only.
-const OTHER_DEPENDENCY_FILES: &[&str] = &[
-    "Pipfile.lock",
-    "Pipfile",
-    "poetry.lock",
-    "uv.lock",
-    "pdm.lock",
-    "pyproject.toml",
-];
+/// Where generated pinned requirements go in the build context (and under /paas/deps/ in the image).
+pub const GENERATED_REQUIREMENTS: &str = ".paas/requirements.lock.txt";
+/// Settings modules of a settings package preferred for deploys, in order.
+const PREFERRED_SETTINGS: &[&str] = &["production", "prod"];
 
 /// What the deploy knows before detection: the daemon's config and the app's config vars.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     /// Base image name with a `{version}` placeholder, e.g. `python:{version}-slim`.
     pub image_pattern: String,
@@ -50,19 +50,109 @@ pub struct BuildOptions {
     pub settings_module: Option<String>,
 }
 
+/// Further config vars the buildpack reads; `Default` is "none set".
+/// Kept apart from [`BuildOptions`] so callers that build it field by field
+/// keep compiling; [`BuildVars::from_config_vars`] reads them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildVars {
+    /// `PAAS_DEPENDENCIES`: `requirements`, `pipfile`, `poetry`, `uv` or `pyproject`.
+    pub dependencies: Option<String>,
+    /// `DISABLE_COLLECTSTATIC` set (to anything but `0`, `false`, `no`, `off`).
+    pub disable_collectstatic: bool,
+}
+
+impl BuildVars {
+    /// The buildpack's config vars from an app's config.
+    pub fn from_config_vars(vars: &BTreeMap<String, String>) -> BuildVars {
+        let set = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        BuildVars {
+            dependencies: set("PAAS_DEPENDENCIES").map(str::to_string),
+            disable_collectstatic: set("DISABLE_COLLECTSTATIC").is_some_and(|v| {
+                !matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "0" | "false" | "no" | "off"
+                )
+            }),
+        }
+    }
+}
+
+/// The kinds of dependency source, by their `PAAS_DEPENDENCIES` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DependencyKind {
+    /// requirements.txt (with its `-r`/`-c` includes).
+    Requirements,
+    /// Pipfile.lock, else Pipfile.
+    Pipfile,
+    /// poetry.lock (with pyproject.toml for the main group).
+    Poetry,
+    /// uv.lock.
+    Uv,
+    /// `[project].dependencies` of pyproject.toml, without a lock.
+    Pyproject,
+}
+
+impl DependencyKind {
+    pub const ALL: [DependencyKind; 5] = [
+        DependencyKind::Requirements,
+        DependencyKind::Pipfile,
+        DependencyKind::Poetry,
+        DependencyKind::Uv,
+        DependencyKind::Pyproject,
+    ];
+
+    /// The config var value naming this kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            DependencyKind::Requirements => "requirements",
+            DependencyKind::Pipfile => "pipfile",
+            DependencyKind::Poetry => "poetry",
+            DependencyKind::Uv => "uv",
+            DependencyKind::Pyproject => "pyproject",
+        }
+    }
+
+    fn parse(s: &str) -> Option<DependencyKind> {
+        let s = s.trim().to_ascii_lowercase();
+        DependencyKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// What the user commits for this kind, for messages.
+    fn files(self) -> &'static str {
+        match self {
+            DependencyKind::Requirements => "requirements.txt",
+            DependencyKind::Pipfile => "Pipfile.lock or Pipfile",
+            DependencyKind::Poetry => "poetry.lock",
+            DependencyKind::Uv => "uv.lock",
+            DependencyKind::Pyproject => "pyproject.toml with [project].dependencies",
+        }
+    }
+}
+
 /// Where the project's dependencies come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dependencies {
     /// A pip requirements file, relative to the repository root, plus the
     /// files it pulls in with `-r`/`-c` (also relative to the root).
     Requirements { path: String, includes: Vec<String> },
+    /// Requirements generated at detect time from `source` (a lock file,
+    /// Pipfile or pyproject.toml, relative to the root) and shipped as
+    /// [`GENERATED_REQUIREMENTS`]: the dependency layer stays a cached `pip install -r`.
+    Generated {
+        kind: DependencyKind,
+        source: String,
+        requirements: String,
+    },
 }
 
 /// Everything the build needs to know about one pushed Django project.
 #[derive(Debug, Clone)]
 pub struct BuildPlan {
-    /// Folder holding manage.py, relative to the repository root ("" for the root).
+    /// The project folder, relative to the repository root ("" for the root):
+    /// the one holding manage.py, or the one above the package holding wsgi.py.
     pub project_dir: String,
+    /// False when the project has no manage.py: the image gets a standard one.
+    pub has_manage_py: bool,
     /// The project's own settings module, e.g. `mysite.settings`.
     pub settings_module: String,
     /// Module of the WSGI application, e.g. `mysite.wsgi`.
@@ -76,6 +166,8 @@ pub struct BuildPlan {
     pub dependencies: Dependencies,
     /// True when the project does not list gunicorn and the build installs it.
     pub adds_gunicorn: bool,
+    /// False when the `DISABLE_COLLECTSTATIC` config var is set.
+    pub collectstatic: bool,
     /// One line each, shown in the push output.
     pub notes: Vec<String>,
 }
@@ -83,22 +175,42 @@ pub struct BuildPlan {
 /// Why a pushed tree cannot be built. Each message is one sentence that says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    #[error("No Django project found: paas looks for manage.py at the repository root or in a subfolder up to {MAX_DEPTH} levels deep. Push a Django project, or add manage.py.")]
+    #[error("No Django project found: paas looks for manage.py (or, without it, a package's wsgi.py) at the repository root or in a subfolder up to {MAX_DEPTH} levels deep. Push a Django project, or add manage.py.")]
     NoProject,
     #[error("Found several Django projects ({}): paas deploys one project per app, so keep a single manage.py at the shallowest level.", .0.join(", "))]
     SeveralProjects(Vec<String>),
-    #[error("Could not tell the settings module: {0} does not set DJANGO_SETTINGS_MODULE. Name it with `paas config:set DJANGO_SETTINGS_MODULE=mysite.settings`.")]
+    #[error("Could not tell the settings module: {0} does not set DJANGO_SETTINGS_MODULE and no settings.py was found. Name it with `paas config:set DJANGO_SETTINGS_MODULE=mysite.settings`.")]
     NoSettingsModule(String),
+    #[error("Found several settings modules ({}) and {entry} names none: choose one with `paas config:set DJANGO_SETTINGS_MODULE={}`.", .modules.join(", "), .modules[0])]
+    SeveralSettings { modules: Vec<String>, entry: String },
+    #[error("The settings package {package} has no settings of its own and paas cannot tell which of {} to deploy: choose with `paas config:set DJANGO_SETTINGS_MODULE={}` (or name one production.py).", .modules.join(", "), .modules[0])]
+    AmbiguousSettingsPackage {
+        package: String,
+        modules: Vec<String>,
+    },
     #[error("The settings module {0:?} is not a Python module path: set DJANGO_SETTINGS_MODULE to something like mysite.settings.")]
     BadSettingsModule(String),
     #[error("No WSGI application found: the settings do not set WSGI_APPLICATION and there is no wsgi.py next to them ({0}). Add WSGI_APPLICATION = \"mysite.wsgi.application\" to your settings.")]
     NoWsgi(String),
     #[error("WSGI_APPLICATION {0:?} is not a dotted path like mysite.wsgi.application: fix it in your settings.")]
     BadWsgi(String),
-    #[error("No requirements.txt found: list your dependencies (at least Django) in requirements.txt at the repository root or next to manage.py.")]
+    #[error("No dependencies found: list them (at least Django) in requirements.txt, Pipfile.lock, poetry.lock, uv.lock or pyproject.toml [project].dependencies at the repository root or next to manage.py.")]
     NoRequirements,
-    #[error("Found {0} but no requirements.txt: paas v1 installs dependencies from requirements.txt only, so export one (e.g. `poetry export -o requirements.txt` or `pip freeze > requirements.txt`) and commit it.")]
+    #[error("Found {0}, which paas does not read: export your dependencies with `pdm export --prod -o requirements.txt` and commit requirements.txt.")]
     OtherDependencyFile(String),
+    #[error("Found {}: paas installs dependencies from one source, so delete the file you no longer use, or pick one with `paas config:set PAAS_DEPENDENCIES={}` (or {}).", join_and(.files), .kinds[0], .kinds[1..].join(" or "))]
+    AmbiguousDependencies {
+        files: Vec<String>,
+        kinds: Vec<String>,
+    },
+    #[error("The PAAS_DEPENDENCIES config var is {0:?}, which is not one of requirements, pipfile, poetry, uv, pyproject: set one of those, or unset it with `paas config:unset PAAS_DEPENDENCIES`.")]
+    BadDependenciesVar(String),
+    #[error("The PAAS_DEPENDENCIES config var asks for {kind} dependencies but there is no {files} at the repository root or next to manage.py: commit it, or unset the config var with `paas config:unset PAAS_DEPENDENCIES`.", kind = .0.name(), files = .0.files())]
+    MissingDependencySource(DependencyKind),
+    #[error("{0} declares poetry dependencies but there is no poetry.lock next to it: run `poetry lock` and commit poetry.lock.")]
+    PoetryWithoutLock(String),
+    #[error("Could not use {file}: {reason}; fix it or regenerate it with your package manager, then push again.")]
+    BadDependencyFile { file: String, reason: String },
     #[error("{file} includes {include}, which is not in the repository: commit it, or list its packages in {file}.")]
     MissingInclude { file: String, include: String },
     #[error(
@@ -113,87 +225,125 @@ pub enum DetectError {
     Io { path: String, err: std::io::Error },
 }
 
-/// Detects the Django project in the checkout at `root`.
+/// `a`, `a and b`, `a, b and c`.
+fn join_and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// Detects the Django project in the checkout at `root`, with no [`BuildVars`] set.
 pub fn detect(root: &Path, opts: &BuildOptions) -> Result<BuildPlan, DetectError> {
+    detect_with(root, opts, &BuildVars::default())
+}
+
+/// Detects the Django project in the checkout at `root`.
+pub fn detect_with(
+    root: &Path,
+    opts: &BuildOptions,
+    vars: &BuildVars,
+) -> Result<BuildPlan, DetectError> {
     let mut notes = Vec::new();
-    let project_dir = find_project_dir(root)?;
+    let found = find_project(root)?;
+    let project_dir = found.dir.clone();
     check_safe_path(&project_dir)?;
     let project = root.join(&project_dir);
-    let manage_py = join_rel(&project_dir, "manage.py");
 
-    // Settings module: config var first, then manage.py.
-    let settings_module = match &opts.settings_module {
-        Some(m) => {
-            notes.push(format!(
-                "Settings {m} (from the DJANGO_SETTINGS_MODULE config var)"
-            ));
-            m.trim().to_string()
-        }
-        None => {
-            let text = read(&project.join("manage.py"), &manage_py)?;
-            let m = parse_settings_module(&text)
-                .ok_or_else(|| DetectError::NoSettingsModule(manage_py.clone()))?;
-            notes.push(format!("Settings {m} (from {manage_py})"));
-            m
-        }
-    };
-    if !is_dotted_path(&settings_module) {
-        return Err(DetectError::BadSettingsModule(settings_module));
-    }
-
+    let settings_module = settings_module(root, &found, opts, &mut notes)?;
     let (wsgi_module, wsgi_callable) =
         find_wsgi(&project, &project_dir, &settings_module, &mut notes)?;
 
-    let python_version = python_version(root, &project_dir, opts, &mut notes)?;
-    let base_image = opts.image_pattern.replace("{version}", &python_version);
-
-    let (req_path, includes, names) = find_requirements(root, &project_dir, &mut notes)?;
+    let deps = find_dependencies(root, &project_dir, vars, &mut notes)?;
+    let names: Vec<String> = deps
+        .lines
+        .iter()
+        .filter_map(|l| deps::requirement_name(l))
+        .collect();
     if !names.iter().any(|n| n == "django") {
         notes.push(format!(
-            "warning: {req_path} does not list Django; the build will fail unless another listed package brings it"
+            "warning: {} does not list Django; the build will fail unless another listed package brings it",
+            deps.shown
         ));
     }
+    let django = pinned_version(&deps.lines, "django");
+
+    let python_version = python_version(
+        root,
+        &project_dir,
+        opts,
+        deps.python.as_ref(),
+        django.as_deref(),
+        &mut notes,
+    )?;
+    let base_image = opts.image_pattern.replace("{version}", &python_version);
+
     let adds_gunicorn = !names.iter().any(|n| n == "gunicorn");
     if adds_gunicorn {
         notes.push("gunicorn added: the project does not list it".to_string());
     }
+    let collectstatic = !vars.disable_collectstatic;
+    if !collectstatic {
+        notes.push("collectstatic skipped: the DISABLE_COLLECTSTATIC config var is set".into());
+    }
+    if !found.has_manage_py {
+        notes.push(format!(
+            "No manage.py: the image gets a standard one in {} to run migrations",
+            workdir_of(&project_dir)
+        ));
+    }
 
     Ok(BuildPlan {
         project_dir,
+        has_manage_py: found.has_manage_py,
         settings_module,
         wsgi_module,
         wsgi_callable,
         python_version,
         base_image,
-        dependencies: Dependencies::Requirements {
-            path: req_path,
-            includes,
-        },
+        dependencies: deps.dependencies,
         adds_gunicorn,
+        collectstatic,
         notes,
     })
 }
 
 /// The Dockerfile for `plan` (build context: the checkout plus [`context_files`]).
 pub fn render_dockerfile(plan: &BuildPlan) -> String {
-    let Dependencies::Requirements { path, includes } = &plan.dependencies;
     let mut copy = String::new();
-    for file in std::iter::once(path).chain(includes) {
-        copy.push_str(&format!("COPY {file} /paas/deps/{file}\n"));
-    }
-    let mut pip_args = format!("-r /paas/deps/{path}");
+    let mut pip_args = match &plan.dependencies {
+        Dependencies::Requirements { path, includes } => {
+            for file in std::iter::once(path).chain(includes) {
+                copy.push_str(&format!("COPY {file} /paas/deps/{file}\n"));
+            }
+            format!("-r /paas/deps/{path}")
+        }
+        Dependencies::Generated { .. } => {
+            let name = GENERATED_REQUIREMENTS.trim_start_matches(".paas/");
+            copy.push_str(&format!(
+                "COPY {GENERATED_REQUIREMENTS} /paas/deps/{name}\n"
+            ));
+            format!("-r /paas/deps/{name}")
+        }
+    };
     if plan.adds_gunicorn {
         pip_args.push_str(" gunicorn");
     }
-    let workdir = if plan.project_dir.is_empty() {
-        "/app".to_string()
+    let workdir = workdir_of(&plan.project_dir);
+    let manage_py = if plan.has_manage_py {
+        String::new()
     } else {
-        format!("/app/{}", plan.project_dir)
+        // The project has none: migrations and collectstatic need one.
+        format!("COPY .paas/manage.py {workdir}/manage.py\n")
     };
+    let collectstatic_args = if plan.collectstatic { "" } else { " --skip" };
     DOCKERFILE_TEMPLATE
         .replace("{{base_image}}", &plan.base_image)
         .replace("{{copy_requirements}}", copy.trim_end())
         .replace("{{pip_args}}", &pip_args)
+        .replace("{{copy_manage_py}}\n", &manage_py)
+        .replace("{{collectstatic_args}}", collectstatic_args)
         .replace("{{workdir}}", &workdir)
         .replace("{{settings_module}}", &plan.settings_module)
         .replace(
@@ -202,9 +352,18 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
         )
 }
 
+/// The project folder in the image.
+fn workdir_of(project_dir: &str) -> String {
+    if project_dir.is_empty() {
+        "/app".to_string()
+    } else {
+        format!("/app/{project_dir}")
+    }
+}
+
 /// Files added to the build context next to the checkout, by path in the context.
 pub fn context_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
-    vec![
+    let mut files = vec![
         (
             ".paas/Dockerfile".into(),
             render_dockerfile(plan).into_bytes(),
@@ -218,32 +377,41 @@ pub fn context_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
             INSPECT_HELPER.as_bytes().to_vec(),
         ),
         (".paas/entrypoint.sh".into(), ENTRYPOINT.as_bytes().to_vec()),
-    ]
+        (
+            ".paas/collectstatic.sh".into(),
+            COLLECTSTATIC.as_bytes().to_vec(),
+        ),
+    ];
+    if let Dependencies::Generated { requirements, .. } = &plan.dependencies {
+        files.push((
+            GENERATED_REQUIREMENTS.into(),
+            requirements.as_bytes().to_vec(),
+        ));
+    }
+    if !plan.has_manage_py {
+        files.push((".paas/manage.py".into(), MANAGE_PY.as_bytes().to_vec()));
+    }
+    files
 }
 
 // ---- project folder ----
 
-/// The folder (relative, "" for the root) of the shallowest manage.py.
-fn find_project_dir(root: &Path) -> Result<String, DetectError> {
-    let mut level: Vec<PathBuf> = vec![PathBuf::new()];
-    for _depth in 0..=MAX_DEPTH {
-        let mut found: Vec<String> = level
-            .iter()
-            .filter(|rel| is_file(&root.join(rel).join("manage.py")))
-            .map(|rel| rel.to_string_lossy().into_owned())
-            .collect();
-        match found.len() {
-            0 => {}
-            1 => return Ok(found.remove(0)),
-            _ => {
-                found.sort();
-                return Err(DetectError::SeveralProjects(
-                    found.iter().map(|d| join_rel(d, "manage.py")).collect(),
-                ));
-            }
-        }
+/// Where the project was found.
+#[derive(Debug, Clone)]
+struct Found {
+    /// The project folder, relative ("" for the root).
+    dir: String,
+    has_manage_py: bool,
+    /// manage.py, or the wsgi.py the project was found through (relative to the root).
+    entry: String,
+}
+
+/// Folders below `root` by depth (index 0: the root itself), up to `max` levels.
+fn dirs_by_level(root: &Path, max: usize) -> Vec<Vec<PathBuf>> {
+    let mut levels = vec![vec![PathBuf::new()]];
+    for _ in 0..max {
         let mut next = Vec::new();
-        for rel in &level {
+        for rel in levels.last().into_iter().flatten() {
             let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
                 continue;
             };
@@ -257,9 +425,241 @@ fn find_project_dir(root: &Path) -> Result<String, DetectError> {
             }
         }
         next.sort();
-        level = next;
+        levels.push(next);
+    }
+    levels
+}
+
+fn rel_string(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// The shallowest manage.py; without any, the shallowest Django wsgi.py
+/// (its package's parent is the project folder).
+fn find_project(root: &Path) -> Result<Found, DetectError> {
+    let levels = dirs_by_level(root, MAX_DEPTH + 1);
+    for level in levels.iter().take(MAX_DEPTH + 1) {
+        let mut found: Vec<String> = level
+            .iter()
+            .filter(|rel| is_file(&root.join(rel).join("manage.py")))
+            .map(|rel| rel_string(rel))
+            .collect();
+        match found.len() {
+            0 => {}
+            1 => {
+                let dir = found.remove(0);
+                return Ok(Found {
+                    entry: join_rel(&dir, "manage.py"),
+                    dir,
+                    has_manage_py: true,
+                });
+            }
+            _ => {
+                found.sort();
+                return Err(DetectError::SeveralProjects(
+                    found.iter().map(|d| join_rel(d, "manage.py")).collect(),
+                ));
+            }
+        }
+    }
+    for level in levels.iter().skip(1) {
+        let mut found: Vec<(String, String)> = Vec::new();
+        for rel in level {
+            let file = rel.join("wsgi.py");
+            if !is_file(&root.join(&file)) {
+                continue;
+            }
+            let text = read(&root.join(&file), &rel_string(&file))?;
+            if text.contains("get_wsgi_application") || text.contains("DJANGO_SETTINGS_MODULE") {
+                let dir = rel.parent().map(rel_string).unwrap_or_default();
+                found.push((dir, rel_string(&file)));
+            }
+        }
+        match found.len() {
+            0 => {}
+            1 => {
+                let (dir, entry) = found.remove(0);
+                return Ok(Found {
+                    dir,
+                    has_manage_py: false,
+                    entry,
+                });
+            }
+            _ => {
+                return Err(DetectError::SeveralProjects(
+                    found.into_iter().map(|(_, e)| e).collect(),
+                ))
+            }
+        }
     }
     Err(DetectError::NoProject)
+}
+
+// ---- settings ----
+
+/// The project's settings module: the config var, else what manage.py (or
+/// wsgi.py) sets, else the one settings.py (or settings/ package) in the
+/// project; a settings package without settings of its own resolves to its
+/// production module.
+fn settings_module(
+    root: &Path,
+    found: &Found,
+    opts: &BuildOptions,
+    notes: &mut Vec<String>,
+) -> Result<String, DetectError> {
+    if let Some(m) = &opts.settings_module {
+        let m = m.trim().to_string();
+        notes.push(format!(
+            "Settings {m} (from the DJANGO_SETTINGS_MODULE config var)"
+        ));
+        if !is_dotted_path(&m) {
+            return Err(DetectError::BadSettingsModule(m));
+        }
+        return Ok(m);
+    }
+    let project = root.join(&found.dir);
+    // The entry file first, then the wsgi.py of each package of the project.
+    let mut files = vec![found.entry.clone()];
+    if found.has_manage_py {
+        if let Some(level) = dirs_by_level(&project, 1).get(1) {
+            for pkg in level {
+                let f = join_rel(&found.dir, &rel_string(&pkg.join("wsgi.py")));
+                if is_file(&root.join(&f)) {
+                    files.push(f);
+                }
+            }
+        }
+    }
+    let mut named = None;
+    for f in &files {
+        let text = read(&root.join(f), f)?;
+        if let Some(m) = parse_settings_module(&text) {
+            named = Some((m, f.clone()));
+            break;
+        }
+    }
+    let (module, source) = match named {
+        Some((m, f)) => {
+            if !is_dotted_path(&m) {
+                return Err(DetectError::BadSettingsModule(m));
+            }
+            (m, f)
+        }
+        None => {
+            let m = search_settings(&project, &found.entry)?;
+            let how = format!(
+                "the only settings in the project; {} names none",
+                found.entry
+            );
+            (m, how)
+        }
+    };
+    let resolved = resolve_settings_package(&project, &found.dir, &module)?;
+    if resolved == module {
+        notes.push(format!("Settings {module} (from {source})"));
+    } else {
+        notes.push(format!(
+            "Settings {resolved}: {module} (from {source}) is a package without settings of its own; set DJANGO_SETTINGS_MODULE to deploy another of its modules"
+        ));
+    }
+    Ok(resolved)
+}
+
+/// The one `settings.py` or `settings/` package within two levels of the project folder.
+fn search_settings(project: &Path, entry: &str) -> Result<String, DetectError> {
+    for level in dirs_by_level(project, 2) {
+        let mut found = Vec::new();
+        for rel in &level {
+            let dotted = rel_string(rel).replace('/', ".");
+            if !dotted.is_empty() && !is_dotted_path(&dotted) {
+                continue;
+            }
+            let module = if dotted.is_empty() {
+                "settings".to_string()
+            } else {
+                format!("{dotted}.settings")
+            };
+            let dir = project.join(rel);
+            if is_file(&dir.join("settings.py")) || dir.join("settings").is_dir() {
+                found.push(module);
+            }
+        }
+        match found.len() {
+            0 => {}
+            1 => return Ok(found.remove(0)),
+            _ => {
+                found.sort();
+                return Err(DetectError::SeveralSettings {
+                    modules: found,
+                    entry: entry.to_string(),
+                });
+            }
+        }
+    }
+    Err(DetectError::NoSettingsModule(entry.to_string()))
+}
+
+/// A settings package whose `__init__.py` is missing or holds no code: one
+/// of its modules, preferring production.py, then prod.py, then the only one.
+fn resolve_settings_package(
+    project: &Path,
+    project_dir: &str,
+    module: &str,
+) -> Result<String, DetectError> {
+    let path = module.replace('.', "/");
+    let dir = project.join(&path);
+    if !dir.is_dir() || is_file(&project.join(format!("{path}.py"))) {
+        return Ok(module.to_string());
+    }
+    let init = dir.join("__init__.py");
+    if is_file(&init) {
+        let shown = join_rel(project_dir, &format!("{path}/__init__.py"));
+        if has_code(&read(&init, &shown)?) {
+            return Ok(module.to_string());
+        }
+    }
+    let mut modules: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let stem = name.strip_suffix(".py")?.to_string();
+                    (!stem.starts_with('_') && is_dotted_path(&stem)).then_some(stem)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    modules.sort();
+    let pick = PREFERRED_SETTINGS
+        .iter()
+        .find(|p| modules.iter().any(|m| m == *p))
+        .map(|p| p.to_string())
+        .or_else(|| (modules.len() == 1).then(|| modules[0].clone()));
+    match pick {
+        Some(m) => Ok(format!("{module}.{m}")),
+        None if modules.is_empty() => Ok(module.to_string()),
+        None => Err(DetectError::AmbiguousSettingsPackage {
+            package: module.to_string(),
+            modules: modules.iter().map(|m| format!("{module}.{m}")).collect(),
+        }),
+    }
+}
+
+/// True when Python source has more than comments, blank lines and a docstring.
+fn has_code(src: &str) -> bool {
+    let mut rest = src.trim_start();
+    for q in ["\"\"\"", "'''"] {
+        if let Some(body) = rest.strip_prefix(q) {
+            rest = body.find(q).map(|end| &body[end + 3..]).unwrap_or("");
+            break;
+        }
+    }
+    rest.lines().any(|l| {
+        let l = l.trim();
+        !l.is_empty() && !l.starts_with('#')
+    })
 }
 
 /// `DJANGO_SETTINGS_MODULE` from manage.py: `os.environ.setdefault("DJANGO_SETTINGS_MODULE", "x.settings")`
@@ -372,10 +772,40 @@ fn parse_wsgi_application(settings: &str) -> Option<String> {
 
 // ---- Python version ----
 
+/// Python versions paas knows how to pick between (`3.minor`).
+const KNOWN_MINORS: std::ops::RangeInclusive<u32> = 8..=14;
+
+/// The newest Python a Django release supports (`major.minor` → `3.x`).
+fn newest_python_for_django(django: &str) -> Option<&'static str> {
+    let mut parts = django.split('.');
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts
+        .next()
+        .and_then(|m| {
+            m.chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    Some(match (major, minor) {
+        (2, 2) | (3, 0) | (3, 1) => "3.9",
+        (3, 2) | (4, 0) => "3.10",
+        (4, 1) => "3.11",
+        (4, 2) | (5, 0) => "3.12",
+        (5, 1) | (5, 2) => "3.13",
+        (6, 0) => "3.14",
+        _ => return None,
+    })
+}
+
 fn python_version(
     root: &Path,
     project_dir: &str,
     opts: &BuildOptions,
+    hint: Option<&(deps::PythonHint, String)>,
+    django: Option<&str>,
     notes: &mut Vec<String>,
 ) -> Result<String, DetectError> {
     let mut sources: Vec<(String, String)> = Vec::new();
@@ -398,22 +828,102 @@ fn python_version(
             }
         }
     }
-    match sources.into_iter().next() {
-        Some((value, source_name)) => {
-            let v = parse_python_version(&value).ok_or_else(|| DetectError::BadPythonVersion {
-                value: value.clone(),
-                source_name: source_name.clone(),
-            })?;
-            notes.push(format!("Python {v} (from {source_name})"));
-            Ok(v)
-        }
-        None => {
-            notes.push(format!(
-                "Python {DEFAULT_PYTHON} (default; pin another with .python-version)"
-            ));
-            Ok(DEFAULT_PYTHON.to_string())
-        }
+    if let Some((deps::PythonHint::Exact(v), file)) = hint {
+        sources.push((v.clone(), file.clone()));
     }
+    if let Some((value, source_name)) = sources.into_iter().next() {
+        let v = parse_python_version(&value).ok_or_else(|| DetectError::BadPythonVersion {
+            value: value.clone(),
+            source_name: source_name.clone(),
+        })?;
+        notes.push(format!("Python {v} (from {source_name})"));
+        return Ok(v);
+    }
+    let cap = django.and_then(newest_python_for_django);
+    let preferred = cap.unwrap_or(DEFAULT_PYTHON);
+    let why_preferred = match (cap, django) {
+        (Some(_), Some(d)) => format!("the newest Python Django {d} supports"),
+        _ => "the default".to_string(),
+    };
+    if let Some((deps::PythonHint::Constraint(c), file)) = hint {
+        let allowed: Vec<u32> = KNOWN_MINORS
+            .filter(|m| python_allows(c, *m).unwrap_or(true))
+            .collect();
+        let pref_minor: u32 = preferred[2..].parse().unwrap_or(11);
+        let Some(pick) = allowed
+            .iter()
+            .rev()
+            .find(|m| **m <= pref_minor)
+            .or(allowed.first())
+        else {
+            return Err(DetectError::BadPythonVersion {
+                value: c.clone(),
+                source_name: format!("requires-python in {file}"),
+            });
+        };
+        let v = format!("3.{pick}");
+        let how = if *pick == pref_minor {
+            format!("{why_preferred}, allowed by requires-python {c:?} in {file}")
+        } else {
+            format!("requires-python {c:?} in {file}")
+        };
+        notes.push(format!(
+            "Python {v} ({how}; pin another with .python-version)"
+        ));
+        return Ok(v);
+    }
+    if let (Some(v), Some(d)) = (cap, django) {
+        notes.push(format!(
+            "Python {v} (the newest Python the pinned Django {d} supports; pin another with .python-version)"
+        ));
+        return Ok(v.to_string());
+    }
+    notes.push(format!(
+        "Python {DEFAULT_PYTHON} (default; pin another with .python-version)"
+    ));
+    Ok(DEFAULT_PYTHON.to_string())
+}
+
+/// Whether Python `3.minor` (any patch release) satisfies a `requires-python`
+/// specifier like `>=3.10,<3.13` or `~=3.11`; None when it cannot be read.
+fn python_allows(spec: &str, minor: u32) -> Option<bool> {
+    let mut ok = true;
+    for clause in spec.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let op_len = clause
+            .find(|c: char| c.is_ascii_digit())
+            .filter(|&i| i <= 3)?;
+        let (op, ver) = clause.split_at(op_len);
+        let op = op.trim();
+        let wildcard = ver.ends_with(".*");
+        let nums: Vec<u32> = ver
+            .trim_end_matches(".*")
+            .split('.')
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        let (maj, min, patch) = (
+            nums[0],
+            nums.get(1).copied(),
+            nums.get(2).copied().unwrap_or(0),
+        );
+        let me = (3u32, minor);
+        let them = (maj, min.unwrap_or(0));
+        let holds = match op {
+            ">=" => me >= them,
+            ">" if min.is_none() => me.0 > maj,
+            ">" => me > them || (me == them && nums.len() > 2),
+            "<=" => me <= them || (min.is_none() && me.0 == maj),
+            "<" => me < them || (me == them && patch > 0),
+            "==" | "===" if min.is_none() => me.0 == maj,
+            "==" | "===" => me == them,
+            "!=" if wildcard || nums.len() == 2 => me != them,
+            "!=" => true,
+            "~=" if nums.len() >= 3 => me == them,
+            "~=" => me.0 == maj && me >= them,
+            _ => return None,
+        };
+        ok &= holds;
+    }
+    Some(ok)
 }
 
 /// `3.11`, `3.11.4`, `python-3.11.4`, `python3.12` → `3.x`.
@@ -431,43 +941,248 @@ fn parse_python_version(value: &str) -> Option<String> {
     (major == "3" && digits(minor) && patch_ok).then(|| format!("{major}.{minor}"))
 }
 
-// ---- requirements ----
+/// The version pinned with `==` for `name` in requirement lines (`Django==4.2.7` → `4.2.7`).
+fn pinned_version(lines: &[String], name: &str) -> Option<String> {
+    lines.iter().find_map(|line| {
+        if deps::requirement_name(line).as_deref() != Some(name) {
+            return None;
+        }
+        let rest = line.trim()[name.len()..].trim_start();
+        let rest = match rest.strip_prefix('[') {
+            Some(r) => r.split_once(']')?.1.trim_start(),
+            None => rest,
+        };
+        let v = rest.strip_prefix("==")?.trim_start();
+        let v: String = v
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+            .collect();
+        (!v.is_empty()).then_some(v)
+    })
+}
 
-/// (requirements path, included files, normalized package names), paths relative to the root.
-fn find_requirements(
+// ---- dependencies ----
+
+/// The chosen dependency source, read.
+struct Deps {
+    dependencies: Dependencies,
+    /// Requirement lines (requirements files: every file's; generated: the generated ones).
+    lines: Vec<String>,
+    /// The file named in messages.
+    shown: String,
+    /// Python version or constraint the source states, with its file.
+    python: Option<(deps::PythonHint, String)>,
+}
+
+/// A dependency source found in one folder: (kind, the file read).
+fn sources_in(root: &Path, dir: &str) -> Result<Vec<(DependencyKind, String)>, DetectError> {
+    let here = |f: &str| {
+        let rel = join_rel(dir, f);
+        is_file(&root.join(&rel)).then_some(rel)
+    };
+    let mut out = Vec::new();
+    if let Some(f) = here("requirements.txt") {
+        out.push((DependencyKind::Requirements, f));
+    }
+    if let Some(f) = here("Pipfile.lock").or_else(|| here("Pipfile")) {
+        out.push((DependencyKind::Pipfile, f));
+    }
+    let poetry_lock = here("poetry.lock");
+    let uv_lock = here("uv.lock");
+    if let Some(f) = &poetry_lock {
+        out.push((DependencyKind::Poetry, f.clone()));
+    }
+    if let Some(f) = &uv_lock {
+        out.push((DependencyKind::Uv, f.clone()));
+    }
+    if let Some(f) = here("pyproject.toml") {
+        if poetry_lock.is_none() && uv_lock.is_none() {
+            // A pyproject.toml that only configures tools is no source; an unreadable one is noted, not fatal here.
+            match deps::pyproject(&read(&root.join(&f), &f)?) {
+                Ok(p) if !p.dependencies.is_empty() => out.push((DependencyKind::Pyproject, f)),
+                Ok(p) if p.has_poetry_dependencies => out.push((DependencyKind::Poetry, f)),
+                Ok(_) => {}
+                // Unreadable and nothing else here: say what is wrong with it.
+                Err(_) if out.is_empty() => out.push((DependencyKind::Pyproject, f)),
+                Err(_) => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn find_dependencies(
     root: &Path,
     project_dir: &str,
+    vars: &BuildVars,
     notes: &mut Vec<String>,
-) -> Result<(String, Vec<String>, Vec<String>), DetectError> {
+) -> Result<Deps, DetectError> {
+    let wanted = match &vars.dependencies {
+        Some(v) => Some(
+            DependencyKind::parse(v).ok_or_else(|| DetectError::BadDependenciesVar(v.clone()))?,
+        ),
+        None => None,
+    };
     let dirs = dedup_dirs(project_dir);
-    let Some(req) = dirs
-        .iter()
-        .map(|d| join_rel(d, "requirements.txt"))
-        .find(|rel| is_file(&root.join(rel)))
-    else {
-        let other = dirs.iter().find_map(|d| {
-            OTHER_DEPENDENCY_FILES
-                .iter()
-                .map(|f| join_rel(d, f))
-                .find(|rel| is_file(&root.join(rel)))
-        });
-        return Err(match other {
+    let mut chosen = None;
+    let mut seen: Vec<String> = Vec::new();
+    for d in &dirs {
+        let found = sources_in(root, d)?;
+        match wanted {
+            Some(k) => {
+                if let Some(c) = found.iter().find(|(kind, _)| *kind == k) {
+                    chosen = Some(c.clone());
+                    seen.extend(found.iter().filter(|f| f.0 != k).map(|f| f.1.clone()));
+                    break;
+                }
+                seen.extend(found.into_iter().map(|f| f.1));
+            }
+            None if found.len() > 1 => {
+                return Err(DetectError::AmbiguousDependencies {
+                    kinds: found.iter().map(|f| f.0.name().to_string()).collect(),
+                    files: found.into_iter().map(|f| f.1).collect(),
+                })
+            }
+            None => {
+                if let Some(c) = found.into_iter().next() {
+                    chosen = Some(c);
+                    break;
+                }
+            }
+        }
+    }
+    let Some((kind, file)) = chosen else {
+        if let Some(k) = wanted {
+            return Err(DetectError::MissingDependencySource(k));
+        }
+        let pdm = dirs
+            .iter()
+            .map(|d| join_rel(d, "pdm.lock"))
+            .find(|rel| is_file(&root.join(rel)));
+        return Err(match pdm {
             Some(f) => DetectError::OtherDependencyFile(f),
             None => DetectError::NoRequirements,
         });
     };
-    check_safe_path(&req)?;
-    for d in &dirs {
-        for f in OTHER_DEPENDENCY_FILES.iter().take(5) {
-            let rel = join_rel(d, f);
-            if is_file(&root.join(&rel)) {
-                notes.push(format!("{rel} ignored: dependencies come from {req}"));
+    check_safe_path(&file)?;
+    for other in seen {
+        notes.push(format!(
+            "{other} ignored: the PAAS_DEPENDENCIES config var picks {file}"
+        ));
+    }
+    // Files of the chosen kind next to manage.py when the root has its own.
+    for d in dirs.iter().skip(1) {
+        for (_, other) in sources_in(root, d)? {
+            if other != file {
+                notes.push(format!("{other} ignored: dependencies come from {file}"));
             }
         }
     }
-    notes.push(format!("Dependencies from {req}"));
+    let how = match wanted {
+        Some(_) => " (picked by the PAAS_DEPENDENCIES config var)",
+        None => "",
+    };
+    if kind == DependencyKind::Requirements {
+        let (includes, lines) = read_requirements(root, &file)?;
+        notes.push(format!("Dependencies from {file}{how}"));
+        return Ok(Deps {
+            dependencies: Dependencies::Requirements {
+                path: file.clone(),
+                includes,
+            },
+            lines,
+            shown: file,
+            python: None,
+        });
+    }
+    let text = read(&root.join(&file), &file)?;
+    let bad = |reason: String| DetectError::BadDependencyFile {
+        file: file.clone(),
+        reason,
+    };
+    let dir = Path::new(&file)
+        .parent()
+        .map(rel_string)
+        .unwrap_or_default();
+    let pyproject_rel = join_rel(&dir, "pyproject.toml");
+    let read_pyproject = || -> Result<Option<deps::Pyproject>, DetectError> {
+        if !is_file(&root.join(&pyproject_rel)) {
+            return Ok(None);
+        }
+        let t = read(&root.join(&pyproject_rel), &pyproject_rel)?;
+        deps::pyproject(&t)
+            .map(Some)
+            .map_err(|reason| DetectError::BadDependencyFile {
+                file: pyproject_rel.clone(),
+                reason,
+            })
+    };
+    let (resolved, python_file) = match kind {
+        DependencyKind::Pipfile if file.ends_with(".lock") => {
+            (deps::pipfile_lock(&text).map_err(bad)?, file.clone())
+        }
+        DependencyKind::Pipfile => {
+            notes.push(format!(
+                "{file} has no Pipfile.lock: installing its version ranges (commit Pipfile.lock for repeatable builds)"
+            ));
+            (deps::pipfile(&text).map_err(bad)?, file.clone())
+        }
+        DependencyKind::Poetry if !file.ends_with(".lock") => {
+            return Err(DetectError::PoetryWithoutLock(file));
+        }
+        DependencyKind::Poetry => {
+            let py = read_pyproject()?;
+            (
+                deps::poetry_lock(&text, py.as_ref()).map_err(bad)?,
+                pyproject_rel.clone(),
+            )
+        }
+        DependencyKind::Uv => (deps::uv_lock(&text).map_err(bad)?, file.clone()),
+        DependencyKind::Pyproject | DependencyKind::Requirements => {
+            let py = deps::pyproject(&text).map_err(bad)?;
+            notes.push(format!(
+                "{file} has no lock file: installing its [project].dependencies ranges (commit a lock for repeatable builds)"
+            ));
+            let resolved = deps::Resolved {
+                lines: py.dependencies,
+                notes: vec![],
+                python: py.requires_python.map(deps::PythonHint::Constraint),
+            };
+            (resolved, file.clone())
+        }
+    };
+    if resolved.lines.is_empty() {
+        return Err(bad("it lists no packages to install".to_string()));
+    }
+    notes.push(format!(
+        "Dependencies from {file}{how}: {} packages, installed with pip from {GENERATED_REQUIREMENTS}",
+        resolved.lines.len()
+    ));
+    notes.extend(resolved.notes);
+    let mut requirements =
+        format!("# Generated by paas from {file}: the packages the image installs.\n");
+    for line in &resolved.lines {
+        requirements.push_str(line);
+        requirements.push('\n');
+    }
+    Ok(Deps {
+        dependencies: Dependencies::Generated {
+            kind,
+            source: file.clone(),
+            requirements,
+        },
+        lines: resolved.lines,
+        shown: file,
+        python: resolved.python.map(|h| (h, python_file)),
+    })
+}
 
-    let mut names = Vec::new();
+// ---- requirements ----
+
+/// (included files, requirement lines of every file), paths relative to the root.
+fn read_requirements(root: &Path, req: &str) -> Result<(Vec<String>, Vec<String>), DetectError> {
+    let req = req.to_string();
+    let mut lines = Vec::new();
     let mut includes: Vec<String> = Vec::new();
     let mut queue = vec![req.clone()];
     while let Some(file) = queue.pop() {
@@ -504,17 +1219,11 @@ fn find_requirements(
             if line.starts_with('-') {
                 continue;
             }
-            let name: String = line
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                .collect();
-            if !name.is_empty() {
-                names.push(name.to_ascii_lowercase().replace(['_', '.'], "-"));
-            }
+            lines.push(line.to_string());
         }
     }
     includes.sort();
-    Ok((req, includes, names))
+    Ok((includes, lines))
 }
 
 /// The file named by `-r FILE`, `-rFILE`, `--requirement=FILE`, `-c FILE`, `--constraint FILE`.
@@ -773,13 +1482,33 @@ mod tests {
 
     #[test]
     fn manage_py_without_settings_is_explained() {
+        // The only settings.py of the project is used.
         let d = project("", &[("manage.py", "print('hi')\n")]);
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.settings_module, "mysite.settings");
+        assert!(
+            plan.notes[0].contains("the only settings in the project"),
+            "{:?}",
+            plan.notes
+        );
+        // None at all.
+        let d = tree(&[
+            ("manage.py", "print('hi')\n"),
+            ("requirements.txt", "django\n"),
+        ]);
         let err = detect(d.path(), &opts()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("paas config:set DJANGO_SETTINGS_MODULE"),
             "{err}"
         );
+        // Several.
+        let d = project(
+            "",
+            &[("manage.py", "print('hi')\n"), ("other/settings.py", "")],
+        );
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert_eq!(err.to_string(), "Found several settings modules (mysite.settings, other.settings) and manage.py names none: choose one with `paas config:set DJANGO_SETTINGS_MODULE=mysite.settings`.");
     }
 
     #[test]
@@ -932,7 +1661,9 @@ mod tests {
         )
         .unwrap();
         let plan = detect(d.path(), &opts()).unwrap();
-        let Dependencies::Requirements { path, .. } = plan.dependencies;
+        let Dependencies::Requirements { path, .. } = plan.dependencies else {
+            panic!("requirements expected")
+        };
         assert_eq!(path, "src/requirements.txt");
     }
 
@@ -942,12 +1673,12 @@ mod tests {
         std::fs::remove_file(d.path().join("requirements.txt")).unwrap();
         let err = detect(d.path(), &opts()).unwrap_err();
         assert!(matches!(err, DetectError::NoRequirements));
-        assert!(err.to_string().starts_with("No requirements.txt found: list your dependencies (at least Django) in requirements.txt"));
-        std::fs::write(d.path().join("poetry.lock"), "").unwrap();
+        assert!(err.to_string().starts_with("No dependencies found: list them (at least Django) in requirements.txt, Pipfile.lock, poetry.lock, uv.lock or pyproject.toml"), "{err}");
+        std::fs::write(d.path().join("pdm.lock"), "").unwrap();
         let err = detect(d.path(), &opts()).unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("Found poetry.lock but no requirements.txt"),
+                .starts_with("Found pdm.lock, which paas does not read: export your dependencies with `pdm export --prod -o requirements.txt`"),
             "{err}"
         );
     }
@@ -968,7 +1699,7 @@ mod tests {
         let err = detect(&fixture("not-django"), &opts()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "No Django project found: paas looks for manage.py at the repository root or in a subfolder up to 3 levels deep. Push a Django project, or add manage.py."
+            "No Django project found: paas looks for manage.py (or, without it, a package's wsgi.py) at the repository root or in a subfolder up to 3 levels deep. Push a Django project, or add manage.py."
         );
     }
 
@@ -982,7 +1713,8 @@ mod tests {
                 ".paas/Dockerfile",
                 ".paas/paas_settings.py",
                 ".paas/paas_inspect.py",
-                ".paas/entrypoint.sh"
+                ".paas/entrypoint.sh",
+                ".paas/collectstatic.sh"
             ]
         );
     }
@@ -1005,6 +1737,11 @@ mod tests {
                 ("requirements/base.txt", "Django\n"),
             ],
         );
+        let pep621 = pyproject_project(PEP621);
+        let no_static = BuildVars {
+            disable_collectstatic: true,
+            ..BuildVars::default()
+        };
         let cases = [
             ("blog", detect(&fixture("blog"), &opts()).unwrap()),
             (
@@ -1015,12 +1752,38 @@ mod tests {
                 "includes-with-gunicorn",
                 detect(with_includes.path(), &opts()).unwrap(),
             ),
+            (
+                "pipenv-settings-package",
+                detect(&fixture("pipenv-settings-package"), &opts()).unwrap(),
+            ),
+            (
+                "poetry-project",
+                detect(&fixture("poetry-project"), &opts()).unwrap(),
+            ),
+            (
+                "uv-no-manage-py",
+                detect(&fixture("uv-no-manage-py"), &opts()).unwrap(),
+            ),
+            (
+                "pyproject-no-collectstatic",
+                detect_with(pep621.path(), &opts(), &no_static).unwrap(),
+            ),
         ];
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks/django/golden");
         let update = std::env::var("PAAS_UPDATE_GOLDEN").is_ok_and(|v| v == "1");
-        for (name, plan) in cases {
-            let path = dir.join(format!("{name}.Dockerfile"));
-            let got = render_dockerfile(&plan);
+        // Generated requirements are pinned next to their Dockerfile.
+        let mut pinned: Vec<(String, String)> = Vec::new();
+        for (name, plan) in &cases {
+            pinned.push((format!("{name}.Dockerfile"), render_dockerfile(plan)));
+            if let Dependencies::Generated { requirements, .. } = &plan.dependencies {
+                pinned.push((
+                    format!("{name}.requirements.lock.txt"),
+                    requirements.clone(),
+                ));
+            }
+        }
+        for (file, got) in pinned {
+            let path = dir.join(file);
             if update {
                 std::fs::write(&path, &got).unwrap();
                 continue;
@@ -1033,5 +1796,514 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    // ---- v2: dependency sources, Python from Django, settings packages, collectstatic ----
+
+    const PEP621: &str = "[project]\nname = \"site\"\nversion = \"1\"\nrequires-python = \">=3.10\"\ndependencies = [\"Django>=5.1,<5.2\", \"whitenoise[brotli]>=6\"]\n\n[tool.ruff]\nline-length = 100\n";
+
+    /// A startproject-shaped project whose dependencies are in `files` instead of requirements.txt.
+    fn with_deps(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = project("", files);
+        if !files.iter().any(|(f, _)| *f == "requirements.txt") {
+            std::fs::remove_file(d.path().join("requirements.txt")).unwrap();
+        }
+        d
+    }
+
+    fn pyproject_project(text: &str) -> tempfile::TempDir {
+        with_deps(&[("pyproject.toml", text)])
+    }
+
+    fn generated(plan: &BuildPlan) -> (DependencyKind, String, String) {
+        match &plan.dependencies {
+            Dependencies::Generated {
+                kind,
+                source,
+                requirements,
+            } => (*kind, source.clone(), requirements.clone()),
+            other => panic!("generated requirements expected, got {other:?}"),
+        }
+    }
+
+    fn vars(deps: Option<&str>) -> BuildVars {
+        BuildVars {
+            dependencies: deps.map(str::to_string),
+            ..BuildVars::default()
+        }
+    }
+
+    #[test]
+    fn pipfile_lock_gives_pinned_default_packages_and_python() {
+        let plan = detect(&fixture("pipenv-settings-package"), &opts()).unwrap();
+        let (kind, source, req) = generated(&plan);
+        assert_eq!(
+            (kind, source.as_str()),
+            (DependencyKind::Pipfile, "Pipfile.lock")
+        );
+        assert_eq!(
+            req,
+            "# Generated by paas from Pipfile.lock: the packages the image installs.\n\
+             asgiref==3.8.1 ; python_version >= '3.8'\n\
+             django==4.2.16 ; python_version >= '3.8'\n\
+             sqlparse==0.5.1 ; python_version >= '3.8'\n"
+        );
+        assert_eq!(plan.python_version, "3.11");
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n == "Python 3.11 (from Pipfile.lock)"),
+            "{:?}",
+            plan.notes
+        );
+        assert!(plan.adds_gunicorn);
+        let files: Vec<String> = context_files(&plan).into_iter().map(|f| f.0).collect();
+        assert!(
+            files.contains(&GENERATED_REQUIREMENTS.to_string()),
+            "{files:?}"
+        );
+        // Extras, git and local paths.
+        let lock = r#"{"_meta": {"requires": {"python_version": "3.12"}}, "default": {
+            "psycopg": {"extras": ["binary"], "version": "==3.2.1"},
+            "mylib": {"git": "https://git.example/mylib.git", "ref": "abc123"},
+            "site": {"editable": true, "path": "."}}, "develop": {}}"#;
+        let r = deps::pipfile_lock(lock).unwrap();
+        assert_eq!(
+            r.lines,
+            [
+                "mylib @ git+https://git.example/mylib.git@abc123",
+                "psycopg[binary]==3.2.1"
+            ]
+        );
+        assert!(
+            r.notes[0].starts_with("site skipped: local path dependency ."),
+            "{:?}",
+            r.notes
+        );
+        let d = with_deps(&[("Pipfile.lock", "{not json")]);
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Could not use Pipfile.lock: it is not valid JSON"),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .ends_with("fix it or regenerate it with your package manager, then push again."));
+    }
+
+    #[test]
+    fn a_pipfile_without_lock_installs_its_ranges() {
+        let d = with_deps(&[(
+            "Pipfile",
+            "[packages]\ndjango = \"~=4.2\"\nrequests = \"*\"\npsycopg = {version = \">=3\", extras = [\"binary\"]}\n\n[dev-packages]\npytest = \"*\"\n\n[requires]\npython_version = \"3.13\"\n",
+        )]);
+        let plan = detect(d.path(), &opts()).unwrap();
+        let (kind, source, req) = generated(&plan);
+        assert_eq!(
+            (kind, source.as_str()),
+            (DependencyKind::Pipfile, "Pipfile")
+        );
+        assert!(
+            req.ends_with("django~=4.2\npsycopg[binary]>=3\nrequests\n"),
+            "{req}"
+        );
+        assert_eq!(plan.python_version, "3.13");
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n.starts_with("Pipfile has no Pipfile.lock")));
+    }
+
+    #[test]
+    fn poetry_lock_keeps_the_main_group_only() {
+        // Lock 2.0 (no groups): followed from pyproject's main dependencies.
+        let plan = detect(&fixture("poetry-project"), &opts()).unwrap();
+        let (kind, source, req) = generated(&plan);
+        assert_eq!(
+            (kind, source.as_str()),
+            (DependencyKind::Poetry, "poetry.lock")
+        );
+        assert_eq!(
+            req.lines().skip(1).collect::<Vec<_>>(),
+            [
+                "asgiref==3.8.1",
+                "django==5.1.3",
+                "sqlparse==0.5.1",
+                "tzdata==2024.2 ; sys_platform == \"win32\""
+            ]
+        );
+        // No Python pinned: the newest Django 5.1 supports, within ^3.11.
+        assert_eq!(plan.python_version, "3.13");
+        assert!(
+            plan.notes.iter().any(|n| n.starts_with("Python 3.13 (the newest Python Django 5.1.3 supports, allowed by requires-python \">=3.11,<4\" in pyproject.toml")),
+            "{:?}",
+            plan.notes
+        );
+        // Lock 2.1 names the groups; 1.x the category.
+        let lock21 = "[[package]]\nname = \"Django\"\nversion = \"4.2.1\"\ngroups = [\"main\"]\nmarkers = {main = \"python_version >= '3.8'\"}\n\n[[package]]\nname = \"pytest\"\nversion = \"8.0\"\ngroups = [\"dev\"]\n\n[[package]]\nname = \"dep\"\nversion = \"1.0\"\ngroups = [\"main\", \"dev\"]\nsource = {type = \"git\", url = \"https://git.example/dep.git\", reference = \"main\", resolved_reference = \"0abc\"}\n";
+        let r = deps::poetry_lock(lock21, None).unwrap();
+        assert_eq!(
+            r.lines,
+            [
+                "django==4.2.1 ; python_version >= '3.8'",
+                "dep @ git+https://git.example/dep.git@0abc"
+            ]
+        );
+        let lock1 = "[[package]]\nname = \"django\"\nversion = \"3.2.25\"\ncategory = \"main\"\n\n[[package]]\nname = \"black\"\nversion = \"24.1\"\ncategory = \"dev\"\n";
+        assert_eq!(
+            deps::poetry_lock(lock1, None).unwrap().lines,
+            ["django==3.2.25"]
+        );
+        // A poetry project without its lock.
+        let d = pyproject_project(
+            "[tool.poetry.dependencies]\npython = \"^3.11\"\ndjango = \"^5.0\"\n",
+        );
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert_eq!(err.to_string(), "pyproject.toml declares poetry dependencies but there is no poetry.lock next to it: run `poetry lock` and commit poetry.lock.");
+    }
+
+    #[test]
+    fn uv_lock_follows_the_project_without_dev_dependencies() {
+        let plan = detect(&fixture("uv-no-manage-py"), &opts()).unwrap();
+        let (kind, source, req) = generated(&plan);
+        assert_eq!((kind, source.as_str()), (DependencyKind::Uv, "uv.lock"));
+        assert_eq!(
+            req.lines().skip(1).collect::<Vec<_>>(),
+            [
+                "asgiref==3.8.1",
+                "django==5.2.1",
+                "sqlparse==0.5.3",
+                "tzdata==2025.2 ; sys_platform == 'win32'"
+            ]
+        );
+        assert_eq!(plan.python_version, "3.13");
+        // Extras requested on an edge, git sources, a missing root.
+        let lock = "version = 1\n[[package]]\nname = \"app\"\nversion = \"0\"\nsource = { editable = \".\" }\ndependencies = [{ name = \"psycopg\", extra = [\"binary\"] }, { name = \"lib\" }]\n\n[[package]]\nname = \"psycopg\"\nversion = \"3.2.1\"\nsource = { registry = \"https://registry.example/simple\" }\n[package.optional-dependencies]\nbinary = [{ name = \"psycopg-binary\", marker = \"implementation_name != 'pypy'\" }]\n\n[[package]]\nname = \"psycopg-binary\"\nversion = \"3.2.1\"\nsource = { registry = \"https://registry.example/simple\" }\n\n[[package]]\nname = \"lib\"\nversion = \"0.1\"\nsource = { git = \"https://git.example/lib?rev=main#0abc\" }\n";
+        assert_eq!(
+            deps::uv_lock(lock).unwrap().lines,
+            [
+                "psycopg==3.2.1",
+                "psycopg-binary==3.2.1 ; implementation_name != 'pypy'",
+                "lib @ git+https://git.example/lib@0abc"
+            ]
+        );
+        let d = with_deps(&[(
+            "uv.lock",
+            "version = 1\n[[package]]\nname = \"django\"\nversion = \"5.0\"\n",
+        )]);
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Could not use uv.lock: it has no entry for the project itself"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pep621_dependencies_without_a_lock() {
+        let d = pyproject_project(PEP621);
+        let plan = detect(d.path(), &opts()).unwrap();
+        let (kind, _, req) = generated(&plan);
+        assert_eq!(kind, DependencyKind::Pyproject);
+        assert!(
+            req.ends_with("\nDjango>=5.1,<5.2\nwhitenoise[brotli]>=6\n"),
+            "{req}"
+        );
+        // Not pinned: the default, which requires-python allows.
+        assert_eq!(plan.python_version, DEFAULT_PYTHON);
+        // A pyproject.toml that only configures tools is no source.
+        let d = project(
+            "",
+            &[(
+                "pyproject.toml",
+                "[tool.black]\nline-length = 100\n[project]\nname = \"x\"\n",
+            )],
+        );
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert!(matches!(
+            plan.dependencies,
+            Dependencies::Requirements { .. }
+        ));
+        let d = pyproject_project("[project\ndependencies = [\"django\"]\n");
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Could not use pyproject.toml: it is not valid TOML"),
+            "{err}"
+        );
+        let d = project("", &[("pyproject.toml", "[project\n")]);
+        assert!(detect(d.path(), &opts()).is_ok());
+        let d = pyproject_project("[tool.ruff]\nline-length = 100\n");
+        assert!(matches!(
+            detect(d.path(), &opts()),
+            Err(DetectError::NoRequirements)
+        ));
+    }
+
+    #[test]
+    fn two_dependency_sources_are_refused_unless_one_is_picked() {
+        let d = project("", &[("poetry.lock", "")]);
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert_eq!(err.to_string(), "Found requirements.txt and poetry.lock: paas installs dependencies from one source, so delete the file you no longer use, or pick one with `paas config:set PAAS_DEPENDENCIES=requirements` (or poetry).");
+        let d = project(
+            "",
+            &[
+                ("Pipfile.lock", "{}"),
+                ("uv.lock", ""),
+                ("pyproject.toml", PEP621),
+            ],
+        );
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert_eq!(err.to_string(), "Found requirements.txt, Pipfile.lock and uv.lock: paas installs dependencies from one source, so delete the file you no longer use, or pick one with `paas config:set PAAS_DEPENDENCIES=requirements` (or pipfile or uv).");
+        // The config var picks one; the others are noted.
+        let d = project("", &[("pyproject.toml", PEP621)]);
+        let plan = detect_with(d.path(), &opts(), &vars(Some("pyproject"))).unwrap();
+        assert_eq!(generated(&plan).0, DependencyKind::Pyproject);
+        assert!(plan.notes.iter().any(|n| n == "requirements.txt ignored: the PAAS_DEPENDENCIES config var picks pyproject.toml"), "{:?}", plan.notes);
+        let plan = detect_with(d.path(), &opts(), &vars(Some("Requirements"))).unwrap();
+        assert!(matches!(
+            plan.dependencies,
+            Dependencies::Requirements { .. }
+        ));
+        let err = detect_with(d.path(), &opts(), &vars(Some("conda"))).unwrap_err();
+        assert_eq!(err.to_string(), "The PAAS_DEPENDENCIES config var is \"conda\", which is not one of requirements, pipfile, poetry, uv, pyproject: set one of those, or unset it with `paas config:unset PAAS_DEPENDENCIES`.");
+        let err = detect_with(d.path(), &opts(), &vars(Some("uv"))).unwrap_err();
+        assert_eq!(err.to_string(), "The PAAS_DEPENDENCIES config var asks for uv dependencies but there is no uv.lock at the repository root or next to manage.py: commit it, or unset the config var with `paas config:unset PAAS_DEPENDENCIES`.");
+        // Sources at the root win over those next to manage.py.
+        let d = project("src", &[("src/Pipfile.lock", "{}")]);
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert!(matches!(
+            plan.dependencies,
+            Dependencies::Requirements { .. }
+        ));
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n == "src/Pipfile.lock ignored: dependencies come from requirements.txt"));
+    }
+
+    #[test]
+    fn python_follows_the_pinned_django() {
+        for (req, want) in [
+            ("Django==3.2.25", "3.10"),
+            ("django[argon2]==4.2.7", "3.12"),
+            ("Django==5.0.1", "3.12"),
+            ("Django==5.2", "3.13"),
+            ("Django>=4.2,<5.0", DEFAULT_PYTHON),
+            ("Django==9.0", DEFAULT_PYTHON),
+        ] {
+            let d = project("", &[("requirements.txt", req)]);
+            let plan = detect(d.path(), &opts()).unwrap();
+            assert_eq!(plan.python_version, want, "{req}");
+        }
+        let d = project("", &[("requirements.txt", "Django==4.2.7")]);
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert!(plan.notes.iter().any(|n| n == "Python 3.12 (the newest Python the pinned Django 4.2.7 supports; pin another with .python-version)"), "{:?}", plan.notes);
+        // A pin in the repository wins.
+        let d = project(
+            "",
+            &[
+                ("requirements.txt", "Django==4.2.7"),
+                (".python-version", "3.11"),
+            ],
+        );
+        assert_eq!(detect(d.path(), &opts()).unwrap().python_version, "3.11");
+        // requires-python caps it; and it can rule out every version.
+        let d = pyproject_project(
+            "[project]\nrequires-python = \">=3.10,<3.12\"\ndependencies = [\"django==5.1.2\"]\n",
+        );
+        assert_eq!(detect(d.path(), &opts()).unwrap().python_version, "3.11");
+        let d = pyproject_project(
+            "[project]\nrequires-python = \">=3.12\"\ndependencies = [\"django\"]\n",
+        );
+        assert_eq!(detect(d.path(), &opts()).unwrap().python_version, "3.12");
+        let d =
+            pyproject_project("[project]\nrequires-python = \"<3\"\ndependencies = [\"django\"]\n");
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("(from requires-python in pyproject.toml)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn requires_python_specifiers() {
+        let allows = |spec: &str, minor: u32| python_allows(spec, minor).unwrap();
+        assert!(allows(">=3.10", 10) && !allows(">=3.10", 9));
+        assert!(allows(">=3.10,<3.13", 12) && !allows(">=3.10,<3.13", 13));
+        assert!(allows("~=3.11", 13) && !allows("~=3.11", 10));
+        assert!(allows("~=3.11.2", 11) && !allows("~=3.11.2", 12));
+        assert!(allows("==3.12.*", 12) && !allows("==3.12.*", 11));
+        assert!(allows("!=3.12.*", 11) && !allows("!=3.12.*", 12));
+        assert!(allows(">3.10", 11) && !allows(">3.10", 10) && allows(">3.10.2", 10));
+        assert!(allows("<3.11.4", 11) && allows(">=3,<4", 14));
+        assert!(python_allows("^3.11", 11).is_none());
+        assert_eq!(
+            deps::pyproject("[tool.poetry.dependencies]\npython = \"~3.11\"\n")
+                .unwrap()
+                .requires_python
+                .as_deref(),
+            Some(">=3.11,<3.12")
+        );
+    }
+
+    #[test]
+    fn a_settings_package_resolves_to_its_production_module() {
+        let plan = detect(&fixture("pipenv-settings-package"), &opts()).unwrap();
+        assert_eq!(plan.settings_module, "mysite.settings.production");
+        assert_eq!(plan.wsgi_module, "mysite.wsgi");
+        assert!(plan.notes[0].starts_with("Settings mysite.settings.production: mysite.settings (from manage.py) is a package without settings of its own"), "{:?}", plan.notes);
+        let base = (
+            "mysite/settings/base.py",
+            "WSGI_APPLICATION = 'mysite.wsgi.application'\n",
+        );
+        let pkg = |extra: &[(&'static str, &'static str)]| {
+            let mut files = vec![("mysite/settings/__init__.py", "# settings\n"), base];
+            files.extend_from_slice(extra);
+            let d = project("", &files);
+            std::fs::remove_file(d.path().join("mysite/settings.py")).unwrap();
+            d
+        };
+        let d = pkg(&[
+            ("mysite/settings/prod.py", "from .base import *\n"),
+            ("mysite/settings/local.py", ""),
+        ]);
+        assert_eq!(
+            detect(d.path(), &opts()).unwrap().settings_module,
+            "mysite.settings.prod"
+        );
+        let d = pkg(&[]);
+        assert_eq!(
+            detect(d.path(), &opts()).unwrap().settings_module,
+            "mysite.settings.base"
+        );
+        let d = pkg(&[
+            ("mysite/settings/dev.py", ""),
+            ("mysite/settings/staging.py", ""),
+        ]);
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert_eq!(err.to_string(), "The settings package mysite.settings has no settings of its own and paas cannot tell which of mysite.settings.base, mysite.settings.dev, mysite.settings.staging to deploy: choose with `paas config:set DJANGO_SETTINGS_MODULE=mysite.settings.base` (or name one production.py).");
+        // The config var wins; an __init__.py with code is the settings.
+        let o = BuildOptions {
+            settings_module: Some("mysite.settings.dev".into()),
+            ..opts()
+        };
+        assert_eq!(
+            detect(d.path(), &o).unwrap().settings_module,
+            "mysite.settings.dev"
+        );
+        let d = pkg(&[
+            (
+                "mysite/settings/__init__.py",
+                "\"\"\"Doc.\"\"\"\nfrom .base import *\n",
+            ),
+            ("mysite/settings/dev.py", ""),
+        ]);
+        assert_eq!(
+            detect(d.path(), &opts()).unwrap().settings_module,
+            "mysite.settings"
+        );
+        assert!(!has_code(
+            "\"\"\"Only a\ndocstring.\"\"\"\n# and a comment\n"
+        ));
+    }
+
+    #[test]
+    fn a_project_without_manage_py_is_found_through_wsgi_py() {
+        let plan = detect(&fixture("uv-no-manage-py"), &opts()).unwrap();
+        assert_eq!(plan.project_dir, "");
+        assert!(!plan.has_manage_py);
+        assert_eq!(plan.settings_module, "mysite.settings");
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n == "Settings mysite.settings (from mysite/wsgi.py)"),
+            "{:?}",
+            plan.notes
+        );
+        let files = context_files(&plan);
+        let manage = files
+            .iter()
+            .find(|f| f.0 == ".paas/manage.py")
+            .expect("manage.py shipped");
+        assert!(String::from_utf8_lossy(&manage.1).contains("execute_from_command_line"));
+        assert!(render_dockerfile(&plan).contains("COPY .paas/manage.py /app/manage.py\n"));
+        // In a subfolder; two at the same depth are refused; a wsgi.py that is not Django's is no project.
+        let wsgi = "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n";
+        let d = tree(&[
+            ("src/site/wsgi.py", wsgi),
+            ("src/site/settings.py", ""),
+            ("requirements.txt", "django"),
+        ]);
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(
+            (plan.project_dir.as_str(), plan.settings_module.as_str()),
+            ("src", "site.settings")
+        );
+        assert!(render_dockerfile(&plan).contains("COPY .paas/manage.py /app/src/manage.py\n"));
+        let d = tree(&[("a/x/wsgi.py", wsgi), ("b/y/wsgi.py", wsgi)]);
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(
+            err.to_string().contains("a/x/wsgi.py, b/y/wsgi.py"),
+            "{err}"
+        );
+        let d = tree(&[("tools/wsgi.py", "print('not django')\n")]);
+        assert!(matches!(
+            detect(d.path(), &opts()),
+            Err(DetectError::NoProject)
+        ));
+    }
+
+    #[test]
+    fn collectstatic_can_be_disabled_and_its_failure_names_the_way_out() {
+        let d = project("", &[]);
+        let plan = detect(d.path(), &opts()).unwrap();
+        let file = render_dockerfile(&plan);
+        assert!(file.contains("\nRUN sh /paas/collectstatic.sh\n"), "{file}");
+        assert!(COLLECTSTATIC.contains("python manage.py collectstatic --noinput || {\n            echo \"-----> collectstatic failed (the error is above): fix it, or skip the step with 'paas config:set DISABLE_COLLECTSTATIC=1'"));
+        let config: BTreeMap<String, String> = [
+            ("DISABLE_COLLECTSTATIC", "1"),
+            ("PAAS_DEPENDENCIES", " poetry "),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let v = BuildVars::from_config_vars(&config);
+        assert_eq!(
+            v,
+            BuildVars {
+                dependencies: Some("poetry".into()),
+                disable_collectstatic: true
+            }
+        );
+        for off in ["0", "false", "OFF", ""] {
+            let c: BTreeMap<String, String> =
+                [("DISABLE_COLLECTSTATIC".to_string(), off.to_string())].into();
+            assert!(
+                !BuildVars::from_config_vars(&c).disable_collectstatic,
+                "{off}"
+            );
+        }
+        let plan = detect_with(
+            d.path(),
+            &opts(),
+            &BuildVars {
+                disable_collectstatic: true,
+                ..BuildVars::default()
+            },
+        )
+        .unwrap();
+        let file = render_dockerfile(&plan);
+        assert!(
+            file.contains("\nRUN sh /paas/collectstatic.sh --skip\n"),
+            "{file}"
+        );
+        assert!(COLLECTSTATIC.contains("exec python /paas/paas_inspect.py meta /paas/meta.json"));
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n == "collectstatic skipped: the DISABLE_COLLECTSTATIC config var is set"));
     }
 }
