@@ -487,7 +487,8 @@ async fn superuser_sql(
     Ok(())
 }
 
-/// SQL that makes (or re-asserts) an app's role and database. Names are app
+/// SQL that makes (or re-asserts) an app's role and database, which only
+/// that role may connect to (and no app role to the server's own database). Names are app
 /// names (`[a-z0-9-]`) and the password is hex, so quoting is enough.
 fn create_sql(db: &PgDatabase) -> String {
     let (r, d, p) = (&db.role, &db.database, &db.password);
@@ -496,6 +497,7 @@ fn create_sql(db: &PgDatabase) -> String {
          ALTER ROLE \"{r}\" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{p}';\n\
          SELECT 'CREATE DATABASE \"{d}\" OWNER \"{r}\"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{d}')\\gexec\n\
          REVOKE ALL ON DATABASE \"{d}\" FROM PUBLIC;\n\
+         REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;\n\
          GRANT ALL ON DATABASE \"{d}\" TO \"{r}\";\n"
     )
 }

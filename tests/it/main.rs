@@ -3,6 +3,7 @@
 //!
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
+mod data;
 mod harness;
 
 use harness::{engine_objects, last_line, Daemon, Project};
