@@ -78,12 +78,93 @@ build_python_image() {
   echo "setup: built $tag"
 }
 
+# build_postgres_image TAG SUITE: PostgreSQL from Debian's packages, honouring
+# the official image's contract where paas relies on it: POSTGRES_PASSWORD,
+# POSTGRES_USER (default postgres), POSTGRES_DB (default: the user), data in
+# /var/lib/postgresql/data (initdb on first start), listening on 0.0.0.0:5432,
+# the server running as the postgres user; psql, pg_dump and pg_restore on PATH.
+build_postgres_image() {
+  local tag=$1 suite=$2 major=$3
+  if docker image inspect "$tag" >/dev/null 2>&1; then
+    echo "setup: $tag present"
+    return
+  fi
+  echo "setup: building $tag from Debian $suite (about a minute)"
+  local root
+  root=$(mktemp -d /tmp/paas-rootfs.XXXXXX)
+  debootstrap --variant=minbase \
+    --include="postgresql-$major,postgresql-client-$major,ca-certificates" \
+    "$suite" "$root" "$(mirror)" >"$root.log" 2>&1 || {
+      echo "debootstrap of $suite failed; its log:" >&2; tail -n 20 "$root.log" >&2; exit 1; }
+  # The package's own cluster is not used: the entrypoint makes one in PGDATA.
+  rm -rf "$root/etc/postgresql/$major" "$root/var/lib/postgresql/$major"
+  mkdir -p "$root/var/lib/postgresql/data" "$root/var/run/postgresql"
+  chroot "$root" chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql
+  chmod 2777 "$root/var/run/postgresql"
+  cat >"$root/usr/local/bin/docker-entrypoint.sh" <<'ENTRYPOINT'
+#!/bin/sh
+# The official postgres image's contract, for the parts paas relies on.
+set -eu
+export PGDATA="${PGDATA:-/var/lib/postgresql/data}"
+case "${1:-}" in -*) set -- postgres "$@" ;; esac
+if [ "${1:-}" != postgres ]; then
+  exec "$@"
+fi
+if [ "$(id -u)" = 0 ]; then
+  mkdir -p "$PGDATA"
+  if [ "$(stat -c %U "$PGDATA")" != postgres ]; then
+    chown -R postgres:postgres "$PGDATA"
+  fi
+  chmod 700 "$PGDATA"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
+fi
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  if [ -z "${POSTGRES_PASSWORD:-}" ]; then
+    echo "Error: the database is uninitialized and POSTGRES_PASSWORD is not set: set it (docker run -e POSTGRES_PASSWORD=...)." >&2
+    exit 1
+  fi
+  user="${POSTGRES_USER:-postgres}"
+  db="${POSTGRES_DB:-$user}"
+  pwfile=$(mktemp)
+  printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+  initdb --username="$user" --pwfile="$pwfile" --auth-local=trust \
+    --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+  rm -f "$pwfile"
+  echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
+  if [ "$db" != postgres ]; then
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+    psql -v ON_ERROR_STOP=1 --username "$user" --dbname postgres \
+      -c "CREATE DATABASE \"$db\"" >/dev/null
+    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+  fi
+  echo "PostgreSQL init process complete; ready for start up."
+fi
+exec "$@"
+ENTRYPOINT
+  chmod 755 "$root/usr/local/bin/docker-entrypoint.sh"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  tar -C "$root" -c . | docker import \
+    -c 'ENV LANG=C.UTF-8' \
+    -c "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/lib/postgresql/$major/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    -c 'ENV PGDATA=/var/lib/postgresql/data' \
+    -c 'LABEL org.paas.offline-base=1' \
+    -c 'EXPOSE 5432' \
+    -c 'ENTRYPOINT ["docker-entrypoint.sh"]' \
+    -c 'CMD ["postgres"]' - "$tag" >/dev/null
+  rm -rf "$root" "$root.log"
+  echo "setup: built $tag"
+}
+
 need_root
 install_packages
 build_python_image python:3.11-slim bookworm &
 p1=$!
 build_python_image python:3.13-slim trixie &
 p2=$!
+build_postgres_image postgres:17 trixie 17 &
+p3=$!
 wait $p1
 wait $p2
+wait $p3
 echo "setup: ready"

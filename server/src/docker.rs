@@ -21,14 +21,16 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, NetworkCreateRequest, RestartPolicy,
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HostConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    InspectContainerOptions, InspectNetworkOptions, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
@@ -499,6 +501,84 @@ impl Docker {
         }
     }
 
+    /// Pulls an image unless it is already here (`name:tag`). Where no
+    /// registry is reachable the error says so; tests build their images offline.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), DockerError> {
+        if self.image_exists(image).await? {
+            return Ok(());
+        }
+        let (name, tag) = match image.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (n, t),
+            _ => (image, "latest"),
+        };
+        let opts = CreateImageOptionsBuilder::new()
+            .from_image(name)
+            .tag(tag)
+            .build();
+        let client = self.patient();
+        let mut stream = client.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                return Err(DockerError::Engine(format!(
+                    "cannot pull the image {image} ({}); pull it by hand (docker pull {image}) and try again",
+                    self.err(e)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects a container to a network under extra DNS `aliases`.
+    /// Already connected is fine.
+    pub async fn connect_network(
+        &self,
+        container: &str,
+        network: &str,
+        aliases: &[&str],
+    ) -> Result<(), DockerError> {
+        let info = self
+            .inner
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.err(e))?;
+        let connected = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .is_some_and(|nets| nets.contains_key(network));
+        if connected {
+            return Ok(());
+        }
+        let req = NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: Some(EndpointSettings {
+                aliases: Some(aliases.iter().map(|a| a.to_string()).collect()),
+                ..Default::default()
+            }),
+        };
+        self.inner
+            .connect_network(network, req)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Disconnects a container from a network. Not connected, or either one
+    /// missing, is fine.
+    pub async fn disconnect_network(
+        &self,
+        container: &str,
+        network: &str,
+    ) -> Result<(), DockerError> {
+        let req = NetworkDisconnectRequest {
+            container: container.to_string(),
+            force: Some(true),
+        };
+        match self.inner.disconnect_network(network, req).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) || is_status(&e, 403) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         let host_config = HostConfig {
             binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
@@ -536,7 +616,12 @@ impl Docker {
     }
 
     async fn force_remove(&self, id: &str) -> Result<(), DockerError> {
-        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        // v: also the anonymous volumes an image's VOLUME line made (the
+        // official postgres image has one), or every one-off leaves one behind.
+        let opts = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         match self.patient().remove_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),

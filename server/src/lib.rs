@@ -12,6 +12,7 @@
 //! - [`health`]: the readiness probe that gates every swap.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
 //! - [`api`] and [`dashboard`]: the control plane on the admin listener.
+//! - [`data`]: PostgreSQL for apps that ask for it, backups and restores.
 //! - [`server`]: wires the parts together for `paas serve`.
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod buildpack;
 pub mod config;
 pub mod dashboard;
+pub mod data;
 pub mod deploy;
 pub mod docker;
 pub mod git;

@@ -4,6 +4,7 @@
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
 mod buildpack;
+mod data;
 mod harness;
 mod zero_downtime;
 

@@ -1,0 +1,369 @@
+//! Data that survives: backups and restores of a deployed SQLite app, and a
+//! PostgreSQL database per app on a real server (the postgres:17 image,
+//! built offline by tests/setup.sh), reached from a container on the app's
+//! network with the credentials in DATABASE_URL.
+//!
+//! The data API is served in-process (`paas::data::routes()` over a `Ctx` on
+//! the same data dir as a real daemon), so these tests need no router wiring
+//! and only one `git push`.
+
+use crate::harness::{Daemon, Project};
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use paas::server::Ctx;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// A `Ctx` over an existing (or new) data dir, as `paas serve` makes it.
+fn ctx_over(data_dir: &Path) -> Arc<Ctx> {
+    let config = paas::config::Config::resolve(paas::config::Overrides {
+        data_dir: Some(data_dir.to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap();
+    let (token, _) = paas::auth::AdminToken::load_or_create(data_dir).unwrap();
+    Arc::new(Ctx {
+        store: paas::store::Store::open(&data_dir.join("paas.db")).unwrap(),
+        docker: paas::docker::Docker::connect().unwrap(),
+        routes: paas::proxy::RouteTable::new(),
+        deployer: Default::default(),
+        repos: paas::git::Repos::new(data_dir.join("repos"), "paas".into()),
+        token,
+        sessions: Default::default(),
+        hook: paas::git::HookEnv {
+            daemon_url: String::new(),
+            secret: String::new(),
+        },
+        config,
+    })
+}
+
+/// One request to the data routes: (status, JSON body).
+async fn call(
+    ctx: &Arc<Ctx>,
+    method: &str,
+    path: &str,
+    authorized: bool,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if authorized {
+        req = req.header("authorization", format!("Bearer {}", ctx.token.reveal()));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let resp = paas::data::routes()
+        .with_state(ctx.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// `psql URL -c SQL` in a one-off container, on `network` if given.
+fn psql(network: Option<&str>, url: &str, sql: &str) -> (bool, String) {
+    let mut cmd = Command::new("docker");
+    cmd.args(["run", "--rm", "--label", "paas.test=data"]);
+    if let Some(n) = network {
+        cmd.args(["--network", n]);
+    }
+    let out = cmd
+        .args(["postgres:17", "psql", "-X", "-At", url, "-c", sql])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn require_postgres_image() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", "postgres:17"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the image postgres:17 is missing: run bash tests/setup.sh as root (it builds it offline)"
+    );
+}
+
+/// Removes this data dir's PostgreSQL server and its network.
+struct ServerGone<'a>(&'a Path);
+
+impl Drop for ServerGone<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &paas::data::server_name(self.0)])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &paas::data::server_network(self.0)])
+            .output();
+    }
+}
+
+/// Removes an app's containers, network and images.
+struct AppGone(String);
+
+impl Drop for AppGone {
+    fn drop(&mut self) {
+        crate::harness::remove_app_objects(&self.0);
+    }
+}
+
+/// SQLite: back up a deployed app through the API, write more, restore, and
+/// the app serves the rows of the backup only.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_backup_and_restore_of_a_deployed_app() {
+    let mut d = Daemon::start();
+    let app = d.app("bk");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    let r = d.post_form(&app, "/add/", "text=row+before+backup");
+    assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
+    let ctx = ctx_over(d.data.path());
+    let base = format!("/api/apps/{app}/backups");
+
+    let (status, _) = call(&ctx, "POST", &base, false, None).await;
+    assert_eq!(status, 401);
+    let (status, body) = call(&ctx, "GET", "/api/apps/nope/backups", true, None).await;
+    assert_eq!(status, 404, "{body}");
+
+    let (status, m) = call(&ctx, "POST", &base, true, None).await;
+    assert_eq!(status, 201, "{m}");
+    assert_eq!(m["kind"], "sqlite", "{m}");
+    assert_eq!(m["status"], "ok", "{m}");
+    assert_eq!(m["sha256"].as_str().unwrap().len(), 64, "{m}");
+    let names: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db.sqlite3", "media.tar"], "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let manifest = d
+        .data
+        .path()
+        .join("backups")
+        .join(&app)
+        .join(&id)
+        .join("manifest.json");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&manifest).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", manifest.display());
+    eprintln!(
+        "sqlite backup: {} bytes in {} ms",
+        m["size"], m["duration_ms"]
+    );
+
+    let r = d.post_form(&app, "/add/", "text=row+after+backup");
+    assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
+    assert!(d.get(&app, "/").text().contains("row after backup"));
+
+    let restore = format!("{base}/{id}/restore");
+    let (status, body) = call(&ctx, "POST", &restore, true, None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("confirm"),
+        "{body}"
+    );
+    let (status, body) = call(
+        &ctx,
+        "POST",
+        &format!("{base}/20990101-000000-dead/restore"),
+        true,
+        Some(json!({ "confirm": app })),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = call(
+        &ctx,
+        "POST",
+        &restore,
+        true,
+        Some(json!({ "confirm": app })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let page = d.get(&app, "/");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("row before backup"), "{}", page.text());
+    assert!(!page.text().contains("row after backup"), "{}", page.text());
+
+    let (status, list) = call(&ctx, "GET", &base, true, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
+
+/// PostgreSQL: pg:create gives the app a database reachable from its own
+/// network only; a backup restores a table to its earlier rows; pg:destroy
+/// needs confirmation, then drops it and unsets DATABASE_URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_database_per_app_with_backup_and_restore() {
+    crate::harness::require_parts();
+    require_postgres_image();
+    let data = tempfile::Builder::new()
+        .prefix("paas-it-pg-")
+        .tempdir()
+        .unwrap();
+    let app_name = format!(
+        "pg-{:06x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            % 0xff_ffff
+    );
+    // Dropped last: the app's objects, once the server has left its network.
+    let _app = AppGone(app_name.clone());
+    let _server = ServerGone(data.path());
+    let ctx = ctx_over(data.path());
+    let app = ctx.store.create_app(&app_name, "k").unwrap();
+    let network = format!("paas-{app_name}");
+    let pg = format!("/api/apps/{app_name}/postgres");
+
+    let (status, _) = call(&ctx, "POST", &pg, false, None).await;
+    assert_eq!(status, 401);
+    let t = std::time::Instant::now();
+    let (status, body) = call(&ctx, "POST", &pg, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    eprintln!("pg:create (server start, initdb): {:?}", t.elapsed());
+    assert!(
+        body["message"].as_str().unwrap().contains("redeploy"),
+        "{body}"
+    );
+    assert!(body.get("password").is_none() && !body.to_string().contains("postgres://"));
+    let url = ctx.store.config_vars(&app).unwrap()["DATABASE_URL"].clone();
+    let prefix = format!("postgres://{app_name}:");
+    assert!(url.starts_with(&prefix), "{url}");
+    assert!(url.ends_with(&format!("@paas-postgres:5432/{app_name}")));
+    let t = std::time::Instant::now();
+    let (status, body) = call(&ctx, "POST", &pg, true, None).await;
+    assert_eq!(status, 200, "{body}");
+    eprintln!("pg:create again (server running): {:?}", t.elapsed());
+    assert_eq!(ctx.store.config_vars(&app).unwrap()["DATABASE_URL"], url);
+
+    // Reachable from the app's network with DATABASE_URL; not from elsewhere.
+    let (ok, out) = psql(
+        Some(&network),
+        &url,
+        "CREATE TABLE notes (text text); INSERT INTO notes VALUES ('before');",
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = psql(None, &url, "SELECT 1");
+    assert!(!ok, "reachable from the default bridge: {out}");
+    // Its role cannot reach the server's own database.
+    let other = url.rsplit_once('/').unwrap().0.to_string() + "/postgres";
+    let (ok, out) = psql(Some(&network), &other, "SELECT 1");
+    assert!(!ok && out.contains("permission denied"), "{out}");
+
+    let backups = format!("/api/apps/{app_name}/backups");
+    let (status, m) = call(&ctx, "POST", &backups, true, None).await;
+    assert_eq!(status, 201, "{m}");
+    assert_eq!(m["kind"], "postgres", "{m}");
+    assert_eq!(m["files"][0]["name"], "db.dump", "{m}");
+    eprintln!(
+        "postgres backup: {} bytes in {} ms",
+        m["size"], m["duration_ms"]
+    );
+    let id = m["id"].as_str().unwrap().to_string();
+
+    let (ok, out) = psql(
+        Some(&network),
+        &url,
+        "INSERT INTO notes VALUES ('after'); DELETE FROM notes WHERE text = 'before';",
+    );
+    assert!(ok, "{out}");
+    let restore = format!("{backups}/{id}/restore");
+    let (status, body) = call(&ctx, "POST", &restore, true, Some(json!({"confirm": "x"}))).await;
+    assert_eq!(status, 400, "{body}");
+    let t = std::time::Instant::now();
+    let (status, body) = call(
+        &ctx,
+        "POST",
+        &restore,
+        true,
+        Some(json!({ "confirm": app_name })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    eprintln!("postgres restore: {:?}", t.elapsed());
+    let (ok, out) = psql(Some(&network), &url, "SELECT text FROM notes ORDER BY 1");
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "before");
+
+    let (status, body) = call(&ctx, "DELETE", &pg, true, None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{{\"confirm\": \"{app_name}\"}}")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &ctx,
+        "DELETE",
+        &pg,
+        true,
+        Some(json!({ "confirm": app_name })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!ctx
+        .store
+        .config_vars(&app)
+        .unwrap()
+        .contains_key("DATABASE_URL"));
+    let (status, _) = call(&ctx, "GET", &pg, true, None).await;
+    assert_eq!(status, 404);
+    let (ok, out) = psql(Some(&network), &url, "SELECT 1");
+    assert!(!ok, "still reachable after pg:destroy: {out}");
+    let (status, body) = call(
+        &ctx,
+        "POST",
+        &restore,
+        true,
+        Some(json!({ "confirm": app_name })),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("pg:create"),
+        "{body}"
+    );
+
+    // Nothing of the app is left in the engine but its network.
+    let left = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=paas.app={app_name}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "one-off containers left behind");
+}
