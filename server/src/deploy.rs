@@ -546,7 +546,6 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     let tag = format!("paas/{app}:v{version}");
     run.progress.step(&format!("Building image {tag}"));
     run.flush_log();
-    let image_labels = labels(&app, version, None);
     {
         let progress = &mut run.progress;
         let mut on_line = |line: &str| {
@@ -561,7 +560,9 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
                     context,
                     dockerfile: ".paas/Dockerfile",
                     tag: &tag,
-                    labels: image_labels,
+                    // The tag names the image; a LABEL would be one more
+                    // build step (seconds on slow storage drivers).
+                    labels: Vec::new(),
                     network_mode: ctx.config.build_network.as_deref(),
                 },
                 &mut on_line,
