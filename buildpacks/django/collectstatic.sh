@@ -7,7 +7,8 @@
 # time still load); the app gets its real SECRET_KEY at run time.
 export SECRET_KEY=build-only-throwaway DJANGO_SECRET_KEY=build-only-throwaway
 if [ "${1:-}" = "--skip" ]; then
-    echo "-----> collectstatic skipped: the DISABLE_COLLECTSTATIC config var is set"
+    echo "-----> collectstatic skipped: the DISABLE_COLLECTSTATIC config var is set; paas serves no static files for this app"
+    exec python /paas/paas_inspect.py meta /paas/meta.json --no-static
 else
     python /paas/paas_inspect.py staticfiles
     installed=$?

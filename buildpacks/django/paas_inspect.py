@@ -2,7 +2,10 @@
 
   python /paas/paas_inspect.py staticfiles   exit 0 when django.contrib.staticfiles is installed,
                                             3 when it is not (any other code: the settings failed)
-  python /paas/paas_inspect.py meta OUT.json write what the platform needs to know
+  python /paas/paas_inspect.py meta OUT.json [--no-static]
+                                            write what the platform needs to know;
+                                            --no-static: collectstatic was skipped, the
+                                            platform serves no static files for the app
 
 Not named inspect.py: /paas is on sys.path and would shadow the standard
 library's inspect module.
@@ -33,8 +36,8 @@ def main(argv):
 
     if argv[1:2] == ["staticfiles"]:
         return 0 if apps.is_installed("django.contrib.staticfiles") else 3
-    if argv[1:2] == ["meta"] and len(argv) == 3:
-        staticfiles = apps.is_installed("django.contrib.staticfiles")
+    if argv[1:2] == ["meta"] and len(argv) in (3, 4) and argv[3:] in ([], ["--no-static"]):
+        staticfiles = apps.is_installed("django.contrib.staticfiles") and "--no-static" not in argv
         meta = {
             "static_url": _url(settings.STATIC_URL) if staticfiles else None,
             "static_root": os.path.abspath(str(settings.STATIC_ROOT))
