@@ -536,7 +536,9 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         python_version: vars.get("PYTHON_VERSION").cloned(),
         settings_module: vars.get("DJANGO_SETTINGS_MODULE").cloned(),
     };
-    let plan = buildpack::detect(&workdir, &opts).map_err(|e| DeployFailed(e.to_string()))?;
+    let build_vars = buildpack::BuildVars::from_config_vars(&vars);
+    let plan = buildpack::detect_with(&workdir, &opts, &build_vars)
+        .map_err(|e| DeployFailed(e.to_string()))?;
     run.progress.step("Django project detected");
     for note in &plan.notes {
         run.progress.info(note);
