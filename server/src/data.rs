@@ -275,7 +275,7 @@ fn superuser_password(data_dir: &Path) -> Result<String, DataError> {
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         Ok(_) => Err(DataError::internal(format!(
-            "{} is empty: restore it from a copy, or remove {} and it to start a new PostgreSQL server",
+            "{} is empty: restore it from a copy (or, to start over with an empty server, remove it and {})",
             path.display(),
             pg_dir(data_dir).join("data").display()
         ))),
@@ -771,6 +771,11 @@ pub fn sqlite_copy(src: &Path, dst: &Path) -> Result<(), String> {
     use rusqlite::{Connection, OpenFlags};
     let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("cannot open {}: {e}", src.display()))?;
+    // The backup API reports a damaged source as "not an error": ask first.
+    from.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| format!("{} cannot be read ({e})", src.display()))?;
     let mut to =
         Connection::open(dst).map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
     sqlite_backup_all(&from, &mut to)?;
@@ -790,6 +795,10 @@ pub fn sqlite_restore(backup: &Path, live: &Path) -> Result<(), String> {
     let existed = live.exists();
     let from = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("cannot open {}: {e}", backup.display()))?;
+    from.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| format!("{} cannot be read ({e})", backup.display()))?;
     let mut to =
         Connection::open(live).map_err(|e| format!("cannot open {}: {e}", live.display()))?;
     sqlite_backup_all(&from, &mut to)?;
@@ -1582,7 +1591,10 @@ mod tests {
             .unwrap();
         assert_eq!(rows, ["first"]);
         let err = sqlite_copy(&dir.path().join("missing.sqlite3"), &copy).unwrap_err();
-        assert!(err.contains("cannot open"), "{err}");
+        assert!(err.contains("cannot"), "{err}");
+        std::fs::write(&copy, [b'x'; 4096]).unwrap();
+        let err = sqlite_copy(&copy, &dir.path().join("c2")).unwrap_err();
+        assert!(err.contains("not a database"), "{err}");
     }
 
     #[test]
