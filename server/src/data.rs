@@ -906,6 +906,13 @@ pub async fn backup_app(ctx: &Ctx, app: &App, trigger: &str) -> Result<Manifest,
     let id = format!("{}-{}", utc_stamp(created_at), random_hex(2));
     let dir = backups_dir(&data_dir, &app.name).join(&id);
     std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+    // Backups hold every app's data: root only.
+    let root = data_dir.join("backups");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err("protect", &root, e))?;
+    }
     let mut m = Manifest {
         id: id.clone(),
         app: app.name.clone(),

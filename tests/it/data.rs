@@ -172,6 +172,9 @@ async fn sqlite_backup_and_restore_of_a_deployed_app() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&manifest).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", manifest.display());
+    let root = d.data.path().join("backups");
+    let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", root.display());
     eprintln!(
         "sqlite backup: {} bytes in {} ms",
         m["size"], m["duration_ms"]
