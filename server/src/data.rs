@@ -275,7 +275,7 @@ fn superuser_password(data_dir: &Path) -> Result<String, DataError> {
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         Ok(_) => Err(DataError::internal(format!(
-            "{} is empty: restore it from a copy, or remove {} and it to start a new PostgreSQL server",
+            "{} is empty: restore it from a copy (or, to start over with an empty server, remove it and {})",
             path.display(),
             pg_dir(data_dir).join("data").display()
         ))),
@@ -603,7 +603,7 @@ pub async fn pg_destroy(ctx: &Ctx, app: &App) -> Result<PgDatabase, DataError> {
 fn no_database(app: &str) -> DataError {
     DataError::user(
         StatusCode::NOT_FOUND,
-        format!("{app} has no PostgreSQL database: `paas pg:create {app}` makes one"),
+        format!("{app} has no PostgreSQL database: `paas pg:create -a {app}` makes one"),
     )
 }
 
@@ -771,6 +771,11 @@ pub fn sqlite_copy(src: &Path, dst: &Path) -> Result<(), String> {
     use rusqlite::{Connection, OpenFlags};
     let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("cannot open {}: {e}", src.display()))?;
+    // The backup API reports a damaged source as "not an error": ask first.
+    from.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| format!("{} cannot be read ({e})", src.display()))?;
     let mut to =
         Connection::open(dst).map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
     sqlite_backup_all(&from, &mut to)?;
@@ -790,6 +795,10 @@ pub fn sqlite_restore(backup: &Path, live: &Path) -> Result<(), String> {
     let existed = live.exists();
     let from = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("cannot open {}: {e}", backup.display()))?;
+    from.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| format!("{} cannot be read ({e})", backup.display()))?;
     let mut to =
         Connection::open(live).map_err(|e| format!("cannot open {}: {e}", live.display()))?;
     sqlite_backup_all(&from, &mut to)?;
@@ -871,7 +880,7 @@ fn backup_kind(data_dir: &Path, app: &str) -> Result<Option<Kind>, DataError> {
 fn nothing_to_back_up(app: &str) -> DataError {
     DataError::user(
         StatusCode::CONFLICT,
-        format!("{app} has no database to back up yet: deploy it first (git push), or create one with `paas pg:create {app}`"),
+        format!("{app} has no database to back up yet: deploy it first (git push), or create one with `paas pg:create -a {app}`"),
     )
 }
 
@@ -897,6 +906,13 @@ pub async fn backup_app(ctx: &Ctx, app: &App, trigger: &str) -> Result<Manifest,
     let id = format!("{}-{}", utc_stamp(created_at), random_hex(2));
     let dir = backups_dir(&data_dir, &app.name).join(&id);
     std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+    // Backups hold every app's data: root only.
+    let root = data_dir.join("backups");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err("protect", &root, e))?;
+    }
     let mut m = Manifest {
         id: id.clone(),
         app: app.name.clone(),
@@ -1007,7 +1023,7 @@ pub async fn restore(ctx: &Ctx, app: &App, id: &str) -> Result<Manifest, DataErr
         DataError::user(
             StatusCode::NOT_FOUND,
             format!(
-                "{} has no backup {id:?}: `paas backups {}` lists them",
+                "{} has no backup {id:?}: `paas backups -a {}` lists them",
                 app.name, app.name
             ),
         )
@@ -1023,7 +1039,7 @@ pub async fn restore(ctx: &Ctx, app: &App, id: &str) -> Result<Manifest, DataErr
     if m.status != Status::Ok {
         return Err(DataError::user(
             StatusCode::CONFLICT,
-            format!("backup {id} did not complete and cannot be restored: pick another from `paas backups {}`", app.name),
+            format!("backup {id} did not complete and cannot be restored: pick another from `paas backups -a {}`", app.name),
         ));
     }
     let (d, m2) = (dir.clone(), m.clone());
@@ -1031,7 +1047,7 @@ pub async fn restore(ctx: &Ctx, app: &App, id: &str) -> Result<Manifest, DataErr
         DataError::user(
             StatusCode::CONFLICT,
             format!(
-                "backup {id} is damaged ({e}); nothing was restored: pick another from `paas backups {}`",
+                "backup {id} is damaged ({e}); nothing was restored: pick another from `paas backups -a {}`",
                 app.name
             ),
         )
@@ -1047,7 +1063,7 @@ pub async fn restore(ctx: &Ctx, app: &App, id: &str) -> Result<Manifest, DataErr
                 DataError::user(
                     StatusCode::CONFLICT,
                     format!(
-                        "{0} has no PostgreSQL database to restore into: `paas pg:create {0}` first",
+                        "{0} has no PostgreSQL database to restore into: `paas pg:create -a {0}` first",
                         app.name
                     ),
                 )
@@ -1362,7 +1378,7 @@ fn message(v: &serde_json::Value) -> String {
     v["message"].as_str().unwrap_or("done").to_string()
 }
 
-/// `paas pg:create APP`: the text to print.
+/// `paas pg:create -a APP`: the text to print.
 pub async fn cli_pg_create(url: &str, token: &str, app: &str) -> Result<String, String> {
     let path = format!("/api/apps/{app}/postgres");
     cli_request(url, token, reqwest::Method::POST, &path, None)
@@ -1370,7 +1386,7 @@ pub async fn cli_pg_create(url: &str, token: &str, app: &str) -> Result<String, 
         .map(|v| message(&v))
 }
 
-/// `paas pg:info APP`.
+/// `paas pg:info -a APP`.
 pub async fn cli_pg_info(url: &str, token: &str, app: &str) -> Result<String, String> {
     let path = format!("/api/apps/{app}/postgres");
     let v = cli_request(url, token, reqwest::Method::GET, &path, None).await?;
@@ -1389,7 +1405,7 @@ pub async fn cli_pg_info(url: &str, token: &str, app: &str) -> Result<String, St
     ))
 }
 
-/// `paas pg:destroy APP --confirm APP`.
+/// `paas pg:destroy -a APP --confirm APP`.
 pub async fn cli_pg_destroy(
     url: &str,
     token: &str,
@@ -1403,7 +1419,7 @@ pub async fn cli_pg_destroy(
         .map(|v| message(&v))
 }
 
-/// `paas backups:create APP`.
+/// `paas backups:create -a APP`.
 pub async fn cli_backup(url: &str, token: &str, app: &str) -> Result<String, String> {
     let path = format!("/api/apps/{app}/backups");
     let v = cli_request(url, token, reqwest::Method::POST, &path, None).await?;
@@ -1417,14 +1433,14 @@ pub async fn cli_backup(url: &str, token: &str, app: &str) -> Result<String, Str
     ))
 }
 
-/// `paas backups APP`: one line per backup, newest first.
+/// `paas backups -a APP`: one line per backup, newest first.
 pub async fn cli_backups(url: &str, token: &str, app: &str) -> Result<String, String> {
     let path = format!("/api/apps/{app}/backups");
     let v = cli_request(url, token, reqwest::Method::GET, &path, None).await?;
     let list = v.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
         return Ok(format!(
-            "No backups of {app} yet: `paas backups:create {app}` takes one (paas also takes one daily)."
+            "No backups of {app} yet: `paas backups:create -a {app}` takes one (paas also takes one daily)."
         ));
     }
     let lines: Vec<String> = list
@@ -1444,7 +1460,7 @@ pub async fn cli_backups(url: &str, token: &str, app: &str) -> Result<String, St
     Ok(lines.join("\n"))
 }
 
-/// `paas backups:restore APP ID --confirm APP`.
+/// `paas backups:restore -a APP ID --confirm APP`.
 pub async fn cli_restore(
     url: &str,
     token: &str,
@@ -1582,7 +1598,10 @@ mod tests {
             .unwrap();
         assert_eq!(rows, ["first"]);
         let err = sqlite_copy(&dir.path().join("missing.sqlite3"), &copy).unwrap_err();
-        assert!(err.contains("cannot open"), "{err}");
+        assert!(err.contains("cannot"), "{err}");
+        std::fs::write(&copy, [b'x'; 4096]).unwrap();
+        let err = sqlite_copy(&copy, &dir.path().join("c2")).unwrap_err();
+        assert!(err.contains("not a database"), "{err}");
     }
 
     #[test]

@@ -172,6 +172,9 @@ async fn sqlite_backup_and_restore_of_a_deployed_app() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&manifest).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", manifest.display());
+    let root = d.data.path().join("backups");
+    let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", root.display());
     eprintln!(
         "sqlite backup: {} bytes in {} ms",
         m["size"], m["duration_ms"]
@@ -366,4 +369,62 @@ async fn postgres_database_per_app_with_backup_and_restore() {
         .output()
         .unwrap();
     assert!(left.stdout.is_empty(), "one-off containers left behind");
+}
+
+/// A backup that cannot be taken is loud: non-2xx with the reason, a
+/// manifest with status failed (no partial files), and it cannot be restored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_backup_is_recorded_and_refused_for_restore() {
+    let data = tempfile::Builder::new()
+        .prefix("paas-it-bkfail-")
+        .tempdir()
+        .unwrap();
+    let ctx = ctx_over(data.path());
+    ctx.store.create_app("broken", "k").unwrap();
+    let base = "/api/apps/broken/backups";
+    let (status, body) = call(&ctx, "POST", base, true, None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("deploy it first"),
+        "{body}"
+    );
+
+    let vol = data.path().join("apps/broken/data");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("db.sqlite3"), vec![b'x'; 4096]).unwrap();
+    let (status, body) = call(&ctx, "POST", base, true, None).await;
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("failed") && error.contains("not a database"),
+        "{error}"
+    );
+
+    let (_, list) = call(&ctx, "GET", base, true, None).await;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["status"], "failed");
+    assert!(list[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a database"));
+    let id = list[0]["id"].as_str().unwrap();
+    let files: Vec<_> = std::fs::read_dir(data.path().join("backups/broken").join(id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files, ["manifest.json"]);
+    let (status, body) = call(
+        &ctx,
+        "POST",
+        &format!("{base}/{id}/restore"),
+        true,
+        Some(json!({ "confirm": "broken" })),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("did not complete"),
+        "{body}"
+    );
 }
