@@ -390,4 +390,41 @@ fn killed_mid_deploy_serves_the_live_release_after_restart() {
             .exists(),
         "static files of the failed release left behind"
     );
+
+    // SIGTERM during a deploy: paas lets it finish, then exits.
+    let mut push = Command::new("git")
+        .args(["push", &d.remote(&app), "main"])
+        .current_dir(p.dir.path())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(push.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("Building image") {
+            break;
+        }
+    }
+    let mut child = d.child.take().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    for line in lines {
+        seen.push_str(&line.unwrap_or_default());
+        seen.push('\n');
+    }
+    assert!(
+        push.wait().unwrap().success(),
+        "push during SIGTERM:\n{seen}"
+    );
+    assert!(seen.contains("v3 is live"), "{seen}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "paas exited with {status}");
 }
