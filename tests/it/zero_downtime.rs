@@ -214,7 +214,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
         &d,
         "PATCH",
         &format!("/api/apps/{app}/config"),
-        Some(r#"{"PAAS_HEALTHCHECK_TIMEOUT": "8"}"#),
+        Some(r#"{"PAAS_HEALTHCHECK_TIMEOUT": "25"}"#),
     );
     assert_eq!(status, 200, "{v:#}");
     assert_eq!(v["release"]["version"], 7, "{v:#}");
@@ -222,7 +222,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
         v["message"].as_str().unwrap().contains("v7 is live"),
         "{v:#}"
     );
-    assert_eq!(v["config"]["PAAS_HEALTHCHECK_TIMEOUT"], "8");
+    assert_eq!(v["config"]["PAAS_HEALTHCHECK_TIMEOUT"], "25");
     assert_page(&d, &app, "Notes B");
     // The previous container drains (5 s here) and retires in the background.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -269,7 +269,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     assert!(!ok, "an app answering 500 went live:\n{out}");
     let last = last_line(&out);
     assert!(
-        last.contains("Deploy failed:") && last.contains("within 8 s"),
+        last.contains("Deploy failed:") && last.contains("within 25 s"),
         "last line {last:?}; output:\n{out}"
     );
 
