@@ -6,6 +6,7 @@
 # (bash tests/setup.sh, as root) and wrk.
 #   bash bench/zero-downtime.sh
 #   PUSHES=3 CONNS=16 bash bench/zero-downtime.sh
+#   PAAS_BIN=target/debug/paas bash bench/zero-downtime.sh   # skip the release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PUSHES=${PUSHES:-5}
@@ -13,8 +14,12 @@ CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet --bin paas
-BIN=$CARGO_TARGET_DIR/release/paas
+if [ -n "${PAAS_BIN:-}" ]; then
+  BIN=$(realpath "$PAAS_BIN")
+else
+  cargo build --release --quiet --bin paas
+  BIN=$CARGO_TARGET_DIR/release/paas
+fi
 work=$(mktemp -d /tmp/paas-zd-bench.XXXXXX)
 data=$work/data
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -793,17 +793,27 @@ async fn retire_others(
     data_dir: &Path,
     releases: &[Release],
 ) {
-    let keep = version.to_string();
+    // Only older releases: a newer deploy (a restart right after this one)
+    // may be starting its container while this drain ran.
+    let older = |c: &crate::docker::ContainerInfo| {
+        c.labels
+            .get("paas.release")
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|v| v < version)
+    };
+    let mut in_use: Vec<String> = Vec::new();
     match docker
         .list_containers(&[("paas.app", app), ("paas.process", "web")])
         .await
     {
         Ok(list) => {
             for c in list {
-                if c.labels.get("paas.release") != Some(&keep) {
-                    if let Err(e) = docker.stop_and_remove(&c.id, Duration::from_secs(10)).await {
-                        tracing::warn!("retiring container {}: {e}", c.id);
-                    }
+                if !older(&c) {
+                    in_use.push(c.image.clone());
+                    continue;
+                }
+                if let Err(e) = docker.stop_and_remove(&c.id, Duration::from_secs(10)).await {
+                    tracing::warn!("retiring container {}: {e}", c.id);
                 }
             }
         }
@@ -824,7 +834,11 @@ async fn retire_others(
         }
     }
     for r in releases {
-        if kept.iter().any(|k| Some(*k) == r.image.as_deref()) {
+        if kept.iter().any(|k| Some(*k) == r.image.as_deref())
+            || in_use
+                .iter()
+                .any(|i| Some(i.as_str()) == r.image.as_deref())
+        {
             continue;
         }
         if let Some(image) = &r.image {

@@ -214,7 +214,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
         &d,
         "PATCH",
         &format!("/api/apps/{app}/config"),
-        Some(r#"{"PAAS_HEALTHCHECK_TIMEOUT": "8"}"#),
+        Some(r#"{"PAAS_HEALTHCHECK_TIMEOUT": "25"}"#),
     );
     assert_eq!(status, 200, "{v:#}");
     assert_eq!(v["release"]["version"], 7, "{v:#}");
@@ -222,7 +222,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
         v["message"].as_str().unwrap().contains("v7 is live"),
         "{v:#}"
     );
-    assert_eq!(v["config"]["PAAS_HEALTHCHECK_TIMEOUT"], "8");
+    assert_eq!(v["config"]["PAAS_HEALTHCHECK_TIMEOUT"], "25");
     assert_page(&d, &app, "Notes B");
     // The previous container drains (5 s here) and retires in the background.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -269,7 +269,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     assert!(!ok, "an app answering 500 went live:\n{out}");
     let last = last_line(&out);
     assert!(
-        last.contains("Deploy failed:") && last.contains("within 8 s"),
+        last.contains("Deploy failed:") && last.contains("within 25 s"),
         "last line {last:?}; output:\n{out}"
     );
 
@@ -390,4 +390,41 @@ fn killed_mid_deploy_serves_the_live_release_after_restart() {
             .exists(),
         "static files of the failed release left behind"
     );
+
+    // SIGTERM during a deploy: paas lets it finish, then exits.
+    let mut push = Command::new("git")
+        .args(["push", &d.remote(&app), "main"])
+        .current_dir(p.dir.path())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(push.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("Building image") {
+            break;
+        }
+    }
+    let mut child = d.child.take().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    for line in lines {
+        seen.push_str(&line.unwrap_or_default());
+        seen.push('\n');
+    }
+    assert!(
+        push.wait().unwrap().success(),
+        "push during SIGTERM:\n{seen}"
+    );
+    assert!(seen.contains("v3 is live"), "{seen}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "paas exited with {status}");
 }
