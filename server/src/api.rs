@@ -38,6 +38,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/apps/{app}/rollback", post(api_rollback))
         .route("/api/apps/{app}/restart", post(api_restart))
         .merge(crate::dashboard::routes())
+        .merge(crate::data::routes())
         .fallback(git_or_404)
         .with_state(ctx)
 }

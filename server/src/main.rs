@@ -87,6 +87,61 @@ enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// Give an app its own PostgreSQL database and set DATABASE_URL.
+    #[command(name = "pg:create")]
+    PgCreate {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, short)]
+        app: String,
+    },
+    /// Show an app's PostgreSQL database.
+    #[command(name = "pg:info")]
+    PgInfo {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, short)]
+        app: String,
+    },
+    /// Drop an app's PostgreSQL database (needs --confirm APP).
+    #[command(name = "pg:destroy")]
+    PgDestroy {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, short)]
+        app: String,
+        /// The app's name again: dropping cannot be undone.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// List an app's backups, newest first.
+    Backups {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, short)]
+        app: String,
+    },
+    /// Back up an app's database and media files now.
+    #[command(name = "backups:create")]
+    BackupsCreate {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, short)]
+        app: String,
+    },
+    /// Restore a backup into the app (needs --confirm APP).
+    #[command(name = "backups:restore")]
+    BackupsRestore {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, short)]
+        app: String,
+        /// The backup's id (`paas backups --app APP` lists them).
+        id: String,
+        /// The app's name again: restoring replaces its data.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -214,6 +269,37 @@ fn main() -> ExitCode {
                 serde_json::Value::Object(changes),
             ))
         }
+        Command::PgCreate { client, app } => rt.block_on(client_data(&client, |u, t| {
+            Box::pin(async move { paas::data::cli_pg_create(&u, &t, &app).await })
+        })),
+        Command::PgInfo { client, app } => rt.block_on(client_data(&client, |u, t| {
+            Box::pin(async move { paas::data::cli_pg_info(&u, &t, &app).await })
+        })),
+        Command::PgDestroy {
+            client,
+            app,
+            confirm,
+        } => rt.block_on(client_data(&client, |u, t| {
+            Box::pin(
+                async move { paas::data::cli_pg_destroy(&u, &t, &app, confirm.as_deref()).await },
+            )
+        })),
+        Command::Backups { client, app } => rt.block_on(client_data(&client, |u, t| {
+            Box::pin(async move { paas::data::cli_backups(&u, &t, &app).await })
+        })),
+        Command::BackupsCreate { client, app } => rt.block_on(client_data(&client, |u, t| {
+            Box::pin(async move { paas::data::cli_backup(&u, &t, &app).await })
+        })),
+        Command::BackupsRestore {
+            client,
+            app,
+            id,
+            confirm,
+        } => rt.block_on(client_data(&client, |u, t| {
+            Box::pin(
+                async move { paas::data::cli_restore(&u, &t, &app, &id, confirm.as_deref()).await },
+            )
+        })),
     }
 }
 
@@ -435,6 +521,29 @@ async fn client_releases(c: ClientArgs, app: String) -> ExitCode {
                     r["error"].as_str().unwrap_or("")
                 );
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("paas: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>>>>;
+
+/// Runs one data command (paas::data::cli_*) and prints its answer.
+async fn client_data(c: &ClientArgs, run: impl FnOnce(String, String) -> CliFuture) -> ExitCode {
+    let token = match token_of(c) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("paas: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(c.url.clone(), token).await {
+        Ok(text) => {
+            println!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {

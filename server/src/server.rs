@@ -118,6 +118,7 @@ pub async fn run(
         hook,
     });
     crate::deploy::reconcile(&ctx).await;
+    crate::data::spawn_scheduler(ctx.clone());
 
     let router = crate::api::router(ctx.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
