@@ -238,6 +238,12 @@ fn to_login() -> Response {
 
 /// Seconds since the epoch → `2026-11-27 12:34 UTC`.
 pub fn format_time(epoch: i64) -> String {
+    let (y, m, d, hh, mm, _) = utc_parts(epoch);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+}
+
+/// Seconds since the epoch → (year, month, day, hour, minute, second) in UTC.
+pub fn utc_parts(epoch: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = epoch.div_euclid(86_400);
     let secs = epoch.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -250,11 +256,7 @@ pub fn format_time(epoch: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60
-    )
+    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 async fn login_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {

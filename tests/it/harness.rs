@@ -147,6 +147,17 @@ impl Daemon {
         )
     }
 
+    /// GET / through the proxy answers 200 with `needle` in the page.
+    pub fn assert_serves(&self, app: &str, needle: &str) {
+        let r = self.get(app, "/");
+        assert_eq!(r.status, 200, "GET / of {app}: {} {}", r.status, r.text());
+        assert!(
+            r.text().contains(needle),
+            "GET / of {app} lacks {needle:?}: {}",
+            r.text()
+        );
+    }
+
     /// POST a form through the proxy.
     pub fn post_form(&self, app: &str, path: &str, form: &str) -> HttpResponse {
         http(

@@ -10,16 +10,6 @@ mod zero_downtime;
 
 use harness::{engine_objects, last_line, Daemon, Project};
 
-fn assert_serves(d: &Daemon, app: &str, needle: &str) {
-    let r = d.get(app, "/");
-    assert_eq!(r.status, 200, "GET / of {app}: {} {}", r.status, r.text());
-    assert!(
-        r.text().contains(needle),
-        "GET / of {app} lacks {needle:?}: {}",
-        r.text()
-    );
-}
-
 /// The backbone: push an unmodified tutorial project, see it live with its
 /// static files, push a template change, see the new page and the old rows.
 #[test]
@@ -37,7 +27,7 @@ fn push_deploys_then_redeploys_keeping_data() {
     assert!(build < migrate && migrate < live, "{out}");
     assert!(out.contains("remote:"), "progress comes as remote: lines");
 
-    assert_serves(&d, &app, "Notes v1");
+    d.assert_serves(&app, "Notes v1");
     let css = d.get(&app, "/static/notes/style.css");
     assert_eq!(css.status, 200, "CSS: {}", css.text());
     assert!(
@@ -53,15 +43,15 @@ fn push_deploys_then_redeploys_keeping_data() {
     // A row written between the two deploys survives the second.
     let r = d.post_form(&app, "/add/", "text=kept+across+deploys");
     assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
-    assert_serves(&d, &app, "kept across deploys");
+    d.assert_serves(&app, "kept across deploys");
 
     p.replace("Notes v1", "Notes v2");
     p.commit("template change");
     let (ok, out) = p.push(&d.remote(&app));
     assert!(ok, "second push rejected:\n{out}");
     assert!(out.contains("v2 is live"), "{out}");
-    assert_serves(&d, &app, "Notes v2");
-    assert_serves(&d, &app, "kept across deploys");
+    d.assert_serves(&app, "Notes v2");
+    d.assert_serves(&app, "kept across deploys");
 
     // The API tells the same story.
     let auth = format!("Bearer {}", d.token);
@@ -155,7 +145,7 @@ fn project_in_a_subfolder_deploys() {
     let p = Project::from_fixture("subdir");
     let (ok, out) = p.push(&d.remote(&app));
     assert!(ok, "push rejected:\n{out}");
-    assert_serves(&d, &app, "Subdir works");
+    d.assert_serves(&app, "Subdir works");
 }
 
 /// Every way a push can fail: rejected with a clear last line, the live
@@ -167,7 +157,7 @@ fn failed_pushes_are_rejected_and_leave_the_live_release() {
     let good = Project::from_fixture("blog");
     let (ok, out) = good.push(&d.remote(&app));
     assert!(ok, "first push rejected:\n{out}");
-    assert_serves(&d, &app, "Notes v1");
+    d.assert_serves(&app, "Notes v1");
     let (_, images_before) = engine_objects(&app);
 
     let cases = [
@@ -184,7 +174,7 @@ fn failed_pushes_are_rejected_and_leave_the_live_release() {
             last.contains("Deploy failed:") && last.contains(expected),
             "{fixture}: last line {last:?} should say {expected:?}; output:\n{out}"
         );
-        assert_serves(&d, &app, "Notes v1");
+        d.assert_serves(&app, "Notes v1");
         let (containers, images) = engine_objects(&app);
         let up: Vec<_> = containers.iter().filter(|c| c.contains(" Up ")).collect();
         assert_eq!(up.len(), 1, "{fixture}: containers {containers:?}");

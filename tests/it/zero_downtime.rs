@@ -95,16 +95,6 @@ impl Load {
     }
 }
 
-fn assert_page(d: &Daemon, app: &str, needle: &str) {
-    let r = d.get(app, "/");
-    assert_eq!(r.status, 200, "GET / of {app}: {}", r.text());
-    assert!(
-        r.text().contains(needle),
-        "{app} lacks {needle:?}: {}",
-        r.text()
-    );
-}
-
 fn api(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
     let auth = format!("Bearer {}", d.token);
     let mut headers = vec![("Authorization", auth.as_str())];
@@ -135,7 +125,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     let p = Project::from_fixture("blog");
     let (ok, out) = p.push(&d.remote(&app));
     assert!(ok, "first push rejected:\n{out}");
-    assert_page(&d, &app, "Notes v1");
+    d.assert_serves(&app, "Notes v1");
 
     let load = Load::start(d.http, &host, 3);
 
@@ -165,7 +155,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
         "the second push says what it waits for:\n{out_b}"
     );
     assert!(out_b.contains("v3 is live"), "{out_b}");
-    assert_page(&d, &app, "Notes B");
+    d.assert_serves(&app, "Notes B");
 
     // Rollback: A's image again, as a new release, without migrations.
     let (status, v) = api(&d, "POST", &format!("/api/apps/{app}/rollback"), None);
@@ -179,7 +169,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
         "a rollback migrated:\n{log}"
     );
     assert!(!log.contains("Building image"), "a rollback built:\n{log}");
-    assert_page(&d, &app, "Notes A");
+    d.assert_serves(&app, "Notes A");
     let (_, rel) = api(&d, "GET", &format!("/api/apps/{app}/releases/4"), None);
     assert!(!rel["log"].as_str().unwrap().contains("Running migrations"));
     assert_eq!(rel["image"], format!("paas/{app}:v2"), "{rel:#}");
@@ -192,7 +182,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
         Some(r#"{"version": "v3"}"#),
     );
     assert_eq!(status, 200, "{v:#}");
-    assert_page(&d, &app, "Notes B");
+    d.assert_serves(&app, "Notes B");
     let (status, v) = api(
         &d,
         "POST",
@@ -209,7 +199,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     let (status, v) = api(&d, "POST", &format!("/api/apps/{app}/restart"), None);
     assert_eq!(status, 200, "{v:#}");
     assert_eq!(v["release"]["version"], 6, "{v:#}");
-    assert_page(&d, &app, "Notes B");
+    d.assert_serves(&app, "Notes B");
     let (status, v) = api(
         &d,
         "PATCH",
@@ -223,7 +213,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
         "{v:#}"
     );
     assert_eq!(v["config"]["PAAS_HEALTHCHECK_TIMEOUT"], "25");
-    assert_page(&d, &app, "Notes B");
+    d.assert_serves(&app, "Notes B");
     // The previous container drains (5 s here) and retires in the background.
     let deadline = Instant::now() + Duration::from_secs(30);
     while running_web(&app).len() != 1 {
@@ -277,7 +267,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     eprintln!("load: {good} answered 200, {bad} did not");
     assert!(good > 100, "the load generator barely ran: {good}");
     assert_eq!(bad, 0, "requests failed during deploys: {samples:?}");
-    assert_page(&d, &app, "Notes B");
+    d.assert_serves(&app, "Notes B");
 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -319,7 +309,7 @@ fn killed_mid_deploy_serves_the_live_release_after_restart() {
     let p = Project::from_fixture("blog");
     let (ok, out) = p.push(&d.remote(&app));
     assert!(ok, "first push rejected:\n{out}");
-    assert_page(&d, &app, "Notes v1");
+    d.assert_serves(&app, "Notes v1");
 
     p.replace("Notes v1", "Notes v2");
     p.commit("v2");
