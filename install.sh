@@ -25,7 +25,7 @@ if [ -f "$here/Cargo.toml" ]; then
   command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) to build paas from source"
   echo "==> building paas (release)"
   (cd "$here" && cargo build --release --locked --bin paas)
-  install -m 0755 "$here/target/release/paas" "$BIN.new"
+  install -m 0755 "${CARGO_TARGET_DIR:-$here/target}/release/paas" "$BIN.new"
   mv -f "$BIN.new" "$BIN"
 else
   die "run install.sh from a paas checkout (it builds the binary from the source next to it)"
@@ -66,8 +66,10 @@ UNITEOF
   echo "==> paas runs as the systemd service paas (journalctl -u paas -f)"
 else
   # No systemd (a container, say): run it in the background instead.
-  pkill -x paas 2>/dev/null || true
-  sleep 0.5
+  if pkill -x paas 2>/dev/null; then
+    # SIGTERM lets in-flight deploys finish (up to 75 s): wait for it.
+    for _ in $(seq 1 90); do pgrep -x paas >/dev/null || break; sleep 1; done
+  fi
   nohup "$BIN" serve --data-dir "$DATA_DIR" >>"$DATA_DIR/paas.log" 2>&1 &
   echo "==> no systemd here: paas started in the background (log: $DATA_DIR/paas.log)"
 fi
