@@ -27,6 +27,9 @@ use tracing::Instrument;
 pub const APP_PORT: u16 = 8000;
 /// Uid:gid the buildpack's images run as; owns the app's persistent volume.
 pub const APP_UID: u32 = 10001;
+/// What every app container runs as (the buildpack's `app` user). Set at
+/// run time rather than by a `USER` step, which would cost a build step per push.
+pub const APP_USER: &str = "10001:10001";
 /// Release images kept per app for rollback.
 pub const KEEP_IMAGES: usize = 5;
 /// Upper bound for the release phase (migrate).
@@ -638,7 +641,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         network: Some(network.clone()),
         restart_unless_stopped: false,
         memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
-        user: None,
+        user: Some(APP_USER.into()),
         working_dir: None,
     };
     let code = {
@@ -694,7 +697,7 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         network: Some(network.clone()),
         restart_unless_stopped: true,
         memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
-        user: None,
+        user: Some(APP_USER.into()),
         working_dir: None,
     };
     let id = ctx
