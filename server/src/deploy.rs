@@ -331,29 +331,34 @@ async fn run_job(
     .instrument(span.clone())
     .await;
     run.timed("total", started);
-    let _enter = span.enter();
-    match result {
-        Ok(()) => {
-            tracing::info!(secs = started.elapsed().as_secs_f64(), "live");
-            run.flush_log();
-            let rel = ctx
-                .store
-                .release(&run.app.name, run.release.version)
-                .ok()
-                .flatten()
-                .unwrap_or(run.release);
-            Ok(rel)
-        }
-        Err(DeployFailed(reason)) => {
-            tracing::warn!("deploy failed: {reason}");
-            cleanup_failed(&mut run).await;
-            run.flush_log();
-            if let Err(e) = ctx.store.fail_release(run.release.id, &reason) {
-                tracing::error!("recording failure: {e}");
+    // Not `span.enter()`: a guard held across an await leaks the span onto
+    // whichever worker thread polls next, and tags unrelated log lines.
+    async move {
+        match result {
+            Ok(()) => {
+                tracing::info!(secs = started.elapsed().as_secs_f64(), "live");
+                run.flush_log();
+                let rel = ctx
+                    .store
+                    .release(&run.app.name, run.release.version)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(run.release);
+                Ok(rel)
             }
-            Err(DeployFailed(reason))
+            Err(DeployFailed(reason)) => {
+                tracing::warn!("deploy failed: {reason}");
+                cleanup_failed(&mut run).await;
+                run.flush_log();
+                if let Err(e) = ctx.store.fail_release(run.release.id, &reason) {
+                    tracing::error!("recording failure: {e}");
+                }
+                Err(DeployFailed(reason))
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 /// Which release a build-less deploy starts again, checked before any
@@ -734,10 +739,14 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         .await
     };
     if let Err(e) = health {
-        let tail = ctx.docker.logs_tail(&id, 20).await.unwrap_or_default();
-        if !tail.is_empty() {
+        // Stopped first: under the restart policy a crashed app boots again
+        // and its fresh start-up lines would push the error out of the tail.
+        let _ = ctx.docker.stop(&id, Duration::from_secs(2)).await;
+        let lines = ctx.docker.logs_tail(&id, 400).await.unwrap_or_default();
+        let shown = telling_lines(&lines, 20);
+        if !shown.is_empty() {
             run.progress.info("Last lines of the app's output:");
-            for l in tail {
+            for l in shown {
                 run.progress.info(&format!("  {}", l.trim_end()));
             }
         }
@@ -881,6 +890,35 @@ async fn cleanup_failed(run: &mut Run<'_>) {
             let _ = tokio::fs::remove_dir_all(parent).await;
         }
     }
+}
+
+/// What to show of a failed container's output: the last Python traceback
+/// through its exception line when there is one (that is the reason), else
+/// the last `n` lines.
+fn telling_lines(lines: &[String], n: usize) -> Vec<String> {
+    if let Some(start) = lines
+        .iter()
+        .rposition(|l| l.contains("Traceback (most recent call last)"))
+    {
+        let mut end = start + 1;
+        while end < lines.len() {
+            let l = lines[end].trim_end();
+            end += 1;
+            // The exception line is the first unindented one after the frames.
+            if !l.is_empty() && !l.starts_with(' ') && !l.starts_with('\t') {
+                break;
+            }
+        }
+        let body = &lines[start..end];
+        // Long tracebacks: the outermost frames matter least.
+        if body.len() > 2 * n {
+            let mut v = vec![body[0].clone(), "  …".to_string()];
+            v.extend(body[body.len() - (2 * n - 2)..].iter().cloned());
+            return v;
+        }
+        return body.to_vec();
+    }
+    lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
 async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
@@ -1173,5 +1211,57 @@ pub async fn reconcile(ctx: &Ctx) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::telling_lines;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn the_traceback_is_shown_even_when_a_restart_printed_after_it() {
+        let log = lines(
+            "[INFO] Starting gunicorn 23.0.0\n\
+             [ERROR] Exception in worker process\n\
+             Traceback (most recent call last):\n  \
+               File \"/app/blog/wsgi.py\", line 1, in <module>\n    \
+                 import paas_no_such_module\n\
+             ModuleNotFoundError: No module named 'paas_no_such_module'\n\
+             [INFO] Worker exiting (pid: 9)\n\
+             [INFO] Starting gunicorn 23.0.0\n\
+             [INFO] Listening at: http://0.0.0.0:5000\n\
+             [INFO] Booting worker with pid: 8",
+        );
+        let shown = telling_lines(&log, 3);
+        assert_eq!(shown.first().unwrap(), "Traceback (most recent call last):");
+        assert_eq!(
+            shown.last().unwrap(),
+            "ModuleNotFoundError: No module named 'paas_no_such_module'"
+        );
+    }
+
+    #[test]
+    fn without_a_traceback_the_last_lines_are_shown() {
+        let log = lines("a\nb\nc\nd");
+        assert_eq!(telling_lines(&log, 2), ["c", "d"]);
+        assert!(telling_lines(&[], 2).is_empty());
+    }
+
+    #[test]
+    fn long_tracebacks_keep_their_innermost_frames() {
+        let mut text = String::from("Traceback (most recent call last):\n");
+        for i in 0..50 {
+            text.push_str(&format!("  File \"f{i}.py\"\n"));
+        }
+        text.push_str("ValueError: boom\n");
+        let shown = telling_lines(&lines(&text), 5);
+        assert_eq!(shown.len(), 10);
+        assert_eq!(shown[1], "  …");
+        assert_eq!(shown.last().unwrap(), "ValueError: boom");
+        assert_eq!(shown[8], "  File \"f49.py\"");
     }
 }

@@ -891,6 +891,18 @@ impl Docker {
         })
     }
 
+    /// Stops a container (SIGTERM, up to `grace`, then SIGKILL) and keeps it,
+    /// logs included. Stopped or gone already is fine.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), DockerError> {
+        let secs = grace.as_secs().min(i32::MAX as u64) as i32;
+        let opts = StopContainerOptionsBuilder::new().t(secs).build();
+        match self.patient().stop_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) || is_status(&e, 304) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// Stops a container (SIGTERM, up to `grace`, then SIGKILL) and removes it.
     /// A container that is already gone is fine.
     pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> Result<(), DockerError> {

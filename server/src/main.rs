@@ -309,6 +309,8 @@ async fn serve(a: ServeArgs) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("PAAS_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
+        // Colour codes only for a person at a terminal, not in journald or a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match Config::resolve(Overrides {
         config_file: a.config_file,

@@ -54,9 +54,53 @@ pub struct Daemon {
     log: PathBuf,
 }
 
+/// The message of the panic that is failing this thread's test, kept so the
+/// daemon's log can be printed before it and the message is the last thing
+/// a reader of a long CI log sees.
+static PANICS: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn keep_panic_messages() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = format!("{info}");
+            if let Ok(mut v) = PANICS.lock() {
+                v.push((std::thread::current().id(), msg));
+            }
+            default(info);
+        }));
+    });
+}
+
+fn take_panic_message() -> Option<String> {
+    let me = std::thread::current().id();
+    let mut v = PANICS.lock().ok()?;
+    let i = v.iter().position(|(t, _)| *t == me)?;
+    Some(v.remove(i).1)
+}
+
+/// The end of a daemon log, without the one-line-per-request proxy entries
+/// that would bury what went wrong.
+fn log_tail(text: &str, lines: usize) -> String {
+    let kept: Vec<&str> = text.lines().filter(|l| !l.contains("proxied")).collect();
+    let skipped = kept.len().saturating_sub(lines);
+    let mut out = String::new();
+    if skipped > 0 {
+        out.push_str(&format!("[{skipped} earlier lines left out]\n"));
+    }
+    for l in &kept[skipped..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
 impl Daemon {
     pub fn start() -> Daemon {
         require_parts();
+        keep_panic_messages();
         let data = tempfile::Builder::new()
             .prefix("paas-it-")
             .tempdir()
@@ -189,7 +233,13 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- paas daemon log ----\n{}", self.log_text());
+            eprintln!(
+                "---- paas daemon log (its end, proxy request lines left out) ----\n{}",
+                log_tail(&self.log_text(), 150)
+            );
+            if let Some(msg) = take_panic_message() {
+                eprintln!("---- the failure, again ----\n{msg}");
+            }
         }
         for app in &self.apps {
             remove_app_objects(app);
