@@ -28,7 +28,10 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/internal/deploy", post(internal_deploy))
         .route("/api/apps", get(api_apps))
-        .route("/api/apps/{app}", get(api_app))
+        .route(
+            "/api/apps/{app}",
+            get(api_app).delete(crate::destroy::api_destroy),
+        )
         .route("/api/apps/{app}/releases", get(api_releases))
         .route("/api/apps/{app}/releases/{version}", get(api_release))
         .route(

@@ -76,13 +76,13 @@ impl std::fmt::Display for DataError {
 impl std::error::Error for DataError {}
 
 impl DataError {
-    fn user(status: StatusCode, message: impl Into<String>) -> DataError {
+    pub(crate) fn user(status: StatusCode, message: impl Into<String>) -> DataError {
         DataError {
             status,
             message: message.into(),
         }
     }
-    fn internal(message: impl Into<String>) -> DataError {
+    pub(crate) fn internal(message: impl Into<String>) -> DataError {
         Self::user(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
@@ -116,7 +116,7 @@ fn pg_app_file(data_dir: &Path, app: &str) -> PathBuf {
     pg_dir(data_dir).join("apps").join(format!("{app}.json"))
 }
 
-fn backups_dir(data_dir: &Path, app: &str) -> PathBuf {
+pub(crate) fn backups_dir(data_dir: &Path, app: &str) -> PathBuf {
     data_dir.join("backups").join(app)
 }
 
@@ -1149,7 +1149,7 @@ pub fn routes() -> Router<Arc<Ctx>> {
         )
 }
 
-fn guard(ctx: &Ctx, headers: &HeaderMap, app: &str) -> Result<App, ApiError> {
+pub(crate) fn guard(ctx: &Ctx, headers: &HeaderMap, app: &str) -> Result<App, ApiError> {
     if !crate::api::authorized(ctx, headers) {
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,
@@ -1174,7 +1174,7 @@ struct Confirm {
 }
 
 /// Destructive calls carry `{"confirm": "<app>"}`.
-fn confirmed(body: &[u8], app: &str, action: &str) -> Result<(), DataError> {
+pub(crate) fn confirmed(body: &[u8], app: &str, action: &str) -> Result<(), DataError> {
     let given = serde_json::from_slice::<Confirm>(body)
         .ok()
         .and_then(|c| c.confirm);
@@ -1329,7 +1329,7 @@ async fn api_backup_restore(
 // -------------------------------------------------------------------- CLI
 
 /// One request to the daemon for the CLI; the error is one sentence.
-async fn cli_request(
+pub(crate) async fn cli_request(
     url: &str,
     token: &str,
     method: reqwest::Method,
@@ -1358,7 +1358,7 @@ async fn cli_request(
     Ok(value)
 }
 
-fn message(v: &serde_json::Value) -> String {
+pub(crate) fn message(v: &serde_json::Value) -> String {
     v["message"].as_str().unwrap_or("done").to_string()
 }
 

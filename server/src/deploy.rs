@@ -91,6 +91,18 @@ impl Deployer {
         true
     }
 
+    /// Runs `f` holding the app's deploy turn, when no deploy of the app is
+    /// running or queued; `None` (and `f` not run) when one is.
+    pub async fn while_idle<T>(
+        &self,
+        app: &str,
+        f: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let queue = self.queue_for(app);
+        let _turn = queue.turn.try_lock().ok()?;
+        Some(f.await)
+    }
+
     fn check_open(&self) -> Result<(), DeployFailed> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(DeployFailed(
@@ -894,12 +906,16 @@ async fn cleanup_failed(run: &mut Run<'_>) {
 
 /// What to show of a failed container's output: the last Python traceback
 /// through its exception line when there is one (that is the reason), else
-/// the last `n` lines.
+/// the last `n` lines. gunicorn's own "Worker failed to boot" traceback only
+/// repeats that a worker died, so the worker's traceback before it wins.
 fn telling_lines(lines: &[String], n: usize) -> Vec<String> {
-    if let Some(start) = lines
+    let starts: Vec<usize> = lines
         .iter()
-        .rposition(|l| l.contains("Traceback (most recent call last)"))
-    {
+        .enumerate()
+        .filter(|(_, l)| l.contains("Traceback (most recent call last)"))
+        .map(|(i, _)| i)
+        .collect();
+    let traceback = |start: usize| {
         let mut end = start + 1;
         while end < lines.len() {
             let l = lines[end].trim_end();
@@ -909,16 +925,27 @@ fn telling_lines(lines: &[String], n: usize) -> Vec<String> {
                 break;
             }
         }
-        let body = &lines[start..end];
-        // Long tracebacks: the outermost frames matter least.
-        if body.len() > 2 * n {
-            let mut v = vec![body[0].clone(), "  …".to_string()];
-            v.extend(body[body.len() - (2 * n - 2)..].iter().cloned());
-            return v;
-        }
-        return body.to_vec();
+        &lines[start..end]
+    };
+    let chosen = starts
+        .iter()
+        .rev()
+        .map(|&s| traceback(s))
+        .find(|t| {
+            !t.last()
+                .is_some_and(|l| l.contains("gunicorn.errors.HaltServer"))
+        })
+        .or_else(|| starts.last().map(|&s| traceback(s)));
+    let Some(body) = chosen else {
+        return lines[lines.len().saturating_sub(n)..].to_vec();
+    };
+    // Long tracebacks: the outermost frames matter least.
+    if body.len() > 2 * n {
+        let mut v = vec![body[0].clone(), "  …".to_string()];
+        v.extend(body[body.len() - (2 * n - 2)..].iter().cloned());
+        return v;
     }
-    lines[lines.len().saturating_sub(n)..].to_vec()
+    body.to_vec()
 }
 
 async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
@@ -1232,6 +1259,9 @@ mod tests {
                  import paas_no_such_module\n\
              ModuleNotFoundError: No module named 'paas_no_such_module'\n\
              [INFO] Worker exiting (pid: 9)\n\
+             Traceback (most recent call last):\n  \
+               File \"/opt/venv/bin/gunicorn\", line 8, in <module>\n\
+             gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>\n\
              [INFO] Starting gunicorn 23.0.0\n\
              [INFO] Listening at: http://0.0.0.0:5000\n\
              [INFO] Booting worker with pid: 8",

@@ -891,6 +891,15 @@ impl Docker {
         })
     }
 
+    /// Removes a network by name; one that is gone already is fine.
+    pub async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
+        match self.inner.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// Stops a container (SIGTERM, up to `grace`, then SIGKILL) and keeps it,
     /// logs included. Stopped or gone already is fine.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), DockerError> {

@@ -13,6 +13,7 @@
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
 //! - [`api`] and [`dashboard`]: the control plane on the admin listener.
 //! - [`data`]: PostgreSQL for apps that ask for it, backups and restores.
+//! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`server`]: wires the parts together for `paas serve`.
 
 pub mod api;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod dashboard;
 pub mod data;
 pub mod deploy;
+pub mod destroy;
 pub mod docker;
 pub mod git;
 pub mod health;

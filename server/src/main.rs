@@ -115,6 +115,7 @@ enum Command {
         confirm: Option<String>,
     },
     /// List an app's backups, newest first.
+    #[command(visible_alias = "pg:backups")]
     Backups {
         #[command(flatten)]
         client: ClientArgs,
@@ -122,7 +123,7 @@ enum Command {
         app: String,
     },
     /// Back up an app's database and media files now.
-    #[command(name = "backups:create")]
+    #[command(name = "backups:create", visible_alias = "pg:backup")]
     BackupsCreate {
         #[command(flatten)]
         client: ClientArgs,
@@ -130,7 +131,7 @@ enum Command {
         app: String,
     },
     /// Restore a backup into the app (needs --confirm APP).
-    #[command(name = "backups:restore")]
+    #[command(name = "backups:restore", visible_alias = "pg:restore")]
     BackupsRestore {
         #[command(flatten)]
         client: ClientArgs,
@@ -141,6 +142,21 @@ enum Command {
         /// The app's name again: restoring replaces its data.
         #[arg(long)]
         confirm: Option<String>,
+    },
+    /// Destroy an app: containers, images, data, database, git repository
+    /// (needs --confirm APP). A final backup is kept unless --no-backup.
+    #[command(name = "apps:destroy")]
+    AppsDestroy {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, short)]
+        app: String,
+        /// The app's name again: destroying cannot be undone.
+        #[arg(long)]
+        confirm: Option<String>,
+        /// Do not keep a final backup of the app's data.
+        #[arg(long)]
+        no_backup: bool,
     },
 }
 
@@ -299,6 +315,16 @@ fn main() -> ExitCode {
             Box::pin(
                 async move { paas::data::cli_restore(&u, &t, &app, &id, confirm.as_deref()).await },
             )
+        })),
+        Command::AppsDestroy {
+            client,
+            app,
+            confirm,
+            no_backup,
+        } => rt.block_on(client_data(&client, |u, t| {
+            Box::pin(async move {
+                paas::destroy::cli_destroy(&u, &t, &app, confirm.as_deref(), no_backup).await
+            })
         })),
     }
 }

@@ -218,6 +218,72 @@ async fn sqlite_backup_and_restore_of_a_deployed_app() {
     let (status, list) = call(&ctx, "GET", &base, true, None).await;
     assert_eq!(status, 200);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    // apps:destroy: confirmation first, then everything goes but a final
+    // backup, which a new push of the same name can restore.
+    let (ok, _, err) = paas_cli(&d, &["apps:destroy", "-a", &app]);
+    assert!(!ok && err.contains(&format!("--confirm {app}")), "{err}");
+    let (ok, out, err) = paas_cli(&d, &["apps:destroy", "-a", &app, "--confirm", &app]);
+    assert!(ok, "apps:destroy failed: {out}{err}");
+    assert!(out.contains("final backup"), "{out}");
+    let page = d.get(&app, "/");
+    assert_eq!(page.status, 404, "{}", page.text());
+    let (containers, images) = crate::harness::engine_objects(&app);
+    assert!(
+        containers.is_empty() && images.is_empty(),
+        "left behind: {containers:?} {images:?}"
+    );
+    let net = Command::new("docker")
+        .args(["network", "inspect", &format!("paas-{app}")])
+        .output()
+        .unwrap();
+    assert!(!net.status.success(), "the app's network is still there");
+    for gone in [
+        d.data.path().join("apps").join(&app),
+        d.data.path().join("repos").join(format!("{app}.git")),
+    ] {
+        assert!(!gone.exists(), "{} is still there", gone.display());
+    }
+    let (ok, _, err) = paas_cli(&d, &["releases", "-a", &app]);
+    assert!(!ok && err.contains("no app named"), "{err}");
+    let kept: Vec<_> = std::fs::read_dir(d.data.path().join("backups").join(&app))
+        .unwrap()
+        .collect();
+    assert_eq!(kept.len(), 2, "the manual and the final backup");
+
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push after destroy rejected:\n{out}");
+    assert!(!d.get(&app, "/").text().contains("row before backup"));
+    let (ok, out, err) = paas_cli(&d, &["backups", "-a", &app]);
+    assert!(ok, "{err}");
+    let final_id = out
+        .lines()
+        .find(|l| l.contains("final"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no final backup listed:\n{out}"))
+        .to_string();
+    let (ok, out, err) = paas_cli(
+        &d,
+        &["backups:restore", &final_id, "-a", &app, "--confirm", &app],
+    );
+    assert!(ok, "restore of the final backup failed: {out}{err}");
+    let page = d.get(&app, "/");
+    assert!(page.text().contains("row before backup"), "{}", page.text());
+}
+
+/// Runs the built `paas` client against the test daemon: (success, stdout, stderr).
+fn paas_cli(d: &Daemon, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_paas"))
+        .args(args)
+        .env("PAAS_URL", format!("http://127.0.0.1:{}", d.admin))
+        .env("PAAS_TOKEN", &d.token)
+        .output()
+        .expect("the paas binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// PostgreSQL: pg:create gives the app a database reachable from its own
