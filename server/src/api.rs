@@ -305,6 +305,9 @@ async fn api_config_set(
 struct RollbackBody {
     /// The release to go back to (`3` or `"v3"`); default: the one before the live release.
     version: Option<serde_json::Value>,
+    /// Also restore the pre-migrate snapshot taken after that release.
+    #[serde(default)]
+    restore_db: bool,
 }
 
 /// `POST /api/apps/{app}/rollback` `{"version": 3}`: a new release running
@@ -330,7 +333,8 @@ async fn api_rollback(
             "the version to roll back to is a release number like 3 or \"v3\": `paas releases` lists them".into(),
         ));
     }
-    let outcome = run_redeploy(&ctx, &app.name, Redeploy::Rollback { to }).await;
+    let restore_db = body.restore_db;
+    let outcome = run_redeploy(&ctx, &app.name, Redeploy::Rollback { to, restore_db }).await;
     Ok(outcome.response(
         serde_json::json!({}),
         |rel| format!("{}: v{} is live", rel.description, rel.version),

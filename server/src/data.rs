@@ -649,6 +649,9 @@ pub struct Manifest {
     /// Why it failed (status `failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The release whose migrations this snapshot was taken before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<i64>,
 }
 
 const DB_SQLITE: &str = "db.sqlite3";
@@ -880,6 +883,40 @@ async fn blocking<T: Send + 'static>(
 /// Takes a backup of the app now (`trigger`: manual or scheduled). A failure
 /// is recorded (manifest status `failed`), logged at error, and returned.
 pub async fn backup_app(ctx: &Ctx, app: &App, trigger: &str) -> Result<Manifest, DataError> {
+    backup_app_for(ctx, app, trigger, None).await
+}
+
+/// The pre-migrate snapshot of release `version`: a backup taken right
+/// before its migrations run, found again by `rollback --restore-db`.
+/// `None` when the app has no database yet (nothing to protect).
+pub async fn snapshot_before_migrate(
+    ctx: &Ctx,
+    app: &App,
+    version: i64,
+) -> Result<Option<Manifest>, DataError> {
+    if backup_kind(&ctx.config.data_dir, &app.name)?.is_none() {
+        return Ok(None);
+    }
+    backup_app_for(ctx, app, "pre-migrate", Some(version))
+        .await
+        .map(Some)
+}
+
+/// The snapshot that holds the data as release `version` last saw it: the
+/// first good pre-migrate snapshot of a later release.
+pub fn snapshot_after(data_dir: &Path, app: &str, version: i64) -> Option<Manifest> {
+    list_backups(data_dir, app)
+        .into_iter()
+        .filter(|m| m.status == Status::Ok && m.release.is_some_and(|r| r > version))
+        .min_by_key(|m| (m.release, m.created_at))
+}
+
+async fn backup_app_for(
+    ctx: &Ctx,
+    app: &App,
+    trigger: &str,
+    release: Option<i64>,
+) -> Result<Manifest, DataError> {
     let lock = app_lock(&app.name);
     let _guard = lock.lock().await;
     let data_dir = ctx.config.data_dir.clone();
@@ -909,6 +946,7 @@ pub async fn backup_app(ctx: &Ctx, app: &App, trigger: &str) -> Result<Manifest,
         sha256: String::new(),
         files: Vec::new(),
         error: None,
+        release,
     };
     write_manifest(&dir, &m)?;
     let t = Instant::now();
@@ -1476,7 +1514,31 @@ mod tests {
             sha256: String::new(),
             files: Vec::new(),
             error: None,
+            release: None,
         }
+    }
+
+    #[test]
+    fn the_snapshot_for_a_rollback_is_the_first_one_after_the_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |id: &str, at: i64, status: Status, release: Option<i64>| {
+            let mut m = manifest(id, at, status);
+            m.release = release;
+            let d = backups_dir(dir.path(), "blog").join(id);
+            std::fs::create_dir_all(&d).unwrap();
+            write_manifest(&d, &m).unwrap();
+        };
+        put("20260101-000000-aaaa", 1, Status::Ok, Some(3));
+        put("20260102-000000-bbbb", 2, Status::Ok, None);
+        put("20260103-000000-cccc", 3, Status::Failed, Some(5));
+        put("20260104-000000-dddd", 4, Status::Ok, Some(6));
+        put("20260105-000000-eeee", 5, Status::Ok, Some(8));
+        let id = |v| snapshot_after(dir.path(), "blog", v).map(|m| m.id);
+        assert_eq!(id(2).as_deref(), Some("20260101-000000-aaaa"));
+        // v5's snapshot failed: v6's holds the data v4 and v5 saw.
+        assert_eq!(id(4).as_deref(), Some("20260104-000000-dddd"));
+        assert_eq!(id(7).as_deref(), Some("20260105-000000-eeee"));
+        assert_eq!(id(8), None);
     }
 
     #[test]

@@ -117,8 +117,9 @@ impl Deployer {
 #[derive(Debug, Clone)]
 pub enum Redeploy {
     /// Back to release `to` (None: the newest one before the live release),
-    /// with the config vars it ran with.
-    Rollback { to: Option<i64> },
+    /// with the config vars it ran with; with `restore_db`, the data as it
+    /// was before the next release's migrations too.
+    Rollback { to: Option<i64>, restore_db: bool },
     /// Fresh containers of the live release.
     Restart,
     /// The live release's image with the app's current config vars; the
@@ -249,6 +250,8 @@ struct Source {
     description: String,
     /// A rollback puts the release's config vars back as the app's.
     restore_config: bool,
+    /// `rollback --restore-db`: the pre-migrate snapshot to restore first.
+    snapshot: Option<crate::data::Manifest>,
 }
 
 /// What the web container of a new release is made of.
@@ -390,15 +393,17 @@ async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, Deploy
             vars: current_vars()?,
             description: "restart".into(),
             restore_config: false,
+            snapshot: None,
             release: live,
         },
         Redeploy::Config { keys } => Source {
             vars: current_vars()?,
             description: format!("config change: {}", keys.join(", ")),
             restore_config: false,
+            snapshot: None,
             release: live,
         },
-        Redeploy::Rollback { to } => {
+        Redeploy::Rollback { to, restore_db } => {
             let releases = ctx.store.releases(name).map_err(store_err)?;
             let went_live = |r: &Release| {
                 matches!(r.status, ReleaseStatus::Live | ReleaseStatus::Retired)
@@ -426,11 +431,34 @@ async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, Deploy
                     target.status.as_str()
                 )));
             }
+            let snapshot = if *restore_db {
+                let v = target.version;
+                Some(
+                    crate::data::snapshot_after(&ctx.config.data_dir, name, v).ok_or_else(
+                        || {
+                            DeployFailed(format!(
+                                "no pre-migrate snapshot was taken after v{v}, so no migration changed the data since: roll back without --restore-db"
+                            ))
+                        },
+                    )?,
+                )
+            } else {
+                None
+            };
             Source {
                 vars: target.config.clone(),
-                description: format!("rollback to v{}", target.version),
+                description: format!(
+                    "rollback to v{}{}",
+                    target.version,
+                    if snapshot.is_some() {
+                        " with its data"
+                    } else {
+                        ""
+                    }
+                ),
                 restore_config: true,
                 release: target.clone(),
+                snapshot,
             }
         }
     };
@@ -462,6 +490,23 @@ async fn reuse_steps(run: &mut Run<'_>, src: &Source) -> Result<Prepared, Deploy
         ),
     };
     run.progress.step(&what);
+    if let Some(m) = &src.snapshot {
+        // Before the new containers start: the old code must meet the old schema.
+        run.progress.step(&format!(
+            "Restoring the data from snapshot {} (taken before v{} migrated); changes made since are replaced",
+            m.id,
+            m.release.unwrap_or_default()
+        ));
+        run.flush_log();
+        crate::data::restore(ctx, &run.app, &m.id)
+            .await
+            .map_err(|e| {
+                DeployFailed(format!(
+                    "restoring snapshot {} failed, so nothing was rolled back: {e}",
+                    m.id
+                ))
+            })?;
+    }
     let source_static = release_dir(ctx, &app, from).join("static");
     if source_static.is_dir() {
         let dest = release_dir(ctx, &app, version).join("static");
@@ -640,18 +685,16 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         .ensure_network(&network, &labels_app(&app))
         .await
         .map_err(|e| DeployFailed(e.to_string()))?;
-    run.progress
-        .step("Running migrations (manage.py migrate --noinput)");
-    run.flush_log();
-    let spec = ContainerSpec {
+    let migrate = |args: &[&str]| ContainerSpec {
         name: None,
         image: tag.clone(),
-        cmd: Some(vec![
-            "python".into(),
-            "manage.py".into(),
-            "migrate".into(),
-            "--noinput".into(),
-        ]),
+        cmd: Some(
+            ["python", "manage.py", "migrate"]
+                .iter()
+                .chain(args)
+                .map(|s| s.to_string())
+                .collect(),
+        ),
         env: env.clone(),
         labels: labels(&app, version, Some("release")),
         binds: vec![format!("{}:/data", volume.display())],
@@ -661,18 +704,56 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         user: Some(APP_USER.into()),
         working_dir: None,
     };
-    let code = {
-        let progress = &mut run.progress;
-        let mut on_line = |line: &str| progress.info(line.trim_end());
-        ctx.docker
-            .run_to_completion(&spec, RELEASE_TIMEOUT, &mut on_line)
-            .await
-            .map_err(|e| DeployFailed(format!("the release phase could not run: {e}")))?
-    };
-    if code != 0 {
-        return Err(DeployFailed(format!(
-            "migrate failed (exit code {code}); the running release was not touched. Fix the migration shown above and push again"
-        )));
+    // `migrate --check` exits non-zero when migrations are pending (or when
+    // it cannot tell); only then does migrate run, after a snapshot of the
+    // data a live release is using, for `rollback --restore-db`.
+    run.progress
+        .step("Running migrations (manage.py migrate --noinput)");
+    run.flush_log();
+    let pending = ctx
+        .docker
+        .run_to_completion(&migrate(&["--check"]), RELEASE_TIMEOUT, &mut |_: &str| {})
+        .await
+        .map_err(|e| DeployFailed(format!("the release phase could not run: {e}")))?
+        != 0;
+    if !pending {
+        run.progress.info("No migrations to apply.");
+    } else {
+        let has_live = ctx
+            .store
+            .live_release(&app)
+            .map_err(|e| DeployFailed(e.to_string()))?
+            .is_some();
+        if has_live {
+            run.progress
+                .info("migrations to apply: taking a snapshot of the data first");
+            match crate::data::snapshot_before_migrate(ctx, &run.app, version).await {
+                Ok(Some(m)) => run.progress.info(&format!(
+                    "snapshot {} ({} bytes); `paas rollback --restore-db` brings it back",
+                    m.id, m.size
+                )),
+                Ok(None) => run.progress.info("no database yet: nothing to snapshot"),
+                Err(e) => {
+                    return Err(DeployFailed(format!(
+                        "the snapshot before migrating failed, so migrate did not run and the running release was not touched: {e}"
+                    )))
+                }
+            }
+        }
+        run.flush_log();
+        let code = {
+            let progress = &mut run.progress;
+            let mut on_line = |line: &str| progress.info(line.trim_end());
+            ctx.docker
+                .run_to_completion(&migrate(&["--noinput"]), RELEASE_TIMEOUT, &mut on_line)
+                .await
+                .map_err(|e| DeployFailed(format!("the release phase could not run: {e}")))?
+        };
+        if code != 0 {
+            return Err(DeployFailed(format!(
+                "migrate failed (exit code {code}); the running release was not touched. Fix the migration shown above and push again"
+            )));
+        }
     }
     run.timed("release", t);
     Ok(Prepared {

@@ -46,6 +46,10 @@ enum Command {
         app: String,
         /// The release to go back to, e.g. v3.
         version: Option<String>,
+        /// Also put the data back as it was before the next release migrated
+        /// (its pre-migrate snapshot); changes made since are replaced.
+        #[arg(long)]
+        restore_db: bool,
     },
     /// Replace the app's containers with new ones of the live release, without downtime.
     Restart {
@@ -232,11 +236,12 @@ fn main() -> ExitCode {
             client,
             app,
             version,
+            restore_db,
         } => {
             let body = match version {
-                None => serde_json::json!({}),
+                None => serde_json::json!({ "restore_db": restore_db }),
                 Some(v) => match v.trim_start_matches('v').parse::<i64>() {
-                    Ok(n) => serde_json::json!({ "version": n }),
+                    Ok(n) => serde_json::json!({ "version": n, "restore_db": restore_db }),
                     Err(_) => {
                         eprintln!("paas: {v:?} is not a release like v3: `paas releases --app {app}` lists them");
                         return ExitCode::from(2);

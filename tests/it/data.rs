@@ -494,3 +494,71 @@ async fn a_failed_backup_is_recorded_and_refused_for_restore() {
         "{body}"
     );
 }
+
+/// A release whose migration drops a column: paas snapshots the data before
+/// migrating, and `paas rollback v1 --restore-db` brings back the old code
+/// and the data its schema needs.
+#[test]
+fn rollback_restore_db_undoes_a_migration_that_dropped_a_column() {
+    let mut d = Daemon::start();
+    let app = d.app("mig");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    let r = d.post_form(&app, "/add/", "text=kept+row");
+    assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
+
+    // v2 drops Note.created; v1's code orders by it.
+    p.replace(
+        "    created = models.DateTimeField(auto_now_add=True)\n",
+        "",
+    );
+    p.replace("order_by('created')", "order_by('pk')");
+    p.replace("Notes v1", "Notes v2");
+    std::fs::write(
+        p.dir
+            .path()
+            .join("notes/migrations/0002_remove_note_created.py"),
+        "from django.db import migrations\n\n\n\
+         class Migration(migrations.Migration):\n    \
+             dependencies = [('notes', '0001_initial')]\n    \
+             operations = [migrations.RemoveField(model_name='note', name='created')]\n",
+    )
+    .unwrap();
+    p.commit("drop Note.created");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push of v2 rejected:\n{out}");
+    assert!(
+        out.contains("taking a snapshot of the data first"),
+        "no snapshot before the migration:\n{out}"
+    );
+    d.assert_serves(&app, "Notes v2");
+    let r = d.post_form(&app, "/add/", "text=row+after+v2");
+    assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
+    let (ok, list, err) = paas_cli(&d, &["backups", "-a", &app]);
+    assert!(ok && list.contains("pre-migrate"), "{list}{err}");
+
+    // A redeploy without migrations takes no snapshot.
+    p.replace("Notes v2", "Notes v2b");
+    p.commit("text only");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push of v3 rejected:\n{out}");
+    assert!(out.contains("No migrations to apply"), "{out}");
+    assert!(!out.contains("snapshot"), "{out}");
+
+    let (ok, out, err) = paas_cli(&d, &["rollback", "v1", "--restore-db", "-a", &app]);
+    assert!(ok, "rollback --restore-db failed: {out}{err}");
+    let page = d.get(&app, "/");
+    assert_eq!(page.status, 200, "{}", page.text());
+    let text = page.text();
+    assert!(
+        text.contains("Notes v1") && text.contains("kept row"),
+        "{text}"
+    );
+    assert!(!text.contains("row after v2"), "{text}");
+
+    // Nothing migrated after v4 (the rollback): nothing to restore.
+    let (ok, _, err) = paas_cli(&d, &["rollback", "v3", "--restore-db", "-a", &app]);
+    assert!(!ok, "a restore without a snapshot succeeded");
+    assert!(err.contains("no pre-migrate snapshot"), "{err}");
+}
