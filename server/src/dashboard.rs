@@ -443,10 +443,55 @@ async fn app_page(
             when: format_time(r.created_at),
         })
         .collect();
+    let backups: Vec<BackupRow> = crate::data::list_backups(&ctx.config.data_dir, &app.name)
+        .into_iter()
+        .map(|m| BackupRow {
+            status: match m.status {
+                crate::data::Status::Ok => "ok",
+                crate::data::Status::Running => "running",
+                crate::data::Status::Failed => "failed",
+            },
+            trigger: match m.release {
+                Some(v) => format!("{} v{v}", m.trigger),
+                None => m.trigger.clone(),
+            },
+            size: human_size(m.size),
+            when: format_time(m.created_at),
+            error: m.error.clone(),
+            id: m.id,
+        })
+        .collect();
     let mut c = Context::new();
     c.insert("app", &view);
     c.insert("releases", &rows);
+    c.insert("backups", &backups);
     render("app.html", c, Some(csrf))
+}
+
+#[derive(Serialize)]
+struct BackupRow {
+    id: String,
+    status: &'static str,
+    trigger: String,
+    size: String,
+    when: String,
+    error: Option<String>,
+}
+
+/// 1234567 → "1.2 MB".
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[derive(Serialize)]
@@ -489,6 +534,14 @@ async fn release_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_a_person_writes_them() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_234_567), "1.2 MB");
+        assert_eq!(human_size(5_000_000_000_000), "5000.0 GB");
+    }
 
     #[test]
     fn templates_parse_and_render() {

@@ -480,6 +480,26 @@ async fn a_failed_backup_is_recorded_and_refused_for_restore() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(files, ["manifest.json"]);
+
+    // Loud on the dashboard too: the app page says the latest backup failed.
+    let session = ctx.sessions.create();
+    let page = paas::api::router(ctx.clone())
+        .oneshot(
+            Request::get("/apps/broken")
+                .header("cookie", format!("paas_session={session}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    assert!(
+        html.contains("The latest backup failed") && html.contains("not a database"),
+        "{html}"
+    );
+
     let (status, body) = call(
         &ctx,
         "POST",
