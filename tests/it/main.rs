@@ -3,6 +3,7 @@
 //!
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
+mod auth;
 mod buildpack;
 mod data;
 mod harness;
