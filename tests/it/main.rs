@@ -5,6 +5,7 @@
 
 mod auth;
 mod buildpack;
+mod cli;
 mod data;
 mod harness;
 mod zero_downtime;
