@@ -148,6 +148,11 @@ enum Command {
         #[arg(long)]
         confirm: Option<String>,
     },
+    /// Print a shell completion script, e.g. `paas completions bash > /etc/bash_completion.d/paas`.
+    Completions {
+        /// The shell: bash, zsh or fish.
+        shell: CompletionShell,
+    },
     /// List the API tokens: name, created, last used (never the secret).
     Tokens(ClientArgs),
     /// Create an API token for the API, git and the dashboard; prints it once.
@@ -167,6 +172,13 @@ enum Command {
         /// The token's name (`paas tokens` lists them).
         name: String,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Subcommand)]
@@ -235,6 +247,16 @@ fn main() -> ExitCode {
         Command::Hook {
             hook: HookCommand::PreReceive,
         } => rt.block_on(pre_receive()),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "paas", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         client => finish(rt.block_on(run_client(client))),
     }
 }
@@ -263,7 +285,9 @@ fn finish(r: Result<(), Fail>) -> ExitCode {
 async fn run_client(command: Command) -> Result<(), Fail> {
     use reqwest::Method;
     match command {
-        Command::Serve(_) | Command::Hook { .. } => unreachable!("handled in main"),
+        Command::Serve(_) | Command::Hook { .. } | Command::Completions { .. } => {
+            unreachable!("handled in main")
+        }
         Command::Apps(c) => {
             let t = target(&c)?;
             let v = t.call(Method::GET, "/api/apps", None).await?;

@@ -145,3 +145,18 @@ fn cli_infers_the_app_speaks_json_and_manages_tokens() {
     let r = paas(here, &[], &["tokens", "--json"]).ok("tokens after revoke");
     assert_eq!(r.json(), serde_json::json!([]));
 }
+
+/// Shell completions name the commands, colons and all.
+#[test]
+fn cli_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let r = paas(dir.path(), &[], &["completions", shell]).ok(shell);
+        assert!(
+            r.stdout.contains("tokens:create") && r.stdout.contains("config:set"),
+            "{shell}: {}",
+            r.stdout.chars().take(500).collect::<String>()
+        );
+    }
+    assert_eq!(paas(dir.path(), &[], &["completions", "tcsh"]).code, 2);
+}
