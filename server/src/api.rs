@@ -23,6 +23,62 @@ use std::sync::Arc;
 /// Largest pushed tree paas accepts (the `git archive` of one commit).
 const MAX_PUSH_BYTES: usize = 1 << 30;
 
+/// What guards a route, for the auth matrix test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// JSON API: a token in `Authorization` or a session, else 401; when it
+    /// changes state on a session alone it also needs `X-CSRF-Token`, else 403.
+    Api,
+    /// A dashboard page: a session, else a redirect to /login.
+    Page,
+    /// A dashboard form that changes state: a session and its CSRF token, else 403.
+    Form,
+    /// The login page itself: open to all.
+    LoginPage,
+    /// The login form: a token, rate-limited per address.
+    Login,
+    /// Git smart HTTP: a token as the basic-auth password, else 401.
+    Git,
+    /// The pre-receive hook's endpoint: the per-start hook secret, else 401.
+    Hook,
+}
+
+/// Every route of the control plane (method, path, guard). A unit test
+/// checks it against the routers' `.route(` calls, and the integration
+/// test `auth_matrix` sends each one without, with a wrong and with a
+/// revoked credential. Git's routes live in the fallback ([`git_or_404`]).
+pub const ROUTES: &[(&str, &str, Guard)] = &[
+    ("POST", "/internal/deploy", Guard::Hook),
+    ("GET", "/api/apps", Guard::Api),
+    ("GET", "/api/apps/{app}", Guard::Api),
+    ("DELETE", "/api/apps/{app}", Guard::Api),
+    ("GET", "/api/apps/{app}/releases", Guard::Api),
+    ("GET", "/api/apps/{app}/releases/{version}", Guard::Api),
+    ("GET", "/api/apps/{app}/config", Guard::Api),
+    ("PATCH", "/api/apps/{app}/config", Guard::Api),
+    ("POST", "/api/apps/{app}/rollback", Guard::Api),
+    ("POST", "/api/apps/{app}/restart", Guard::Api),
+    ("GET", "/api/tokens", Guard::Api),
+    ("POST", "/api/tokens", Guard::Api),
+    ("DELETE", "/api/tokens/{name}", Guard::Api),
+    ("GET", "/", Guard::Page),
+    ("GET", "/login", Guard::LoginPage),
+    ("POST", "/login", Guard::Login),
+    ("POST", "/logout", Guard::Form),
+    ("GET", "/apps/{app}", Guard::Page),
+    ("GET", "/apps/{app}/releases/{version}", Guard::Page),
+    ("GET", "/metrics", Guard::Api),
+    ("GET", "/api/apps/{app}/postgres", Guard::Api),
+    ("POST", "/api/apps/{app}/postgres", Guard::Api),
+    ("DELETE", "/api/apps/{app}/postgres", Guard::Api),
+    ("GET", "/api/apps/{app}/backups", Guard::Api),
+    ("POST", "/api/apps/{app}/backups", Guard::Api),
+    ("POST", "/api/apps/{app}/backups/{id}/restore", Guard::Api),
+    ("GET", "/{app}.git/info/refs", Guard::Git),
+    ("POST", "/{app}.git/git-upload-pack", Guard::Git),
+    ("POST", "/{app}.git/git-receive-pack", Guard::Git),
+];
+
 /// The whole control-plane router.
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
@@ -40,21 +96,82 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         )
         .route("/api/apps/{app}/rollback", post(api_rollback))
         .route("/api/apps/{app}/restart", post(api_restart))
+        .merge(crate::tokens::routes())
         .merge(crate::dashboard::routes())
         .merge(crate::data::routes())
         .fallback(git_or_404)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
 }
 
-/// Is this request carrying the admin token or a live dashboard session?
-pub fn authorized(ctx: &Ctx, headers: &HeaderMap) -> bool {
+/// The credential in the request's `Authorization` header (bearer or basic
+/// password): the admin token or a live API token.
+pub fn header_credential(ctx: &Ctx, headers: &HeaderMap) -> Option<crate::tokens::Credential> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if ctx.token.check_header(auth) {
-        return true;
+    crate::auth::presented_secret(auth).and_then(|s| crate::tokens::check_secret(ctx, &s))
+}
+
+/// Is this request carrying the admin token, an API token or a live
+/// dashboard session?
+pub fn authorized(ctx: &Ctx, headers: &HeaderMap) -> bool {
+    header_credential(ctx, headers).is_some()
+        || crate::dashboard::session_cookie(headers).is_some_and(|id| ctx.sessions.check(&id))
+}
+
+/// The gate in front of every handler, so no handler can forget it (and no
+/// body or query is parsed for a stranger):
+/// - `/api/…` and `/metrics` need a token in `Authorization` or a live
+///   dashboard session, else 401;
+/// - a state-changing `/api/…` request that rides on the session alone (no
+///   token) must carry the session's CSRF token in `X-CSRF-Token`, else 403:
+///   a cookie alone is what a forged cross-site request has;
+/// - `/internal/…` needs the per-start hook secret, else 401.
+///
+/// Dashboard pages redirect to /login themselves; git checks its own
+/// basic auth (it answers git's way).
+async fn guard(
+    State(ctx): State<Arc<Ctx>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let headers = req.headers();
+    if path.starts_with("/internal/") {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(presented.as_bytes(), ctx.hook.secret.as_bytes()) {
+            return unauthorized().into_response();
+        }
+    } else if (path.starts_with("/api/") || path == "/api" || path == "/metrics")
+        && header_credential(&ctx, headers).is_none()
+    {
+        let Some(id) =
+            crate::dashboard::session_cookie(headers).filter(|id| ctx.sessions.check(id))
+        else {
+            return unauthorized().into_response();
+        };
+        let safe = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+        );
+        let presented = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !safe && !ctx.sessions.check_csrf(&id, presented) {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                "this request lacks the session's CSRF token: send it in the X-CSRF-Token header (reload the dashboard page for a fresh one)".into(),
+            )
+            .into_response();
+        }
     }
-    crate::dashboard::session_cookie(headers).is_some_and(|id| ctx.sessions.check(&id))
+    next.run(req).await
 }
 
 /// A JSON or plain error with one sentence for the user.
@@ -76,11 +193,12 @@ impl IntoResponse for ApiError {
 fn unauthorized() -> ApiError {
     ApiError(
         StatusCode::UNAUTHORIZED,
-        "missing or wrong credentials: send the admin token as a bearer token or as the HTTP basic password".into(),
+        "missing, wrong or revoked credentials: send the admin token or an API token as a bearer token or as the HTTP basic password".into(),
     )
 }
 
-fn require(ctx: &Ctx, headers: &HeaderMap) -> Result<(), ApiError> {
+/// `Ok` when the request is authorized, else the 401 that says what to send.
+pub fn require(ctx: &Ctx, headers: &HeaderMap) -> Result<(), ApiError> {
     if authorized(ctx, headers) {
         Ok(())
     } else {
@@ -534,15 +652,11 @@ async fn git_or_404(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         .into_response();
     };
     let (repo, rest) = (repo.to_string(), rest.to_string());
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !ctx.token.check_header(auth) {
+    if header_credential(&ctx, req.headers()).is_none() {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Basic realm=\"paas\"")],
-            "Authentication required: use the admin token as the password, e.g. git remote add paas http://paas:TOKEN@HOST/app.git\n",
+            "Authentication required: use the admin token or an API token as the password, e.g. git remote add paas http://paas:TOKEN@HOST/app.git\n",
         )
             .into_response();
     }
@@ -617,6 +731,84 @@ mod tests {
         );
         assert_eq!(split_git_path("/a/b.git/info/refs"), None);
         assert_eq!(split_git_path("/apps/blog"), None);
+    }
+
+    /// Every `.route(` in the sources, as (METHOD, path).
+    fn routes_in_sources() -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("server/src");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&path).unwrap();
+            // Unit tests' own routers are not the product's.
+            let mut rest = src.split("#[cfg(test)]").next().unwrap();
+            while let Some(i) = rest.find(".route(") {
+                rest = &rest[i + 7..];
+                // The call's text, up to its closing parenthesis.
+                let mut depth = 1;
+                let Some(end) = rest
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        match c {
+                            '(' => depth += 1,
+                            ')' => depth -= 1,
+                            _ => {}
+                        }
+                        depth == 0
+                    })
+                    .map(|(i, _)| i)
+                else {
+                    continue;
+                };
+                let call = rest[..end].trim_start();
+                // Only router calls: a path literal, then the method router.
+                let (Some(route), Some(comma)) = (call.split('"').nth(1), call.find(',')) else {
+                    continue;
+                };
+                if !call.starts_with('"') {
+                    continue;
+                }
+                let methods = &call[comma..];
+                for m in ["get", "post", "patch", "put", "delete"] {
+                    let hit = methods
+                        .match_indices(&format!("{m}("))
+                        .any(|(j, _)| j == 0 || !methods.as_bytes()[j - 1].is_ascii_alphanumeric());
+                    if hit {
+                        found.push((m.to_uppercase(), route.to_string()));
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn every_route_is_in_the_auth_matrix_list() {
+        let found = routes_in_sources();
+        assert!(found.len() >= 20, "the source scan found {found:?}");
+        let listed: Vec<(String, String)> = ROUTES
+            .iter()
+            .filter(|(_, _, g)| *g != Guard::Git)
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        for r in &found {
+            assert!(
+                listed.contains(r),
+                "route {} {} is not in api::ROUTES: add it with its guard, so the auth matrix test checks it",
+                r.0,
+                r.1
+            );
+        }
+        for r in &listed {
+            assert!(
+                found.contains(r),
+                "api::ROUTES lists {r:?}, which no router serves"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! `<data-dir>/admin.token` and prints it once. Requests present it as
 //! `Authorization: Bearer TOKEN` (API, CLI) or as the password of HTTP basic
 //! auth (git). The dashboard trades it for a session cookie.
+//!
+//! API tokens (`paas tokens:create --name laptop`) work wherever the admin
+//! token does. Only the SHA-256 of each is stored; a request's secret is
+//! hashed and looked up, so a revoked token fails with the next request.
 
 use base64::Engine;
 use rand::RngCore;
@@ -20,6 +24,35 @@ pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A new API token's secret: 32 random bytes behind a recognisable prefix.
+pub fn new_api_token() -> String {
+    format!("paas_{}", random_token(32))
+}
+
+/// The SHA-256 of a secret, lower-case hex: what the store keeps of a token.
+pub fn hash_token(secret: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The secret an `Authorization` header presents: the bearer token, or the
+/// password of HTTP basic auth (git).
+pub fn presented_secret(value: Option<&str>) -> Option<String> {
+    let value = value?;
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        return Some(t.trim().to_string());
+    }
+    let b = value.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b.trim())
+        .ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    raw.split_once(':').map(|(_, p)| p.to_string())
 }
 
 /// Equality that takes the same time wherever the first difference is.
@@ -75,19 +108,7 @@ impl AdminToken {
 
     /// Check an `Authorization` header: Bearer, or Basic with the token as password.
     pub fn check_header(&self, value: Option<&str>) -> bool {
-        let Some(value) = value else { return false };
-        if let Some(t) = value.strip_prefix("Bearer ") {
-            return self.matches(t.trim());
-        }
-        if let Some(b) = value.strip_prefix("Basic ") {
-            let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else {
-                return false;
-            };
-            let raw = String::from_utf8_lossy(&raw);
-            let password = raw.split_once(':').map(|(_, p)| p).unwrap_or("");
-            return self.matches(password);
-        }
-        false
+        presented_secret(value).is_some_and(|s| self.matches(&s))
     }
 }
 
@@ -101,11 +122,19 @@ pub struct Sessions {
 struct Session {
     seen: Instant,
     csrf: String,
+    /// The API token the session was opened with (none: the admin token).
+    token: Option<String>,
 }
 
 impl Sessions {
     /// Start a session; returns its id for the cookie.
     pub fn create(&self) -> String {
+        self.create_for(None)
+    }
+
+    /// Start a session opened with the named API token (none: the admin
+    /// token); revoking that token ends it.
+    pub fn create_for(&self, token: Option<&str>) -> String {
         let id = random_token(32);
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         m.retain(|_, s| s.seen.elapsed() < SESSION_IDLE);
@@ -114,6 +143,7 @@ impl Sessions {
             Session {
                 seen: Instant::now(),
                 csrf: random_token(24),
+                token: token.map(str::to_string),
             },
         );
         id
@@ -140,6 +170,14 @@ impl Sessions {
     pub fn check_csrf(&self, id: &str, presented: &str) -> bool {
         self.csrf(id)
             .is_some_and(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()))
+    }
+
+    /// End every session opened with the named API token.
+    pub fn remove_for_token(&self, name: &str) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, s| s.token.as_deref() != Some(name));
     }
 
     /// End a session.
@@ -215,6 +253,31 @@ mod tests {
         s.remove(&id);
         assert!(!s.check(&id));
         assert!(!s.check_csrf(&id, &csrf));
+        let a = s.create_for(Some("laptop"));
+        let b = s.create_for(Some("phone"));
+        s.remove_for_token("laptop");
+        assert!(!s.check(&a) && s.check(&b));
+    }
+
+    #[test]
+    fn api_tokens_hash_and_parse() {
+        let t = new_api_token();
+        assert!(t.starts_with("paas_") && t.len() > 40);
+        assert_ne!(t, new_api_token());
+        let h = hash_token(&t);
+        assert_eq!(h.len(), 64);
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let basic = base64::engine::general_purpose::STANDARD.encode("paas:s3cret");
+        assert_eq!(
+            presented_secret(Some(&format!("Basic {basic}"))).as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(presented_secret(Some("Bearer x ")).as_deref(), Some("x"));
+        assert_eq!(presented_secret(Some("Digest x")), None);
+        assert_eq!(presented_secret(None), None);
     }
 
     #[test]

@@ -290,19 +290,22 @@ async fn login(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &()).await else {
         return (StatusCode::BAD_REQUEST, "send the form field token").into_response();
     };
-    if !ctx.token.matches(form.token.trim()) {
+    let Some(who) = crate::tokens::check_secret(&ctx, form.token.trim()) else {
         limiter().failed(ip);
         tracing::warn!(%ip, "failed dashboard login");
         let mut c = Context::new();
         c.insert(
             "error",
-            "That is not the admin token. Find it in admin.token in paas's data directory.",
+            "That is not the admin token nor a live API token. Find the admin token in admin.token in paas's data directory.",
         );
         let mut r = render("login.html", c, None);
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return r;
-    }
-    let id = ctx.sessions.create();
+    };
+    let id = ctx.sessions.create_for(match &who {
+        crate::tokens::Credential::Admin => None,
+        crate::tokens::Credential::Token(name) => Some(name),
+    });
     (
         [(
             header::SET_COOKIE,
@@ -324,12 +327,16 @@ fn csrf_ok(ctx: &Ctx, headers: &HeaderMap, presented: &str) -> bool {
     session_cookie(headers).is_some_and(|id| ctx.sessions.check_csrf(&id, presented))
 }
 
-async fn logout(
-    State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if !csrf_ok(&ctx, &headers, &form.csrf) {
+async fn logout(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
+    let headers = req.headers().clone();
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let csrf = Form::<CsrfForm>::from_request(req, &())
+        .await
+        .map(|Form(f)| f.csrf)
+        .unwrap_or_default();
+    if !csrf_ok(&ctx, &headers, &csrf) {
         return (
             StatusCode::FORBIDDEN,
             "This form is missing its CSRF token: reload the page and try again.",

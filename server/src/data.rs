@@ -1188,12 +1188,7 @@ pub fn routes() -> Router<Arc<Ctx>> {
 }
 
 pub(crate) fn guard(ctx: &Ctx, headers: &HeaderMap, app: &str) -> Result<App, ApiError> {
-    if !crate::api::authorized(ctx, headers) {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong credentials: send the admin token as a bearer token or as the HTTP basic password".into(),
-        ));
-    }
+    crate::api::require(ctx, headers)?;
     match ctx.store.find_app(app) {
         Ok(Some(app)) => Ok(app),
         Ok(None) => Err(ApiError(

@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: the one validated configuration (file → env → flags).
 //! - [`store`]: SQLite state (apps, releases, config vars, domains).
-//! - [`auth`]: the admin token, dashboard sessions.
+//! - [`auth`]: the admin token, dashboard sessions; [`tokens`]: API tokens.
 //! - [`git`]: bare repositories and `git http-backend` behind axum; the pre-receive hook.
 //! - [`buildpack`]: detect a Django project and render its build plan (Dockerfile, settings shim).
 //! - [`docker`]: the one wrapper over the Docker engine (bollard).
@@ -30,3 +30,4 @@ pub mod health;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod tokens;

@@ -33,17 +33,17 @@ enum Command {
     Releases {
         #[command(flatten)]
         client: ClientArgs,
-        /// The app.
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
     },
     /// Go back to an earlier release (default: the one before the live one): its image and config, no build, no migrations.
     Rollback {
         #[command(flatten)]
         client: ClientArgs,
-        /// The app.
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
         /// The release to go back to, e.g. v3.
         version: Option<String>,
         /// Also put the data back as it was before the next release migrated
@@ -55,26 +55,26 @@ enum Command {
     Restart {
         #[command(flatten)]
         client: ClientArgs,
-        /// The app.
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
     },
     /// Show the app's config vars.
     Config {
         #[command(flatten)]
         client: ClientArgs,
-        /// The app.
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
     },
     /// Set config vars (KEY=VALUE …); a live app restarts with them, without downtime.
     #[command(name = "config:set")]
     ConfigSet {
         #[command(flatten)]
         client: ClientArgs,
-        /// The app.
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
         /// KEY=VALUE pairs.
         #[arg(required = true)]
         pairs: Vec<String>,
@@ -84,9 +84,9 @@ enum Command {
     ConfigUnset {
         #[command(flatten)]
         client: ClientArgs,
-        /// The app.
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
         /// Names of the vars.
         #[arg(required = true)]
         keys: Vec<String>,
@@ -96,24 +96,27 @@ enum Command {
     PgCreate {
         #[command(flatten)]
         client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
     },
     /// Show an app's PostgreSQL database.
     #[command(name = "pg:info")]
     PgInfo {
         #[command(flatten)]
         client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
     },
     /// Drop an app's PostgreSQL database (needs --confirm APP).
     #[command(name = "pg:destroy")]
     PgDestroy {
         #[command(flatten)]
         client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
         /// The app's name again: dropping cannot be undone.
         #[arg(long)]
         confirm: Option<String>,
@@ -123,24 +126,27 @@ enum Command {
     Backups {
         #[command(flatten)]
         client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
     },
     /// Back up an app's database and media files now.
     #[command(name = "backups:create", visible_alias = "pg:backup")]
     BackupsCreate {
         #[command(flatten)]
         client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
     },
     /// Restore a backup into the app (needs --confirm APP).
     #[command(name = "backups:restore", visible_alias = "pg:restore")]
     BackupsRestore {
         #[command(flatten)]
         client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
         /// The backup's id (`paas backups --app APP` lists them).
         id: String,
         /// The app's name again: restoring replaces its data.
@@ -153,8 +159,9 @@ enum Command {
     AppsDestroy {
         #[command(flatten)]
         client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
-        app: String,
+        app: Option<String>,
         /// The app's name again: destroying cannot be undone.
         #[arg(long)]
         confirm: Option<String>,
@@ -162,6 +169,37 @@ enum Command {
         #[arg(long)]
         no_backup: bool,
     },
+    /// Print a shell completion script, e.g. `paas completions bash > /etc/bash_completion.d/paas`.
+    Completions {
+        /// The shell: bash, zsh or fish.
+        shell: CompletionShell,
+    },
+    /// List the API tokens: name, created, last used (never the secret).
+    Tokens(ClientArgs),
+    /// Create an API token for the API, git and the dashboard; prints it once.
+    #[command(name = "tokens:create")]
+    TokensCreate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A name to tell it by, e.g. laptop.
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke an API token: it stops working at once.
+    #[command(name = "tokens:revoke")]
+    TokensRevoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The token's name (`paas tokens` lists them).
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Subcommand)]
@@ -202,10 +240,10 @@ struct ServeArgs {
 
 #[derive(clap::Args)]
 struct ClientArgs {
-    /// The daemon's control URL.
-    #[arg(long, env = "PAAS_URL", default_value = "http://127.0.0.1:8300")]
-    url: String,
-    /// The admin token (default: read from /var/lib/paas/admin.token when readable).
+    /// The daemon's control URL [default: from the `paas` git remote here, else http://127.0.0.1:8300].
+    #[arg(long, env = "PAAS_URL")]
+    url: Option<String>,
+    /// The admin token or an API token [default: the `paas` git remote's password, else /var/lib/paas/admin.token].
     #[arg(long, env = "PAAS_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print JSON instead of a table.
@@ -230,107 +268,303 @@ fn main() -> ExitCode {
         Command::Hook {
             hook: HookCommand::PreReceive,
         } => rt.block_on(pre_receive()),
-        Command::Apps(c) => rt.block_on(client_apps(c)),
-        Command::Releases { client, app } => rt.block_on(client_releases(client, app)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "paas", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        client => finish(rt.block_on(run_client(client))),
+    }
+}
+
+/// How a client command ends: 0 done, 1 the server refused or failed (or
+/// cannot be reached), 2 the command was not usable as given.
+enum Fail {
+    Usage(String),
+    Server(String),
+}
+
+fn finish(r: Result<(), Fail>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Server(e)) => {
+            eprintln!("paas: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Fail::Usage(e)) => {
+            eprintln!("paas: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_client(command: Command) -> Result<(), Fail> {
+    use reqwest::Method;
+    match command {
+        Command::Serve(_) | Command::Hook { .. } | Command::Completions { .. } => {
+            unreachable!("handled in main")
+        }
+        Command::Apps(c) => {
+            let t = target(&c)?;
+            let v = t.call(Method::GET, "/api/apps", None).await?;
+            if t.json {
+                return print_json(&v);
+            }
+            let apps = v.as_array().cloned().unwrap_or_default();
+            if apps.is_empty() {
+                println!("No apps yet: git push to http://HOST/<app>.git creates one.");
+            }
+            for a in apps {
+                let live = a["live"]["version"]
+                    .as_i64()
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<20} {:<6} {}",
+                    a["name"].as_str().unwrap_or(""),
+                    live,
+                    a["url"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Command::Releases { client, app } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            let v = t
+                .call(Method::GET, &format!("/api/apps/{app}/releases"), None)
+                .await?;
+            if t.json {
+                return print_json(&v);
+            }
+            let rels = v.as_array().cloned().unwrap_or_default();
+            if rels.is_empty() {
+                println!("{app} has no releases yet: `git push paas main` deploys it.");
+            }
+            for r in rels {
+                println!(
+                    "v{:<4} {:<16} {:<8} {:<24} {}",
+                    r["version"].as_i64().unwrap_or(0),
+                    r["status"].as_str().unwrap_or(""),
+                    r["commit"]
+                        .as_str()
+                        .unwrap_or("")
+                        .chars()
+                        .take(7)
+                        .collect::<String>(),
+                    r["description"].as_str().unwrap_or(""),
+                    r["error"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
         Command::Rollback {
             client,
             app,
             version,
             restore_db,
         } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
             let body = match version {
                 None => serde_json::json!({ "restore_db": restore_db }),
                 Some(v) => match v.trim_start_matches('v').parse::<i64>() {
                     Ok(n) => serde_json::json!({ "version": n, "restore_db": restore_db }),
                     Err(_) => {
-                        eprintln!("paas: {v:?} is not a release like v3: `paas releases --app {app}` lists them");
-                        return ExitCode::from(2);
+                        return Err(Fail::Usage(format!(
+                            "{v:?} is not a release like v3: `paas releases --app {app}` lists them"
+                        )))
                     }
                 },
             };
-            rt.block_on(client_action(
-                client,
-                reqwest::Method::POST,
-                format!("/api/apps/{app}/rollback"),
-                body,
-            ))
+            t.action(Method::POST, &format!("/api/apps/{app}/rollback"), body)
+                .await
         }
-        Command::Restart { client, app } => rt.block_on(client_action(
-            client,
-            reqwest::Method::POST,
-            format!("/api/apps/{app}/restart"),
-            serde_json::json!({}),
-        )),
-        Command::Config { client, app } => rt.block_on(client_config(client, app)),
+        Command::Restart { client, app } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            t.action(
+                Method::POST,
+                &format!("/api/apps/{app}/restart"),
+                serde_json::json!({}),
+            )
+            .await
+        }
+        Command::Config { client, app } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            let v = t
+                .call(Method::GET, &format!("/api/apps/{app}/config"), None)
+                .await?;
+            if t.json {
+                return print_json(&v);
+            }
+            let vars = v.as_object().cloned().unwrap_or_default();
+            if vars.is_empty() {
+                println!(
+                    "{app} has no config vars: `paas config:set --app {app} KEY=VALUE` sets one."
+                );
+            }
+            for (k, val) in vars {
+                println!("{k}={}", val.as_str().unwrap_or(""));
+            }
+            Ok(())
+        }
         Command::ConfigSet { client, app, pairs } => {
             let mut changes = serde_json::Map::new();
             for pair in pairs {
                 let Some((k, v)) = pair.split_once('=') else {
-                    eprintln!("paas: {pair:?} is not KEY=VALUE: write it as KEY=VALUE (quote values with spaces)");
-                    return ExitCode::from(2);
+                    return Err(Fail::Usage(format!(
+                        "{pair:?} is not KEY=VALUE: write it as KEY=VALUE (quote values with spaces)"
+                    )));
                 };
                 changes.insert(k.to_string(), serde_json::json!(v));
             }
-            rt.block_on(client_action(
-                client,
-                reqwest::Method::PATCH,
-                format!("/api/apps/{app}/config"),
+            let (t, app) = (target(&client)?, app_name(app)?);
+            t.action(
+                Method::PATCH,
+                &format!("/api/apps/{app}/config"),
                 serde_json::Value::Object(changes),
-            ))
+            )
+            .await
         }
         Command::ConfigUnset { client, app, keys } => {
             let changes: serde_json::Map<String, serde_json::Value> = keys
                 .into_iter()
                 .map(|k| (k, serde_json::Value::Null))
                 .collect();
-            rt.block_on(client_action(
-                client,
-                reqwest::Method::PATCH,
-                format!("/api/apps/{app}/config"),
+            let (t, app) = (target(&client)?, app_name(app)?);
+            t.action(
+                Method::PATCH,
+                &format!("/api/apps/{app}/config"),
                 serde_json::Value::Object(changes),
-            ))
+            )
+            .await
         }
-        Command::PgCreate { client, app } => rt.block_on(client_data(&client, |u, t| {
-            Box::pin(async move { paas::data::cli_pg_create(&u, &t, &app).await })
-        })),
-        Command::PgInfo { client, app } => rt.block_on(client_data(&client, |u, t| {
-            Box::pin(async move { paas::data::cli_pg_info(&u, &t, &app).await })
-        })),
+        Command::PgCreate { client, app } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            data_done(paas::data::cli_pg_create(&t.url, &t.token, &app).await)
+        }
+        Command::PgInfo { client, app } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            data_done(paas::data::cli_pg_info(&t.url, &t.token, &app).await)
+        }
         Command::PgDestroy {
             client,
             app,
             confirm,
-        } => rt.block_on(client_data(&client, |u, t| {
-            Box::pin(
-                async move { paas::data::cli_pg_destroy(&u, &t, &app, confirm.as_deref()).await },
-            )
-        })),
-        Command::Backups { client, app } => rt.block_on(client_data(&client, |u, t| {
-            Box::pin(async move { paas::data::cli_backups(&u, &t, &app).await })
-        })),
-        Command::BackupsCreate { client, app } => rt.block_on(client_data(&client, |u, t| {
-            Box::pin(async move { paas::data::cli_backup(&u, &t, &app).await })
-        })),
+        } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            data_done(paas::data::cli_pg_destroy(&t.url, &t.token, &app, confirm.as_deref()).await)
+        }
+        Command::Backups { client, app } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            data_done(paas::data::cli_backups(&t.url, &t.token, &app).await)
+        }
+        Command::BackupsCreate { client, app } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            data_done(paas::data::cli_backup(&t.url, &t.token, &app).await)
+        }
         Command::BackupsRestore {
             client,
             app,
             id,
             confirm,
-        } => rt.block_on(client_data(&client, |u, t| {
-            Box::pin(
-                async move { paas::data::cli_restore(&u, &t, &app, &id, confirm.as_deref()).await },
+        } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            data_done(
+                paas::data::cli_restore(&t.url, &t.token, &app, &id, confirm.as_deref()).await,
             )
-        })),
+        }
         Command::AppsDestroy {
             client,
             app,
             confirm,
             no_backup,
-        } => rt.block_on(client_data(&client, |u, t| {
-            Box::pin(async move {
-                paas::destroy::cli_destroy(&u, &t, &app, confirm.as_deref(), no_backup).await
-            })
-        })),
+        } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            data_done(
+                paas::destroy::cli_destroy(&t.url, &t.token, &app, confirm.as_deref(), no_backup)
+                    .await,
+            )
+        }
+        Command::Tokens(c) => {
+            let t = target(&c)?;
+            let v = t.call(Method::GET, "/api/tokens", None).await?;
+            if t.json {
+                return print_json(&v);
+            }
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("No API tokens yet: `paas tokens:create --name laptop` makes one.");
+                return Ok(());
+            }
+            println!("{:<24} {:<22} LAST USED", "NAME", "CREATED");
+            for tk in list {
+                let when = |k: &str| {
+                    tk[k]
+                        .as_i64()
+                        .map(paas::dashboard::format_time)
+                        .unwrap_or_else(|| "never".into())
+                };
+                println!(
+                    "{:<24} {:<22} {}",
+                    tk["name"].as_str().unwrap_or(""),
+                    when("created_at"),
+                    when("last_used_at")
+                );
+            }
+            Ok(())
+        }
+        Command::TokensCreate { client, name } => {
+            if let Err(e) = paas::tokens::validate_name(&name) {
+                return Err(Fail::Usage(e));
+            }
+            let t = target(&client)?;
+            let v = t
+                .call(
+                    Method::POST,
+                    "/api/tokens",
+                    Some(serde_json::json!({ "name": name })),
+                )
+                .await?;
+            if t.json {
+                return print_json(&v);
+            }
+            // The secret goes alone to stdout (for scripts); the advice to stderr.
+            println!("{}", v["token"].as_str().unwrap_or(""));
+            eprintln!(
+                "Token {name} created. It is shown only now: keep it, e.g. export PAAS_TOKEN=<it>, or use it as the password of the paas git remote."
+            );
+            Ok(())
+        }
+        Command::TokensRevoke { client, name } => {
+            let t = target(&client)?;
+            let v = t
+                .call(Method::DELETE, &format!("/api/tokens/{name}"), None)
+                .await?;
+            if t.json {
+                return print_json(&v);
+            }
+            println!("{}", v["message"].as_str().unwrap_or("revoked"));
+            Ok(())
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) -> Result<(), Fail> {
+    println!("{v:#}");
+    Ok(())
+}
+
+fn data_done(r: Result<String, String>) -> Result<(), Fail> {
+    match r {
+        Ok(text) => {
+            println!("{text}");
+            Ok(())
+        }
+        Err(e) => Err(Fail::Server(e)),
     }
 }
 
@@ -393,195 +627,189 @@ async fn pre_receive() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn token_of(c: &ClientArgs) -> Result<String, String> {
-    if let Some(t) = &c.token {
-        return Ok(t.clone());
-    }
-    std::fs::read_to_string("/var/lib/paas/admin.token")
-        .map(|t| t.trim().to_string())
-        .map_err(|_| "no token: set PAAS_TOKEN (the admin token paas serve printed on first start) or pass --token".to_string())
+/// What `git remote get-url paas` says about the app and the daemon.
+#[derive(Debug, PartialEq, Eq)]
+struct Remote {
+    /// scheme://host[:port] of the daemon, without credentials.
+    base: String,
+    app: String,
+    /// The password of the remote's URL, when it carries one (a token).
+    password: Option<String>,
 }
 
-async fn get_json(c: &ClientArgs, path: &str) -> Result<serde_json::Value, String> {
-    let token = token_of(c)?;
-    let url = format!("{}{path}", c.url.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach paas at {} ({e}); is `paas serve` running? Set PAAS_URL if it listens elsewhere", c.url))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if !status.is_success() {
-        let msg = body
-            .get("error")
-            .and_then(|v| v.as_str())
-            .unwrap_or("the request failed");
-        return Err(format!("{msg} (HTTP {status})"));
+/// `http://paas:TOKEN@host:8300/blog.git` → base `http://host:8300`, app `blog`.
+fn parse_remote(url: &str) -> Option<Remote> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
     }
-    Ok(body)
+    let (authority, path) = rest.split_once('/')?;
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let app = path.trim_end_matches('/').strip_suffix(".git")?;
+    if app.is_empty() || app.contains('/') || hostport.is_empty() {
+        return None;
+    }
+    let password = userinfo
+        .and_then(|u| u.split_once(':'))
+        .map(|(_, p)| p.to_string())
+        .filter(|p| !p.is_empty());
+    Some(Remote {
+        base: format!("{scheme}://{hostport}"),
+        app: app.to_string(),
+        password,
+    })
 }
 
-async fn client_apps(c: ClientArgs) -> ExitCode {
-    match get_json(&c, "/api/apps").await {
-        Ok(v) if c.json => {
+/// The `paas` git remote of the current directory, if any.
+fn git_remote() -> Option<Remote> {
+    let out = std::process::Command::new("git")
+        .args(["remote", "get-url", "paas"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_remote(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn app_name(given: Option<String>) -> Result<String, Fail> {
+    if let Some(app) = given {
+        return Ok(app);
+    }
+    git_remote().map(|r| r.app).ok_or_else(|| {
+        Fail::Usage("no --app given and no `paas` git remote here: pass --app NAME or run inside the app's git checkout".into())
+    })
+}
+
+/// Where and as whom a client command talks to the daemon.
+struct Target {
+    url: String,
+    token: String,
+    json: bool,
+}
+
+fn target(c: &ClientArgs) -> Result<Target, Fail> {
+    let remote = git_remote();
+    let url = c
+        .url
+        .clone()
+        .or_else(|| remote.as_ref().map(|r| r.base.clone()))
+        .unwrap_or_else(|| "http://127.0.0.1:8300".into());
+    let url = url.trim_end_matches('/').to_string();
+    // The remote's password is a token for the daemon the remote points at.
+    let remote_token = remote.filter(|r| r.base == url).and_then(|r| r.password);
+    let token = match (&c.token, remote_token) {
+        (Some(t), _) => t.clone(),
+        (None, Some(t)) => t,
+        (None, None) => std::fs::read_to_string("/var/lib/paas/admin.token")
+            .map(|t| t.trim().to_string())
+            .map_err(|_| Fail::Usage("no token: set PAAS_TOKEN (the admin token paas serve printed on first start, or one from `paas tokens:create`) or pass --token".into()))?,
+    };
+    Ok(Target {
+        url,
+        token,
+        json: c.json,
+    })
+}
+
+impl Target {
+    /// One API request; the parsed JSON answer, or the server's sentence.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, Fail> {
+        let (status, v) = self.send(method, path, body).await?;
+        if status.is_success() {
+            Ok(v)
+        } else {
+            Err(server_error(status, &v))
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value), Fail> {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            Fail::Server(format!(
+                "cannot reach paas at {} ({e}); is `paas serve` running? Set PAAS_URL if it listens elsewhere",
+                self.url
+            ))
+        })?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or_default()))
+    }
+
+    /// A request that changes something: prints the deploy's progress (if
+    /// any), then the outcome; fails when the API says it failed.
+    async fn action(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<(), Fail> {
+        let (status, v) = self.send(method, path, Some(body)).await?;
+        if self.json {
             println!("{v:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            let apps = v.as_array().cloned().unwrap_or_default();
-            if apps.is_empty() {
-                println!("No apps yet: git push to http://HOST/<app>.git creates one.");
+        } else {
+            if let Some(log) = v["log"].as_str() {
+                print!("{log}");
             }
-            for a in apps {
-                let live = a["live"]["version"]
-                    .as_i64()
-                    .map(|v| format!("v{v}"))
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "{:<20} {:<6} {}",
-                    a["name"].as_str().unwrap_or(""),
-                    live,
-                    a["url"].as_str().unwrap_or("")
-                );
+            if let Some(m) = v["message"].as_str() {
+                println!("{m}");
             }
-            ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("paas: {e}");
-            ExitCode::FAILURE
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(server_error(status, &v))
         }
     }
 }
 
-/// A request that changes something: prints the deploy's progress (if
-/// any), then the outcome; fails when the API says it failed.
-async fn client_action(
-    c: ClientArgs,
-    method: reqwest::Method,
-    path: String,
-    body: serde_json::Value,
-) -> ExitCode {
-    let token = match token_of(&c) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("paas: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let url = format!("{}{path}", c.url.trim_end_matches('/'));
-    let resp = match reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("paas: cannot reach paas at {} ({e}); is `paas serve` running? Set PAAS_URL if it listens elsewhere", c.url);
-            return ExitCode::FAILURE;
-        }
-    };
-    let status = resp.status();
-    let v: serde_json::Value = resp.json().await.unwrap_or_default();
-    if c.json {
-        println!("{v:#}");
-    } else {
-        if let Some(log) = v["log"].as_str() {
-            print!("{log}");
-        }
-        if let Some(m) = v["message"].as_str() {
-            println!("{m}");
-        }
-    }
-    if status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!(
-            "paas: {} (HTTP {status})",
-            v["error"].as_str().unwrap_or("the request failed")
+fn server_error(status: reqwest::StatusCode, v: &serde_json::Value) -> Fail {
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Fail::Server(
+            "the daemon refused the token (HTTP 401): it is wrong or was revoked; set PAAS_TOKEN to the admin token or a live API token".into(),
         );
-        ExitCode::FAILURE
     }
+    let msg = v["error"].as_str().unwrap_or("the request failed");
+    Fail::Server(format!("{msg} (HTTP {status})"))
 }
 
-async fn client_config(c: ClientArgs, app: String) -> ExitCode {
-    match get_json(&c, &format!("/api/apps/{app}/config")).await {
-        Ok(v) if c.json => {
-            println!("{v:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            let vars = v.as_object().cloned().unwrap_or_default();
-            if vars.is_empty() {
-                println!(
-                    "{app} has no config vars: `paas config:set --app {app} KEY=VALUE` sets one."
-                );
-            }
-            for (k, val) in vars {
-                println!("{k}={}", val.as_str().unwrap_or(""));
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("paas: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn client_releases(c: ClientArgs, app: String) -> ExitCode {
-    match get_json(&c, &format!("/api/apps/{app}/releases")).await {
-        Ok(v) if c.json => {
-            println!("{v:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            for r in v.as_array().cloned().unwrap_or_default() {
-                println!(
-                    "v{:<4} {:<16} {:<8} {:<24} {}",
-                    r["version"].as_i64().unwrap_or(0),
-                    r["status"].as_str().unwrap_or(""),
-                    r["commit"]
-                        .as_str()
-                        .unwrap_or("")
-                        .chars()
-                        .take(7)
-                        .collect::<String>(),
-                    r["description"].as_str().unwrap_or(""),
-                    r["error"].as_str().unwrap_or("")
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("paas: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-type CliFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>>>>;
-
-/// Runs one data command (paas::data::cli_*) and prints its answer.
-async fn client_data(c: &ClientArgs, run: impl FnOnce(String, String) -> CliFuture) -> ExitCode {
-    let token = match token_of(c) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("paas: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(c.url.clone(), token).await {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("paas: {e}");
-            ExitCode::FAILURE
-        }
+    #[test]
+    fn remotes_name_the_app_and_the_daemon() {
+        assert_eq!(
+            parse_remote("http://paas:s3cret@example.org:8300/blog.git\n"),
+            Some(Remote {
+                base: "http://example.org:8300".into(),
+                app: "blog".into(),
+                password: Some("s3cret".into()),
+            })
+        );
+        let r = parse_remote("https://host/shop.git").unwrap();
+        assert_eq!((r.base.as_str(), r.app.as_str()), ("https://host", "shop"));
+        assert_eq!(r.password, None);
+        assert_eq!(parse_remote("git@github.com:me/blog.git"), None);
+        assert_eq!(parse_remote("http://host/a/blog.git"), None);
+        assert_eq!(parse_remote("http://host/blog"), None);
     }
 }

@@ -52,6 +52,15 @@ CREATE TABLE domains (
     r#"
 ALTER TABLE releases ADD COLUMN description TEXT NOT NULL DEFAULT '';
 "#,
+    r#"
+CREATE TABLE api_tokens (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    hash          TEXT NOT NULL UNIQUE,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER
+);
+"#,
 ];
 
 /// Where a release is in its deploy. Stored as its lower-case name.
@@ -152,6 +161,18 @@ pub enum StoreError {
     NoSuchApp(String),
     #[error("an app named {0:?} exists already")]
     AppExists(String),
+    #[error("a token named {0:?} exists already: pick another --name, or revoke it first with `paas tokens:revoke {0}`")]
+    TokenExists(String),
+    #[error("no token named {0:?}: `paas tokens` lists them")]
+    NoSuchToken(String),
+}
+
+/// An API token as listed: never its secret, nor its hash.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
 }
 
 /// The state database.
@@ -452,6 +473,70 @@ impl Store {
         Ok(())
     }
 
+    // ---- API tokens ----
+
+    /// Record a token by the SHA-256 hex of its secret.
+    pub fn create_token(&self, name: &str, hash: &str) -> Result<ApiToken, StoreError> {
+        let created_at = now();
+        let n = self.db().execute(
+            "INSERT OR IGNORE INTO api_tokens (name, hash, created_at) VALUES (?1, ?2, ?3)",
+            params![name, hash, created_at],
+        )?;
+        if n == 0 {
+            return Err(StoreError::TokenExists(name.into()));
+        }
+        Ok(ApiToken {
+            name: name.into(),
+            created_at,
+            last_used_at: None,
+        })
+    }
+
+    /// Every token, by name.
+    pub fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        let db = self.db();
+        let mut st =
+            db.prepare("SELECT name, created_at, last_used_at FROM api_tokens ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            Ok(ApiToken {
+                name: r.get(0)?,
+                created_at: r.get(1)?,
+                last_used_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Delete a token: it stops working with the next request.
+    pub fn revoke_token(&self, name: &str) -> Result<(), StoreError> {
+        let n = self
+            .db()
+            .execute("DELETE FROM api_tokens WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(StoreError::NoSuchToken(name.into()));
+        }
+        Ok(())
+    }
+
+    /// The name of the token with this hash, if any; marks it used.
+    pub fn use_token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let db = self.db();
+        let name: Option<String> = db
+            .query_row("SELECT name FROM api_tokens WHERE hash = ?1", [hash], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if name.is_some() {
+            // At most one write a minute per token, not one per request.
+            db.execute(
+                "UPDATE api_tokens SET last_used_at = ?2 WHERE hash = ?1
+                 AND (last_used_at IS NULL OR last_used_at < ?2 - 60)",
+                params![hash, now()],
+            )?;
+        }
+        Ok(name)
+    }
+
     // ---- domains ----
 
     /// Custom domains of an app (the default `<app>.<domain>` is not stored).
@@ -549,6 +634,23 @@ mod tests {
         let snapshot = BTreeMap::from([("C".to_string(), "4".to_string())]);
         s.replace_config_vars(&app, &snapshot).unwrap();
         assert_eq!(s.config_vars(&app).unwrap(), snapshot);
+    }
+
+    #[test]
+    fn tokens_are_created_listed_used_and_revoked() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_token("laptop", "h1").unwrap();
+        let e = s.create_token("laptop", "h2").unwrap_err();
+        assert!(e.to_string().contains("exists already"), "{e}");
+        assert_eq!(s.use_token("h1").unwrap().as_deref(), Some("laptop"));
+        assert_eq!(s.use_token("h2").unwrap(), None);
+        let list = s.tokens().unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(list[0].last_used_at.is_some());
+        s.revoke_token("laptop").unwrap();
+        assert_eq!(s.use_token("h1").unwrap(), None);
+        let e = s.revoke_token("laptop").unwrap_err();
+        assert!(matches!(e, StoreError::NoSuchToken(_)), "{e}");
     }
 
     #[test]

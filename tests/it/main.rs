@@ -3,7 +3,9 @@
 //!
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
+mod auth;
 mod buildpack;
+mod cli;
 mod data;
 mod harness;
 mod zero_downtime;
