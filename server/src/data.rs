@@ -817,8 +817,38 @@ fn sqlite_backup_all(
                         .into(),
                 )
             }
-            Err(e) => return Err(format!("the copy failed: {e}")),
+            // The step's own message is often "not an error"; its code is not.
+            Err(e) => {
+                return Err(match e.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::DiskFull) => {
+                        "the copy failed: the disk is full".into()
+                    }
+                    Some(rusqlite::ErrorCode::ReadOnly) => {
+                        "the copy failed: read-only file system".into()
+                    }
+                    _ => format!("the copy failed: {e}"),
+                })
+            }
         }
+    }
+}
+
+/// A backup that failed because of where it is written: one sentence that
+/// says what to do, or `None` for any other failure.
+fn place_problem(dir: &Path, detail: &str) -> Option<String> {
+    let d = detail.to_lowercase();
+    if d.contains("no space left") || d.contains("os error 28") || d.contains("disk is full") {
+        Some(format!(
+            "the disk holding {} is full: free some space there (older backups can go), then back up again",
+            dir.display()
+        ))
+    } else if d.contains("read-only file system") || d.contains("os error 30") {
+        Some(format!(
+            "{} is on a read-only file system: make it writable again (remount it read-write), then back up again",
+            dir.display()
+        ))
+    } else {
+        None
     }
 }
 
@@ -926,7 +956,13 @@ async fn backup_app_for(
     let created_at = now_unix();
     let id = format!("{}-{}", utc_stamp(created_at), random_hex(2));
     let dir = backups_dir(&data_dir, &app.name).join(&id);
-    std::fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        let e = io_err("create", &dir, e);
+        match place_problem(&dir, &e.message) {
+            Some(why) => DataError::internal(format!("backup of {} failed: {why}", app.name)),
+            None => e,
+        }
+    })?;
     // Backups hold every app's data: root only.
     let root = data_dir.join("backups");
     {
@@ -971,9 +1007,10 @@ async fn backup_app_for(
             m.error = Some(e.message.clone());
             let _ = write_manifest(&dir, &m);
             tracing::error!(app = %app.name, backup = %id, "backup failed: {}", e.message);
+            let why = place_problem(&dir, &e.message).unwrap_or(e.message);
             Err(DataError::internal(format!(
-                "backup {id} of {} failed: {}",
-                app.name, e.message
+                "backup {id} of {} failed: {why}",
+                app.name
             )))
         }
     }
@@ -1511,6 +1548,18 @@ mod tests {
             error: None,
             release: None,
         }
+    }
+
+    #[test]
+    fn full_and_read_only_places_get_a_sentence_saying_what_to_do() {
+        let dir = Path::new("/srv/backups/blog");
+        let full = place_problem(dir, "cannot write x: No space left on device (os error 28)");
+        assert!(full.unwrap().contains("/srv/backups/blog is full: free"));
+        let full = place_problem(dir, "the copy failed: the disk is full").unwrap();
+        assert!(full.contains("is full"));
+        let ro = place_problem(dir, "cannot create x: Read-only file system (os error 30)");
+        assert!(ro.unwrap().contains("read-only file system: make it writable"));
+        assert_eq!(place_problem(dir, "pg_dump: connection refused"), None);
     }
 
     #[test]

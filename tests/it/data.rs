@@ -582,3 +582,68 @@ fn rollback_restore_db_undoes_a_migration_that_dropped_a_column() {
     assert!(!ok, "a restore without a snapshot succeeded");
     assert!(err.contains("no pre-migrate snapshot"), "{err}");
 }
+
+/// Unmounts a test mount, even when the test fails.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn mount_tmpfs(dir: &Path, opts: &str) -> Unmount {
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "cannot mount a tmpfs at {}: this test needs root (run the suite as root, as tests/setup.sh says)",
+        dir.display()
+    );
+    Unmount(dir.to_path_buf())
+}
+
+/// A backup into a full or a read-only location fails loudly: a sentence
+/// that says what to do, a non-zero exit from the CLI, a failed entry.
+#[test]
+fn a_backup_into_a_full_or_read_only_place_fails_loudly() {
+    let mut d = Daemon::start();
+    let app = d.app("full");
+    let ctx = ctx_over(d.data.path());
+    ctx.store.create_app(&app, "k").unwrap();
+    let vol = d.data.path().join("apps").join(&app).join("data");
+    std::fs::create_dir_all(&vol).unwrap();
+    {
+        let db = rusqlite::Connection::open(vol.join("db.sqlite3")).unwrap();
+        db.execute_batch("CREATE TABLE t (x blob);").unwrap();
+        for _ in 0..64 {
+            db.execute("INSERT INTO t VALUES (randomblob(4096))", [])
+                .unwrap();
+        }
+    }
+    let backups = d.data.path().join("backups").join(&app);
+
+    let full = mount_tmpfs(&backups, "size=64k");
+    let (ok, out, err) = paas_cli(&d, &["backups:create", "-a", &app]);
+    assert!(!ok, "a backup into a full disk succeeded: {out}");
+    assert!(
+        err.contains("is full") && err.contains("free"),
+        "the message says what to do: {err}"
+    );
+    drop(full);
+
+    let ro = mount_tmpfs(&backups, "ro,size=64k");
+    let (ok, out, err) = paas_cli(&d, &["backups:create", "-a", &app]);
+    assert!(!ok, "a backup into a read-only place succeeded: {out}");
+    assert!(err.contains("read-only"), "the message says why: {err}");
+    drop(ro);
+
+    // And with room again, the same backup works.
+    let (ok, out, err) = paas_cli(&d, &["backups:create", "-a", &app]);
+    assert!(ok, "{out}{err}");
+}
