@@ -325,7 +325,46 @@ pub async fn ensure_server(ctx: &Ctx) -> Result<String, DataError> {
             tracing::warn!(app = %db.app, "PostgreSQL server cannot join {net}: {e}");
         }
     }
+    // The apps' networks may have been made again since (new subnets).
+    refresh_hba(ctx, &name).await?;
     Ok(name)
+}
+
+/// Rewrites the server's `pg_hba.conf` so that each app's role reaches its
+/// own database only from its own network (paas's one-offs for that app run
+/// there too), the superuser from any of them, then makes the server reload
+/// it (SIGHUP). Leaked credentials of one app are useless from another's
+/// containers. A server whose data dir is not initialised yet is left alone:
+/// it has no app databases.
+async fn refresh_hba(ctx: &Ctx, server: &str) -> Result<(), DataError> {
+    let data_dir = &ctx.config.data_dir;
+    let path = pg_dir(data_dir).join("data").join("pg_hba.conf");
+    if !path.is_file() {
+        return Ok(());
+    }
+    let mut text = String::from(
+        "# Written by paas: every app's role reaches its own database from its own network only.\n\
+         local all all trust\n\
+         host all postgres all scram-sha-256\n",
+    );
+    for db in pg_databases(data_dir) {
+        let net = network_name(&db.app);
+        match ctx.docker.network_subnets(&net).await {
+            Ok(subnets) => {
+                for subnet in subnets {
+                    text.push_str(&format!(
+                        "host \"{}\" \"{}\" {subnet} scram-sha-256\n",
+                        db.database, db.role
+                    ));
+                }
+            }
+            Err(e) => tracing::warn!(app = %db.app, "no access rule for {net}: {e}"),
+        }
+    }
+    // Written in place: the file keeps the server's owner and mode.
+    std::fs::write(&path, text).map_err(|e| io_err("write", &path, e))?;
+    ctx.docker.signal(server, "SIGHUP").await?;
+    Ok(())
 }
 
 /// Joins the server to the app's network (creating the network if the app
@@ -541,6 +580,7 @@ pub async fn pg_create(ctx: &Ctx, app: &App) -> Result<(PgDatabase, bool), DataE
     .await?;
     let json = serde_json::to_vec_pretty(&db).map_err(|e| DataError::internal(e.to_string()))?;
     write_private(&pg_app_file(data_dir, &app.name), &json)?;
+    refresh_hba(ctx, &server).await?;
     ctx.store
         .set_config_vars(app, &[("DATABASE_URL".into(), Some(db.url()))])
         .map_err(|e| DataError::internal(e.to_string()))?;
@@ -579,6 +619,7 @@ pub async fn pg_destroy(ctx: &Ctx, app: &App) -> Result<PgDatabase, DataError> {
     }
     let file = pg_app_file(data_dir, &app.name);
     std::fs::remove_file(&file).map_err(|e| io_err("remove", &file, e))?;
+    refresh_hba(ctx, &server).await?;
     ctx.docker.disconnect_network(&server, &network).await?;
     tracing::info!(app = %app.name, "PostgreSQL database dropped");
     Ok(db)
@@ -1558,7 +1599,9 @@ mod tests {
         let full = place_problem(dir, "the copy failed: the disk is full").unwrap();
         assert!(full.contains("is full"));
         let ro = place_problem(dir, "cannot create x: Read-only file system (os error 30)");
-        assert!(ro.unwrap().contains("read-only file system: make it writable"));
+        assert!(ro
+            .unwrap()
+            .contains("read-only file system: make it writable"));
         assert_eq!(place_problem(dir, "pg_dump: connection refused"), None);
     }
 

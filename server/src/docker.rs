@@ -891,6 +891,37 @@ impl Docker {
         })
     }
 
+    /// The IPv4 subnets of a network, e.g. `172.18.0.0/16`.
+    pub async fn network_subnets(&self, name: &str) -> Result<Vec<String>, DockerError> {
+        let info = self
+            .inner
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(info
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.subnet)
+            .filter(|s| s.contains('.'))
+            .collect())
+    }
+
+    /// Sends a signal (e.g. `SIGHUP`) to a running container's main process.
+    pub async fn signal(&self, container: &str, signal: &str) -> Result<(), DockerError> {
+        let opts = bollard::query_parameters::KillContainerOptionsBuilder::new()
+            .signal(signal)
+            .build();
+        self.inner
+            .kill_container(container, Some(opts))
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// Removes a network by name; one that is gone already is fine.
     pub async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
         match self.inner.remove_network(name).await {

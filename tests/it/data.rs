@@ -346,7 +346,7 @@ async fn postgres_database_per_app_with_backup_and_restore() {
     // Its role cannot reach the server's own database.
     let other = url.rsplit_once('/').unwrap().0.to_string() + "/postgres";
     let (ok, out) = psql(Some(&network), &other, "SELECT 1");
-    assert!(!ok && out.contains("permission denied"), "{out}");
+    assert!(!ok && out.contains("no pg_hba.conf entry"), "{out}");
 
     let backups = format!("/api/apps/{app_name}/backups");
     let (status, m) = call(&ctx, "POST", &backups, true, None).await;
@@ -382,6 +382,50 @@ async fn postgres_database_per_app_with_backup_and_restore() {
     let (ok, out) = psql(Some(&network), &url, "SELECT text FROM notes ORDER BY 1");
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "before");
+
+    // A second app on the same server: neither reaches the other's database.
+    let other_name = format!("{app_name}-b");
+    let _other = AppGone(other_name.clone());
+    let other_app = ctx.store.create_app(&other_name, "k").unwrap();
+    let (status, body) = call(
+        &ctx,
+        "POST",
+        &format!("/api/apps/{other_name}/postgres"),
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let other_url = ctx.store.config_vars(&other_app).unwrap()["DATABASE_URL"].clone();
+    let other_network = format!("paas-{other_name}");
+    let (ok, out) = psql(Some(&other_network), &other_url, "SELECT 1");
+    assert!(ok, "the second app cannot reach its own database: {out}");
+    // The first app's role, on the first app's network, at the second database.
+    let (base_url, _) = url.rsplit_once('/').unwrap();
+    let cross = format!("{base_url}/{other_name}");
+    let (ok, out) = psql(Some(&network), &cross, "SELECT 1");
+    assert!(
+        !ok && out.contains("no pg_hba.conf entry"),
+        "one app reached another's database: {out}"
+    );
+    let (ok, out) = psql(
+        Some(&other_network),
+        &format!("{base_url}/{app_name}"),
+        "SELECT 1",
+    );
+    assert!(
+        !ok,
+        "the first app's credentials work from the second app's network: {out}"
+    );
+    let (status, body) = call(
+        &ctx,
+        "DELETE",
+        &format!("/api/apps/{other_name}/postgres"),
+        true,
+        Some(json!({ "confirm": other_name })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 
     let (status, body) = call(&ctx, "DELETE", &pg, true, None).await;
     assert_eq!(status, 400, "{body}");
