@@ -45,6 +45,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
+mod static_cache;
+
 const PAGE_404: &str = include_str!("../../web-ui/errors/404.html");
 const PAGE_502: &str = include_str!("../../web-ui/errors/502.html");
 const PAGE_503: &str = include_str!("../../web-ui/errors/503.html");
@@ -104,6 +106,9 @@ struct FileMount {
     /// Always starts and ends with `/`.
     prefix: String,
     dir: ServeDir,
+    /// Small files in memory: static mounts only (a release's static files
+    /// never change; media files do).
+    cache: Option<static_cache::StaticCache>,
     /// Whether hashed names get the immutable cache policy (static, not media).
     immutable_hashed: bool,
 }
@@ -116,6 +121,7 @@ impl FileMount {
         if prefix.len() > 1 {
             prefix.push('/');
         }
+        let cache = immutable_hashed.then(|| static_cache::StaticCache::new(dir.clone()));
         let dir = ServeDir::new(dir)
             .precompressed_br()
             .precompressed_gzip()
@@ -124,6 +130,7 @@ impl FileMount {
         Some(FileMount {
             prefix,
             dir,
+            cache,
             immutable_hashed,
         })
     }
@@ -739,9 +746,22 @@ async fn serve_file(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let guard = InFlight::new(route.clone());
+    let rest = &req.uri().path()[mount.prefix.len()..];
+    let hashed = mount.immutable_hashed && is_hashed_name(rest);
+    let policy = if hashed { CACHE_IMMUTABLE } else { CACHE_SHORT };
+    if let Some(cache) = &mount.cache {
+        if let static_cache::Lookup::Hit(response) =
+            cache.lookup(req.method(), rest, req.headers()).await
+        {
+            let mut response = response.map(Body::from);
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+            return tracked(response, guard);
+        }
+    }
     let (mut parts, body) = req.into_parts();
     let rest = &parts.uri.path()[mount.prefix.len()..];
-    let hashed = mount.immutable_hashed && is_hashed_name(rest);
     let target = match parts.uri.query() {
         Some(query) => format!("/{rest}?{query}"),
         None => format!("/{rest}"),
@@ -757,7 +777,6 @@ async fn serve_file(
     };
     let status = response.status();
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
-        let policy = if hashed { CACHE_IMMUTABLE } else { CACHE_SHORT };
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
