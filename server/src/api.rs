@@ -74,6 +74,9 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("GET", "/api/apps/{app}/backups", Guard::Api),
     ("POST", "/api/apps/{app}/backups", Guard::Api),
     ("POST", "/api/apps/{app}/backups/{id}/restore", Guard::Api),
+    ("GET", "/api/apps/{app}/domains", Guard::Api),
+    ("POST", "/api/apps/{app}/domains", Guard::Api),
+    ("DELETE", "/api/apps/{app}/domains/{domain}", Guard::Api),
     ("GET", "/{app}.git/info/refs", Guard::Git),
     ("POST", "/{app}.git/git-upload-pack", Guard::Git),
     ("POST", "/{app}.git/git-receive-pack", Guard::Git),
@@ -99,6 +102,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .merge(crate::tokens::routes())
         .merge(crate::dashboard::routes())
         .merge(crate::data::routes())
+        .merge(crate::domains::routes())
         .fallback(git_or_404)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)

@@ -14,6 +14,7 @@
 //! - [`api`] and [`dashboard`]: the control plane on the admin listener.
 //! - [`data`]: PostgreSQL for apps that ask for it, backups and restores.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
+//! - [`domains`]: custom domains, rolled out without downtime.
 //! - [`server`]: wires the parts together for `paas serve`.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod data;
 pub mod deploy;
 pub mod destroy;
 pub mod docker;
+pub mod domains;
 pub mod git;
 pub mod health;
 pub mod proxy;

@@ -193,6 +193,35 @@ enum Command {
         /// The token's name (`paas tokens` lists them).
         name: String,
     },
+    /// List an app's domains: its default one and custom ones.
+    Domains {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
+        #[arg(long, short)]
+        app: Option<String>,
+    },
+    /// Add a custom domain (the app restarts with it, without downtime).
+    #[command(name = "domains:add")]
+    DomainsAdd {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
+        #[arg(long, short)]
+        app: Option<String>,
+        /// e.g. www.example.com (its DNS must point at this server).
+        domain: String,
+    },
+    /// Remove a custom domain (the app restarts without it, without downtime).
+    #[command(name = "domains:remove")]
+    DomainsRemove {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
+        #[arg(long, short)]
+        app: Option<String>,
+        domain: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -548,6 +577,59 @@ async fn run_client(command: Command) -> Result<(), Fail> {
                 return print_json(&v);
             }
             println!("{}", v["message"].as_str().unwrap_or("revoked"));
+            Ok(())
+        }
+        Command::Domains { client, app } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            let v = t
+                .call(Method::GET, &format!("/api/apps/{app}/domains"), None)
+                .await?;
+            if t.json {
+                return print_json(&v);
+            }
+            println!("{} (default)", v["default"].as_str().unwrap_or(""));
+            for d in v["domains"].as_array().cloned().unwrap_or_default() {
+                println!("{}", d.as_str().unwrap_or(""));
+            }
+            Ok(())
+        }
+        Command::DomainsAdd {
+            client,
+            app,
+            domain,
+        } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            let body = serde_json::json!({ "domain": domain });
+            let v = t
+                .call(
+                    Method::POST,
+                    &format!("/api/apps/{app}/domains"),
+                    Some(body),
+                )
+                .await?;
+            if t.json {
+                return print_json(&v);
+            }
+            println!("{}", v["message"].as_str().unwrap_or("added"));
+            Ok(())
+        }
+        Command::DomainsRemove {
+            client,
+            app,
+            domain,
+        } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            let v = t
+                .call(
+                    Method::DELETE,
+                    &format!("/api/apps/{app}/domains/{domain}"),
+                    None,
+                )
+                .await?;
+            if t.json {
+                return print_json(&v);
+            }
+            println!("{}", v["message"].as_str().unwrap_or("removed"));
             Ok(())
         }
     }

@@ -546,6 +546,38 @@ impl Store {
         let rows = st.query_map([app.id], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// The app that has `host` as a custom domain, if any.
+    pub fn domain_owner(&self, host: &str) -> Result<Option<String>, StoreError> {
+        let db = self.db();
+        Ok(db
+            .query_row(
+                "SELECT a.name FROM domains d JOIN apps a ON a.id = d.app_id WHERE d.host = ?1",
+                [host],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Adds a custom domain; false when the app has it already.
+    pub fn add_domain(&self, app: &App, host: &str) -> Result<bool, StoreError> {
+        let db = self.db();
+        let n = db.execute(
+            "INSERT OR IGNORE INTO domains (app_id, host) VALUES (?1, ?2)",
+            rusqlite::params![app.id, host],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Removes a custom domain; false when the app did not have it.
+    pub fn remove_domain(&self, app: &App, host: &str) -> Result<bool, StoreError> {
+        let db = self.db();
+        let n = db.execute(
+            "DELETE FROM domains WHERE app_id = ?1 AND host = ?2",
+            rusqlite::params![app.id, host],
+        )?;
+        Ok(n == 1)
+    }
 }
 
 const RELEASE_SELECT: &str =

@@ -137,6 +137,47 @@ fn push_deploys_then_redeploys_keeping_data() {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+
+    // A custom domain: routed and allowed by Django after a rollout, gone
+    // after removal; names paas cannot serve are refused with the reason.
+    let json = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let domains = format!("/api/apps/{app}/domains");
+    let r = d.admin_request(
+        "POST",
+        &domains,
+        &json,
+        Some(br#"{"domain": "www.notes.test"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        r.text().contains("is live and answers to it"),
+        "{}",
+        r.text()
+    );
+    let page = harness::http(d.http, "GET", "www.notes.test", "/", &[], None);
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("kept across deploys"));
+    d.assert_serves(&app, "Notes v2");
+    for (bad, why) in [
+        ("other.localhost", "paas's own domain"),
+        ("not_a_host", "not a domain name"),
+    ] {
+        let body = format!(r#"{{"domain": "{bad}"}}"#);
+        let r = d.admin_request("POST", &domains, &json, Some(body.as_bytes()));
+        assert_eq!(r.status, 422, "{}", r.text());
+        assert!(r.text().contains(why), "{}", r.text());
+    }
+    let r = d.admin_request("GET", &domains, &json, None);
+    assert!(r.text().contains("www.notes.test"), "{}", r.text());
+    let r = d.admin_request("DELETE", &format!("{domains}/www.notes.test"), &json, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = harness::http(d.http, "GET", "www.notes.test", "/", &[], None);
+    assert_eq!(page.status, 404, "{}", page.text());
+    let r = d.admin_request("DELETE", &format!("{domains}/www.notes.test"), &json, None);
+    assert_eq!(r.status, 404, "{}", r.text());
 }
 
 /// manage.py in a subfolder deploys like any other project.
