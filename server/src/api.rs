@@ -50,6 +50,7 @@ pub enum Guard {
 pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("POST", "/internal/deploy", Guard::Hook),
     ("GET", "/api/apps", Guard::Api),
+    ("POST", "/api/apps", Guard::Api),
     ("GET", "/api/apps/{app}", Guard::Api),
     ("DELETE", "/api/apps/{app}", Guard::Api),
     ("GET", "/api/apps/{app}/releases", Guard::Api),
@@ -86,7 +87,7 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/internal/deploy", post(internal_deploy))
-        .route("/api/apps", get(api_apps))
+        .route("/api/apps", get(api_apps).post(api_create_app))
         .route(
             "/api/apps/{app}",
             get(api_app).delete(crate::destroy::api_destroy),
@@ -290,6 +291,47 @@ pub fn app_view(ctx: &Ctx, app: &App) -> Result<AppView, ApiError> {
         live: live.as_ref().map(|r| ReleaseView::of(r, false)),
         last: releases.first().map(|r| ReleaseView::of(r, false)),
     })
+}
+
+#[derive(Deserialize)]
+struct CreateApp {
+    name: String,
+}
+
+/// `POST /api/apps` `{"name": "blog"}`: an empty app, as a first push makes.
+async fn api_create_app(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require(&ctx, &headers)?;
+    let Ok(CreateApp { name }) = serde_json::from_slice::<CreateApp>(&body) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "send {\"name\": \"blog\"}".into(),
+        ));
+    };
+    git::validate_app_name(&name)
+        .map_err(|rule| ApiError(StatusCode::UNPROCESSABLE_ENTITY, rule))?;
+    if ctx.store.find_app(&name).map_err(internal)?.is_some() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("an app named {name} exists already: pick another name, or push to it"),
+        ));
+    }
+    ctx.store
+        .create_app(&name, &crate::auth::random_token(40))
+        .map_err(internal)?;
+    ctx.repos.ensure(&name).await.map_err(internal)?;
+    tracing::info!(app = %name, "app created");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "app": name,
+            "url": app_url(&ctx, &name),
+            "message": format!("{name} created; `git push` to it deploys it"),
+        })),
+    ))
 }
 
 async fn api_apps(

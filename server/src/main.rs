@@ -193,6 +193,22 @@ enum Command {
         /// The token's name (`paas tokens` lists them).
         name: String,
     },
+    /// Create an empty app (a first `git push` does it too).
+    #[command(name = "apps:create")]
+    AppsCreate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app's name: a lowercase letter, then up to 29 letters, digits or hyphens.
+        name: String,
+    },
+    /// Remember a daemon's URL and token for this user (~/.config/paas/login.json).
+    Login {
+        /// The daemon's control URL, e.g. http://203.0.113.7:8300.
+        url: String,
+        /// The token [default: asked for on the terminal].
+        #[arg(long, env = "PAAS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// List an app's domains: its default one and custom ones.
     Domains {
         #[command(flatten)]
@@ -579,6 +595,19 @@ async fn run_client(command: Command) -> Result<(), Fail> {
             println!("{}", v["message"].as_str().unwrap_or("revoked"));
             Ok(())
         }
+        Command::AppsCreate { client, name } => {
+            let t = target(&client)?;
+            let body = serde_json::json!({ "name": name });
+            let v = t.call(Method::POST, "/api/apps", Some(body)).await?;
+            if t.json {
+                return print_json(&v);
+            }
+            println!("{}", v["message"].as_str().unwrap_or("created"));
+            println!("  git remote add paas {}/{name}.git", t.url);
+            println!("  git push paas main");
+            Ok(())
+        }
+        Command::Login { url, token } => login(&url, token).await,
         Command::Domains { client, app } => {
             let (t, app) = (target(&client)?, app_name(app)?);
             let v = t
@@ -633,6 +662,100 @@ async fn run_client(command: Command) -> Result<(), Fail> {
             Ok(())
         }
     }
+}
+
+/// Where `paas login` keeps the URL and token: `$XDG_CONFIG_HOME/paas` or
+/// `~/.config/paas`, file mode 0600.
+fn login_file() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")))?;
+    Some(base.join("paas").join("login.json"))
+}
+
+/// The saved login: (url, token).
+fn saved_login() -> Option<(String, String)> {
+    let text = std::fs::read_to_string(login_file()?).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((
+        v["url"].as_str()?.to_string(),
+        v["token"].as_str()?.to_string(),
+    ))
+}
+
+/// Reads a token from the terminal without echoing it.
+fn ask_token() -> Result<String, Fail> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let tty = std::io::stdin().is_terminal();
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    };
+    if tty {
+        eprint!("Token (the admin token, or one from `paas tokens:create`): ");
+        let _ = std::io::stderr().flush();
+        stty("-echo");
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if tty {
+        stty("echo");
+        eprintln!();
+    }
+    read.map_err(|e| Fail::Usage(format!("cannot read the token: {e}")))?;
+    let token = line.trim().to_string();
+    if token.is_empty() {
+        return Err(Fail::Usage(
+            "no token given: type it at the prompt or pass --token".into(),
+        ));
+    }
+    Ok(token)
+}
+
+async fn login(url: &str, token: Option<String>) -> Result<(), Fail> {
+    let url = url.trim().trim_end_matches('/').to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(Fail::Usage(format!(
+            "{url:?} is not a URL: give the daemon's control URL, like http://203.0.113.7:8300"
+        )));
+    }
+    let token = match token {
+        Some(t) => t,
+        None => ask_token()?,
+    };
+    let t = Target {
+        url: url.clone(),
+        token: token.clone(),
+        json: false,
+    };
+    // Proves the URL and the token before anything is saved.
+    t.call(reqwest::Method::GET, "/api/apps", None).await?;
+    let file = login_file().ok_or_else(|| {
+        Fail::Usage("no home directory to save the login in: set HOME or XDG_CONFIG_HOME".into())
+    })?;
+    let save = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(file.parent().expect("a file has a parent"))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&file)?;
+        f.write_all(
+            serde_json::json!({ "url": url, "token": token })
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    save()
+        .map_err(|e| Fail::Server(format!("cannot save the login in {}: {e}", file.display())))?;
+    println!("Logged in to {url}; saved in {}.", file.display());
+    Ok(())
 }
 
 fn print_json(v: &serde_json::Value) -> Result<(), Fail> {
@@ -776,20 +899,24 @@ struct Target {
 
 fn target(c: &ClientArgs) -> Result<Target, Fail> {
     let remote = git_remote();
+    let saved = saved_login();
     let url = c
         .url
         .clone()
         .or_else(|| remote.as_ref().map(|r| r.base.clone()))
+        .or_else(|| saved.as_ref().map(|(u, _)| u.clone()))
         .unwrap_or_else(|| "http://127.0.0.1:8300".into());
     let url = url.trim_end_matches('/').to_string();
-    // The remote's password is a token for the daemon the remote points at.
+    // The remote's password is a token for the daemon the remote points at;
+    // so is the saved login's, for its daemon.
     let remote_token = remote.filter(|r| r.base == url).and_then(|r| r.password);
-    let token = match (&c.token, remote_token) {
+    let saved_token = saved.filter(|(u, _)| *u == url).map(|(_, t)| t);
+    let token = match (&c.token, remote_token.or(saved_token)) {
         (Some(t), _) => t.clone(),
         (None, Some(t)) => t,
         (None, None) => std::fs::read_to_string("/var/lib/paas/admin.token")
             .map(|t| t.trim().to_string())
-            .map_err(|_| Fail::Usage("no token: set PAAS_TOKEN (the admin token paas serve printed on first start, or one from `paas tokens:create`) or pass --token".into()))?,
+            .map_err(|_| Fail::Usage("no token: set PAAS_TOKEN (the admin token paas serve printed on first start, or one from `paas tokens:create`), run `paas login URL`, or pass --token".into()))?,
     };
     Ok(Target {
         url,

@@ -160,3 +160,54 @@ fn cli_completions() {
     }
     assert_eq!(paas(dir.path(), &[], &["completions", "tcsh"]).code, 2);
 }
+
+/// `paas login` checks and saves the URL and token (0600) for later
+/// commands; `apps:create` and `apps:destroy` bracket an app's life.
+#[test]
+fn cli_login_then_apps_create_and_destroy() {
+    let d = Daemon::start();
+    let home = tempfile::tempdir().unwrap();
+    let here = home.path();
+    let home_env = here.to_str().unwrap();
+    let url = format!("http://127.0.0.1:{}", d.admin);
+    let env = [("HOME", home_env), ("XDG_CONFIG_HOME", "")];
+
+    paas(here, &env, &["login", &url, "--token", "wrong"]).fails(1, "HTTP 401");
+    paas(here, &env, &["login", "localhost:8300", "--token", "x"]).fails(2, "is not a URL");
+    paas(here, &env, &["apps"]).fails(2, "paas login URL");
+    let r = paas(here, &env, &["login", &url, "--token", &d.token]).ok("login");
+    assert!(r.stdout.contains("Logged in"), "{}", r.stdout);
+    let saved = here.join(".config/paas/login.json");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", saved.display());
+
+    // From now on no URL and no token are needed.
+    let name = format!("made-{:x}", std::process::id());
+    let r = paas(here, &env, &["apps:create", &name]).ok("apps:create");
+    assert!(
+        r.stdout
+            .contains(&format!("git remote add paas {url}/{name}.git")),
+        "{}",
+        r.stdout
+    );
+    paas(here, &env, &["apps:create", &name]).fails(1, "exists already");
+    paas(here, &env, &["apps:create", "Bad_Name"]).fails(1, "Bad_Name");
+    let r = paas(here, &env, &["apps", "--json"]).ok("apps");
+    assert!(r.stdout.contains(&name), "{}", r.stdout);
+    paas(
+        here,
+        &env,
+        &["apps:destroy", "-a", &name, "--confirm", "other"],
+    )
+    .fails(1, "confirm");
+    let r = paas(
+        here,
+        &env,
+        &["apps:destroy", "-a", &name, "--confirm", &name],
+    )
+    .ok("destroy");
+    assert!(r.stdout.contains("no data to back up"), "{}", r.stdout);
+    let r = paas(here, &env, &["apps", "--json"]).ok("apps");
+    assert!(!r.stdout.contains(&name), "{}", r.stdout);
+}
