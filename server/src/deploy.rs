@@ -1098,14 +1098,21 @@ impl Drop for RemoveOnDrop {
 /// made: its containers, the image it built (never an image it reused),
 /// its static files and build dir. The live release is not touched.
 pub async fn fail_in_flight(ctx: &Ctx, reason: &str) {
+    let failed = mark_in_flight_failed(ctx, reason);
+    remove_leftovers(ctx, &failed).await;
+}
+
+/// Record every deploy still in flight as failed with `reason` (store only,
+/// fast); returns them so their engine objects can be removed.
+fn mark_in_flight_failed(ctx: &Ctx, reason: &str) -> Vec<Release> {
     let list = match ctx.store.in_flight_releases() {
         Ok(list) => list,
         Err(e) => {
             tracing::error!("listing deploys in flight: {e}");
-            return;
+            return Vec::new();
         }
     };
-    for r in list {
+    for r in &list {
         tracing::warn!(app = %r.app, release = r.version, "failing an interrupted deploy");
         if let Err(e) = ctx.store.fail_release(r.id, reason) {
             tracing::error!("recording failure: {e}");
@@ -1113,6 +1120,14 @@ pub async fn fail_in_flight(ctx: &Ctx, reason: &str) {
         let _ = ctx
             .store
             .append_log(r.id, &format!("-----> Deploy failed: {reason}\n"));
+    }
+    list
+}
+
+/// Remove what failed deploys made: their containers, the image each built
+/// (never an image it reused), their static files and build dirs.
+async fn remove_leftovers(ctx: &Ctx, failed: &[Release]) {
+    for r in failed {
         let v = r.version.to_string();
         if let Ok(cs) = ctx
             .docker
@@ -1139,29 +1154,42 @@ pub async fn fail_in_flight(ctx: &Ctx, reason: &str) {
     }
 }
 
-/// On boot: rebuild the route table from the store and the engine's
-/// labelled containers first (so the sites answer at once), then fail the
-/// deploys a killed daemon left in flight and remove their leftovers and
-/// any web container of an older release that was still draining.
-pub async fn reconcile(ctx: &Ctx) {
+/// On boot, before the listeners accept anything: rebuild the route table
+/// from the store and the engine's labelled containers (so the sites answer
+/// at once), record the deploys a killed daemon left in flight as failed,
+/// and note the web containers of releases that are no longer live (a drain
+/// cut short). Removing those objects takes seconds (containers get a stop
+/// grace), so it runs in the background and does not hold the sites back;
+/// what to remove is fixed here, so a deploy started meanwhile is safe.
+pub async fn reconcile(ctx: &Arc<Ctx>) {
     let apps = ctx.store.apps().unwrap_or_default();
-    let mut live_versions = Vec::new();
+    let mut stale = Vec::new();
     for app in &apps {
         let Ok(Some(live)) = ctx.store.live_release(&app.name) else {
             continue;
         };
-        live_versions.push((app.name.clone(), live.version));
         let v = live.version.to_string();
-        let containers = ctx
+        let web = ctx
             .docker
-            .list_containers(&[
-                ("paas.app", app.name.as_str()),
-                ("paas.release", v.as_str()),
-                ("paas.process", "web"),
-            ])
+            .list_containers(&[("paas.app", app.name.as_str()), ("paas.process", "web")])
             .await
             .unwrap_or_default();
-        let Some(c) = containers.first() else {
+        let (live_web, other): (Vec<_>, Vec<_>) = web
+            .into_iter()
+            .partition(|c| c.labels.get("paas.release") == Some(&v));
+        // Older releases only: a newer one is an interrupted deploy, handled below.
+        stale.extend(
+            other
+                .into_iter()
+                .filter(|c| {
+                    c.labels
+                        .get("paas.release")
+                        .and_then(|r| r.parse::<i64>().ok())
+                        .is_some_and(|r| r < live.version)
+                })
+                .map(|c| c.id),
+        );
+        let Some(c) = live_web.first() else {
             tracing::warn!(app = %app.name, "live release v{v} has no container; `paas restart --app {}` starts one", app.name);
             continue;
         };
@@ -1189,29 +1217,29 @@ pub async fn reconcile(ctx: &Ctx) {
         ctx.routes.set(&app_hosts(ctx, app), Arc::new(route));
         tracing::info!(app = %app.name, release = live.version, "route restored");
     }
-    fail_in_flight(
+    let failed = mark_in_flight_failed(
         ctx,
         "paas stopped during this deploy; the previous release kept serving. Push (or run the command) again",
-    )
-    .await;
-    // Web containers of releases that are no longer live (a drain cut short).
-    for (app, version) in live_versions {
-        let keep = version.to_string();
-        if let Ok(cs) = ctx
-            .docker
-            .list_containers(&[("paas.app", app.as_str()), ("paas.process", "web")])
-            .await
-        {
-            for c in cs {
-                if c.labels.get("paas.release") != Some(&keep) {
-                    let _ = ctx
-                        .docker
-                        .stop_and_remove(&c.id, Duration::from_secs(5))
-                        .await;
-                }
-            }
+    );
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        remove_leftovers(&ctx, &failed).await;
+        for id in stale {
+            let _ = ctx
+                .docker
+                .stop_and_remove(&id, Duration::from_secs(5))
+                .await;
         }
-    }
+        // A request the killed daemon had sent (create a container, tag an
+        // image) can complete in the engine after the first pass: sweep again.
+        for pause in [2, 10] {
+            if failed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(pause)).await;
+            remove_leftovers(&ctx, &failed).await;
+        }
+    });
 }
 
 #[cfg(test)]

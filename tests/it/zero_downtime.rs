@@ -300,21 +300,11 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     );
 }
 
-/// SIGKILL while a push is migrating: the restarted daemon serves the live
-/// release at once, marks the interrupted one failed and removes its leftovers.
-#[test]
-fn killed_mid_deploy_serves_the_live_release_after_restart() {
-    let mut d = Daemon::start();
-    let app = d.app("kill");
-    let p = Project::from_fixture("blog");
-    let (ok, out) = p.push(&d.remote(&app));
-    assert!(ok, "first push rejected:\n{out}");
-    d.assert_serves(&app, "Notes v1");
-
-    p.replace("Notes v1", "Notes v2");
-    p.commit("v2");
+/// Start `git push` and read its output until a line contains `needle`;
+/// the push (still running) and what it printed so far.
+fn push_until(d: &Daemon, p: &Project, app: &str, needle: &str) -> (std::process::Child, String) {
     let mut push = Command::new("git")
-        .args(["push", &d.remote(&app), "main"])
+        .args(["push", &d.remote(app), "main"])
         .current_dir(p.dir.path())
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdout(Stdio::null())
@@ -326,62 +316,145 @@ fn killed_mid_deploy_serves_the_live_release_after_restart() {
         let line = line.unwrap_or_default();
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("Running migrations") {
-            break;
+        if line.contains(needle) {
+            return (push, seen);
         }
     }
-    assert!(seen.contains("Running migrations"), "push output:\n{seen}");
-    let killed = Instant::now();
+    let _ = push.wait();
+    panic!("the push ended before {needle:?}:\n{seen}");
+}
+
+/// SIGKILL the daemon, start it again on the same data dir, and return how
+/// long after it listened `host` answered 200 with `needle`.
+fn kill_restart_and_wait_served(d: &mut Daemon, host: &str, needle: &str) -> Duration {
     let mut child = d.child.take().unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let _ = push.wait();
-
     d.spawn();
-    let host = format!("{app}.localhost");
+    let listening = Instant::now();
     loop {
-        if let Ok((200, body)) = get_status(d.http, &host) {
-            assert!(body.contains("Notes v1"), "{body}");
-            break;
+        if let Ok((200, body)) = get_status(d.http, host) {
+            assert!(body.contains(needle), "{body}");
+            return listening.elapsed();
         }
         assert!(
-            killed.elapsed() < Duration::from_secs(15),
+            listening.elapsed() < Duration::from_secs(15),
             "the site did not come back after the restart"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!(
-        "site served again {:.2} s after the kill (daemon start included)",
-        killed.elapsed().as_secs_f64()
-    );
+}
 
-    let (_, rel) = api(&d, "GET", &format!("/api/apps/{app}/releases/2"), None);
-    assert_eq!(rel["status"], "failed", "{rel:#}");
-    assert!(
-        rel["error"].as_str().unwrap_or("").contains("paas stopped"),
-        "{rel:#}"
+/// Wait until the app's containers are exactly one running web container
+/// of release `live` and its images exactly `images` (leftovers are removed
+/// in the background after a restart).
+fn wait_engine_objects(app: &str, live: i64, images: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (containers, mut imgs) = engine_objects(app);
+        imgs.sort();
+        let tag = format!("-v{live}-web");
+        if containers.len() == 1
+            && containers[0].contains(&tag)
+            && containers[0].contains(" Up ")
+            && imgs == images
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: containers {containers:?}, images {imgs:?} (want only v{live}'s container and {images:?})"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// SIGKILL paas at each step of a deploy (build, migrate, health check,
+/// right after the swap): each time the restarted daemon serves the live
+/// release at once, marks the interrupted deploy failed with a reason,
+/// removes its containers, image and files, and the live release is the
+/// one it was. Then SIGTERM during a deploy lets the deploy finish.
+#[test]
+fn killed_at_each_deploy_step_serves_the_live_release_after_restart() {
+    let mut d = Daemon::start();
+    let app = d.app("kill");
+    let host = format!("{app}.localhost");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    d.assert_serves(&app, "Notes v1");
+    let v1_image = vec![format!("paas/{app}:v1")];
+
+    let mut text = "Notes v1".to_string();
+    let steps = [
+        ("build", "Building image"),
+        ("migrate", "Running migrations"),
+        ("health check", "Health check: GET /"),
+    ];
+    for (n, (step, needle)) in steps.into_iter().enumerate() {
+        let version = n as i64 + 2;
+        let next = format!("Notes killed at {step}");
+        p.replace(&text, &next);
+        p.commit(&next);
+        text = next;
+        let (mut push, seen) = push_until(&d, &p, &app, needle);
+        let back = kill_restart_and_wait_served(&mut d, &host, "Notes v1");
+        let _ = push.wait();
+        eprintln!(
+            "killed at {step}: site served {:.3} s after the daemon listened",
+            back.as_secs_f64()
+        );
+        assert!(
+            back < Duration::from_secs(1),
+            "killed at {step}: the site took {back:?} to come back; push output:\n{seen}"
+        );
+        let (_, rel) = api(
+            &d,
+            "GET",
+            &format!("/api/apps/{app}/releases/{version}"),
+            None,
+        );
+        assert_eq!(rel["status"], "failed", "killed at {step}: {rel:#}");
+        assert!(
+            rel["error"].as_str().unwrap_or("").contains("paas stopped"),
+            "killed at {step}: {rel:#}"
+        );
+        let (_, a) = api(&d, "GET", &format!("/api/apps/{app}"), None);
+        assert_eq!(a["live"]["version"], 1, "killed at {step}: {a:#}");
+        wait_engine_objects(&app, 1, &v1_image);
+        let release_dir = d.data.path().join("apps").join(&app).join("releases");
+        assert!(
+            !release_dir.join(format!("v{version}")).exists(),
+            "killed at {step}: static files of the failed release left behind"
+        );
+        d.assert_serves(&app, "Notes v1");
+    }
+
+    // Right after the swap, while the old release drains: the new release
+    // is live and stays live, and the old container is removed.
+    p.replace(&text, "Notes v5");
+    p.commit("v5");
+    let (mut push, _) = push_until(&d, &p, &app, "v5 is live");
+    let back = kill_restart_and_wait_served(&mut d, &host, "Notes v5");
+    let _ = push.wait();
+    eprintln!(
+        "killed after the swap: site served {:.3} s after the daemon listened",
+        back.as_secs_f64()
     );
+    assert!(back < Duration::from_secs(1), "took {back:?}");
     let (_, a) = api(&d, "GET", &format!("/api/apps/{app}"), None);
-    assert_eq!(a["live"]["version"], 1, "{a:#}");
-    let (containers, images) = engine_objects(&app);
-    assert!(
-        containers
-            .iter()
-            .all(|c| c.contains("-v1-web") && c.contains(" Up ")),
-        "leftovers: {containers:?}"
-    );
-    assert_eq!(images, [format!("paas/{app}:v1")], "images left behind");
-    assert!(
-        !d.data
-            .path()
-            .join("apps")
-            .join(&app)
-            .join("releases/v2")
-            .exists(),
-        "static files of the failed release left behind"
+    assert_eq!(a["live"]["version"], 5, "{a:#}");
+    let (_, rel) = api(&d, "GET", &format!("/api/apps/{app}/releases/1"), None);
+    assert_eq!(rel["status"], "retired", "{rel:#}");
+    wait_engine_objects(
+        &app,
+        5,
+        &[format!("paas/{app}:v1"), format!("paas/{app}:v5")],
     );
 
     // SIGTERM during a deploy: paas lets it finish, then exits.
+    p.replace("Notes v5", "Notes v6");
+    p.commit("v6");
     let mut push = Command::new("git")
         .args(["push", &d.remote(&app), "main"])
         .current_dir(p.dir.path())
@@ -414,7 +487,7 @@ fn killed_mid_deploy_serves_the_live_release_after_restart() {
         push.wait().unwrap().success(),
         "push during SIGTERM:\n{seen}"
     );
-    assert!(seen.contains("v3 is live"), "{seen}");
+    assert!(seen.contains("v6 is live"), "{seen}");
     let status = child.wait().unwrap();
     assert!(status.success(), "paas exited with {status}");
 }
