@@ -547,6 +547,18 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     let build_vars = buildpack::BuildVars::from_config_vars(&vars);
     let plan = buildpack::detect_with(&workdir, &opts, &build_vars)
         .map_err(|e| DeployFailed(e.to_string()))?;
+    // The optional paas.toml at the project root: checked before the build,
+    // so a typo costs seconds, not a build.
+    let repo_file = workdir.join("paas.toml");
+    let health_table = if repo_file.is_file() {
+        let text = tokio::fs::read_to_string(&repo_file)
+            .await
+            .map_err(|e| DeployFailed(format!("paas.toml in the pushed code cannot be read ({e}); make it a UTF-8 text file and push again")))?;
+        health::parse_repo_file(&text).map_err(DeployFailed)?
+    } else {
+        health::HealthTable::default()
+    };
+    health::settings(&health_table, &vars).map_err(DeployFailed)?;
     run.progress.step("Django project detected");
     for note in &plan.notes {
         run.progress.info(note);
@@ -593,7 +605,13 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         .read_file_from_image(&tag, "/paas/meta.json")
         .await
         .map_err(|e| DeployFailed(format!("reading the build's metadata failed: {e}")))?;
-    let meta: serde_json::Value = serde_json::from_slice(&meta_bytes).unwrap_or_default();
+    let mut meta: serde_json::Value = serde_json::from_slice(&meta_bytes).unwrap_or_default();
+    if health_table != health::HealthTable::default() {
+        if let (Some(obj), Ok(table)) = (meta.as_object_mut(), serde_json::to_value(&health_table))
+        {
+            obj.insert("healthcheck".into(), table);
+        }
+    }
     let static_dir = ctx
         .config
         .data_dir
@@ -675,6 +693,7 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     let ctx = run.ctx;
     let app = run.app.name.clone();
     let version = run.release.version;
+    let check = health_check(&p.meta, &p.vars)?;
     let env = app_env(ctx, &run.app, version, &p.vars);
     let hosts = app_hosts(ctx, &run.app);
     let volume = ensure_volume(&ctx.config.data_dir, &app)
@@ -721,10 +740,11 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     // ---- HealthChecking ----
     run.status(ReleaseStatus::HealthChecking);
     let probe_host = hosts[0].clone();
-    run.progress
-        .step(&format!("Health check: GET / with Host {probe_host}"));
+    run.progress.step(&format!(
+        "Health check: GET {} with Host {probe_host}",
+        check.path
+    ));
     run.flush_log();
-    let check = health_check(&p.vars);
     let docker = ctx.docker.clone();
     let cid = id.clone();
     let health = {
@@ -943,27 +963,18 @@ async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
     }
 }
 
-/// Health check settings from config vars (PAAS_HEALTHCHECK_PATH, …_TIMEOUT, …_ATTEMPTS).
-fn health_check(vars: &BTreeMap<String, String>) -> HealthCheck {
-    let mut check = HealthCheck::default();
-    if let Some(p) = vars.get("PAAS_HEALTHCHECK_PATH") {
-        if p.starts_with('/') {
-            check.path = p.clone();
-        }
-    }
-    if let Some(s) = vars
-        .get("PAAS_HEALTHCHECK_TIMEOUT")
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        check.deadline = Duration::from_secs(s.clamp(1, 600));
-    }
-    if let Some(n) = vars
-        .get("PAAS_HEALTHCHECK_ATTEMPTS")
-        .and_then(|v| v.parse::<u32>().ok())
-    {
-        check.required = n.clamp(1, 100);
-    }
-    check
+/// A release's health check: the `[healthcheck]` table of its repository's
+/// paas.toml (kept in the release's facts, so a rollback probes as the
+/// release did) under its config vars.
+fn health_check(
+    meta: &serde_json::Value,
+    vars: &BTreeMap<String, String>,
+) -> Result<HealthCheck, DeployFailed> {
+    let table = meta
+        .get("healthcheck")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    health::settings(&table, vars).map_err(DeployFailed)
 }
 
 /// The route the proxy serves for a release.
