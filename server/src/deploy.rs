@@ -281,6 +281,16 @@ async fn run_job(
     };
     queue.current.store(0, Ordering::SeqCst);
     ctx.deployer.check_open()?;
+    let again = match &job {
+        Job::Push(_) => "push again",
+        Job::Redeploy(_) => "run the command again",
+    };
+    // Before any release is recorded: without the engine nothing can be
+    // built or started, and the running containers and proxy need it not.
+    ctx.docker
+        .ping()
+        .await
+        .map_err(|e| engine_failed(e, again))?;
     // Resolved only now: the live release may have changed while queued.
     let (commit, description, source) = match &job {
         Job::Push(req) => (req.rev.clone(), format!("deploy {}", short(&req.rev)), None),
@@ -359,6 +369,17 @@ async fn run_job(
     }
     .instrument(span)
     .await
+}
+
+/// A Docker error as the reason a deploy failed; an unreachable engine
+/// says what to do about it (`again`: "push again" or the like).
+fn engine_failed(e: crate::docker::DockerError, again: &str) -> DeployFailed {
+    match e {
+        crate::docker::DockerError::Unreachable { addr, cause } => DeployFailed(format!(
+            "the Docker engine is not reachable at {addr} ({cause}), so nothing was deployed and the running release keeps serving: start it (systemctl start docker) and {again}"
+        )),
+        other => DeployFailed(other.to_string()),
+    }
 }
 
 /// Which release a build-less deploy starts again, checked before any
@@ -590,10 +611,13 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
                 &mut on_line,
             )
             .await
-            .map_err(|e| {
-                DeployFailed(format!(
+            .map_err(|e| match e {
+                e @ crate::docker::DockerError::Unreachable { .. } => {
+                    engine_failed(e, "push again")
+                }
+                e => DeployFailed(format!(
                     "the image build failed: {e}. Fix the cause shown above and push again"
-                ))
+                )),
             })?;
     }
     run.image = Some(tag.clone());

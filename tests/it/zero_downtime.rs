@@ -491,3 +491,150 @@ fn killed_at_each_deploy_step_serves_the_live_release_after_restart() {
     let status = child.wait().unwrap();
     assert!(status.success(), "paas exited with {status}");
 }
+
+/// The Docker engine as the daemon sees it: a unix socket that forwards to
+/// the real engine's until [`EngineLink::cut`], which closes every
+/// connection and removes the socket, as when the engine goes away. (The
+/// real engine is shared with other tests, so it cannot be stopped.)
+struct EngineLink {
+    path: std::path::PathBuf,
+    cut: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+}
+
+impl EngineLink {
+    fn start(path: std::path::PathBuf) -> EngineLink {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let listener = UnixListener::bind(&path).unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(std::sync::Mutex::new(Vec::<UnixStream>::new()));
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if c.load(Ordering::SeqCst) {
+                    return; // drops the listener
+                }
+                let Ok(client) = client else { continue };
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                    continue;
+                };
+                {
+                    let mut v = o.lock().unwrap();
+                    v.push(client.try_clone().unwrap());
+                    v.push(engine.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), engine.try_clone().unwrap()),
+                    (engine, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        EngineLink { path, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it drops the listener.
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The Docker engine unreachable at deploy time: the push is rejected with
+/// one sentence saying what to do, the running release keeps serving every
+/// request (the proxy and the app's containers need no engine connection),
+/// and no release, container or image is left behind.
+#[test]
+fn engine_unreachable_rejects_the_push_and_the_site_keeps_serving() {
+    let sock_dir = tempfile::Builder::new()
+        .prefix("paas-engine-")
+        .tempdir()
+        .unwrap();
+    let sock = sock_dir.path().join("docker.sock");
+    let link = EngineLink::start(sock.clone());
+    let docker_host = format!("unix://{}", sock.display());
+    let mut d = Daemon::start_with_env(&[("DOCKER_HOST", &docker_host)]);
+    let app = d.app("noengine");
+    let host = format!("{app}.localhost");
+    // The repository's paas.toml sets the health check (404 is healthy).
+    let p = Project::from_fixture("blog");
+    let toml = p.dir.path().join("paas.toml");
+    std::fs::write(
+        &toml,
+        "[healthcheck]\npath = \"/no-such-page/\"\nattempts = 3\n",
+    )
+    .unwrap();
+    p.commit("health check settings");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    assert!(
+        out.contains("Health check: GET /no-such-page/ with Host"),
+        "{out}"
+    );
+    d.assert_serves(&app, "Notes v1");
+
+    // A bad value in it fails the push before the build, in one sentence.
+    std::fs::write(&toml, "[healthcheck]\nattempts = 0\n").unwrap();
+    p.commit("bad health check settings");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(!ok, "a bad paas.toml was accepted:\n{out}");
+    let last = last_line(&out);
+    assert!(
+        last.ends_with("Deploy failed: paas.toml [healthcheck] attempts = 0 is out of range; give a whole number from 1 to 100, then push again"),
+        "{out}"
+    );
+    assert!(!out.contains("Building image"), "{out}");
+    std::fs::remove_file(&toml).unwrap();
+
+    let load = Load::start(d.http, &host, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    link.cut();
+    p.replace("Notes v1", "Notes v2");
+    p.commit("v2");
+    let t = Instant::now();
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(!ok, "a push without an engine was accepted:\n{out}");
+    let last = last_line(&out);
+    let want = format!("Deploy failed: the Docker engine is not reachable at {docker_host} (");
+    assert!(
+        last.contains(&want) && last.ends_with("start it (systemctl start docker) and push again"),
+        "last line {last:?}; output:\n{out}"
+    );
+    eprintln!("rejected after {:.2} s: {last}", t.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_millis(500));
+    let (good, bad, samples) = load.finish();
+    eprintln!("load: {good} answered 200, {bad} did not");
+    assert!(good > 20, "the load generator barely ran: {good}");
+    assert_eq!(bad, 0, "requests failed without the engine: {samples:?}");
+    d.assert_serves(&app, "Notes v1");
+
+    let (_, rels) = api(&d, "GET", &format!("/api/apps/{app}/releases"), None);
+    let versions: Vec<(i64, &str)> = rels
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_i64().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(versions, [(2, "failed"), (1, "live")], "{rels:#}");
+    let (containers, images) = engine_objects(&app);
+    assert!(
+        containers.len() == 1
+            && containers[0].contains("-v1-web")
+            && containers[0].contains(" Up "),
+        "{containers:?}"
+    );
+    assert_eq!(images, [format!("paas/{app}:v1")]);
+}
