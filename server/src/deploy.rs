@@ -1212,18 +1212,8 @@ pub async fn reconcile(ctx: &Arc<Ctx>) {
         let (live_web, other): (Vec<_>, Vec<_>) = web
             .into_iter()
             .partition(|c| c.labels.get("paas.release") == Some(&v));
-        // Older releases only: a newer one is an interrupted deploy, handled below.
-        stale.extend(
-            other
-                .into_iter()
-                .filter(|c| {
-                    c.labels
-                        .get("paas.release")
-                        .and_then(|r| r.parse::<i64>().ok())
-                        .is_some_and(|r| r < live.version)
-                })
-                .map(|c| c.id),
-        );
+        // Listed before any deploy can start, so none of these is a new one.
+        stale.extend(other.into_iter().map(|c| c.id));
         let Some(c) = live_web.first() else {
             tracing::warn!(app = %app.name, "live release v{v} has no container; `paas restart --app {}` starts one", app.name);
             continue;
