@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Zero-downtime benchmark: wrk at 32 connections on the blog fixture's host
 # while paas runs 5 pushes (template changes), one rollback and one restart.
-# Prints wrk's figures (requests, non-2xx answers, socket errors, p50/p99)
-# and each operation's wall time. Asserts nothing. Needs what the tests need
-# (bash tests/setup.sh, as root) and wrk.
+# Prints wrk's figures (requests, non-2xx answers, socket errors, p50/p99),
+# each operation's wall time, and for each release the time from "healthy"
+# to the first answer it served (from the daemon's log). Asserts nothing.
+# Needs what the tests need (bash tests/setup.sh, as root) and wrk.
 #   bash bench/zero-downtime.sh
 #   PUSHES=3 CONNS=16 bash bench/zero-downtime.sh
 #   PAAS_BIN=target/debug/paas bash bench/zero-downtime.sh   # skip the release build
@@ -34,7 +35,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-PAAS_LOG=warn "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN \
+PAAS_LOG=warn,paas::deploy=info "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN \
   --domain localhost --build-network host --drain-timeout 10 >"$work/daemon.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do [ -f "$data/admin.token" ] && break; sleep 0.1; done
@@ -82,3 +83,6 @@ awk '/requests in/ {print "requests:         " $1}
      /^ +99%/ {print "p99:              " $2}' "$work/wrk.txt"
 grep -q "Non-2xx" "$work/wrk.txt" || echo "non-2xx answers:  0"
 grep -q "Socket errors" "$work/wrk.txt" || echo "socket errors:    0"
+echo "healthy -> first answer served by the new release (ms), per release:"
+grep "first answer from the new release" "$work/daemon.log" |
+  sed -E 's/.*release=([0-9]+).*ms=([0-9.]+).*/  v\1: \2/' || echo "  (none logged)"

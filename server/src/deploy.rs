@@ -803,6 +803,7 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         )));
     }
     run.timed("start", t);
+    let healthy_at = Instant::now();
 
     // ---- Swap ----
     let route = Arc::new(make_route(
@@ -812,7 +813,7 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         run.static_dir.clone(),
         &volume,
     ));
-    let old = ctx.routes.set(&hosts, route);
+    let old = ctx.routes.set(&hosts, route.clone());
     ctx.store
         .promote(&run.app, run.release.id)
         .map_err(|e| DeployFailed(e.to_string()))?;
@@ -837,6 +838,21 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         }
         retire_others(&docker, &app, version, &data_dir, &store_releases).await;
     });
+    // How long the first request waited for the new release (benchmarks read it).
+    tokio::spawn(
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Some(at) = route.first_answer() {
+                    let ms = at.saturating_duration_since(healthy_at).as_secs_f64() * 1000.0;
+                    tracing::info!(ms, "first answer from the new release after it was healthy");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        .in_current_span(),
+    );
     Ok(())
 }
 
