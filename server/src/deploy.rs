@@ -956,19 +956,34 @@ async fn cleanup_failed(run: &mut Run<'_>) {
 /// through its exception line when there is one (that is the reason), else
 /// the last `n` lines.
 fn telling_lines(lines: &[String], n: usize) -> Vec<String> {
-    if let Some(start) = lines
+    // Each traceback as (start, end); the exception line is the first
+    // unindented one after the frames.
+    let tracebacks: Vec<(usize, usize)> = lines
         .iter()
-        .rposition(|l| l.contains("Traceback (most recent call last)"))
-    {
-        let mut end = start + 1;
-        while end < lines.len() {
-            let l = lines[end].trim_end();
-            end += 1;
-            // The exception line is the first unindented one after the frames.
-            if !l.is_empty() && !l.starts_with(' ') && !l.starts_with('\t') {
-                break;
+        .enumerate()
+        .filter(|(_, l)| l.contains("Traceback (most recent call last)"))
+        .map(|(start, _)| {
+            let mut end = start + 1;
+            while end < lines.len() {
+                let l = lines[end].trim_end();
+                end += 1;
+                if !l.is_empty() && !l.starts_with(' ') && !l.starts_with('\t') {
+                    break;
+                }
             }
-        }
+            (start, end)
+        })
+        .collect();
+    // gunicorn's own "worker failed to boot" traceback follows the app's
+    // when the app cannot boot: the app's one is the reason.
+    let wrapper = |&&(start, end): &&(usize, usize)| {
+        end > start + 1 && lines[end - 1].contains("gunicorn.errors.HaltServer")
+    };
+    let chosen = tracebacks
+        .iter()
+        .rfind(|t| !wrapper(t))
+        .or(tracebacks.last());
+    if let Some(&(start, end)) = chosen {
         let body = &lines[start..end];
         // Long tracebacks: the outermost frames matter least.
         if body.len() > 2 * n {
@@ -1311,6 +1326,30 @@ mod tests {
             shown.last().unwrap(),
             "ModuleNotFoundError: No module named 'paas_no_such_module'"
         );
+    }
+
+    #[test]
+    fn the_apps_traceback_wins_over_gunicorns_halt_that_follows_it() {
+        let log = lines(
+            "[ERROR] Exception in worker process\n\
+             Traceback (most recent call last):\n  \
+               File \"/app/blog/wsgi.py\", line 1, in <module>\n    \
+                 import paas_no_such_module\n\
+             ModuleNotFoundError: No module named 'paas_no_such_module'\n\
+             [INFO] Worker exiting (pid: 9)\n\
+             Traceback (most recent call last):\n  \
+               File \"/opt/venv/lib/python3.11/site-packages/gunicorn/arbiter.py\", line 683, in reap_workers\n    \
+                 raise HaltServer(reason, self.WORKER_BOOT_ERROR)\n\
+             gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>",
+        );
+        let shown = telling_lines(&log, 10);
+        assert_eq!(
+            shown.last().unwrap(),
+            "ModuleNotFoundError: No module named 'paas_no_such_module'"
+        );
+        // Alone, gunicorn's traceback is still better than nothing.
+        let shown = telling_lines(&log[6..], 10);
+        assert!(shown.last().unwrap().contains("HaltServer"), "{shown:?}");
     }
 
     #[test]
