@@ -1194,6 +1194,15 @@ fn mark_in_flight_failed(ctx: &Ctx, reason: &str) -> Vec<Release> {
 /// (never an image it reused), their static files and build dirs.
 async fn remove_leftovers(ctx: &Ctx, failed: &[Release]) {
     for r in failed {
+        // Files first: no engine round trips (or stop grace) in front of them.
+        let _ = tokio::fs::remove_dir_all(release_dir(ctx, &r.app, r.version)).await;
+        let _ = tokio::fs::remove_dir_all(
+            ctx.config
+                .data_dir
+                .join("tmp")
+                .join(format!("{}-v{}", r.app, r.version)),
+        )
+        .await;
         let v = r.version.to_string();
         if let Ok(cs) = ctx
             .docker
@@ -1209,14 +1218,6 @@ async fn remove_leftovers(ctx: &Ctx, failed: &[Release]) {
         }
         // Only a tag this release built; a rollback's image belongs to an older release.
         let _ = ctx.docker.remove_image(&built_tag(&r.app, r.version)).await;
-        let _ = tokio::fs::remove_dir_all(release_dir(ctx, &r.app, r.version)).await;
-        let _ = tokio::fs::remove_dir_all(
-            ctx.config
-                .data_dir
-                .join("tmp")
-                .join(format!("{}-v{}", r.app, r.version)),
-        )
-        .await;
     }
 }
 

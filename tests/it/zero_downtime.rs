@@ -595,7 +595,7 @@ fn engine_unreachable_rejects_the_push_and_the_site_keeps_serving() {
     std::fs::remove_file(&toml).unwrap();
 
     let load = Load::start(d.http, &host, 2);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(2));
     link.cut();
     p.replace("Notes v1", "Notes v2");
     p.commit("v2");
@@ -609,7 +609,7 @@ fn engine_unreachable_rejects_the_push_and_the_site_keeps_serving() {
         "last line {last:?}; output:\n{out}"
     );
     eprintln!("rejected after {:.2} s: {last}", t.elapsed().as_secs_f64());
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(2));
     let (good, bad, samples) = load.finish();
     eprintln!("load: {good} answered 200, {bad} did not");
     assert!(good > 20, "the load generator barely ran: {good}");
