@@ -43,6 +43,8 @@ sleep 1
 token=$(cat "$data/admin.token")
 api() { curl -s -X "$1" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
   ${3:+-d "$3"} "http://127.0.0.1:$ADMIN$2"; }
+# The answer into a file, so only the timing reaches timed's caller.
+api_to() { local out=$1; shift; api "$@" >"$out"; }
 cp -r tests/fixtures/blog "$work/proj"
 cd "$work/proj"
 git init -q --initial-branch=main
@@ -65,9 +67,9 @@ for i in $(seq 2 $((PUSHES + 1))); do
   s=$(timed git push -q "$remote" main 2>"$work/push$i.log") || { cat "$work/push$i.log"; exit 1; }
   printf 'push v%d:   %6.1f s\n' "$i" "$s"
 done
-s=$(timed api POST "/api/apps/$app/rollback" '{}' >"$work/rollback.json")
+s=$(timed api_to "$work/rollback.json" POST "/api/apps/$app/rollback" '{}')
 printf 'rollback:  %6.1f s  %s\n' "$s" "$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(v.get("message") or v.get("error"))' "$work/rollback.json")"
-s=$(timed api POST "/api/apps/$app/restart" '{}' >"$work/restart.json")
+s=$(timed api_to "$work/restart.json" POST "/api/apps/$app/restart" '{}')
 printf 'restart:   %6.1f s  %s\n' "$s" "$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(v.get("message") or v.get("error"))' "$work/restart.json")"
 sleep 3
 kill -INT "$wrk_pid"
