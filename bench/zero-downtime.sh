@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Zero-downtime benchmark: wrk at 32 connections on the blog fixture's host
 # while paas runs 5 pushes (template changes), one rollback and one restart.
-# Prints wrk's figures (requests, non-2xx answers, socket errors, p50/p99)
-# and each operation's wall time. Asserts nothing. Needs what the tests need
-# (bash tests/setup.sh, as root) and wrk.
+# Prints wrk's figures (requests, non-2xx answers, socket errors, p50/p99),
+# each operation's wall time, and for each release the time from "healthy"
+# to the first answer it served (from the daemon's log). Asserts nothing.
+# Needs what the tests need (bash tests/setup.sh, as root) and wrk.
 #   bash bench/zero-downtime.sh
 #   PUSHES=3 CONNS=16 bash bench/zero-downtime.sh
 #   PAAS_BIN=target/debug/paas bash bench/zero-downtime.sh   # skip the release build
@@ -34,7 +35,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-PAAS_LOG=warn "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN \
+PAAS_LOG=warn,paas::deploy=info "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN \
   --domain localhost --build-network host --drain-timeout 10 >"$work/daemon.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do [ -f "$data/admin.token" ] && break; sleep 0.1; done
@@ -42,6 +43,8 @@ sleep 1
 token=$(cat "$data/admin.token")
 api() { curl -s -X "$1" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
   ${3:+-d "$3"} "http://127.0.0.1:$ADMIN$2"; }
+# The answer into a file, so only the timing reaches timed's caller.
+api_to() { local out=$1; shift; api "$@" >"$out"; }
 cp -r tests/fixtures/blog "$work/proj"
 cd "$work/proj"
 git init -q --initial-branch=main
@@ -64,9 +67,9 @@ for i in $(seq 2 $((PUSHES + 1))); do
   s=$(timed git push -q "$remote" main 2>"$work/push$i.log") || { cat "$work/push$i.log"; exit 1; }
   printf 'push v%d:   %6.1f s\n' "$i" "$s"
 done
-s=$(timed api POST "/api/apps/$app/rollback" '{}' >"$work/rollback.json")
+s=$(timed api_to "$work/rollback.json" POST "/api/apps/$app/rollback" '{}')
 printf 'rollback:  %6.1f s  %s\n' "$s" "$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(v.get("message") or v.get("error"))' "$work/rollback.json")"
-s=$(timed api POST "/api/apps/$app/restart" '{}' >"$work/restart.json")
+s=$(timed api_to "$work/restart.json" POST "/api/apps/$app/restart" '{}')
 printf 'restart:   %6.1f s  %s\n' "$s" "$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(v.get("message") or v.get("error"))' "$work/restart.json")"
 sleep 3
 kill -INT "$wrk_pid"
@@ -82,3 +85,6 @@ awk '/requests in/ {print "requests:         " $1}
      /^ +99%/ {print "p99:              " $2}' "$work/wrk.txt"
 grep -q "Non-2xx" "$work/wrk.txt" || echo "non-2xx answers:  0"
 grep -q "Socket errors" "$work/wrk.txt" || echo "socket errors:    0"
+echo "healthy -> first answer served by the new release (ms), per release:"
+grep "first answer from the new release" "$work/daemon.log" |
+  sed -E 's/.*release=([0-9]+).*ms=([0-9.]+).*/  v\1: \2/' || echo "  (none logged)"

@@ -296,6 +296,16 @@ async fn run_job(
     };
     queue.current.store(0, Ordering::SeqCst);
     ctx.deployer.check_open()?;
+    let again = match &job {
+        Job::Push(_) => "push again",
+        Job::Redeploy(_) => "run the command again",
+    };
+    // Before any release is recorded: without the engine nothing can be
+    // built or started, and the running containers and proxy need it not.
+    ctx.docker
+        .ping()
+        .await
+        .map_err(|e| engine_failed(e, again))?;
     // Resolved only now: the live release may have changed while queued.
     let (commit, description, source) = match &job {
         Job::Push(req) => (req.rev.clone(), format!("deploy {}", short(&req.rev)), None),
@@ -374,6 +384,17 @@ async fn run_job(
     }
     .instrument(span)
     .await
+}
+
+/// A Docker error as the reason a deploy failed; an unreachable engine
+/// says what to do about it (`again`: "push again" or the like).
+fn engine_failed(e: crate::docker::DockerError, again: &str) -> DeployFailed {
+    match e {
+        crate::docker::DockerError::Unreachable { addr, cause } => DeployFailed(format!(
+            "the Docker engine is not reachable at {addr} ({cause}), so nothing was deployed and the running release keeps serving: start it (systemctl start docker) and {again}"
+        )),
+        other => DeployFailed(other.to_string()),
+    }
 }
 
 /// Which release a build-less deploy starts again, checked before any
@@ -604,6 +625,18 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     let build_vars = buildpack::BuildVars::from_config_vars(&vars);
     let plan = buildpack::detect_with(&workdir, &opts, &build_vars)
         .map_err(|e| DeployFailed(e.to_string()))?;
+    // The optional paas.toml at the project root: checked before the build,
+    // so a typo costs seconds, not a build.
+    let repo_file = workdir.join("paas.toml");
+    let health_table = if repo_file.is_file() {
+        let text = tokio::fs::read_to_string(&repo_file)
+            .await
+            .map_err(|e| DeployFailed(format!("paas.toml in the pushed code cannot be read ({e}); make it a UTF-8 text file and push again")))?;
+        health::parse_repo_file(&text).map_err(DeployFailed)?
+    } else {
+        health::HealthTable::default()
+    };
+    health::settings(&health_table, &vars).map_err(DeployFailed)?;
     run.progress.step("Django project detected");
     for note in &plan.notes {
         run.progress.info(note);
@@ -635,10 +668,13 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
                 &mut on_line,
             )
             .await
-            .map_err(|e| {
-                DeployFailed(format!(
+            .map_err(|e| match e {
+                e @ crate::docker::DockerError::Unreachable { .. } => {
+                    engine_failed(e, "push again")
+                }
+                e => DeployFailed(format!(
                     "the image build failed: {e}. Fix the cause shown above and push again"
-                ))
+                )),
             })?;
     }
     run.image = Some(tag.clone());
@@ -650,7 +686,13 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         .read_file_from_image(&tag, "/paas/meta.json")
         .await
         .map_err(|e| DeployFailed(format!("reading the build's metadata failed: {e}")))?;
-    let meta: serde_json::Value = serde_json::from_slice(&meta_bytes).unwrap_or_default();
+    let mut meta: serde_json::Value = serde_json::from_slice(&meta_bytes).unwrap_or_default();
+    if health_table != health::HealthTable::default() {
+        if let (Some(obj), Ok(table)) = (meta.as_object_mut(), serde_json::to_value(&health_table))
+        {
+            obj.insert("healthcheck".into(), table);
+        }
+    }
     let static_dir = ctx
         .config
         .data_dir
@@ -768,6 +810,7 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     let ctx = run.ctx;
     let app = run.app.name.clone();
     let version = run.release.version;
+    let check = health_check(&p.meta, &p.vars)?;
     let env = app_env(ctx, &run.app, version, &p.vars);
     let hosts = app_hosts(ctx, &run.app);
     let volume = ensure_volume(&ctx.config.data_dir, &app)
@@ -814,10 +857,11 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     // ---- HealthChecking ----
     run.status(ReleaseStatus::HealthChecking);
     let probe_host = hosts[0].clone();
-    run.progress
-        .step(&format!("Health check: GET / with Host {probe_host}"));
+    run.progress.step(&format!(
+        "Health check: GET {} with Host {probe_host}",
+        check.path
+    ));
     run.flush_log();
-    let check = health_check(&p.vars);
     let docker = ctx.docker.clone();
     let cid = id.clone();
     let health = {
@@ -852,6 +896,7 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         )));
     }
     run.timed("start", t);
+    let healthy_at = Instant::now();
 
     // ---- Swap ----
     let route = Arc::new(make_route(
@@ -861,7 +906,7 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         run.static_dir.clone(),
         &volume,
     ));
-    let old = ctx.routes.set(&hosts, route);
+    let old = ctx.routes.set(&hosts, route.clone());
     ctx.store
         .promote(&run.app, run.release.id)
         .map_err(|e| DeployFailed(e.to_string()))?;
@@ -886,6 +931,21 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         }
         retire_others(&docker, &app, version, &data_dir, &store_releases).await;
     });
+    // How long the first request waited for the new release (benchmarks read it).
+    tokio::spawn(
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Some(at) = route.first_answer() {
+                    let ms = at.saturating_duration_since(healthy_at).as_secs_f64() * 1000.0;
+                    tracing::info!(ms, "first answer from the new release after it was healthy");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        .in_current_span(),
+    );
     Ok(())
 }
 
@@ -1051,27 +1111,18 @@ async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
     }
 }
 
-/// Health check settings from config vars (PAAS_HEALTHCHECK_PATH, …_TIMEOUT, …_ATTEMPTS).
-fn health_check(vars: &BTreeMap<String, String>) -> HealthCheck {
-    let mut check = HealthCheck::default();
-    if let Some(p) = vars.get("PAAS_HEALTHCHECK_PATH") {
-        if p.starts_with('/') {
-            check.path = p.clone();
-        }
-    }
-    if let Some(s) = vars
-        .get("PAAS_HEALTHCHECK_TIMEOUT")
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        check.deadline = Duration::from_secs(s.clamp(1, 600));
-    }
-    if let Some(n) = vars
-        .get("PAAS_HEALTHCHECK_ATTEMPTS")
-        .and_then(|v| v.parse::<u32>().ok())
-    {
-        check.required = n.clamp(1, 100);
-    }
-    check
+/// A release's health check: the `[healthcheck]` table of its repository's
+/// paas.toml (kept in the release's facts, so a rollback probes as the
+/// release did) under its config vars.
+fn health_check(
+    meta: &serde_json::Value,
+    vars: &BTreeMap<String, String>,
+) -> Result<HealthCheck, DeployFailed> {
+    let table = meta
+        .get("healthcheck")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    health::settings(&table, vars).map_err(DeployFailed)
 }
 
 /// The route the proxy serves for a release.
@@ -1206,14 +1257,21 @@ impl Drop for RemoveOnDrop {
 /// made: its containers, the image it built (never an image it reused),
 /// its static files and build dir. The live release is not touched.
 pub async fn fail_in_flight(ctx: &Ctx, reason: &str) {
+    let failed = mark_in_flight_failed(ctx, reason);
+    remove_leftovers(ctx, &failed).await;
+}
+
+/// Record every deploy still in flight as failed with `reason` (store only,
+/// fast); returns them so their engine objects can be removed.
+fn mark_in_flight_failed(ctx: &Ctx, reason: &str) -> Vec<Release> {
     let list = match ctx.store.in_flight_releases() {
         Ok(list) => list,
         Err(e) => {
             tracing::error!("listing deploys in flight: {e}");
-            return;
+            return Vec::new();
         }
     };
-    for r in list {
+    for r in &list {
         tracing::warn!(app = %r.app, release = r.version, "failing an interrupted deploy");
         if let Err(e) = ctx.store.fail_release(r.id, reason) {
             tracing::error!("recording failure: {e}");
@@ -1221,6 +1279,23 @@ pub async fn fail_in_flight(ctx: &Ctx, reason: &str) {
         let _ = ctx
             .store
             .append_log(r.id, &format!("-----> Deploy failed: {reason}\n"));
+    }
+    list
+}
+
+/// Remove what failed deploys made: their containers, the image each built
+/// (never an image it reused), their static files and build dirs.
+async fn remove_leftovers(ctx: &Ctx, failed: &[Release]) {
+    for r in failed {
+        // Files first: no engine round trips (or stop grace) in front of them.
+        let _ = tokio::fs::remove_dir_all(release_dir(ctx, &r.app, r.version)).await;
+        let _ = tokio::fs::remove_dir_all(
+            ctx.config
+                .data_dir
+                .join("tmp")
+                .join(format!("{}-v{}", r.app, r.version)),
+        )
+        .await;
         let v = r.version.to_string();
         if let Ok(cs) = ctx
             .docker
@@ -1236,40 +1311,35 @@ pub async fn fail_in_flight(ctx: &Ctx, reason: &str) {
         }
         // Only a tag this release built; a rollback's image belongs to an older release.
         let _ = ctx.docker.remove_image(&built_tag(&r.app, r.version)).await;
-        let _ = tokio::fs::remove_dir_all(release_dir(ctx, &r.app, r.version)).await;
-        let _ = tokio::fs::remove_dir_all(
-            ctx.config
-                .data_dir
-                .join("tmp")
-                .join(format!("{}-v{}", r.app, r.version)),
-        )
-        .await;
     }
 }
 
-/// On boot: rebuild the route table from the store and the engine's
-/// labelled containers first (so the sites answer at once), then fail the
-/// deploys a killed daemon left in flight and remove their leftovers and
-/// any web container of an older release that was still draining.
-pub async fn reconcile(ctx: &Ctx) {
+/// On boot, before the listeners accept anything: rebuild the route table
+/// from the store and the engine's labelled containers (so the sites answer
+/// at once), record the deploys a killed daemon left in flight as failed,
+/// and note the web containers of releases that are no longer live (a drain
+/// cut short). Removing those objects takes seconds (containers get a stop
+/// grace), so it runs in the background and does not hold the sites back;
+/// what to remove is fixed here, so a deploy started meanwhile is safe.
+pub async fn reconcile(ctx: &Arc<Ctx>) {
     let apps = ctx.store.apps().unwrap_or_default();
-    let mut live_versions = Vec::new();
+    let mut stale = Vec::new();
     for app in &apps {
         let Ok(Some(live)) = ctx.store.live_release(&app.name) else {
             continue;
         };
-        live_versions.push((app.name.clone(), live.version));
         let v = live.version.to_string();
-        let containers = ctx
+        let web = ctx
             .docker
-            .list_containers(&[
-                ("paas.app", app.name.as_str()),
-                ("paas.release", v.as_str()),
-                ("paas.process", "web"),
-            ])
+            .list_containers(&[("paas.app", app.name.as_str()), ("paas.process", "web")])
             .await
             .unwrap_or_default();
-        let Some(c) = containers.first() else {
+        let (live_web, other): (Vec<_>, Vec<_>) = web
+            .into_iter()
+            .partition(|c| c.labels.get("paas.release") == Some(&v));
+        // Listed before any deploy can start, so none of these is a new one.
+        stale.extend(other.into_iter().map(|c| c.id));
+        let Some(c) = live_web.first() else {
             tracing::warn!(app = %app.name, "live release v{v} has no container; `paas restart --app {}` starts one", app.name);
             continue;
         };
@@ -1297,29 +1367,29 @@ pub async fn reconcile(ctx: &Ctx) {
         ctx.routes.set(&app_hosts(ctx, app), Arc::new(route));
         tracing::info!(app = %app.name, release = live.version, "route restored");
     }
-    fail_in_flight(
+    let failed = mark_in_flight_failed(
         ctx,
         "paas stopped during this deploy; the previous release kept serving. Push (or run the command) again",
-    )
-    .await;
-    // Web containers of releases that are no longer live (a drain cut short).
-    for (app, version) in live_versions {
-        let keep = version.to_string();
-        if let Ok(cs) = ctx
-            .docker
-            .list_containers(&[("paas.app", app.as_str()), ("paas.process", "web")])
-            .await
-        {
-            for c in cs {
-                if c.labels.get("paas.release") != Some(&keep) {
-                    let _ = ctx
-                        .docker
-                        .stop_and_remove(&c.id, Duration::from_secs(5))
-                        .await;
-                }
-            }
+    );
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        remove_leftovers(&ctx, &failed).await;
+        for id in stale {
+            let _ = ctx
+                .docker
+                .stop_and_remove(&id, Duration::from_secs(5))
+                .await;
         }
-    }
+        // A request the killed daemon had sent (create a container, tag an
+        // image) can complete in the engine after the first pass: sweep again.
+        for pause in [2, 10] {
+            if failed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(pause)).await;
+            remove_leftovers(&ctx, &failed).await;
+        }
+    });
 }
 
 #[cfg(test)]
@@ -1353,6 +1423,30 @@ mod tests {
             shown.last().unwrap(),
             "ModuleNotFoundError: No module named 'paas_no_such_module'"
         );
+    }
+
+    #[test]
+    fn the_apps_traceback_wins_over_gunicorns_halt_that_follows_it() {
+        let log = lines(
+            "[ERROR] Exception in worker process\n\
+             Traceback (most recent call last):\n  \
+               File \"/app/blog/wsgi.py\", line 1, in <module>\n    \
+                 import paas_no_such_module\n\
+             ModuleNotFoundError: No module named 'paas_no_such_module'\n\
+             [INFO] Worker exiting (pid: 9)\n\
+             Traceback (most recent call last):\n  \
+               File \"/opt/venv/lib/python3.11/site-packages/gunicorn/arbiter.py\", line 683, in reap_workers\n    \
+                 raise HaltServer(reason, self.WORKER_BOOT_ERROR)\n\
+             gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>",
+        );
+        let shown = telling_lines(&log, 10);
+        assert_eq!(
+            shown.last().unwrap(),
+            "ModuleNotFoundError: No module named 'paas_no_such_module'"
+        );
+        // Alone, gunicorn's traceback is still better than nothing.
+        let shown = telling_lines(&log[6..], 10);
+        assert!(shown.last().unwrap().contains("HaltServer"), "{shown:?}");
     }
 
     #[test]

@@ -47,9 +47,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Errors from the Docker engine, each with a one-sentence `Display`.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    /// The engine cannot be reached; the string is the whole sentence.
-    #[error("{0}")]
-    Unreachable(String),
+    /// The engine cannot be reached at `addr`, because of `cause`.
+    #[error("cannot reach the Docker engine at {addr} ({cause}): is it running? (systemctl start docker)")]
+    Unreachable { addr: String, cause: String },
     /// A build step failed; `message` is the engine's message.
     #[error("the Docker build stopped: {message}")]
     Build { message: String },
@@ -159,10 +159,11 @@ fn engine_addr() -> String {
     }
 }
 
-fn unreachable_sentence(addr: &str, cause: &str) -> String {
-    format!(
-        "cannot reach the Docker engine at {addr} ({cause}): is it running? (systemctl start docker)"
-    )
+fn unreachable(addr: &str, cause: &str) -> DockerError {
+    DockerError::Unreachable {
+        addr: addr.to_string(),
+        cause: cause.to_string(),
+    }
 }
 
 fn is_status(e: &BollardError, code: u16) -> bool {
@@ -264,7 +265,7 @@ impl Docker {
                     BollardError::SocketNotFoundError(_) => "no socket there".to_string(),
                     other => other.to_string(),
                 };
-                DockerError::Unreachable(unreachable_sentence(&addr, &cause))
+                unreachable(&addr, &cause)
             })?
             .with_timeout(REQUEST_TIMEOUT);
         Ok(Docker {
@@ -296,14 +297,12 @@ impl Docker {
                 self.addr,
                 self.inner.timeout().as_secs()
             )),
-            BollardError::SocketNotFoundError(_) => {
-                DockerError::Unreachable(unreachable_sentence(&self.addr, "no socket"))
-            }
+            BollardError::SocketNotFoundError(_) => unreachable(&self.addr, "no socket"),
             BollardError::HyperLegacyError { ref err } if err.is_connect() => {
                 let cause = std::error::Error::source(err)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| err.to_string());
-                DockerError::Unreachable(unreachable_sentence(&self.addr, &cause))
+                unreachable(&self.addr, &cause)
             }
             other => DockerError::Engine(other.to_string()),
         }
@@ -314,16 +313,13 @@ impl Docker {
         match tokio::time::timeout(PING_TIMEOUT, self.inner.ping()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => match self.err(e) {
-                DockerError::Unreachable(s) => Err(DockerError::Unreachable(s)),
-                other => Err(DockerError::Unreachable(unreachable_sentence(
-                    &self.addr,
-                    &other.to_string(),
-                ))),
+                e @ DockerError::Unreachable { .. } => Err(e),
+                other => Err(unreachable(&self.addr, &other.to_string())),
             },
-            Err(_) => Err(DockerError::Unreachable(unreachable_sentence(
+            Err(_) => Err(unreachable(
                 &self.addr,
                 &format!("no answer within {} s", PING_TIMEOUT.as_secs()),
-            ))),
+            )),
         }
     }
 
@@ -411,7 +407,7 @@ impl Docker {
                             }
                         }
                         other => match self.err(other) {
-                            DockerError::Unreachable(s) => DockerError::Unreachable(s),
+                            e @ DockerError::Unreachable { .. } => e,
                             // The output broke off (e.g. a frame bollard cannot
                             // decode): still a failed build, say what we know.
                             e => DockerError::Build {
@@ -953,7 +949,7 @@ impl Docker {
             Err(e) if is_status(&e, 404) => return Ok(()),
             // 304: already stopped; anything else: removal with force still kills it.
             Err(e) => match self.err(e) {
-                DockerError::Unreachable(s) => return Err(DockerError::Unreachable(s)),
+                e @ DockerError::Unreachable { .. } => return Err(e),
                 other => {
                     tracing::debug!(container = %id, "stop before remove: {other}");
                 }
@@ -1413,7 +1409,7 @@ mod tests {
 
     fn assert_unreachable(err: DockerError, path: &Path) {
         let msg = err.to_string();
-        assert!(matches!(err, DockerError::Unreachable(_)), "{err:?}");
+        assert!(matches!(err, DockerError::Unreachable { .. }), "{err:?}");
         let want = format!(
             "cannot reach the Docker engine at unix://{}",
             path.display()

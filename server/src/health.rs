@@ -40,6 +40,179 @@ impl Default for HealthCheck {
     }
 }
 
+/// The `[healthcheck]` table of an optional `paas.toml` at the root of the
+/// pushed code. Every field is optional; config vars win over it.
+#[derive(Debug, Default, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthTable {
+    /// Request path, e.g. `/health/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Seconds between attempts (fractions allowed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<f64>,
+    /// Seconds the new release has to become healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Consecutive good answers needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+}
+
+#[derive(serde::Deserialize)]
+struct RepoFile {
+    healthcheck: Option<HealthTable>,
+}
+
+/// Bounds of the settings, as the error messages state them.
+const INTERVAL_SECS: (f64, f64) = (0.05, 60.0);
+const TIMEOUT_SECS: (u64, u64) = (1, 3600);
+const ATTEMPTS: (u32, u32) = (1, 100);
+
+/// Parse a repository's `paas.toml`; the `[healthcheck]` table (empty when
+/// absent), or one sentence saying what to fix. Other tables are left to
+/// whoever reads them.
+pub fn parse_repo_file(text: &str) -> Result<HealthTable, String> {
+    let file: RepoFile = toml::from_str(text).map_err(|e| {
+        format!(
+            "paas.toml in the pushed code is not valid ({}); fix it (see the README for its [healthcheck] table) and push again",
+            e.message().trim_end_matches('.')
+        )
+    })?;
+    let table = file.healthcheck.unwrap_or_default();
+    let at = |key: &str| format!("paas.toml [healthcheck] {key}");
+    if let Some(p) = &table.path {
+        check_path(p)
+            .map_err(|why| format!("{} = {p:?} {why}; fix paas.toml and push again", at("path")))?;
+    }
+    if let Some(v) = table.interval {
+        if !(INTERVAL_SECS.0..=INTERVAL_SECS.1).contains(&v) {
+            return Err(format!(
+                "{} = {v} is out of range; give seconds from {} to {}, then push again",
+                at("interval"),
+                INTERVAL_SECS.0,
+                INTERVAL_SECS.1
+            ));
+        }
+    }
+    if let Some(v) = table.timeout {
+        if !(TIMEOUT_SECS.0..=TIMEOUT_SECS.1).contains(&v) {
+            return Err(format!(
+                "{} = {v} is out of range; give whole seconds from {} to {}, then push again",
+                at("timeout"),
+                TIMEOUT_SECS.0,
+                TIMEOUT_SECS.1
+            ));
+        }
+    }
+    if let Some(v) = table.attempts {
+        if !(ATTEMPTS.0..=ATTEMPTS.1).contains(&v) {
+            return Err(format!(
+                "{} = {v} is out of range; give a whole number from {} to {}, then push again",
+                at("attempts"),
+                ATTEMPTS.0,
+                ATTEMPTS.1
+            ));
+        }
+    }
+    Ok(table)
+}
+
+fn check_path(p: &str) -> Result<(), &'static str> {
+    if !p.starts_with('/') {
+        return Err("does not start with /");
+    }
+    if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains spaces or control characters");
+    }
+    Ok(())
+}
+
+/// The health check of a release: the defaults, then the repository's
+/// `[healthcheck]` table, then the config vars PAAS_HEALTHCHECK_PATH,
+/// _INTERVAL, _TIMEOUT and _ATTEMPTS (they win, so a setting can be changed
+/// without a commit). A bad config var is one sentence saying what to fix.
+pub fn settings(
+    table: &HealthTable,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> Result<HealthCheck, String> {
+    let mut check = HealthCheck::default();
+    if let Some(p) = &table.path {
+        check.path = p.clone();
+    }
+    if let Some(v) = table.interval {
+        check.interval = Duration::from_secs_f64(v);
+    }
+    if let Some(v) = table.timeout {
+        check.deadline = Duration::from_secs(v);
+    }
+    if let Some(v) = table.attempts {
+        check.required = v;
+    }
+    let bad = |key: &str, value: &str, want: String| {
+        format!(
+            "config var {key} = {value:?} is not {want}; fix it with `paas config:set {key}=…` (or unset it)"
+        )
+    };
+    if let Some(p) = vars.get("PAAS_HEALTHCHECK_PATH") {
+        check_path(p).map_err(|why| {
+            format!("config var PAAS_HEALTHCHECK_PATH = {p:?} {why}; fix it with `paas config:set PAAS_HEALTHCHECK_PATH=/…` (or unset it)")
+        })?;
+        check.path = p.clone();
+    }
+    if let Some(v) = vars.get("PAAS_HEALTHCHECK_INTERVAL") {
+        let secs = v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (INTERVAL_SECS.0..=INTERVAL_SECS.1).contains(s))
+            .ok_or_else(|| {
+                bad(
+                    "PAAS_HEALTHCHECK_INTERVAL",
+                    v,
+                    format!("seconds from {} to {}", INTERVAL_SECS.0, INTERVAL_SECS.1),
+                )
+            })?;
+        check.interval = Duration::from_secs_f64(secs);
+    }
+    if let Some(v) = vars.get("PAAS_HEALTHCHECK_TIMEOUT") {
+        let secs = v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (TIMEOUT_SECS.0..=TIMEOUT_SECS.1).contains(s))
+            .ok_or_else(|| {
+                bad(
+                    "PAAS_HEALTHCHECK_TIMEOUT",
+                    v,
+                    format!(
+                        "whole seconds from {} to {}",
+                        TIMEOUT_SECS.0, TIMEOUT_SECS.1
+                    ),
+                )
+            })?;
+        check.deadline = Duration::from_secs(secs);
+    }
+    if let Some(v) = vars.get("PAAS_HEALTHCHECK_ATTEMPTS") {
+        let n = v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (ATTEMPTS.0..=ATTEMPTS.1).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "PAAS_HEALTHCHECK_ATTEMPTS",
+                    v,
+                    format!("a whole number from {} to {}", ATTEMPTS.0, ATTEMPTS.1),
+                )
+            })?;
+        check.required = n;
+    }
+    // One attempt never outlasts the whole check.
+    check.timeout = check.timeout.min(check.deadline);
+    Ok(check)
+}
+
 /// One HTTP/1.1 GET; returns the status code.
 pub async fn probe_once(
     addr: SocketAddr,
@@ -188,6 +361,71 @@ mod tests {
             interval: Duration::from_millis(20),
             deadline: Duration::from_millis(400),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn repo_file_sets_the_check_and_config_vars_win() {
+        let table = parse_repo_file(
+            "[healthcheck]\npath = \"/health/\"\ninterval = 0.5\ntimeout = 90\nattempts = 3\n\n[other]\nx = 1\n",
+        )
+        .unwrap();
+        let none = std::collections::BTreeMap::new();
+        let c = settings(&table, &none).unwrap();
+        assert_eq!(c.path, "/health/");
+        assert_eq!(c.interval, Duration::from_millis(500));
+        assert_eq!(c.deadline, Duration::from_secs(90));
+        assert_eq!(c.required, 3);
+        let vars: std::collections::BTreeMap<String, String> = [
+            ("PAAS_HEALTHCHECK_PATH", "/up"),
+            ("PAAS_HEALTHCHECK_TIMEOUT", "20"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = settings(&table, &vars).unwrap();
+        assert_eq!(c.path, "/up");
+        assert_eq!(c.deadline, Duration::from_secs(20));
+        assert_eq!(c.required, 3, "the file's value stays where no var is set");
+        // No file, no table: the defaults.
+        let d = settings(&parse_repo_file("").unwrap(), &none).unwrap();
+        assert_eq!(d.path, HealthCheck::default().path);
+        assert_eq!(d.required, HealthCheck::default().required);
+        // The table survives the trip through a release's stored facts.
+        let json = serde_json::to_value(&table).unwrap();
+        assert_eq!(serde_json::from_value::<HealthTable>(json).unwrap(), table);
+    }
+
+    #[test]
+    fn bad_health_settings_are_one_sentence_saying_what_to_fix() {
+        for (text, want) in [
+            (
+                "[healthcheck]\npath = \"health\"\n",
+                "does not start with /",
+            ),
+            ("[healthcheck]\nattempts = 0\n", "from 1 to 100"),
+            ("[healthcheck]\ntimeout = 0\n", "whole seconds from 1"),
+            ("[healthcheck]\ninterval = 0\n", "give seconds from 0.05"),
+            ("[healthcheck]\nattempts = \"three\"\n", "not valid"),
+            ("[healthcheck]\npaht = \"/\"\n", "unknown field `paht`"),
+            ("[healthcheck\n", "not valid"),
+        ] {
+            let e = parse_repo_file(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.contains("paas.toml"), "{e}");
+            assert!(e.ends_with("push again"), "{e}");
+            assert_eq!(e.matches(". ").count(), 0, "one sentence: {e}");
+        }
+        for (k, v) in [
+            ("PAAS_HEALTHCHECK_ATTEMPTS", "lots"),
+            ("PAAS_HEALTHCHECK_TIMEOUT", "-1"),
+            ("PAAS_HEALTHCHECK_INTERVAL", "100"),
+            ("PAAS_HEALTHCHECK_PATH", "x y"),
+        ] {
+            let vars = [(k.to_string(), v.to_string())].into_iter().collect();
+            let e = settings(&HealthTable::default(), &vars).unwrap_err();
+            assert!(e.starts_with(&format!("config var {k} = ")), "{e}");
+            assert!(e.contains("paas config:set"), "{e}");
         }
     }
 

@@ -99,6 +99,9 @@ pub struct Route {
     closing: CancellationToken,
     /// The app's counters, shared across releases; attached by [`RouteTable::set`].
     stats: OnceLock<Arc<StatsCounters>>,
+    /// When the first answer on this route was ready (a deploy reports how
+    /// long after the swap that was).
+    first_answer: OnceLock<Instant>,
 }
 
 /// A URL prefix served from a directory.
@@ -160,7 +163,13 @@ impl Route {
             idle: Notify::new(),
             closing: CancellationToken::new(),
             stats: OnceLock::new(),
+            first_answer: OnceLock::new(),
         }
+    }
+
+    /// When the first answer on this route was ready, if there was one yet.
+    pub fn first_answer(&self) -> Option<Instant> {
+        self.first_answer.get().copied()
     }
 
     pub fn app(&self) -> &str {
@@ -203,6 +212,7 @@ impl Route {
     }
 
     fn record(&self, status: StatusCode, elapsed: Duration) {
+        let _ = self.first_answer.set(Instant::now());
         if let Some(stats) = self.stats.get() {
             stats.record(status, elapsed);
         }

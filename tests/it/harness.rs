@@ -51,6 +51,8 @@ pub struct Daemon {
     pub token: String,
     /// Apps this test created: removed from the engine at the end.
     pub apps: Vec<String>,
+    /// Extra environment of the daemon process (e.g. DOCKER_HOST).
+    pub env: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -99,6 +101,11 @@ fn log_tail(text: &str, lines: usize) -> String {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with_env(&[])
+    }
+
+    /// A daemon whose process gets these extra environment variables.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Daemon {
         require_parts();
         keep_panic_messages();
         let data = tempfile::Builder::new()
@@ -113,6 +120,10 @@ impl Daemon {
             admin: free_port(),
             token: String::new(),
             apps: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d.token = std::fs::read_to_string(d.data.path().join("admin.token"))
@@ -139,6 +150,7 @@ impl Daemon {
             .args(["--build-network", "host"])
             .args(["--drain-timeout", "5"])
             .env("PAAS_LOG", "info,paas=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -300,21 +300,11 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     );
 }
 
-/// SIGKILL while a push is migrating: the restarted daemon serves the live
-/// release at once, marks the interrupted one failed and removes its leftovers.
-#[test]
-fn killed_mid_deploy_serves_the_live_release_after_restart() {
-    let mut d = Daemon::start();
-    let app = d.app("kill");
-    let p = Project::from_fixture("blog");
-    let (ok, out) = p.push(&d.remote(&app));
-    assert!(ok, "first push rejected:\n{out}");
-    d.assert_serves(&app, "Notes v1");
-
-    p.replace("Notes v1", "Notes v2");
-    p.commit("v2");
+/// Start `git push` and read its output until a line contains `needle`;
+/// the push (still running) and what it printed so far.
+fn push_until(d: &Daemon, p: &Project, app: &str, needle: &str) -> (std::process::Child, String) {
     let mut push = Command::new("git")
-        .args(["push", &d.remote(&app), "main"])
+        .args(["push", &d.remote(app), "main"])
         .current_dir(p.dir.path())
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdout(Stdio::null())
@@ -326,62 +316,145 @@ fn killed_mid_deploy_serves_the_live_release_after_restart() {
         let line = line.unwrap_or_default();
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("Running migrations") {
-            break;
+        if line.contains(needle) {
+            return (push, seen);
         }
     }
-    assert!(seen.contains("Running migrations"), "push output:\n{seen}");
-    let killed = Instant::now();
+    let _ = push.wait();
+    panic!("the push ended before {needle:?}:\n{seen}");
+}
+
+/// SIGKILL the daemon, start it again on the same data dir, and return how
+/// long after it listened `host` answered 200 with `needle`.
+fn kill_restart_and_wait_served(d: &mut Daemon, host: &str, needle: &str) -> Duration {
     let mut child = d.child.take().unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let _ = push.wait();
-
     d.spawn();
-    let host = format!("{app}.localhost");
+    let listening = Instant::now();
     loop {
-        if let Ok((200, body)) = get_status(d.http, &host) {
-            assert!(body.contains("Notes v1"), "{body}");
-            break;
+        if let Ok((200, body)) = get_status(d.http, host) {
+            assert!(body.contains(needle), "{body}");
+            return listening.elapsed();
         }
         assert!(
-            killed.elapsed() < Duration::from_secs(15),
+            listening.elapsed() < Duration::from_secs(15),
             "the site did not come back after the restart"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!(
-        "site served again {:.2} s after the kill (daemon start included)",
-        killed.elapsed().as_secs_f64()
-    );
+}
 
-    let (_, rel) = api(&d, "GET", &format!("/api/apps/{app}/releases/2"), None);
-    assert_eq!(rel["status"], "failed", "{rel:#}");
-    assert!(
-        rel["error"].as_str().unwrap_or("").contains("paas stopped"),
-        "{rel:#}"
+/// Wait until the app's containers are exactly one running web container
+/// of release `live` and its images exactly `images` (leftovers are removed
+/// in the background after a restart).
+fn wait_engine_objects(app: &str, live: i64, images: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (containers, mut imgs) = engine_objects(app);
+        imgs.sort();
+        let tag = format!("-v{live}-web");
+        if containers.len() == 1
+            && containers[0].contains(&tag)
+            && containers[0].contains(" Up ")
+            && imgs == images
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: containers {containers:?}, images {imgs:?} (want only v{live}'s container and {images:?})"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// SIGKILL paas at each step of a deploy (build, migrate, health check,
+/// right after the swap): each time the restarted daemon serves the live
+/// release at once, marks the interrupted deploy failed with a reason,
+/// removes its containers, image and files, and the live release is the
+/// one it was. Then SIGTERM during a deploy lets the deploy finish.
+#[test]
+fn killed_at_each_deploy_step_serves_the_live_release_after_restart() {
+    let mut d = Daemon::start();
+    let app = d.app("kill");
+    let host = format!("{app}.localhost");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    d.assert_serves(&app, "Notes v1");
+    let v1_image = vec![format!("paas/{app}:v1")];
+
+    let mut text = "Notes v1".to_string();
+    let steps = [
+        ("build", "Building image"),
+        ("migrate", "Running migrations"),
+        ("health check", "Health check: GET /"),
+    ];
+    for (n, (step, needle)) in steps.into_iter().enumerate() {
+        let version = n as i64 + 2;
+        let next = format!("Notes killed at {step}");
+        p.replace(&text, &next);
+        p.commit(&next);
+        text = next;
+        let (mut push, seen) = push_until(&d, &p, &app, needle);
+        let back = kill_restart_and_wait_served(&mut d, &host, "Notes v1");
+        let _ = push.wait();
+        eprintln!(
+            "killed at {step}: site served {:.3} s after the daemon listened",
+            back.as_secs_f64()
+        );
+        assert!(
+            back < Duration::from_secs(1),
+            "killed at {step}: the site took {back:?} to come back; push output:\n{seen}"
+        );
+        let (_, rel) = api(
+            &d,
+            "GET",
+            &format!("/api/apps/{app}/releases/{version}"),
+            None,
+        );
+        assert_eq!(rel["status"], "failed", "killed at {step}: {rel:#}");
+        assert!(
+            rel["error"].as_str().unwrap_or("").contains("paas stopped"),
+            "killed at {step}: {rel:#}"
+        );
+        let (_, a) = api(&d, "GET", &format!("/api/apps/{app}"), None);
+        assert_eq!(a["live"]["version"], 1, "killed at {step}: {a:#}");
+        wait_engine_objects(&app, 1, &v1_image);
+        let release_dir = d.data.path().join("apps").join(&app).join("releases");
+        assert!(
+            !release_dir.join(format!("v{version}")).exists(),
+            "killed at {step}: static files of the failed release left behind"
+        );
+        d.assert_serves(&app, "Notes v1");
+    }
+
+    // Right after the swap, while the old release drains: the new release
+    // is live and stays live, and the old container is removed.
+    p.replace(&text, "Notes v5");
+    p.commit("v5");
+    let (mut push, _) = push_until(&d, &p, &app, "v5 is live");
+    let back = kill_restart_and_wait_served(&mut d, &host, "Notes v5");
+    let _ = push.wait();
+    eprintln!(
+        "killed after the swap: site served {:.3} s after the daemon listened",
+        back.as_secs_f64()
     );
+    assert!(back < Duration::from_secs(1), "took {back:?}");
     let (_, a) = api(&d, "GET", &format!("/api/apps/{app}"), None);
-    assert_eq!(a["live"]["version"], 1, "{a:#}");
-    let (containers, images) = engine_objects(&app);
-    assert!(
-        containers
-            .iter()
-            .all(|c| c.contains("-v1-web") && c.contains(" Up ")),
-        "leftovers: {containers:?}"
-    );
-    assert_eq!(images, [format!("paas/{app}:v1")], "images left behind");
-    assert!(
-        !d.data
-            .path()
-            .join("apps")
-            .join(&app)
-            .join("releases/v2")
-            .exists(),
-        "static files of the failed release left behind"
+    assert_eq!(a["live"]["version"], 5, "{a:#}");
+    let (_, rel) = api(&d, "GET", &format!("/api/apps/{app}/releases/1"), None);
+    assert_eq!(rel["status"], "retired", "{rel:#}");
+    wait_engine_objects(
+        &app,
+        5,
+        &[format!("paas/{app}:v1"), format!("paas/{app}:v5")],
     );
 
     // SIGTERM during a deploy: paas lets it finish, then exits.
+    p.replace("Notes v5", "Notes v6");
+    p.commit("v6");
     let mut push = Command::new("git")
         .args(["push", &d.remote(&app), "main"])
         .current_dir(p.dir.path())
@@ -414,7 +487,154 @@ fn killed_mid_deploy_serves_the_live_release_after_restart() {
         push.wait().unwrap().success(),
         "push during SIGTERM:\n{seen}"
     );
-    assert!(seen.contains("v3 is live"), "{seen}");
+    assert!(seen.contains("v6 is live"), "{seen}");
     let status = child.wait().unwrap();
     assert!(status.success(), "paas exited with {status}");
+}
+
+/// The Docker engine as the daemon sees it: a unix socket that forwards to
+/// the real engine's until [`EngineLink::cut`], which closes every
+/// connection and removes the socket, as when the engine goes away. (The
+/// real engine is shared with other tests, so it cannot be stopped.)
+struct EngineLink {
+    path: std::path::PathBuf,
+    cut: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+}
+
+impl EngineLink {
+    fn start(path: std::path::PathBuf) -> EngineLink {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let listener = UnixListener::bind(&path).unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(std::sync::Mutex::new(Vec::<UnixStream>::new()));
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if c.load(Ordering::SeqCst) {
+                    return; // drops the listener
+                }
+                let Ok(client) = client else { continue };
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                    continue;
+                };
+                {
+                    let mut v = o.lock().unwrap();
+                    v.push(client.try_clone().unwrap());
+                    v.push(engine.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), engine.try_clone().unwrap()),
+                    (engine, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        EngineLink { path, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it drops the listener.
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The Docker engine unreachable at deploy time: the push is rejected with
+/// one sentence saying what to do, the running release keeps serving every
+/// request (the proxy and the app's containers need no engine connection),
+/// and no release, container or image is left behind.
+#[test]
+fn engine_unreachable_rejects_the_push_and_the_site_keeps_serving() {
+    let sock_dir = tempfile::Builder::new()
+        .prefix("paas-engine-")
+        .tempdir()
+        .unwrap();
+    let sock = sock_dir.path().join("docker.sock");
+    let link = EngineLink::start(sock.clone());
+    let docker_host = format!("unix://{}", sock.display());
+    let mut d = Daemon::start_with_env(&[("DOCKER_HOST", &docker_host)]);
+    let app = d.app("noengine");
+    let host = format!("{app}.localhost");
+    // The repository's paas.toml sets the health check (404 is healthy).
+    let p = Project::from_fixture("blog");
+    let toml = p.dir.path().join("paas.toml");
+    std::fs::write(
+        &toml,
+        "[healthcheck]\npath = \"/no-such-page/\"\nattempts = 3\n",
+    )
+    .unwrap();
+    p.commit("health check settings");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    assert!(
+        out.contains("Health check: GET /no-such-page/ with Host"),
+        "{out}"
+    );
+    d.assert_serves(&app, "Notes v1");
+
+    // A bad value in it fails the push before the build, in one sentence.
+    std::fs::write(&toml, "[healthcheck]\nattempts = 0\n").unwrap();
+    p.commit("bad health check settings");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(!ok, "a bad paas.toml was accepted:\n{out}");
+    let last = last_line(&out);
+    assert!(
+        last.ends_with("Deploy failed: paas.toml [healthcheck] attempts = 0 is out of range; give a whole number from 1 to 100, then push again"),
+        "{out}"
+    );
+    assert!(!out.contains("Building image"), "{out}");
+    std::fs::remove_file(&toml).unwrap();
+
+    let load = Load::start(d.http, &host, 2);
+    std::thread::sleep(Duration::from_secs(2));
+    link.cut();
+    p.replace("Notes v1", "Notes v2");
+    p.commit("v2");
+    let t = Instant::now();
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(!ok, "a push without an engine was accepted:\n{out}");
+    let last = last_line(&out);
+    let want = format!("Deploy failed: the Docker engine is not reachable at {docker_host} (");
+    assert!(
+        last.contains(&want) && last.ends_with("start it (systemctl start docker) and push again"),
+        "last line {last:?}; output:\n{out}"
+    );
+    eprintln!("rejected after {:.2} s: {last}", t.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(2));
+    let (good, bad, samples) = load.finish();
+    eprintln!("load: {good} answered 200, {bad} did not");
+    assert!(good > 20, "the load generator barely ran: {good}");
+    assert_eq!(bad, 0, "requests failed without the engine: {samples:?}");
+    d.assert_serves(&app, "Notes v1");
+
+    let (_, rels) = api(&d, "GET", &format!("/api/apps/{app}/releases"), None);
+    let versions: Vec<(i64, &str)> = rels
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_i64().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(versions, [(2, "failed"), (1, "live")], "{rels:#}");
+    let (containers, images) = engine_objects(&app);
+    assert!(
+        containers.len() == 1
+            && containers[0].contains("-v1-web")
+            && containers[0].contains(" Up "),
+        "{containers:?}"
+    );
+    assert_eq!(images, [format!("paas/{app}:v1")]);
 }
