@@ -445,7 +445,7 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
 fn apt_install(packages: &str) -> String {
     format!(
         "{{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {packages} >/dev/null; }} \\\n \
-         || {{ echo \"-----> installing the system packages {packages} failed (the error is above): the build must reach the Debian mirror in the base image's apt sources\"; exit 1; }} \\\n \
+         || {{ echo \"-----> installing the system packages {packages} failed (apt-get's error is above): check the names in the PAAS_BUILD_PACKAGES and PAAS_RUNTIME_PACKAGES config vars, and that builds reach the Debian mirror of the base image's apt sources\"; exit 1; }} \\\n \
          && rm -rf /var/lib/apt/lists/* \\\n && "
     )
 }

@@ -319,4 +319,37 @@ fn ambiguous_projects_are_rejected_with_the_fix() {
         );
         assert!(!out.contains("Building image"), "{fixture}: built:\n{out}");
     }
+    // Config vars the buildpack reads, set wrong.
+    let p = Project::from_fixture("blog");
+    let cases = [
+        (
+            r#"{"PAAS_DEPENDENCIES": "conda"}"#,
+            "The PAAS_DEPENDENCIES config var is \"conda\", which is not one of requirements, pipfile, poetry, uv, pyproject: set one of those, or unset it with `paas config:unset PAAS_DEPENDENCIES`.",
+        ),
+        (
+            r#"{"PAAS_DEPENDENCIES": null, "PAAS_RUNTIME_PACKAGES": "libpq5; curl x"}"#,
+            "The PAAS_RUNTIME_PACKAGES config var names \"libpq5; curl x\", which is not a list of Debian package names: list packages like libldap2-dev separated by spaces, or unset it with `paas config:unset PAAS_RUNTIME_PACKAGES`.",
+        ),
+        // A package apt-get cannot find: the build stage fails and says what to check.
+        (
+            r#"{"PAAS_RUNTIME_PACKAGES": null, "PAAS_BUILD_PACKAGES": "paas-no-such-package"}"#,
+            "failed (apt-get's error is above): check the names in the PAAS_BUILD_PACKAGES and PAAS_RUNTIME_PACKAGES config vars, and that builds reach the Debian mirror of the base image's apt sources",
+        ),
+    ];
+    for (config, message) in cases {
+        let (status, v) = api(
+            &d,
+            "PATCH",
+            &format!("/api/apps/{app}/config"),
+            Some(config),
+        );
+        assert_eq!(status, 200, "{config}: {v:#}");
+        let (ok, out) = p.push_ref(&d.remote(&app), "+main:main");
+        assert!(!ok, "{config}: push accepted:\n{out}");
+        let last = crate::harness::last_line(&out);
+        assert!(
+            last.contains(message),
+            "{config}: last line {last:?} should say {message:?}; output:\n{out}"
+        );
+    }
 }

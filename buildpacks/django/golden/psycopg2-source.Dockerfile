@@ -15,7 +15,7 @@ RUN packages="gcc libc6-dev libpq-dev" \
  && include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])') \
  && if [ ! -f "$include/Python.h" ]; then packages="$packages python3-dev"; fi \
  && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null; } \
- || { echo "-----> installing the system packages $packages failed (the error is above): the build must reach the Debian mirror in the base image's apt sources"; exit 1; } \
+ || { echo "-----> installing the system packages $packages failed (apt-get's error is above): check the names in the PAAS_BUILD_PACKAGES and PAAS_RUNTIME_PACKAGES config vars, and that builds reach the Debian mirror of the base image's apt sources"; exit 1; } \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/venv
 
@@ -39,7 +39,7 @@ ENV PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
 
 RUN { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libpq5 >/dev/null; } \
- || { echo "-----> installing the system packages libpq5 failed (the error is above): the build must reach the Debian mirror in the base image's apt sources"; exit 1; } \
+ || { echo "-----> installing the system packages libpq5 failed (apt-get's error is above): check the names in the PAAS_BUILD_PACKAGES and PAAS_RUNTIME_PACKAGES config vars, and that builds reach the Debian mirror of the base image's apt sources"; exit 1; } \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 app \
  && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app --shell /usr/sbin/nologin app

@@ -9,7 +9,7 @@ ENV PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH
 
 RUN { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libpq5 >/dev/null; } \
- || { echo "-----> installing the system packages libpq5 failed (the error is above): the build must reach the Debian mirror in the base image's apt sources"; exit 1; } \
+ || { echo "-----> installing the system packages libpq5 failed (apt-get's error is above): check the names in the PAAS_BUILD_PACKAGES and PAAS_RUNTIME_PACKAGES config vars, and that builds reach the Debian mirror of the base image's apt sources"; exit 1; } \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/venv \
  && groupadd --gid 10001 app \
