@@ -180,7 +180,8 @@ fn upload(d: &Daemon, app: &str, name: &str, content: &str) -> HttpResponse {
 
 /// A file uploaded through a CSRF-protected form with DEBUG=False (a config
 /// var over the project's DEBUG = True) is served by the proxy at the app's
-/// MEDIA_URL (/files/), and again after a redeploy. `check --deploy` runs at
+/// MEDIA_URL (/files/), and again after a redeploy: MEDIA_ROOT = BASE_DIR /
+/// "media" (inside the code, replaced by each deploy) is moved to the volume. `check --deploy` runs at
 /// release with the app's config vars: its DEBUG warning shows on the first
 /// push, not once the config var says DEBUG=False, and never stops a push.
 #[test]
