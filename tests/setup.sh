@@ -68,6 +68,11 @@ build_python_image() {
   # pip inside builds must trust what this host trusts.
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
   ln -sf /usr/bin/python3 "$root/usr/local/bin/python"
+  # debootstrap left /etc/apt/sources.list pointing at this host's mirror: kept,
+  # so apt-get in a build (the buildpack's stage for native dependencies)
+  # works as it does in the official images. Checked, not assumed.
+  grep -q '^deb ' "$root/etc/apt/sources.list" || {
+    echo "debootstrap of $suite left no apt source in /etc/apt/sources.list: builds with native dependencies would fail." >&2; exit 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" -c . | docker import \
     -c 'ENV LANG=C.UTF-8' \

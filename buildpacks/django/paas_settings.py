@@ -92,7 +92,12 @@ if _os.environ.get("PAAS_DJANGO_SHIM", "1") != "0":
 
     if not globals().get("STATIC_ROOT"):
         STATIC_ROOT = "/app/staticfiles"
-    if not globals().get("MEDIA_ROOT") or not _os.path.isabs(str(globals()["MEDIA_ROOT"])):
+    # Uploads go to the app's persistent volume when MEDIA_ROOT is unset,
+    # relative, or inside the code (/app, as BASE_DIR / "media" is): the code
+    # is replaced by every deploy, the volume is not.
+    _media = str(globals().get("MEDIA_ROOT") or "")
+    _media = _os.path.normpath(_media) if _media else ""
+    if not _media or not _os.path.isabs(_media) or _media == "/app" or _media.startswith("/app/"):
         MEDIA_ROOT = "/data/media"
     if not globals().get("MEDIA_URL") or globals().get("MEDIA_URL") == "/":
         MEDIA_URL = "/media/"

@@ -9,16 +9,27 @@
 //! are pinned by golden files in `buildpacks/django/golden/`.
 
 mod deps;
+mod native;
+
+pub use native::Native;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const DOCKERFILE_TEMPLATE: &str = include_str!("../../buildpacks/django/Dockerfile.tmpl");
+const DEPENDENCIES_TEMPLATE: &str = include_str!("../../buildpacks/django/dependencies.tmpl");
+const BUILD_STAGE_TEMPLATE: &str = include_str!("../../buildpacks/django/build-stage.tmpl");
 const SETTINGS_SHIM: &str = include_str!("../../buildpacks/django/paas_settings.py");
 const INSPECT_HELPER: &str = include_str!("../../buildpacks/django/paas_inspect.py");
 const ENTRYPOINT: &str = include_str!("../../buildpacks/django/entrypoint.sh");
 const MANAGE_PY: &str = include_str!("../../buildpacks/django/manage.py");
 const COLLECTSTATIC: &str = include_str!("../../buildpacks/django/collectstatic.sh");
+const RELEASE_CHECK_SH: &str = include_str!("../../buildpacks/django/release-check.sh");
+
+/// The release phase's first command, in a one-off container of the new image:
+/// shows `manage.py check --deploy` (never fatal), then exits like
+/// `manage.py migrate --check` (non-zero: migrations are pending).
+pub const RELEASE_CHECK: [&str; 2] = ["sh", "/paas/release-check.sh"];
 
 /// Python used when neither the repository nor the config vars pin one.
 /// 3.11: supported by every Django from 4.2 LTS on, and the version of the
@@ -59,6 +70,11 @@ pub struct BuildVars {
     pub dependencies: Option<String>,
     /// `DISABLE_COLLECTSTATIC` set (to anything but `0`, `false`, `no`, `off`).
     pub disable_collectstatic: bool,
+    /// `PAAS_BUILD_PACKAGES`: Debian packages for a build stage (as written;
+    /// checked at detection), for native dependencies paas does not know.
+    pub build_packages: Option<String>,
+    /// `PAAS_RUNTIME_PACKAGES`: Debian packages the app's image gets.
+    pub runtime_packages: Option<String>,
 }
 
 impl BuildVars {
@@ -73,6 +89,8 @@ impl BuildVars {
                     "0" | "false" | "no" | "off"
                 )
             }),
+            build_packages: set("PAAS_BUILD_PACKAGES").map(str::to_string),
+            runtime_packages: set("PAAS_RUNTIME_PACKAGES").map(str::to_string),
         }
     }
 }
@@ -168,6 +186,8 @@ pub struct BuildPlan {
     pub adds_gunicorn: bool,
     /// False when the `DISABLE_COLLECTSTATIC` config var is set.
     pub collectstatic: bool,
+    /// System packages the dependencies need (a build stage when some compile).
+    pub native: Native,
     /// One line each, shown in the push output.
     pub notes: Vec<String>,
 }
@@ -213,6 +233,8 @@ pub enum DetectError {
     BadDependencyFile { file: String, reason: String },
     #[error("{file} includes {include}, which is not in the repository: commit it, or list its packages in {file}.")]
     MissingInclude { file: String, include: String },
+    #[error("The {var} config var names {value:?}, which is not a list of Debian package names: list packages like libldap2-dev separated by spaces, or unset it with `paas config:unset {var}`.")]
+    BadPackages { var: &'static str, value: String },
     #[error(
         "Unsupported Python version {value:?} (from {source_name}): write a version like 3.11."
     )]
@@ -279,6 +301,44 @@ pub fn detect_with(
     )?;
     let base_image = opts.image_pattern.replace("{version}", &python_version);
 
+    let mut native = native::needs(&deps.lines);
+    for (var, value, build) in [
+        ("PAAS_BUILD_PACKAGES", &vars.build_packages, true),
+        ("PAAS_RUNTIME_PACKAGES", &vars.runtime_packages, false),
+    ] {
+        if let Some(v) = value {
+            let packages = native::parse_packages(v).ok_or_else(|| DetectError::BadPackages {
+                var,
+                value: v.clone(),
+            })?;
+            native.configure(&packages, build);
+        }
+    }
+    let runtime = if native.runtime_packages.is_empty() {
+        "the installed packages".to_string()
+    } else {
+        native.runtime_packages.join(", ")
+    };
+    if native.needs_build_stage() {
+        notes.push(format!(
+            "{} compiled in a build stage (gcc, {}); the app's image gets only {runtime}",
+            native.stage_for(),
+            if native.build_packages.is_empty() {
+                "the Python headers".to_string()
+            } else {
+                native.build_packages.join(", ")
+            },
+        ));
+    } else if !native.loads.is_empty() {
+        notes.push(format!(
+            "{} loads a system library at run time: the image gets {runtime}",
+            join_and(&native.loads),
+        ));
+    } else if !native.runtime_packages.is_empty() {
+        notes.push(format!(
+            "The image gets {runtime} (the PAAS_RUNTIME_PACKAGES config var)"
+        ));
+    }
     let adds_gunicorn = !names.iter().any(|n| n == "gunicorn");
     if adds_gunicorn {
         notes.push("gunicorn added: the project does not list it".to_string());
@@ -305,6 +365,7 @@ pub fn detect_with(
         dependencies: deps.dependencies,
         adds_gunicorn,
         collectstatic,
+        native,
         notes,
     })
 }
@@ -338,10 +399,37 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
         format!("COPY .paas/manage.py {workdir}/manage.py\n")
     };
     let collectstatic_args = if plan.collectstatic { "" } else { " --skip" };
-    DOCKERFILE_TEMPLATE
-        .replace("{{base_image}}", &plan.base_image)
+    let install = DEPENDENCIES_TEMPLATE
+        .trim_end()
         .replace("{{copy_requirements}}", copy.trim_end())
-        .replace("{{pip_args}}", &pip_args)
+        .replace("{{pip_args}}", &pip_args);
+    let native = &plan.native;
+    let (build_stage, make_venv, dependencies) = if native.needs_build_stage() {
+        let stage = BUILD_STAGE_TEMPLATE
+            .replace("{{compiles}}", &native.stage_for())
+            .replace("{{base_image}}", &plan.base_image)
+            .replace("{{build_packages}}", &native.build_packages.join(" "))
+            .replace("{{apt_install}}", &apt_install("$packages"))
+            .replace("{{dependencies}}", &install);
+        (
+            stage,
+            "",
+            "COPY --from=build /opt/venv /opt/venv".to_string(),
+        )
+    } else {
+        (String::new(), "python3 -m venv /opt/venv \\\n && ", install)
+    };
+    let system_packages = if native.runtime_packages.is_empty() {
+        String::new()
+    } else {
+        apt_install(&native.runtime_packages.join(" "))
+    };
+    DOCKERFILE_TEMPLATE
+        .replace("{{build_stage}}", &build_stage)
+        .replace("{{system_packages}}", &system_packages)
+        .replace("{{make_venv}}", make_venv)
+        .replace("{{dependencies}}", &dependencies)
+        .replace("{{base_image}}", &plan.base_image)
         .replace("{{copy_manage_py}}\n", &manage_py)
         .replace("{{collectstatic_args}}", collectstatic_args)
         .replace("{{workdir}}", &workdir)
@@ -350,6 +438,16 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
             "{{wsgi_app}}",
             &format!("{}:{}", plan.wsgi_module, plan.wsgi_callable),
         )
+}
+
+/// A shell fragment of a RUN step that installs Debian `packages` (a list, or
+/// a shell variable) and goes on with ` && `; a failure names the way out.
+fn apt_install(packages: &str) -> String {
+    format!(
+        "{{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {packages} >/dev/null; }} \\\n \
+         || {{ echo \"-----> installing the system packages {packages} failed (apt-get's error is above): check the names in the PAAS_BUILD_PACKAGES and PAAS_RUNTIME_PACKAGES config vars, and that builds reach the Debian mirror of the base image's apt sources\"; exit 1; }} \\\n \
+         && rm -rf /var/lib/apt/lists/* \\\n && "
+    )
 }
 
 /// The project folder in the image.
@@ -380,6 +478,10 @@ pub fn context_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
         (
             ".paas/collectstatic.sh".into(),
             COLLECTSTATIC.as_bytes().to_vec(),
+        ),
+        (
+            ".paas/release-check.sh".into(),
+            RELEASE_CHECK_SH.as_bytes().to_vec(),
         ),
     ];
     if let Dependencies::Generated { requirements, .. } = &plan.dependencies {
@@ -1696,6 +1798,20 @@ mod tests {
         for ok in ["broken-migration", "bad-requirement"] {
             detect(&fixture(ok), &opts()).unwrap();
         }
+        // The uploads fixture pins Django 5.1: Python 3.13, an image the tests have.
+        assert_eq!(
+            detect(&fixture("uploads"), &opts()).unwrap().python_version,
+            "3.13"
+        );
+        let pep621 = detect(&fixture("pep621-only"), &opts()).unwrap();
+        assert_eq!(generated(&pep621).0, DependencyKind::Pyproject);
+        assert_eq!(pep621.python_version, "3.11");
+        let tools = detect(&fixture("tool-pyproject"), &opts()).unwrap();
+        assert!(
+            matches!(&tools.dependencies, Dependencies::Requirements { path, .. } if path == "requirements.txt"),
+            "{:?}",
+            tools.dependencies
+        );
         let err = detect(&fixture("not-django"), &opts()).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -1714,7 +1830,8 @@ mod tests {
                 ".paas/paas_settings.py",
                 ".paas/paas_inspect.py",
                 ".paas/entrypoint.sh",
-                ".paas/collectstatic.sh"
+                ".paas/collectstatic.sh",
+                ".paas/release-check.sh"
             ]
         );
     }
@@ -1738,6 +1855,10 @@ mod tests {
             ],
         );
         let pep621 = pyproject_project(PEP621);
+        let psycopg3 = project(
+            "",
+            &[("requirements.txt", "Django==5.1.3\npsycopg==3.2.3\n")],
+        );
         let no_static = BuildVars {
             disable_collectstatic: true,
             ..BuildVars::default()
@@ -1768,6 +1889,23 @@ mod tests {
                 "pyproject-no-collectstatic",
                 detect_with(pep621.path(), &opts(), &no_static).unwrap(),
             ),
+            (
+                "psycopg2-source",
+                detect(&fixture("psycopg2-source"), &opts()).unwrap(),
+            ),
+            (
+                "psycopg3-runtime-libpq",
+                detect(psycopg3.path(), &opts()).unwrap(),
+            ),
+            (
+                "pep621-only",
+                detect(&fixture("pep621-only"), &opts()).unwrap(),
+            ),
+            (
+                "tool-pyproject",
+                detect(&fixture("tool-pyproject"), &opts()).unwrap(),
+            ),
+            ("uploads", detect(&fixture("uploads"), &opts()).unwrap()),
         ];
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks/django/golden");
         let update = std::env::var("PAAS_UPDATE_GOLDEN").is_ok_and(|v| v == "1");
@@ -2129,6 +2267,77 @@ mod tests {
     }
 
     #[test]
+    fn native_dependencies_get_a_build_stage_without_a_compiler_in_the_image() {
+        let plan = detect(&fixture("psycopg2-source"), &opts()).unwrap();
+        assert!(plan.native.needs_build_stage());
+        assert!(
+            plan.notes.iter().any(|n| n
+                == "psycopg2 compiled in a build stage (gcc, libpq-dev); the app's image gets only libpq5"),
+            "{:?}",
+            plan.notes
+        );
+        let file = render_dockerfile(&plan);
+        let (build, app) = file.split_once("FROM python:3.13-slim\n").unwrap();
+        assert!(build.contains("FROM python:3.13-slim AS build\n"), "{file}");
+        assert!(
+            build.contains("packages=\"gcc libc6-dev libpq-dev\""),
+            "{file}"
+        );
+        assert!(
+            build.contains("pip install --no-cache-dir -r /paas/deps/requirements.txt gunicorn")
+        );
+        assert!(
+            app.contains("COPY --from=build /opt/venv /opt/venv\n"),
+            "{file}"
+        );
+        assert!(
+            app.contains("--no-install-recommends libpq5 >/dev/null"),
+            "{file}"
+        );
+        assert!(
+            !app.contains("gcc") && !app.contains("pip install"),
+            "{file}"
+        );
+        // A pure-Python project keeps one stage and no apt-get.
+        let plan = detect(&fixture("blog"), &opts()).unwrap();
+        let file = render_dockerfile(&plan);
+        assert!(
+            !file.contains(" AS build") && !file.contains("apt-get"),
+            "{file}"
+        );
+        assert!(
+            file.contains("RUN python3 -m venv /opt/venv \\\n && groupadd"),
+            "{file}"
+        );
+        // Packages paas does not know: two config vars.
+        let config: BTreeMap<String, String> = [
+            ("PAAS_BUILD_PACKAGES", "libldap2-dev libsasl2-dev"),
+            ("PAAS_RUNTIME_PACKAGES", "libldap-2.5-0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let v = BuildVars::from_config_vars(&config);
+        let plan = detect_with(&fixture("blog"), &opts(), &v).unwrap();
+        assert!(plan.notes.iter().any(|n| n == "the packages needing the PAAS_BUILD_PACKAGES config var's libraries compiled in a build stage (gcc, libldap2-dev, libsasl2-dev); the app's image gets only libldap-2.5-0"), "{:?}", plan.notes);
+        let file = render_dockerfile(&plan);
+        assert!(
+            file.contains("packages=\"gcc libc6-dev libldap2-dev libsasl2-dev\""),
+            "{file}"
+        );
+        assert!(
+            file.contains("--no-install-recommends libldap-2.5-0 >/dev/null"),
+            "{file}"
+        );
+        let bad = BuildVars {
+            runtime_packages: Some("libpq5; curl evil".into()),
+            ..BuildVars::default()
+        };
+        let err = detect_with(&fixture("blog"), &opts(), &bad).unwrap_err();
+        assert_eq!(err.to_string(), "The PAAS_RUNTIME_PACKAGES config var names \"libpq5; curl evil\", which is not a list of Debian package names: list packages like libldap2-dev separated by spaces, or unset it with `paas config:unset PAAS_RUNTIME_PACKAGES`.");
+    }
+
+    #[test]
     fn requires_python_specifiers() {
         let allows = |spec: &str, minor: u32| python_allows(spec, minor).unwrap();
         assert!(allows(">=3.10", 10) && !allows(">=3.10", 9));
@@ -2275,7 +2484,8 @@ mod tests {
             v,
             BuildVars {
                 dependencies: Some("poetry".into()),
-                disable_collectstatic: true
+                disable_collectstatic: true,
+                ..BuildVars::default()
             }
         );
         for off in ["0", "false", "OFF", ""] {

@@ -746,18 +746,30 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         user: Some(APP_USER.into()),
         working_dir: None,
     };
-    // `migrate --check` exits non-zero when migrations are pending (or when
-    // it cannot tell); only then does migrate run, after a snapshot of the
-    // data a live release is using, for `rollback --restore-db`.
+    // One container (buildpack::RELEASE_CHECK) shows `check --deploy`, never
+    // fatal, then exits like `migrate --check`: non-zero when migrations are
+    // pending (or when it cannot tell); only then does migrate run, after a
+    // snapshot of the data a live release is using, for `rollback --restore-db`.
+    run.progress
+        .step("Checking the deployment (manage.py check --deploy; warnings do not stop the push)");
+    run.flush_log();
+    let mut release_check = migrate(&[]);
+    release_check.cmd = Some(buildpack::RELEASE_CHECK.map(String::from).to_vec());
+    let pending = {
+        let progress = &mut run.progress;
+        let mut on_line = |line: &str| {
+            if !line.trim().is_empty() {
+                progress.info(line.trim_end());
+            }
+        };
+        ctx.docker
+            .run_to_completion(&release_check, RELEASE_TIMEOUT, &mut on_line)
+            .await
+            .map_err(|e| DeployFailed(format!("the release phase could not run: {e}")))?
+            != 0
+    };
     run.progress
         .step("Running migrations (manage.py migrate --noinput)");
-    run.flush_log();
-    let pending = ctx
-        .docker
-        .run_to_completion(&migrate(&["--check"]), RELEASE_TIMEOUT, &mut |_: &str| {})
-        .await
-        .map_err(|e| DeployFailed(format!("the release phase could not run: {e}")))?
-        != 0;
     if !pending {
         run.progress.info("No migrations to apply.");
     } else {
