@@ -8,6 +8,7 @@ mod buildpack;
 mod cli;
 mod data;
 mod harness;
+mod procfile;
 mod zero_downtime;
 
 use harness::{engine_objects, last_line, Daemon, Project};
