@@ -123,6 +123,10 @@ pub struct ContainerInfo {
     /// The engine's state word: `running`, `exited`, `created`, …
     pub state: String,
     pub image: String,
+    /// The engine's status phrase: `Up 3 minutes`, `Exited (0) 2 hours ago`, …
+    pub status: String,
+    /// Unix timestamp (seconds) of its creation.
+    pub created: i64,
 }
 
 /// An image as listed.
@@ -1042,6 +1046,8 @@ impl Docker {
                 labels: c.labels.unwrap_or_default(),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 image: c.image.unwrap_or_default(),
+                status: c.status.unwrap_or_default(),
+                created: c.created.unwrap_or_default(),
             })
             .collect())
     }
