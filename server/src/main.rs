@@ -78,6 +78,9 @@ enum Command {
         /// Extra environment for this run only: -e KEY=VALUE (repeatable).
         #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Stream the output without a terminal even when attached to one.
+        #[arg(long)]
+        no_tty: bool,
         /// The command and its arguments, after `--`.
         #[arg(
             required = true,
@@ -435,6 +438,7 @@ async fn run_client(command: Command) -> Result<(), Fail> {
             client,
             app,
             env,
+            no_tty,
             command,
         } => {
             let mut extra = std::collections::BTreeMap::new();
@@ -447,9 +451,14 @@ async fn run_client(command: Command) -> Result<(), Fail> {
                 extra.insert(k.to_string(), v.to_string());
             }
             let (t, app) = (target(&client)?, app_name(app)?);
-            let code = paas::run::cli_run_plain(&t.url, &t.token, &app, &command, &extra)
-                .await
-                .map_err(cli_fail)?;
+            use std::io::IsTerminal;
+            let tty = !no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+            let code = if tty {
+                paas::run::cli_run_tty(&t.url, &t.token, &app, &command, &extra).await
+            } else {
+                paas::run::cli_run_plain(&t.url, &t.token, &app, &command, &extra).await
+            }
+            .map_err(cli_fail)?;
             match code {
                 0 => Ok(()),
                 c => Err(Fail::Exit(c.clamp(1, 255) as u8)),

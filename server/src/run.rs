@@ -12,6 +12,7 @@ use crate::docker::ContainerSpec;
 use crate::server::Ctx;
 use crate::store::{App, Release};
 use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +33,7 @@ pub fn routes() -> Router<Arc<Ctx>> {
     Router::new()
         .route("/api/apps/{app}/ps", get(api_ps))
         .route("/api/apps/{app}/run", post(api_run))
+        .route("/api/apps/{app}/run/tty", get(api_run_tty))
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -245,6 +247,138 @@ async fn api_run(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
+// ---------------------------------------------------------------- TTY
+
+/// The first message of a `paas run` terminal session (WebSocket text).
+#[derive(Deserialize, Debug)]
+pub struct TtyStart {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+}
+
+fn default_cols() -> u16 {
+    80
+}
+fn default_rows() -> u16 {
+    24
+}
+
+/// `GET /api/apps/{app}/run/tty` (WebSocket): an interactive one-off
+/// command on a terminal. The client sends a [`TtyStart`] text message,
+/// then its keystrokes as binary messages and `{"resize": [cols, rows]}`
+/// text messages; paas sends the terminal's output as binary messages and
+/// ends with `{"exit": N}` (or `{"error": "..."}`). A client that goes
+/// away ends the command and removes its container.
+///
+/// Only a token opens it, never a dashboard session: a browser page cannot
+/// add the header, so a forged cross-site WebSocket gets nowhere.
+async fn api_run_tty(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    if crate::api::header_credential(&ctx, &headers).is_none() {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a terminal session needs a token in the Authorization header (the admin token or an API token), not a dashboard session".into(),
+        ));
+    }
+    let app = find_app(&ctx, &name)?;
+    let live = live_release(&ctx, &app)?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        tty_session(ctx, app, live, socket).await;
+    }))
+}
+
+async fn tty_session(ctx: Arc<Ctx>, app: App, live: Release, socket: WebSocket) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    let (mut tx, mut rx) = socket.split();
+    let say = |v: serde_json::Value| Message::Text(v.to_string().into());
+    let start = match tokio::time::timeout(Duration::from_secs(30), rx.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<TtyStart>(&t),
+        _ => return,
+    };
+    let start = match start {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("the terminal session must start with {{\"command\": [...]}} ({e})");
+            let _ = tx.send(say(serde_json::json!({ "error": msg }))).await;
+            return;
+        }
+    };
+    let spec = match one_off_spec(&ctx, &app, &live, start.command, &start.env) {
+        Ok(s) => s,
+        Err(ApiError(_, msg)) => {
+            let _ = tx.send(say(serde_json::json!({ "error": msg }))).await;
+            return;
+        }
+    };
+    let network = crate::deploy::network_name(&app.name);
+    let labels = [("paas.app".to_string(), app.name.clone())];
+    let attached = match ctx.docker.ensure_network(&network, &labels).await {
+        Ok(()) => {
+            ctx.docker
+                .start_attached(&spec, start.cols, start.rows)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let mut attached = match attached {
+        Ok(a) => a,
+        Err(e) => {
+            let msg = format!("the command could not start: {e}");
+            let _ = tx.send(say(serde_json::json!({ "error": msg }))).await;
+            return;
+        }
+    };
+    tracing::info!(app = %app.name, release = live.version, "one-off terminal session started");
+    loop {
+        tokio::select! {
+            out = attached.output.next() => match out {
+                Some(Ok(bytes)) => {
+                    if tx.send(Message::Binary(bytes)).await.is_err() {
+                        return; // the client left: dropping `attached` removes the container
+                    }
+                }
+                // The command ended (its terminal closed).
+                Some(Err(_)) | None => break,
+            },
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    if attached.input.write_all(&b).await.is_err() {
+                        break;
+                    }
+                    let _ = attached.input.flush().await;
+                }
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    if let (Some(c), Some(r)) = (v["resize"][0].as_u64(), v["resize"][1].as_u64()) {
+                        let (c, r) = (c.min(u16::MAX as u64) as u16, r.min(u16::MAX as u64) as u16);
+                        let _ = ctx.docker.resize_tty(&attached.id, c, r).await;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            },
+        }
+    }
+    let end = match ctx.docker.finish_attached(attached).await {
+        Ok(code) => serde_json::json!({ "exit": code }),
+        Err(e) => {
+            serde_json::json!({ "error": format!("the command's exit code is unknown: {e}") })
+        }
+    };
+    let _ = tx.send(say(end)).await;
+    let _ = tx.close().await;
+}
+
 // ---------------------------------------------------------------- client
 
 /// Why the client could not get an exit code: (sentence, usage error?).
@@ -318,6 +452,147 @@ pub async fn cli_run_plain(
             .into(),
         false,
     ))
+}
+
+/// Puts the terminal in raw mode until dropped.
+struct RawMode;
+
+impl RawMode {
+    fn enable() -> Result<RawMode, CliError> {
+        crossterm::terminal::enable_raw_mode().map_err(|e| {
+            (
+                format!("cannot put the terminal in raw mode ({e}): use --no-tty"),
+                false,
+            )
+        })?;
+        Ok(RawMode)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
+/// `paas run -- CMD ARGS` at a terminal: an interactive session over a
+/// WebSocket (keystrokes in, the container's terminal out, resizes
+/// followed); returns the command's exit code.
+pub async fn cli_run_tty(
+    url: &str,
+    token: &str,
+    app: &str,
+    command: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<i32, CliError> {
+    use futures_util::{SinkExt, StreamExt};
+    use std::io::Write;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Error as WsError, Message};
+    let ws_url = if let Some(rest) = url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        format!("ws://{}", url.strip_prefix("http://").unwrap_or(url))
+    };
+    let mut req = format!("{ws_url}/api/apps/{app}/run/tty")
+        .into_client_request()
+        .map_err(|e| (format!("{url} is not a usable paas URL ({e})"), true))?;
+    let auth = format!("Bearer {token}").parse().map_err(|_| {
+        (
+            "the token holds characters no HTTP header can carry".to_string(),
+            true,
+        )
+    })?;
+    req.headers_mut().insert("authorization", auth);
+    let (ws, _) = match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => ok,
+        Err(WsError::Http(resp)) => {
+            let status = resp.status();
+            if status == 401 {
+                return Err(("the daemon refused the token (HTTP 401): it is wrong or was revoked; set PAAS_TOKEN to the admin token or a live API token".into(), false));
+            }
+            let v: serde_json::Value = resp
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            let msg = v["error"]
+                .as_str()
+                .unwrap_or("the terminal session was refused");
+            return Err((format!("{msg} (HTTP {status})"), false));
+        }
+        Err(WsError::Url(e)) => {
+            return Err((
+                format!("{url} cannot carry a terminal session ({e}): use --no-tty"),
+                false,
+            ))
+        }
+        Err(e) => return Err(unreachable_daemon(url, e)),
+    };
+    let (mut tx, mut rx) = ws.split();
+    let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+    let start = serde_json::json!({ "command": command, "env": env, "cols": cols, "rows": rows });
+    tx.send(Message::Text(start.to_string().into()))
+        .await
+        .map_err(|e| unreachable_daemon(url, e))?;
+    // Keystrokes from a plain thread: a blocked read never holds up the exit.
+    let (keys_tx, mut keys) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if keys_tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut winch =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+    let raw = RawMode::enable()?;
+    let mut stdout = std::io::stdout();
+    let mut keys_open = true;
+    let outcome = loop {
+        tokio::select! {
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    let _ = stdout.write_all(&b);
+                    let _ = stdout.flush();
+                }
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    if let Some(code) = v["exit"].as_i64() {
+                        break Ok(code as i32);
+                    }
+                    if let Some(e) = v["error"].as_str() {
+                        break Err((e.to_string(), false));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Err((format!("the terminal session broke ({e}), so the command's exit code is unknown"), false)),
+                None => break Err(("the terminal session ended before the command finished, so its exit code is unknown".into(), false)),
+            },
+            key = keys.recv(), if keys_open => match key {
+                Some(bytes) => {
+                    if tx.send(Message::Binary(bytes.into())).await.is_err() {
+                        break Err(("the terminal session broke while sending input".into(), false));
+                    }
+                }
+                None => keys_open = false,
+            },
+            _ = async { match winch.as_mut() { Some(w) => { w.recv().await; } None => std::future::pending().await } } => {
+                if let Ok((c, r)) = crossterm::terminal::size() {
+                    let _ = tx.send(Message::Text(serde_json::json!({ "resize": [c, r] }).to_string().into())).await;
+                }
+            }
+        }
+    };
+    drop(raw);
+    outcome
 }
 
 /// `paas ps`: the app's containers as a table (or the API's JSON).

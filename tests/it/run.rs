@@ -58,6 +58,65 @@ fn run_containers(app: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `paas ARGS` on a pseudo-terminal (util-linux `script`), answering
+/// prompts: each (prompt, reply) waits for the prompt in the output since
+/// the last reply, then types the reply and Enter. Returns (exit code, output).
+fn paas_on_a_terminal(dir: &Path, args: &str, dialogue: &[(&str, &str)]) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_paas"));
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(dir)
+        .env_remove("PAAS_URL")
+        .env_remove("PAAS_TOKEN")
+        .env("COLUMNS", "100")
+        .env("LINES", "30")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script runs (apt-get install bsdutils)");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut out = child.stdout.take().unwrap();
+    let sink = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut from = 0;
+    for (prompt, reply) in dialogue {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let text = seen.lock().unwrap().clone();
+            if let Some(i) = text[from..].find(prompt) {
+                from += i + prompt.len();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no prompt {prompt:?} within 120 s; the terminal showed: {text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        stdin.write_all(format!("{reply}\r").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let text = seen.lock().unwrap().clone();
+    (status.code().unwrap_or(-1), text)
+}
+
 #[test]
 fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     let mut d = Daemon::start();
@@ -154,6 +213,46 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     assert_eq!(r.code, 0, "{r}");
     assert!(r.stdout.contains("Superuser created successfully"), "{r}");
     // One-off containers are removed once they end.
+    assert_eq!(run_containers(&app), "");
+
+    // At a terminal: an interactive session whose prompts are answered
+    // (the password prompt reads the container's own terminal).
+    let (code, screen) = paas_on_a_terminal(
+        here,
+        "run -- python manage.py createsuperuser",
+        &[
+            ("Username", "typist"),
+            ("Email address:", "typist@example.com"),
+            ("Password:", "another-long-passphrase-42"),
+            ("Password (again):", "another-long-passphrase-42"),
+        ],
+    );
+    assert_eq!(code, 0, "the terminal showed: {screen}");
+    assert!(
+        screen.contains("Superuser created successfully"),
+        "{screen}"
+    );
+    // The password was not echoed: the container's terminal did that, not a pipe.
+    assert!(!screen.contains("another-long-passphrase-42"), "{screen}");
+    let (code, screen) = paas_on_a_terminal(here, "run -- sh -c 'tty; exit 5'", &[]);
+    assert_eq!(code, 5, "the terminal showed: {screen}");
+    assert!(
+        screen.contains("/dev/pts/"),
+        "the command has a terminal: {screen}"
+    );
+    let r = paas(
+        here,
+        &[
+            "run",
+            "--",
+            "python",
+            "manage.py",
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; print('users:', sorted(User.objects.values_list('username', flat=True)))",
+        ],
+    );
+    assert!(r.stdout.contains("users: ['boss', 'typist']"), "{r}");
     assert_eq!(run_containers(&app), "");
 
     // Log in to the admin through the proxy: the CSRF cookie and token from
