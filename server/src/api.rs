@@ -77,6 +77,7 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("GET", "/api/apps/{app}/ps", Guard::Api),
     ("POST", "/api/apps/{app}/run", Guard::Api),
     ("GET", "/api/apps/{app}/run/tty", Guard::Api),
+    ("GET", "/api/apps/{app}/logs", Guard::Api),
     ("GET", "/{app}.git/info/refs", Guard::Git),
     ("POST", "/{app}.git/git-upload-pack", Guard::Git),
     ("POST", "/{app}.git/git-receive-pack", Guard::Git),

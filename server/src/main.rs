@@ -67,6 +67,23 @@ enum Command {
         #[arg(long, short)]
         app: Option<String>,
     },
+    /// The live release's output (web and Procfile processes), `[process]` before each line.
+    Logs {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
+        #[arg(long, short)]
+        app: Option<String>,
+        /// Keep following: print new lines as they come.
+        #[arg(long, short)]
+        follow: bool,
+        /// Lines of past output per container to start with.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        tail: usize,
+        /// Only this process, e.g. web or worker.
+        #[arg(long = "ps")]
+        process: Option<String>,
+    },
     /// Run a one-off command in a new container of the live release, e.g.
     /// `paas run -- python manage.py createsuperuser`; exits with its exit code.
     Run {
@@ -433,6 +450,18 @@ async fn run_client(command: Command) -> Result<(), Fail> {
                 .map_err(cli_fail)?;
             println!("{text}");
             Ok(())
+        }
+        Command::Logs {
+            client,
+            app,
+            follow,
+            tail,
+            process,
+        } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            paas::run::cli_logs(&t.url, &t.token, &app, follow, tail, process.as_deref())
+                .await
+                .map_err(cli_fail)
         }
         Command::Run {
             client,

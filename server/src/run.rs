@@ -34,6 +34,7 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/api/apps/{app}/ps", get(api_ps))
         .route("/api/apps/{app}/run", post(api_run))
         .route("/api/apps/{app}/run/tty", get(api_run_tty))
+        .route("/api/apps/{app}/logs", get(api_logs))
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -113,6 +114,93 @@ pub fn format_uptime(secs: i64) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+// ---------------------------------------------------------------- logs
+
+/// `GET /api/apps/{app}/logs` query.
+#[derive(Deserialize, Debug)]
+pub struct LogsQuery {
+    /// Keep the stream open and send new lines as they come.
+    #[serde(default)]
+    pub follow: bool,
+    /// Lines of each container's past output to start with (default 100).
+    pub tail: Option<usize>,
+    /// Only this process (`web`, `worker`, …).
+    pub process: Option<String>,
+}
+
+/// `GET /api/apps/{app}/logs?follow=true&tail=100&process=web`: the output
+/// of the live release's processes (web and Procfile processes), each line
+/// prefixed with `[process] `, as plain text; with `follow` the answer
+/// stays open until those containers stop.
+async fn api_logs(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    use futures_util::StreamExt;
+    let app = find_app(&ctx, &name)?;
+    let live = live_release(&ctx, &app)?;
+    let version = live.version.to_string();
+    let containers = ctx
+        .docker
+        .list_containers(&[
+            ("paas.app", app.name.as_str()),
+            ("paas.release", version.as_str()),
+        ])
+        .await
+        .map_err(internal)?;
+    let mut chosen: Vec<(String, String)> = containers
+        .into_iter()
+        .filter_map(|c| {
+            let process = c.labels.get("paas.process")?.clone();
+            let wanted = match &q.process {
+                Some(p) => *p == process,
+                None => !matches!(process.as_str(), "run" | "release" | "data"),
+            };
+            wanted.then_some((process, c.id))
+        })
+        .collect();
+    chosen.sort();
+    if chosen.is_empty() {
+        let what = q.process.as_deref().unwrap_or("process");
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "v{} of {} has no {what} container: `paas ps` lists what runs",
+                live.version, app.name
+            ),
+        ));
+    }
+    let tail = q.tail.unwrap_or(100).min(10_000);
+    let streams = chosen.into_iter().map(|(process, id)| {
+        let prefix = format!("[{process}] ");
+        let lines = if q.follow {
+            ctx.docker.follow_logs(&id, tail).boxed()
+        } else {
+            let docker = ctx.docker.clone();
+            futures_util::stream::once(async move { docker.logs_tail(&id, tail).await })
+                .flat_map(|r| match r {
+                    Ok(lines) => futures_util::stream::iter(lines.into_iter().map(Ok)).boxed(),
+                    Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
+                })
+                .boxed()
+        };
+        lines.map(move |line| {
+            let text = match line {
+                Ok(l) => format!("{prefix}{}\n", l.trim_end_matches(['\r', '\n'])),
+                Err(e) => format!("{prefix}(paas: reading the logs failed: {e})\n"),
+            };
+            Ok::<_, std::io::Error>(bytes::Bytes::from(text))
+        })
+    });
+    let merged = futures_util::stream::select_all(streams);
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(merged))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
 // ---------------------------------------------------------------- run
@@ -593,6 +681,51 @@ pub async fn cli_run_tty(
     };
     drop(raw);
     outcome
+}
+
+/// `paas logs [-f]`: prints the live release's output as it comes.
+pub async fn cli_logs(
+    url: &str,
+    token: &str,
+    app: &str,
+    follow: bool,
+    tail: usize,
+    process: Option<&str>,
+) -> Result<(), CliError> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let mut query = vec![("follow", follow.to_string()), ("tail", tail.to_string())];
+    if let Some(p) = process {
+        query.push(("process", p.to_string()));
+    }
+    let resp = reqwest::Client::new()
+        .get(format!("{url}/api/apps/{app}/logs"))
+        .query(&query)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| unreachable_daemon(url, e))?;
+    if !resp.status().is_success() {
+        return Err(refusal(resp).await);
+    }
+    let mut body = resp.bytes_stream();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            (
+                format!("the connection to paas broke while following the logs ({e})"),
+                false,
+            )
+        })?;
+        if stdout
+            .write_all(&chunk)
+            .and_then(|_| stdout.flush())
+            .is_err()
+        {
+            break; // stdout closed (e.g. piped into head)
+        }
+    }
+    Ok(())
 }
 
 /// `paas ps`: the app's containers as a table (or the API's JSON).

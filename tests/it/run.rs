@@ -1,5 +1,6 @@
 //! `paas run` (a one-off container of the live release, its output and its
-//! exit code) and `paas ps`, through the built binary; then an admin login
+//! exit code; at a terminal, over a WebSocket), `paas ps` and `paas logs
+//! [-f]`, through the built binary; then an admin login
 //! through the proxy with the superuser `paas run` created, which proves
 //! CSRF passes behind paas's proxy.
 
@@ -304,4 +305,52 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
         "wrong-token-wrong-token-wrong-token-wrong-token-wrong-token12",
     ));
     assert_eq!(r.status, 403, "{}", r.text());
+
+    // paas logs: the web container's output (gunicorn's access log).
+    let r = paas(here, &["logs"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("[web] ") && l.contains("/admin/login/")),
+        "{r}"
+    );
+    let r = paas(here, &["logs", "--ps", "worker"]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("has no worker container"), "{r}");
+    // paas logs -f: a request made after it started shows up.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_paas"))
+        .args(["logs", "-f", "-n", "0"])
+        .current_dir(here)
+        .env_remove("PAAS_URL")
+        .env_remove("PAAS_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(&mut stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let r = d.get(&app, "/followed-marker-42/");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) if line.contains("/followed-marker-42/") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("paas logs -f did not show the request within 30 s: {seen:?}"),
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
 }
