@@ -146,4 +146,32 @@ fn procfile_web_release_and_worker_run_and_are_replaced_with_the_release() {
         "{out}"
     );
     d.assert_serves(&app, "Notes v2");
+
+    // A restart (no build) brings the live release's processes back from
+    // what the release stored: v5 runs v2's image, web command and worker.
+    let auth = format!("Bearer {}", d.token);
+    let r = d.admin_request(
+        "POST",
+        &format!("/api/apps/{app}/restart"),
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.assert_serves(&app, "Notes v2");
+    let web = process_containers(&app, "web");
+    assert!(
+        web.iter()
+            .any(|w| w.1 == "5" && w.2.contains("--workers 2")),
+        "{web:?}"
+    );
+    eventually(30, "only the restarted release's worker runs", || {
+        let w = process_containers(&app, "worker");
+        (w.len() == 1 && w[0].1 == "5")
+            .then_some(())
+            .ok_or(format!("{w:?}"))
+    });
+    eventually(20, "the restarted worker writes its heartbeat", || {
+        let text = std::fs::read_to_string(&heartbeat).map_err(|e| e.to_string())?;
+        text.starts_with("v5 ").then_some(()).ok_or(text)
+    });
 }
