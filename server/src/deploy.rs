@@ -938,12 +938,35 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     let data_dir = ctx.config.data_dir.clone();
     let store_releases = ctx.store.releases(&app).unwrap_or_default();
     tokio::spawn(async move {
+        // Workers take no requests: the old ones stop now, not after the drain.
+        stop_older_workers(&docker, &app, version).await;
         for r in old {
             r.drain(drain).await;
         }
         retire_others(&docker, &app, version, &data_dir, &store_releases).await;
     });
     Ok(())
+}
+
+/// Stop the Procfile process containers (not web, not one-offs) of
+/// releases older than `version`: they take no requests, so they need no drain.
+async fn stop_older_workers(docker: &Docker, app: &str, version: i64) {
+    let Ok(list) = docker.list_containers(&[("paas.app", app)]).await else {
+        return;
+    };
+    for c in list {
+        let process = c.labels.get("paas.process").map(String::as_str);
+        let older = c
+            .labels
+            .get("paas.release")
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|v| v < version);
+        if older && !matches!(process, None | Some("web" | "run" | "data" | "release")) {
+            if let Err(e) = docker.stop_and_remove(&c.id, Duration::from_secs(10)).await {
+                tracing::warn!("retiring container {}: {e}", c.id);
+            }
+        }
+    }
 }
 
 /// Stop every process container (web, workers) of `app` from a release

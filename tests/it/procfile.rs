@@ -94,7 +94,7 @@ fn procfile_web_release_and_worker_run_and_are_replaced_with_the_release() {
         text.starts_with("v1 ").then_some(()).ok_or(text)
     });
 
-    // A second push replaces the worker with v2's; v1's is gone after the drain.
+    // A second push replaces the worker with v2's; v1's stops once v2 is live.
     p.replace("Notes v1", "Notes v2");
     p.commit("v2");
     let (ok, out) = p.push(&d.remote(&app));
