@@ -177,6 +177,34 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     );
     let r = paas(here, &["run", "--", "sh", "-c", "exit 0"]);
     assert_eq!(r.code, 0, "{r}");
+    // A client that goes away ends the command: its container is removed.
+    let mut gone = Command::new(env!("CARGO_BIN_EXE_paas"))
+        .args(["run", "--no-tty", "--", "sleep", "300"])
+        .current_dir(here)
+        .env_remove("PAAS_URL")
+        .env_remove("PAAS_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while run_containers(&app).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the one-off never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !run_containers(&app).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the one-off outlived its client: {}",
+            run_containers(&app)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     // The app's env, the -e extras, the volume.
     let r = paas(
         here,
