@@ -78,6 +78,10 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("GET", "/api/apps/{app}/domains", Guard::Api),
     ("POST", "/api/apps/{app}/domains", Guard::Api),
     ("DELETE", "/api/apps/{app}/domains/{domain}", Guard::Api),
+    ("GET", "/api/apps/{app}/ps", Guard::Api),
+    ("POST", "/api/apps/{app}/run", Guard::Api),
+    ("GET", "/api/apps/{app}/run/tty", Guard::Api),
+    ("GET", "/api/apps/{app}/logs", Guard::Api),
     ("GET", "/{app}.git/info/refs", Guard::Git),
     ("POST", "/{app}.git/git-upload-pack", Guard::Git),
     ("POST", "/{app}.git/git-receive-pack", Guard::Git),
@@ -104,6 +108,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .merge(crate::dashboard::routes())
         .merge(crate::data::routes())
         .merge(crate::domains::routes())
+        .merge(crate::run::routes())
         .fallback(git_or_404)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
@@ -211,7 +216,7 @@ pub fn require(ctx: &Ctx, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn find_app(ctx: &Ctx, name: &str) -> Result<App, ApiError> {
+pub(crate) fn find_app(ctx: &Ctx, name: &str) -> Result<App, ApiError> {
     match ctx.store.find_app(name) {
         Ok(Some(app)) => Ok(app),
         Ok(None) => Err(ApiError(

@@ -641,6 +641,14 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     for note in &plan.notes {
         run.progress.info(note);
     }
+    let procfile = crate::procfile::Procfile::find(&workdir, &plan.project_dir)
+        .map_err(|e| DeployFailed(e.to_string()))?
+        .unwrap_or_default();
+    if !procfile.processes.is_empty() {
+        let names: Vec<&str> = procfile.processes.keys().map(String::as_str).collect();
+        run.progress
+            .info(&format!("Procfile processes: {}", names.join(", ")));
+    }
     let context = build_context(&workdir, &plan)
         .map_err(|e| DeployFailed(format!("preparing the build failed: {e}")))?;
     let tag = format!("paas/{app}:v{version}");
@@ -693,6 +701,9 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
             obj.insert("healthcheck".into(), table);
         }
     }
+    // The Procfile travels with the release: a rollback or restart runs
+    // the processes that release had.
+    meta["processes"] = procfile.to_json();
     let static_dir = ctx
         .config
         .data_dir
@@ -809,6 +820,29 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
             )));
         }
     }
+    if let Some(command) = procfile.processes.get("release") {
+        run.progress.step(&format!(
+            "Running the Procfile's release command: {command}"
+        ));
+        run.flush_log();
+        let spec = ContainerSpec {
+            cmd: Some(crate::procfile::shell_command(command)),
+            ..migrate(&[])
+        };
+        let code = {
+            let progress = &mut run.progress;
+            let mut on_line = |line: &str| progress.info(line.trim_end());
+            ctx.docker
+                .run_to_completion(&spec, RELEASE_TIMEOUT, &mut on_line)
+                .await
+                .map_err(|e| DeployFailed(format!("the release command could not run: {e}")))?
+        };
+        if code != 0 {
+            return Err(DeployFailed(format!(
+                "the Procfile's release command failed (exit code {code}); the running release was not touched. Fix the error shown above and push again"
+            )));
+        }
+    }
     run.timed("release", t);
     Ok(Prepared {
         image: tag,
@@ -837,13 +871,15 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     run.status(ReleaseStatus::Starting);
     let t = Instant::now();
     run.progress.step("Starting web container");
+    let procfile = crate::procfile::Procfile::from_meta(&p.meta);
     let web = ContainerSpec {
         name: Some(format!(
             "paas-{app}-v{version}-web-{}",
             crate::auth::random_token(3).to_lowercase()
         )),
         image: p.image.clone(),
-        cmd: None,
+        // The Procfile's `web:` replaces the image's gunicorn command.
+        cmd: procfile.command("web"),
         env,
         labels: labels(&app, version, Some("web")),
         binds: vec![format!("{}:/data", volume.display())],
@@ -907,6 +943,27 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
             "the new release never became healthy: {e}{todo}"
         )));
     }
+    // The Procfile's other processes: containers of this release beside
+    // web, without a route. A failure here fails the deploy (its cleanup
+    // removes every container labelled with this release).
+    for (name, command) in procfile.extra() {
+        run.progress
+            .step(&format!("Starting {name} process: {command}"));
+        let spec = ContainerSpec {
+            name: Some(format!(
+                "paas-{app}-v{version}-{name}-{}",
+                crate::auth::random_token(3).to_lowercase()
+            )),
+            cmd: Some(crate::procfile::shell_command(command)),
+            labels: labels(&app, version, Some(name)),
+            ..web.clone()
+        };
+        ctx.docker.start_container(&spec).await.map_err(|e| {
+            DeployFailed(format!(
+                "starting the {name} process failed, so v{version} did not go live: {e}"
+            ))
+        })?;
+    }
     run.timed("start", t);
     let healthy_at = Instant::now();
 
@@ -938,6 +995,8 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     let data_dir = ctx.config.data_dir.clone();
     let store_releases = ctx.store.releases(&app).unwrap_or_default();
     tokio::spawn(async move {
+        // Workers take no requests: the old ones stop now, not after the drain.
+        stop_older_workers(&docker, &app, version).await;
         for r in old {
             r.drain(drain).await;
         }
@@ -961,7 +1020,29 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     Ok(())
 }
 
-/// Stop every web container of `app` that is not `version`, prune old
+/// Stop the Procfile process containers (not web, not one-offs) of
+/// releases older than `version`: they take no requests, so they need no drain.
+async fn stop_older_workers(docker: &Docker, app: &str, version: i64) {
+    let Ok(list) = docker.list_containers(&[("paas.app", app)]).await else {
+        return;
+    };
+    for c in list {
+        let process = c.labels.get("paas.process").map(String::as_str);
+        let older = c
+            .labels
+            .get("paas.release")
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|v| v < version);
+        if older && !matches!(process, None | Some("web" | "run" | "data" | "release")) {
+            if let Err(e) = docker.stop_and_remove(&c.id, Duration::from_secs(10)).await {
+                tracing::warn!("retiring container {}: {e}", c.id);
+            }
+        }
+    }
+}
+
+/// Stop every process container (web, workers) of `app` from a release
+/// older than `version` (never one-off `run` or data jobs), prune old
 /// images and static dirs beyond the last [`KEEP_IMAGES`].
 async fn retire_others(
     docker: &Docker,
@@ -978,14 +1059,17 @@ async fn retire_others(
             .and_then(|v| v.parse::<i64>().ok())
             .is_some_and(|v| v < version)
     };
+    let one_off = |c: &crate::docker::ContainerInfo| {
+        matches!(
+            c.labels.get("paas.process").map(String::as_str),
+            None | Some("run") | Some("data")
+        )
+    };
     let mut in_use: Vec<String> = Vec::new();
-    match docker
-        .list_containers(&[("paas.app", app), ("paas.process", "web")])
-        .await
-    {
+    match docker.list_containers(&[("paas.app", app)]).await {
         Ok(list) => {
             for c in list {
-                if !older(&c) {
+                if !older(&c) || one_off(&c) {
                     in_use.push(c.image.clone());
                     continue;
                 }

@@ -26,11 +26,11 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    DownloadFromContainerOptionsBuilder, InspectContainerOptions, InspectNetworkOptions,
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
+    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
+    InspectNetworkOptions, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    ResizeContainerTTYOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
@@ -123,6 +123,21 @@ pub struct ContainerInfo {
     /// The engine's state word: `running`, `exited`, `created`, …
     pub state: String,
     pub image: String,
+    /// The engine's status phrase: `Up 3 minutes`, `Exited (0) 2 hours ago`, …
+    pub status: String,
+    /// Unix timestamp (seconds) of its creation.
+    pub created: i64,
+}
+
+/// A running container with a terminal, from [`Docker::start_attached`].
+/// Dropping it removes the container.
+pub struct Attached {
+    pub id: String,
+    /// What the container writes to its terminal.
+    pub output: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, DockerError>>,
+    /// The container's terminal input.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    _guard: RemoveOnDrop,
 }
 
 /// An image as listed.
@@ -734,6 +749,88 @@ impl Docker {
         }
     }
 
+    /// Creates a container with a terminal and open stdin, attaches to it,
+    /// starts it and sizes its terminal (`cols` × `rows`). The container is
+    /// removed when the returned [`Attached`] is dropped; [`Self::finish_attached`]
+    /// waits for its exit code first.
+    pub async fn start_attached(
+        &self,
+        spec: &ContainerSpec,
+        cols: u16,
+        rows: u16,
+    ) -> Result<Attached, DockerError> {
+        let mut body = Self::create_body(spec);
+        body.tty = Some(true);
+        body.open_stdin = Some(true);
+        body.stdin_once = Some(true);
+        body.attach_stdin = Some(true);
+        body.attach_stdout = Some(true);
+        body.attach_stderr = Some(true);
+        let mut opts = CreateContainerOptionsBuilder::new();
+        if let Some(name) = &spec.name {
+            opts = opts.name(name);
+        }
+        let id = self
+            .inner
+            .create_container(Some(opts.build()), body)
+            .await
+            .map_err(|e| self.err(e))?
+            .id;
+        let guard = RemoveOnDrop {
+            docker: self.inner.clone(),
+            id: Some(id.clone()),
+        };
+        // Attached before the start, so no early output is lost.
+        let attach = AttachContainerOptionsBuilder::new()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let results = self
+            .patient()
+            .attach_container(&id, Some(attach))
+            .await
+            .map_err(|e| self.err(e))?;
+        self.inner
+            .start_container(&id, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        if let Err(e) = self.resize_tty(&id, cols, rows).await {
+            tracing::debug!(container = %id, "sizing the terminal: {e}");
+        }
+        let this = self.clone();
+        let output = results
+            .output
+            .map(move |item| item.map(|o| o.into_bytes()).map_err(|e| this.err(e)))
+            .boxed();
+        Ok(Attached {
+            id,
+            output,
+            input: results.input,
+            _guard: guard,
+        })
+    }
+
+    /// Resizes the terminal of a container started by [`Self::start_attached`].
+    pub async fn resize_tty(&self, id: &str, cols: u16, rows: u16) -> Result<(), DockerError> {
+        let opts = ResizeContainerTTYOptionsBuilder::new()
+            .w(cols.max(1) as i32)
+            .h(rows.max(1) as i32)
+            .build();
+        self.inner
+            .resize_container_tty(id, opts)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Waits for an attached container's exit code, then removes it.
+    pub async fn finish_attached(&self, attached: Attached) -> Result<i64, DockerError> {
+        let code = self.wait_exit(&self.patient(), &attached.id).await;
+        let _ = self.force_remove(&attached.id).await;
+        code
+    }
+
     /// The container's IP address on a network.
     pub async fn container_ip(&self, id: &str, network: &str) -> Result<IpAddr, DockerError> {
         let info = self
@@ -1069,6 +1166,8 @@ impl Docker {
                 labels: c.labels.unwrap_or_default(),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 image: c.image.unwrap_or_default(),
+                status: c.status.unwrap_or_default(),
+                created: c.created.unwrap_or_default(),
             })
             .collect())
     }

@@ -8,11 +8,13 @@
 //! - [`git`]: bare repositories and `git http-backend` behind axum; the pre-receive hook.
 //! - [`buildpack`]: detect a Django project and render its build plan (Dockerfile, settings shim).
 //! - [`docker`]: the one wrapper over the Docker engine (bollard).
+//! - [`procfile`]: the Procfile's processes (web command, release command, workers).
 //! - [`deploy`]: one deploy, step by step: build → release (migrate) → start → health → swap.
 //! - [`health`]: the readiness probe that gates every swap.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
 //! - [`api`] and [`dashboard`]: the control plane on the admin listener.
 //! - [`data`]: PostgreSQL for apps that ask for it, backups and restores.
+//! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
 //! - [`server`]: wires the parts together for `paas serve`.
@@ -29,7 +31,9 @@ pub mod docker;
 pub mod domains;
 pub mod git;
 pub mod health;
+pub mod procfile;
 pub mod proxy;
+pub mod run;
 pub mod server;
 pub mod store;
 pub mod tokens;

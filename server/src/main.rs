@@ -59,6 +59,54 @@ enum Command {
         #[arg(long, short)]
         app: Option<String>,
     },
+    /// The app's containers: web, Procfile processes, one-off runs; state, release, uptime.
+    Ps {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
+        #[arg(long, short)]
+        app: Option<String>,
+    },
+    /// The live release's output (web and Procfile processes), `[process]` before each line.
+    Logs {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
+        #[arg(long, short)]
+        app: Option<String>,
+        /// Keep following: print new lines as they come.
+        #[arg(long, short)]
+        follow: bool,
+        /// Lines of past output per container to start with.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        tail: usize,
+        /// Only this process, e.g. web or worker.
+        #[arg(long = "ps")]
+        process: Option<String>,
+    },
+    /// Run a one-off command in a new container of the live release, e.g.
+    /// `paas run -- python manage.py createsuperuser`; exits with its exit code.
+    Run {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
+        #[arg(long, short)]
+        app: Option<String>,
+        /// Extra environment for this run only: -e KEY=VALUE (repeatable).
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Stream the output without a terminal even when attached to one.
+        #[arg(long)]
+        no_tty: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<String>,
+    },
     /// Show the app's config vars.
     Config {
         #[command(flatten)]
@@ -332,6 +380,8 @@ fn main() -> ExitCode {
 enum Fail {
     Usage(String),
     Server(String),
+    /// A one-off command's own exit code (`paas run`), passed on silently.
+    Exit(u8),
 }
 
 fn finish(r: Result<(), Fail>) -> ExitCode {
@@ -345,6 +395,7 @@ fn finish(r: Result<(), Fail>) -> ExitCode {
             eprintln!("paas: {e}");
             ExitCode::from(2)
         }
+        Err(Fail::Exit(code)) => ExitCode::from(code),
     }
 }
 
@@ -436,6 +487,56 @@ async fn run_client(command: Command) -> Result<(), Fail> {
                 serde_json::json!({}),
             )
             .await
+        }
+        Command::Ps { client, app } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            let text = paas::run::cli_ps(&t.url, &t.token, &app, t.json)
+                .await
+                .map_err(cli_fail)?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::Logs {
+            client,
+            app,
+            follow,
+            tail,
+            process,
+        } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            paas::run::cli_logs(&t.url, &t.token, &app, follow, tail, process.as_deref())
+                .await
+                .map_err(cli_fail)
+        }
+        Command::Run {
+            client,
+            app,
+            env,
+            no_tty,
+            command,
+        } => {
+            let mut extra = std::collections::BTreeMap::new();
+            for pair in env {
+                let Some((k, v)) = pair.split_once('=') else {
+                    return Err(Fail::Usage(format!(
+                        "-e {pair:?} is not KEY=VALUE: write it as -e KEY=VALUE"
+                    )));
+                };
+                extra.insert(k.to_string(), v.to_string());
+            }
+            let (t, app) = (target(&client)?, app_name(app)?);
+            use std::io::IsTerminal;
+            let tty = !no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+            let code = if tty {
+                paas::run::cli_run_tty(&t.url, &t.token, &app, &command, &extra).await
+            } else {
+                paas::run::cli_run_plain(&t.url, &t.token, &app, &command, &extra).await
+            }
+            .map_err(cli_fail)?;
+            match code {
+                0 => Ok(()),
+                c => Err(Fail::Exit(c.clamp(1, 255) as u8)),
+            }
         }
         Command::Config { client, app } => {
             let (t, app) = (target(&client)?, app_name(app)?);
@@ -761,6 +862,14 @@ async fn login(url: &str, token: Option<String>) -> Result<(), Fail> {
 fn print_json(v: &serde_json::Value) -> Result<(), Fail> {
     println!("{v:#}");
     Ok(())
+}
+
+fn cli_fail((msg, usage): paas::run::CliError) -> Fail {
+    if usage {
+        Fail::Usage(msg)
+    } else {
+        Fail::Server(msg)
+    }
 }
 
 fn data_done(r: Result<String, String>) -> Result<(), Fail> {

@@ -8,6 +8,8 @@ mod buildpack;
 mod cli;
 mod data;
 mod harness;
+mod procfile;
+mod run;
 mod zero_downtime;
 
 use harness::{engine_objects, last_line, Daemon, Project};
