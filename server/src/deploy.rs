@@ -1425,16 +1425,25 @@ pub async fn reconcile(ctx: &Arc<Ctx>) {
             continue;
         };
         let v = live.version.to_string();
-        let web = ctx
+        let all = ctx
             .docker
-            .list_containers(&[("paas.app", app.name.as_str()), ("paas.process", "web")])
+            .list_containers(&[("paas.app", app.name.as_str())])
             .await
             .unwrap_or_default();
-        let (live_web, other): (Vec<_>, Vec<_>) = web
-            .into_iter()
-            .partition(|c| c.labels.get("paas.release") == Some(&v));
+        // The live release's web and Procfile processes stay; everything
+        // else of the app is a leftover: older releases' processes, and
+        // one-offs (release phase, `paas run`, backups) whose daemon died.
         // Listed before any deploy can start, so none of these is a new one.
+        let (keep, other): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| {
+            let process = c.labels.get("paas.process").map(String::as_str);
+            c.labels.get("paas.release") == Some(&v)
+                && !matches!(process, None | Some("release" | "run" | "data"))
+        });
         stale.extend(other.into_iter().map(|c| c.id));
+        let live_web: Vec<_> = keep
+            .into_iter()
+            .filter(|c| c.labels.get("paas.process").map(String::as_str) == Some("web"))
+            .collect();
         let Some(c) = live_web.first() else {
             tracing::warn!(app = %app.name, "live release v{v} has no container; `paas restart --app {}` starts one", app.name);
             continue;
