@@ -16,6 +16,9 @@ use std::sync::{Arc, OnceLock};
 use tera::{Context, Tera};
 
 const COOKIE: &str = "paas_session";
+/// A one-shot result message for the next page (set by an action, shown and
+/// cleared by the app page): `ok.<base64url>` or `error.<base64url>`.
+const FLASH: &str = "paas_flash";
 
 fn templates() -> &'static Tera {
     static TERA: OnceLock<Tera> = OnceLock::new();
@@ -53,6 +56,9 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/logout", post(logout))
         .route("/apps/{app}", get(app_page))
         .route("/apps/{app}/releases/{version}", get(release_page))
+        .route("/apps/{app}/rollback", post(rollback_action))
+        .route("/apps/{app}/restart", post(restart_action))
+        .route("/apps/{app}/backups", post(backup_action))
         .route("/metrics", get(metrics))
 }
 
@@ -401,6 +407,8 @@ struct ReleaseRow {
     short: String,
     error_short: Option<String>,
     when: String,
+    /// It went live once and is not live now: it can be rolled back to.
+    can_rollback: bool,
 }
 
 fn not_found(what: String) -> Response {
@@ -448,6 +456,7 @@ async fn app_page(
                 }
             }),
             when: format_time(r.created_at),
+            can_rollback: r.status == crate::store::ReleaseStatus::Retired && r.image.is_some(),
         })
         .collect();
     let backups: Vec<BackupRow> = crate::data::list_backups(&ctx.config.data_dir, &app.name)
@@ -472,7 +481,23 @@ async fn app_page(
     c.insert("app", &view);
     c.insert("releases", &rows);
     c.insert("backups", &backups);
-    render("app.html", c, Some(csrf))
+    let flash = flash_of(&headers);
+    if let Some((ok, text)) = &flash {
+        c.insert("flash_ok", ok);
+        c.insert("flash", text);
+    }
+    let mut page = render("app.html", c, Some(csrf));
+    if flash.is_some() {
+        if let Ok(v) = format!(
+            "{FLASH}=; Path=/apps/{}; Max-Age=0; HttpOnly; SameSite=Strict",
+            app.name
+        )
+        .parse()
+        {
+            page.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    page
 }
 
 #[derive(Serialize)]
@@ -538,6 +563,177 @@ async fn release_page(
     render("release.html", c, Some(csrf))
 }
 
+// ------------------------------------------------------------ actions
+
+#[derive(Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    version: String,
+}
+
+/// The gate of every dashboard form that changes state: a session (else the
+/// login page), then its CSRF token (else 403), then the app (else 404).
+async fn action_gate(
+    ctx: &Ctx,
+    name: &str,
+    req: Request,
+) -> Result<(crate::store::App, ActionForm), Response> {
+    let headers = req.headers().clone();
+    if !logged_in(ctx, &headers) {
+        return Err(to_login());
+    }
+    let form = Form::<ActionForm>::from_request(req, &())
+        .await
+        .map(|Form(f)| f)
+        .unwrap_or(ActionForm {
+            csrf: String::new(),
+            version: String::new(),
+        });
+    if !csrf_ok(ctx, &headers, &form.csrf) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "This form is missing its CSRF token: reload the page and try again.",
+        )
+            .into_response());
+    }
+    match ctx.store.find_app(name) {
+        Ok(Some(app)) => Ok((app, form)),
+        Ok(None) => Err(not_found(format!("No app named {name}."))),
+        Err(e) => Err(internal(e).into_response()),
+    }
+}
+
+/// Back to the app page, carrying the action's result for one view.
+fn back_with(app: &str, ok: bool, message: &str) -> Response {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(message);
+    let kind = if ok { "ok" } else { "error" };
+    (
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{FLASH}={kind}.{text}; Path=/apps/{app}; Max-Age=120; HttpOnly; SameSite=Strict"
+            ),
+        )],
+        Redirect::to(&format!("/apps/{app}")),
+    )
+        .into_response()
+}
+
+/// The flash message in the request, if any: (ok, text).
+fn flash_of(headers: &HeaderMap) -> Option<(bool, String)> {
+    use base64::Engine;
+    let raw = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == FLASH)
+        .map(|(_, v)| v.to_string())?;
+    let (kind, text) = raw.split_once('.')?;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())?;
+    Some((kind == "ok", text))
+}
+
+/// The sentence a build-less deploy ends with, as the API says it.
+fn redeploy_message(
+    outcome: crate::api::Outcome,
+    ok: impl FnOnce(&crate::store::Release) -> String,
+) -> (bool, String) {
+    match outcome.result {
+        Ok(rel) => (true, ok(&rel)),
+        Err(reason) => {
+            let reason = reason.trim_end_matches('.');
+            if reason.contains("not touched") {
+                (false, format!("{reason}."))
+            } else {
+                (
+                    false,
+                    format!("{reason}; the running release was not touched."),
+                )
+            }
+        }
+    }
+}
+
+/// The rollback button of a release row: the same deploy as `paas rollback vN`.
+async fn rollback_action(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let (app, form) = match action_gate(&ctx, &name, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(to) = form
+        .version
+        .trim()
+        .trim_start_matches('v')
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+    else {
+        return back_with(
+            &app.name,
+            false,
+            "Pick the release to roll back to with its button in the releases table.",
+        );
+    };
+    let what = crate::deploy::Redeploy::Rollback {
+        to: Some(to),
+        restore_db: false,
+    };
+    let outcome = crate::api::run_redeploy(&ctx, &app.name, what).await;
+    let (ok, msg) = redeploy_message(outcome, |rel| {
+        format!("{}: v{} is live.", rel.description, rel.version)
+    });
+    back_with(&app.name, ok, &msg)
+}
+
+/// The restart button: new containers of the live release, as `paas restart`.
+async fn restart_action(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let (app, _) = match action_gate(&ctx, &name, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let outcome = crate::api::run_redeploy(&ctx, &app.name, crate::deploy::Redeploy::Restart).await;
+    let (ok, msg) = redeploy_message(outcome, |rel| {
+        format!("Restarted: v{} is live.", rel.version)
+    });
+    back_with(&app.name, ok, &msg)
+}
+
+/// The back-up-now button, as `paas backups:create`.
+async fn backup_action(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let (app, _) = match action_gate(&ctx, &name, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match crate::data::backup_app(&ctx, &app, "manual").await {
+        Ok(m) => back_with(
+            &app.name,
+            true,
+            &format!("Backup {} taken ({}).", m.id, human_size(m.size)),
+        ),
+        Err(e) => back_with(&app.name, false, &e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,6 +794,29 @@ mod tests {
     fn times_format_in_utc() {
         assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
         assert_eq!(format_time(1_795_782_896), "2026-11-27 12:34 UTC");
+    }
+
+    #[test]
+    fn flash_survives_the_redirect_once() {
+        let r = back_with("blog", false, "rollback to v1 failed; \"x\" é");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()[header::LOCATION], "/apps/blog");
+        let set = r.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(
+            set.contains("Path=/apps/blog") && set.contains("HttpOnly"),
+            "{set}"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            set.split(';').next().unwrap().parse().unwrap(),
+        );
+        assert_eq!(
+            flash_of(&h),
+            Some((false, "rollback to v1 failed; \"x\" é".to_string()))
+        );
+        h.insert(header::COOKIE, "paas_flash=ok.!!!".parse().unwrap());
+        assert_eq!(flash_of(&h), None, "garbage is ignored");
     }
 
     #[test]
