@@ -481,6 +481,14 @@ async fn app_page(
     c.insert("app", &view);
     c.insert("releases", &rows);
     c.insert("backups", &backups);
+    // Names only: a value reaches the page when its owner asks for it
+    // (the reveal button fetches it from the API with the session).
+    let config_keys: Vec<String> = match ctx.store.config_vars(&app) {
+        Ok(vars) => vars.into_keys().collect(),
+        Err(e) => return internal(e).into_response(),
+    };
+    c.insert("config_keys", &config_keys);
+    c.insert("domains", &crate::deploy::app_hosts(&ctx, &app));
     let flash = flash_of(&headers);
     if let Some((ok, text)) = &flash {
         c.insert("flash_ok", ok);
@@ -650,7 +658,7 @@ fn redeploy_message(
         Ok(rel) => (true, ok(&rel)),
         Err(reason) => {
             let reason = reason.trim_end_matches('.');
-            if reason.contains("not touched") {
+            if reason.contains("not touched") || reason.contains("no live release") {
                 (false, format!("{reason}."))
             } else {
                 (

@@ -6,6 +6,7 @@
 mod auth;
 mod buildpack;
 mod cli;
+mod dashboard;
 mod data;
 mod harness;
 mod zero_downtime;
