@@ -56,6 +56,12 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/logout", post(logout))
         .route("/apps/{app}", get(app_page))
         .route("/apps/{app}/releases/{version}", get(release_page))
+        .route("/status", get(status_json))
+        .route(
+            "/apps/{app}/releases/{version}/log",
+            get(release_log_events),
+        )
+        .route("/apps/{app}/logs", get(runtime_log_events))
         .route("/apps/{app}/rollback", post(rollback_action))
         .route("/apps/{app}/restart", post(restart_action))
         .route("/apps/{app}/backups", post(backup_action))
@@ -538,6 +544,8 @@ fn human_size(bytes: u64) -> String {
 struct Step {
     name: String,
     secs: String,
+    /// Its bar's length, in percent of the longest step.
+    pct: u64,
 }
 
 async fn release_page(
@@ -556,19 +564,246 @@ async fn release_page(
         Ok(None) => return not_found(format!("{name} has no release v{v}.")),
         Err(e) => return internal(e).into_response(),
     };
+    let longest = rel
+        .timings
+        .iter()
+        .map(|(_, ms)| *ms)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let steps: Vec<Step> = rel
         .timings
         .iter()
         .map(|(n, ms)| Step {
             name: n.clone(),
             secs: format!("{:.1}", *ms as f64 / 1000.0),
+            pct: (ms * 100 / longest).max(1),
         })
         .collect();
     let mut c = Context::new();
     c.insert("app", &name);
     c.insert("r", &ReleaseView::of(&rel, true));
     c.insert("steps", &steps);
+    c.insert("log_bytes", &rel.log.len());
+    c.insert("in_flight", &rel.status.in_flight());
     render("release.html", c, Some(csrf))
+}
+
+// ------------------------------------------------------------ live views
+
+/// How often the release-log stream looks at the store for new text.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[derive(Serialize)]
+struct AppStatus {
+    name: String,
+    live: Option<i64>,
+    last_version: Option<i64>,
+    last_status: Option<String>,
+    last_error: Option<String>,
+}
+
+/// `GET /status`: every app's live release and last deploy, polled by the
+/// overview and app pages so status changes show without a reload.
+async fn status_json(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let apps = match ctx.store.apps() {
+        Ok(a) => a,
+        Err(e) => return internal(e).into_response(),
+    };
+    let mut out = Vec::with_capacity(apps.len());
+    for a in apps {
+        let rels = match ctx.store.releases(&a.name) {
+            Ok(r) => r,
+            Err(e) => return internal(e).into_response(),
+        };
+        let live = rels
+            .iter()
+            .find(|r| r.status == crate::store::ReleaseStatus::Live)
+            .map(|r| r.version);
+        let last = rels.first();
+        out.push(AppStatus {
+            name: a.name,
+            live,
+            last_version: last.map(|r| r.version),
+            last_status: last.map(|r| r.status.as_str().to_string()),
+            last_error: last.and_then(|r| r.error.clone()),
+        });
+    }
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "apps": out })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct FromQuery {
+    /// Bytes of the log the page already shows.
+    #[serde(default)]
+    from: usize,
+}
+
+/// Where a release-log stream is.
+struct LogCursor {
+    ctx: Arc<Ctx>,
+    app: String,
+    version: i64,
+    sent: usize,
+    status: Option<crate::store::ReleaseStatus>,
+    first: bool,
+    done: bool,
+}
+
+/// One look at the release: the new log text, a status change, the end.
+async fn log_step(mut c: LogCursor) -> Option<(Vec<axum::response::sse::Event>, LogCursor)> {
+    use axum::response::sse::Event;
+    if c.done {
+        return None;
+    }
+    if !c.first {
+        tokio::time::sleep(LOG_POLL).await;
+    }
+    c.first = false;
+    let mut events = Vec::new();
+    let rel = match c.ctx.store.release(&c.app, c.version) {
+        Ok(Some(r)) => r,
+        Ok(None) | Err(_) => {
+            c.done = true;
+            events.push(Event::default().event("end").data("gone"));
+            return Some((events, c));
+        }
+    };
+    if rel.log.len() > c.sent {
+        // The log only grows by appends: the old length is a char boundary.
+        let new = rel.log.get(c.sent..).unwrap_or(&rel.log);
+        events.push(
+            Event::default()
+                .event("log")
+                .id(rel.log.len().to_string())
+                .data(serde_json::to_string(new).unwrap_or_default()),
+        );
+        c.sent = rel.log.len();
+    }
+    if c.status != Some(rel.status) {
+        c.status = Some(rel.status);
+        let body = serde_json::json!({
+            "status": rel.status.as_str(),
+            "error": rel.error,
+            "duration_secs": rel.duration_secs(),
+        });
+        events.push(Event::default().event("status").data(body.to_string()));
+    }
+    if !rel.status.in_flight() {
+        c.done = true;
+        events.push(Event::default().event("end").data(rel.status.as_str()));
+    }
+    Some((events, c))
+}
+
+/// `GET /apps/{app}/releases/{version}/log?from=BYTES`: the release's log
+/// as server-sent events while it deploys (`log`: new text as a JSON
+/// string, `status`: status changes, `end`: it is over).
+async fn release_log_events(
+    State(ctx): State<Arc<Ctx>>,
+    Path((name, version)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<FromQuery>,
+    headers: HeaderMap,
+) -> Response {
+    use futures_util::StreamExt;
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let Ok(v) = version.trim_start_matches('v').parse::<i64>() else {
+        return not_found(format!("{version} is not a release number."));
+    };
+    match ctx.store.release(&name, v) {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(format!("{name} has no release v{v}.")),
+        Err(e) => return internal(e).into_response(),
+    }
+    // A reconnecting EventSource says how far it got.
+    let from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(q.from);
+    let cursor = LogCursor {
+        ctx,
+        app: name,
+        version: v,
+        sent: from,
+        status: None,
+        first: true,
+        done: false,
+    };
+    let events = futures_util::stream::unfold(cursor, log_step).flat_map(|evs| {
+        futures_util::stream::iter(evs.into_iter().map(Ok::<_, std::convert::Infallible>))
+    });
+    axum::response::sse::Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
+}
+
+/// `GET /apps/{app}/logs`: the live web container's output as server-sent
+/// events (`log`: one line as a JSON string), from its last 100 lines on.
+async fn runtime_log_events(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    use axum::response::sse::Event;
+    use futures_util::StreamExt;
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let live = match ctx.store.find_app(&name) {
+        Ok(Some(_)) => match ctx.store.live_release(&name) {
+            Ok(r) => r,
+            Err(e) => return internal(e).into_response(),
+        },
+        Ok(None) => return not_found(format!("No app named {name}.")),
+        Err(e) => return internal(e).into_response(),
+    };
+    let Some(live) = live else {
+        return not_found(format!(
+            "{name} has no live release, so no running container: push to deploy it."
+        ));
+    };
+    let version = live.version.to_string();
+    let containers = match ctx
+        .docker
+        .list_containers(&[
+            ("paas.app", name.as_str()),
+            ("paas.process", "web"),
+            ("paas.release", version.as_str()),
+        ])
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return internal(e).into_response(),
+    };
+    let Some(c) = containers.into_iter().find(|c| c.state == "running") else {
+        return not_found(format!(
+            "{name} v{version} has no running web container: restart it from this page."
+        ));
+    };
+    let lines = ctx.docker.follow_logs(&c.id, 100).map(|line| {
+        let text = match line {
+            Ok(l) => l,
+            Err(e) => format!("[paas: the log stream broke: {e}]"),
+        };
+        Ok::<_, std::convert::Infallible>(
+            Event::default()
+                .event("log")
+                .data(serde_json::to_string(&text).unwrap_or_default()),
+        )
+    });
+    axum::response::sse::Sse::new(lines)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
 }
 
 // ------------------------------------------------------------ actions

@@ -89,6 +89,63 @@ fn app_page_masks_config_and_actions_report_back() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains(secret_value));
 
+    // The live views: a finished release's log stream sends the log, the
+    // status and its end, then closes (the page's EventSource stops there).
+    let r = d.admin_request(
+        "GET",
+        &format!("/apps/{app}/releases/1/log?from=0"),
+        &[("Cookie", &session)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let events = r.text();
+    let log = events.find("event: log").expect("a log event");
+    let status = events.find("event: status").expect("a status event");
+    let end = events.find("event: end").expect("an end event");
+    assert!(log < status && status < end, "{events}");
+    assert!(events.contains("No Django project found"), "{events}");
+    // The release page: a failed deploy's reason comes first, before the log.
+    let r = d.admin_request(
+        "GET",
+        &format!("/apps/{app}/releases/1"),
+        &[("Cookie", &session)],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let html = r.text();
+    let reason = html
+        .find("class=\"error\">No Django project found")
+        .expect("the reason is shown");
+    assert!(
+        reason < html.find("<h2>Log").unwrap(),
+        "reason before the log"
+    );
+    assert!(
+        !html.contains("new EventSource"),
+        "a finished deploy is not streamed"
+    );
+    let r = d.admin_request("GET", "/status", &[("Cookie", &session)], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let me = j["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == app.as_str())
+        .expect("the app in /status")
+        .clone();
+    assert_eq!(me["last_status"], "failed", "{me}");
+    assert_eq!(me["live"], serde_json::Value::Null, "{me}");
+    let r = d.admin_request(
+        "GET",
+        &format!("/apps/{app}/logs"),
+        &[("Cookie", &session)],
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("no live release"), "{}", r.text());
+
     let csrf = csrf_in(&page);
     let with = [("Cookie", session.as_str()), FORM];
     for path in ["backups", "restart", "rollback"] {
