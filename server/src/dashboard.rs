@@ -373,12 +373,17 @@ struct AppRow {
     #[serde(flatten)]
     view: crate::api::AppView,
     last_when: String,
+    /// Requests per minute over the last hour, as inline SVG.
+    spark: String,
+    /// Requests in the last minute.
+    rpm: u64,
 }
 
 async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
     let Some(csrf) = session_csrf(&ctx, &headers) else {
         return to_login();
     };
+    let now = crate::metrics::now();
     let rows: Result<Vec<AppRow>, ApiError> = ctx.store.apps().map_err(internal).and_then(|apps| {
         apps.iter()
             .map(|a| {
@@ -388,7 +393,13 @@ async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response 
                     .as_ref()
                     .map(|r| format_time(r.created_at))
                     .unwrap_or_default();
-                Ok(AppRow { view, last_when })
+                let series = ctx.routes.history().series(&a.name, now);
+                Ok(AppRow {
+                    view,
+                    last_when,
+                    spark: crate::metrics::sparkline(&series),
+                    rpm: series.last().map_or(0, |m| m.requests),
+                })
             })
             .collect()
     });
@@ -495,6 +506,16 @@ async fn app_page(
     };
     c.insert("config_keys", &config_keys);
     c.insert("domains", &crate::deploy::app_hosts(&ctx, &app));
+    let series = ctx
+        .routes
+        .history()
+        .series(&app.name, crate::metrics::now());
+    c.insert("rate_chart", &crate::metrics::rate_chart(&series));
+    c.insert("latency_chart", &crate::metrics::latency_chart(&series));
+    c.insert(
+        "requests_hour",
+        &series.iter().map(|m| m.requests).sum::<u64>(),
+    );
     let flash = flash_of(&headers);
     if let Some((ok, text)) = &flash {
         c.insert("flash_ok", ok);

@@ -11,7 +11,8 @@
 //! - [`deploy`]: one deploy, step by step: build → release (migrate) → start → health → swap.
 //! - [`health`]: the readiness probe that gates every swap.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
-//! - [`api`] and [`dashboard`]: the control plane on the admin listener.
+//! - [`api`] and [`dashboard`]: the control plane on the admin listener;
+//!   [`metrics`]: the last hour of requests per app, and its SVG charts.
 //! - [`data`]: PostgreSQL for apps that ask for it, backups and restores.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`server`]: wires the parts together for `paas serve`.
@@ -27,6 +28,7 @@ pub mod destroy;
 pub mod docker;
 pub mod git;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod store;
