@@ -240,18 +240,24 @@ pub fn latency_chart(series: &[Minute]) -> String {
                 pts.clear();
             }
         };
+        let mut dots = String::new();
         for (i, v) in vals.iter().enumerate() {
             match v {
                 Some(ms) => {
                     let x = PAD_L + (i as f64 + 0.5) * step;
                     let y = CHART_H - PAD_B - ms / max * plot_h;
-                    // A lone point still shows: a tiny segment.
-                    let _ = write!(pts, "{x:.1},{y:.1} {:.1},{y:.1} ", x + 0.8);
+                    let _ = write!(pts, "{x:.1},{y:.1} ");
+                    // A lone minute still shows: a dot on every point.
+                    let _ = write!(
+                        dots,
+                        "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2\" fill=\"{color}\"><title>{name} {ms:.0} ms</title></circle>"
+                    );
                 }
                 None => flush(&mut pts, &mut out),
             }
         }
         flush(&mut pts, &mut out);
+        out.push_str(&dots);
         out
     };
     format!(

@@ -4,6 +4,7 @@
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
 mod auth;
+mod browser;
 mod buildpack;
 mod cli;
 mod dashboard;
