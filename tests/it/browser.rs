@@ -86,11 +86,14 @@ struct Browser {
     port: u16,
     session: String,
     shots: PathBuf,
+    /// Screenshot names start with it (the test's name).
+    prefix: String,
     shot_no: usize,
 }
 
 impl Browser {
-    fn start() -> Browser {
+    /// A headless browser for test `prefix`; its old screenshots are removed.
+    fn start(prefix: &str) -> Browser {
         let has = |cmd: &str| {
             Command::new(cmd)
                 .arg("--version")
@@ -136,8 +139,17 @@ impl Browser {
             port,
             session: String::new(),
             shots: screenshot_dir(),
+            prefix: prefix.to_string(),
             shot_no: 0,
         };
+        for e in std::fs::read_dir(&b.shots).into_iter().flatten().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let r = wd_call(port, "POST", "/session", Some(&caps));
         b.session = r["value"]["sessionId"]
             .as_str()
@@ -251,7 +263,9 @@ impl Browser {
             .expect("a base64 screenshot");
         assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
         self.shot_no += 1;
-        let path = self.shots.join(format!("{:02}-{name}.png", self.shot_no));
+        let path = self
+            .shots
+            .join(format!("{}-{:02}-{name}.png", self.prefix, self.shot_no));
         std::fs::write(&path, png).unwrap();
         eprintln!("screenshot: {}", path.display());
     }
@@ -315,7 +329,7 @@ fn releases(d: &Daemon, app: &str) -> Vec<Value> {
 /// value revealed on click, and the app page at phone width.
 #[test]
 fn browser_login_watch_deploy_and_roll_back() {
-    let mut browser = Browser::start();
+    let mut browser = Browser::start("login-deploy-rollback");
     let mut d = Daemon::start();
     let app = d.app("blog");
     let p = Project::from_fixture("blog");
@@ -441,7 +455,10 @@ fn browser_login_watch_deploy_and_roll_back() {
     let lines = browser.js("return document.querySelectorAll('#latency-chart polyline').length");
     assert!(lines.as_u64().unwrap_or(0) >= 2, "p50 and p99 lines");
 
-    // A config value is revealed on click only.
+    // The overview follows a status change without a reload: a config
+    // change rolls out as v4 while the page is open.
+    browser.goto(&format!("{base}/"));
+    browser.js("window.__sameLoad = true; return null");
     let auth = format!("Bearer {}", d.token);
     let r = d.admin_request(
         "PATCH",
@@ -453,6 +470,15 @@ fn browser_login_watch_deploy_and_roll_back() {
         Some(br#"{"SHOWN_ON_CLICK": "s3cret-value"}"#),
     );
     assert_eq!(r.status, 200, "config:set: {}", r.text());
+    browser.wait_for(
+        &format!(
+            "return window.__sameLoad === true && document.querySelector('tr[data-app=\"{app}\"] .live').textContent === 'v4'"
+        ),
+        Duration::from_secs(15),
+        "v4 shown live on the open overview",
+    );
+
+    // A config value is revealed on click only.
     browser.goto(&format!("{base}/apps/{app}"));
     let html = browser.js("return document.documentElement.outerHTML");
     assert!(!html.as_str().unwrap().contains("s3cret-value"));
@@ -462,6 +488,17 @@ fn browser_login_watch_deploy_and_roll_back() {
         Duration::from_secs(10),
         "the revealed value",
     );
+
+    // The live container's output streams into the runtime-log panel.
+    browser.click("#runtime-logs summary");
+    std::thread::sleep(Duration::from_millis(500));
+    d.assert_serves(&app, "Notes v1");
+    browser.wait_for(
+        "return document.getElementById('runtime-log').textContent.indexOf('GET / HTTP') >= 0",
+        Duration::from_secs(15),
+        "gunicorn's access line in the runtime log",
+    );
+    browser.screenshot("runtime-log");
 
     // At phone width the page does not scroll sideways.
     browser.resize(390, 844);
