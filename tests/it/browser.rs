@@ -511,6 +511,12 @@ fn browser_login_watch_deploy_and_roll_back() {
     );
     browser.screenshot("app-phone");
     browser.goto(&format!("{base}/"));
+    let overflow = browser
+        .js("var t = document.querySelector('.scroll'); return t.scrollWidth - t.clientWidth");
+    assert!(
+        overflow.as_i64().unwrap_or(99) <= 1,
+        "the overview's table is wider than a phone by {overflow} px"
+    );
     browser.screenshot("apps-phone");
     drop(p);
 }
