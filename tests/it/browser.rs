@@ -411,6 +411,11 @@ fn browser_login_watch_deploy_and_roll_back() {
     );
     let status = browser.text("#status");
     assert_eq!(status, "live", "v2 on its release page");
+    browser.wait_for(
+        "return document.querySelectorAll('#steps .bar-row').length >= 3",
+        Duration::from_secs(10),
+        "the step timings after the deploy",
+    );
     let log = browser.text("#log");
     assert!(
         grew_while_in_flight,
