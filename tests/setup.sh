@@ -37,6 +37,9 @@ install_packages() {
   command -v git >/dev/null || missing+=(git)
   command -v docker >/dev/null || missing+=(docker.io)
   command -v sqlite3 >/dev/null || missing+=(sqlite3)
+  # The dashboard's browser tests drive headless Chromium over WebDriver.
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq

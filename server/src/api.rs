@@ -68,6 +68,12 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("POST", "/logout", Guard::Form),
     ("GET", "/apps/{app}", Guard::Page),
     ("GET", "/apps/{app}/releases/{version}", Guard::Page),
+    ("GET", "/status", Guard::Page),
+    ("GET", "/apps/{app}/releases/{version}/log", Guard::Page),
+    ("GET", "/apps/{app}/logs", Guard::Page),
+    ("POST", "/apps/{app}/rollback", Guard::Form),
+    ("POST", "/apps/{app}/restart", Guard::Form),
+    ("POST", "/apps/{app}/backups", Guard::Form),
     ("GET", "/metrics", Guard::Api),
     ("GET", "/api/apps/{app}/postgres", Guard::Api),
     ("POST", "/api/apps/{app}/postgres", Guard::Api),
@@ -528,9 +534,9 @@ async fn api_restart(
 }
 
 /// A build-less deploy's result and its progress lines.
-struct Outcome {
-    result: Result<crate::store::Release, String>,
-    log: String,
+pub(crate) struct Outcome {
+    pub(crate) result: Result<crate::store::Release, String>,
+    pub(crate) log: String,
 }
 
 impl Outcome {
@@ -565,7 +571,7 @@ impl Outcome {
 
 /// Run a build-less deploy in its own task (a client that goes away does
 /// not cut it short) and collect its progress.
-async fn run_redeploy(ctx: &Arc<Ctx>, app: &str, what: Redeploy) -> Outcome {
+pub(crate) async fn run_redeploy(ctx: &Arc<Ctx>, app: &str, what: Redeploy) -> Outcome {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let task_ctx = ctx.clone();
     let app = app.to_string();

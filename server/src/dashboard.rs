@@ -16,6 +16,9 @@ use std::sync::{Arc, OnceLock};
 use tera::{Context, Tera};
 
 const COOKIE: &str = "paas_session";
+/// A one-shot result message for the next page (set by an action, shown and
+/// cleared by the app page): `ok.<base64url>` or `error.<base64url>`.
+const FLASH: &str = "paas_flash";
 
 fn templates() -> &'static Tera {
     static TERA: OnceLock<Tera> = OnceLock::new();
@@ -53,6 +56,15 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/logout", post(logout))
         .route("/apps/{app}", get(app_page))
         .route("/apps/{app}/releases/{version}", get(release_page))
+        .route("/status", get(status_json))
+        .route(
+            "/apps/{app}/releases/{version}/log",
+            get(release_log_events),
+        )
+        .route("/apps/{app}/logs", get(runtime_log_events))
+        .route("/apps/{app}/rollback", post(rollback_action))
+        .route("/apps/{app}/restart", post(restart_action))
+        .route("/apps/{app}/backups", post(backup_action))
         .route("/metrics", get(metrics))
 }
 
@@ -361,12 +373,17 @@ struct AppRow {
     #[serde(flatten)]
     view: crate::api::AppView,
     last_when: String,
+    /// Requests per minute over the last hour, as inline SVG.
+    spark: String,
+    /// Requests in the last minute.
+    rpm: u64,
 }
 
 async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
     let Some(csrf) = session_csrf(&ctx, &headers) else {
         return to_login();
     };
+    let now = crate::metrics::now();
     let rows: Result<Vec<AppRow>, ApiError> = ctx.store.apps().map_err(internal).and_then(|apps| {
         apps.iter()
             .map(|a| {
@@ -376,7 +393,13 @@ async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response 
                     .as_ref()
                     .map(|r| format_time(r.created_at))
                     .unwrap_or_default();
-                Ok(AppRow { view, last_when })
+                let series = ctx.routes.history().series(&a.name, now);
+                Ok(AppRow {
+                    view,
+                    last_when,
+                    spark: crate::metrics::sparkline(&series),
+                    rpm: series.last().map_or(0, |m| m.requests),
+                })
             })
             .collect()
     });
@@ -401,6 +424,8 @@ struct ReleaseRow {
     short: String,
     error_short: Option<String>,
     when: String,
+    /// It went live once and is not live now: it can be rolled back to.
+    can_rollback: bool,
 }
 
 fn not_found(what: String) -> Response {
@@ -448,6 +473,7 @@ async fn app_page(
                 }
             }),
             when: format_time(r.created_at),
+            can_rollback: r.status == crate::store::ReleaseStatus::Retired && r.image.is_some(),
         })
         .collect();
     let backups: Vec<BackupRow> = crate::data::list_backups(&ctx.config.data_dir, &app.name)
@@ -472,7 +498,41 @@ async fn app_page(
     c.insert("app", &view);
     c.insert("releases", &rows);
     c.insert("backups", &backups);
-    render("app.html", c, Some(csrf))
+    // Names only: a value reaches the page when its owner asks for it
+    // (the reveal button fetches it from the API with the session).
+    let config_keys: Vec<String> = match ctx.store.config_vars(&app) {
+        Ok(vars) => vars.into_keys().collect(),
+        Err(e) => return internal(e).into_response(),
+    };
+    c.insert("config_keys", &config_keys);
+    c.insert("domains", &crate::deploy::app_hosts(&ctx, &app));
+    let series = ctx
+        .routes
+        .history()
+        .series(&app.name, crate::metrics::now());
+    c.insert("rate_chart", &crate::metrics::rate_chart(&series));
+    c.insert("latency_chart", &crate::metrics::latency_chart(&series));
+    c.insert(
+        "requests_hour",
+        &series.iter().map(|m| m.requests).sum::<u64>(),
+    );
+    let flash = flash_of(&headers);
+    if let Some((ok, text)) = &flash {
+        c.insert("flash_ok", ok);
+        c.insert("flash", text);
+    }
+    let mut page = render("app.html", c, Some(csrf));
+    if flash.is_some() {
+        if let Ok(v) = format!(
+            "{FLASH}=; Path=/apps/{}; Max-Age=0; HttpOnly; SameSite=Strict",
+            app.name
+        )
+        .parse()
+        {
+            page.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    page
 }
 
 #[derive(Serialize)]
@@ -505,6 +565,8 @@ fn human_size(bytes: u64) -> String {
 struct Step {
     name: String,
     secs: String,
+    /// Its bar's length, in percent of the longest step.
+    pct: u64,
 }
 
 async fn release_page(
@@ -523,19 +585,417 @@ async fn release_page(
         Ok(None) => return not_found(format!("{name} has no release v{v}.")),
         Err(e) => return internal(e).into_response(),
     };
+    let longest = rel
+        .timings
+        .iter()
+        .map(|(_, ms)| *ms)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let steps: Vec<Step> = rel
         .timings
         .iter()
         .map(|(n, ms)| Step {
             name: n.clone(),
             secs: format!("{:.1}", *ms as f64 / 1000.0),
+            pct: (ms * 100 / longest).max(1),
         })
         .collect();
     let mut c = Context::new();
     c.insert("app", &name);
     c.insert("r", &ReleaseView::of(&rel, true));
     c.insert("steps", &steps);
+    c.insert("log_bytes", &rel.log.len());
+    c.insert("in_flight", &rel.status.in_flight());
     render("release.html", c, Some(csrf))
+}
+
+// ------------------------------------------------------------ live views
+
+/// How often the release-log stream looks at the store for new text.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[derive(Serialize)]
+struct AppStatus {
+    name: String,
+    live: Option<i64>,
+    last_version: Option<i64>,
+    last_status: Option<String>,
+    last_error: Option<String>,
+}
+
+/// `GET /status`: every app's live release and last deploy, polled by the
+/// overview and app pages so status changes show without a reload.
+async fn status_json(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let apps = match ctx.store.apps() {
+        Ok(a) => a,
+        Err(e) => return internal(e).into_response(),
+    };
+    let mut out = Vec::with_capacity(apps.len());
+    for a in apps {
+        let rels = match ctx.store.releases(&a.name) {
+            Ok(r) => r,
+            Err(e) => return internal(e).into_response(),
+        };
+        let live = rels
+            .iter()
+            .find(|r| r.status == crate::store::ReleaseStatus::Live)
+            .map(|r| r.version);
+        let last = rels.first();
+        out.push(AppStatus {
+            name: a.name,
+            live,
+            last_version: last.map(|r| r.version),
+            last_status: last.map(|r| r.status.as_str().to_string()),
+            last_error: last.and_then(|r| r.error.clone()),
+        });
+    }
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "apps": out })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct FromQuery {
+    /// Bytes of the log the page already shows.
+    #[serde(default)]
+    from: usize,
+}
+
+/// Where a release-log stream is.
+struct LogCursor {
+    ctx: Arc<Ctx>,
+    app: String,
+    version: i64,
+    sent: usize,
+    status: Option<crate::store::ReleaseStatus>,
+    first: bool,
+    done: bool,
+}
+
+/// One look at the release: the new log text, a status change, the end.
+async fn log_step(mut c: LogCursor) -> Option<(Vec<axum::response::sse::Event>, LogCursor)> {
+    use axum::response::sse::Event;
+    if c.done {
+        return None;
+    }
+    if !c.first {
+        tokio::time::sleep(LOG_POLL).await;
+    }
+    c.first = false;
+    let mut events = Vec::new();
+    let rel = match c.ctx.store.release(&c.app, c.version) {
+        Ok(Some(r)) => r,
+        Ok(None) | Err(_) => {
+            c.done = true;
+            events.push(Event::default().event("end").data("gone"));
+            return Some((events, c));
+        }
+    };
+    if rel.log.len() > c.sent {
+        // The log only grows by appends: the old length is a char boundary.
+        let new = rel.log.get(c.sent..).unwrap_or(&rel.log);
+        events.push(
+            Event::default()
+                .event("log")
+                .id(rel.log.len().to_string())
+                .data(serde_json::to_string(new).unwrap_or_default()),
+        );
+        c.sent = rel.log.len();
+    }
+    if c.status != Some(rel.status) {
+        c.status = Some(rel.status);
+        let body = serde_json::json!({
+            "status": rel.status.as_str(),
+            "error": rel.error,
+            "duration_secs": rel.duration_secs(),
+        });
+        events.push(Event::default().event("status").data(body.to_string()));
+    }
+    if !rel.status.in_flight() {
+        c.done = true;
+        events.push(Event::default().event("end").data(rel.status.as_str()));
+    }
+    Some((events, c))
+}
+
+/// `GET /apps/{app}/releases/{version}/log?from=BYTES`: the release's log
+/// as server-sent events while it deploys (`log`: new text as a JSON
+/// string, `status`: status changes, `end`: it is over).
+async fn release_log_events(
+    State(ctx): State<Arc<Ctx>>,
+    Path((name, version)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<FromQuery>,
+    headers: HeaderMap,
+) -> Response {
+    use futures_util::StreamExt;
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let Ok(v) = version.trim_start_matches('v').parse::<i64>() else {
+        return not_found(format!("{version} is not a release number."));
+    };
+    match ctx.store.release(&name, v) {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(format!("{name} has no release v{v}.")),
+        Err(e) => return internal(e).into_response(),
+    }
+    // A reconnecting EventSource says how far it got.
+    let from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(q.from);
+    let cursor = LogCursor {
+        ctx,
+        app: name,
+        version: v,
+        sent: from,
+        status: None,
+        first: true,
+        done: false,
+    };
+    let events = futures_util::stream::unfold(cursor, log_step).flat_map(|evs| {
+        futures_util::stream::iter(evs.into_iter().map(Ok::<_, std::convert::Infallible>))
+    });
+    axum::response::sse::Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
+}
+
+/// `GET /apps/{app}/logs`: the live web container's output as server-sent
+/// events (`log`: one line as a JSON string), from its last 100 lines on.
+async fn runtime_log_events(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    use axum::response::sse::Event;
+    use futures_util::StreamExt;
+    if !logged_in(&ctx, &headers) {
+        return to_login();
+    }
+    let live = match ctx.store.find_app(&name) {
+        Ok(Some(_)) => match ctx.store.live_release(&name) {
+            Ok(r) => r,
+            Err(e) => return internal(e).into_response(),
+        },
+        Ok(None) => return not_found(format!("No app named {name}.")),
+        Err(e) => return internal(e).into_response(),
+    };
+    let Some(live) = live else {
+        return not_found(format!(
+            "{name} has no live release, so no running container: push to deploy it."
+        ));
+    };
+    let version = live.version.to_string();
+    let containers = match ctx
+        .docker
+        .list_containers(&[
+            ("paas.app", name.as_str()),
+            ("paas.process", "web"),
+            ("paas.release", version.as_str()),
+        ])
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return internal(e).into_response(),
+    };
+    let Some(c) = containers.into_iter().find(|c| c.state == "running") else {
+        return not_found(format!(
+            "{name} v{version} has no running web container: restart it from this page."
+        ));
+    };
+    let lines = ctx.docker.follow_logs(&c.id, 100).map(|line| {
+        let text = match line {
+            Ok(l) => l,
+            Err(e) => format!("[paas: the log stream broke: {e}]"),
+        };
+        Ok::<_, std::convert::Infallible>(
+            Event::default()
+                .event("log")
+                .data(serde_json::to_string(&text).unwrap_or_default()),
+        )
+    });
+    axum::response::sse::Sse::new(lines)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
+}
+
+// ------------------------------------------------------------ actions
+
+#[derive(Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    version: String,
+}
+
+/// The gate of every dashboard form that changes state: a session (else the
+/// login page), then its CSRF token (else 403), then the app (else 404).
+async fn action_gate(
+    ctx: &Ctx,
+    name: &str,
+    req: Request,
+) -> Result<(crate::store::App, ActionForm), Response> {
+    let headers = req.headers().clone();
+    if !logged_in(ctx, &headers) {
+        return Err(to_login());
+    }
+    let form = Form::<ActionForm>::from_request(req, &())
+        .await
+        .map(|Form(f)| f)
+        .unwrap_or(ActionForm {
+            csrf: String::new(),
+            version: String::new(),
+        });
+    if !csrf_ok(ctx, &headers, &form.csrf) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "This form is missing its CSRF token: reload the page and try again.",
+        )
+            .into_response());
+    }
+    match ctx.store.find_app(name) {
+        Ok(Some(app)) => Ok((app, form)),
+        Ok(None) => Err(not_found(format!("No app named {name}."))),
+        Err(e) => Err(internal(e).into_response()),
+    }
+}
+
+/// Back to the app page, carrying the action's result for one view.
+fn back_with(app: &str, ok: bool, message: &str) -> Response {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(message);
+    let kind = if ok { "ok" } else { "error" };
+    (
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{FLASH}={kind}.{text}; Path=/apps/{app}; Max-Age=120; HttpOnly; SameSite=Strict"
+            ),
+        )],
+        Redirect::to(&format!("/apps/{app}")),
+    )
+        .into_response()
+}
+
+/// The flash message in the request, if any: (ok, text).
+fn flash_of(headers: &HeaderMap) -> Option<(bool, String)> {
+    use base64::Engine;
+    let raw = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == FLASH)
+        .map(|(_, v)| v.to_string())?;
+    let (kind, text) = raw.split_once('.')?;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())?;
+    Some((kind == "ok", text))
+}
+
+/// The sentence a build-less deploy ends with, as the API says it.
+fn redeploy_message(
+    outcome: crate::api::Outcome,
+    ok: impl FnOnce(&crate::store::Release) -> String,
+) -> (bool, String) {
+    match outcome.result {
+        Ok(rel) => (true, ok(&rel)),
+        Err(reason) => {
+            let reason = reason.trim_end_matches('.');
+            if reason.contains("not touched") || reason.contains("no live release") {
+                (false, format!("{reason}."))
+            } else {
+                (
+                    false,
+                    format!("{reason}; the running release was not touched."),
+                )
+            }
+        }
+    }
+}
+
+/// The rollback button of a release row: the same deploy as `paas rollback vN`.
+async fn rollback_action(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let (app, form) = match action_gate(&ctx, &name, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(to) = form
+        .version
+        .trim()
+        .trim_start_matches('v')
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+    else {
+        return back_with(
+            &app.name,
+            false,
+            "Pick the release to roll back to with its button in the releases table.",
+        );
+    };
+    let what = crate::deploy::Redeploy::Rollback {
+        to: Some(to),
+        restore_db: false,
+    };
+    let outcome = crate::api::run_redeploy(&ctx, &app.name, what).await;
+    let (ok, msg) = redeploy_message(outcome, |rel| {
+        format!("{}: v{} is live.", rel.description, rel.version)
+    });
+    back_with(&app.name, ok, &msg)
+}
+
+/// The restart button: new containers of the live release, as `paas restart`.
+async fn restart_action(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let (app, _) = match action_gate(&ctx, &name, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let outcome = crate::api::run_redeploy(&ctx, &app.name, crate::deploy::Redeploy::Restart).await;
+    let (ok, msg) = redeploy_message(outcome, |rel| {
+        format!("Restarted: v{} is live.", rel.version)
+    });
+    back_with(&app.name, ok, &msg)
+}
+
+/// The back-up-now button, as `paas backups:create`.
+async fn backup_action(
+    State(ctx): State<Arc<Ctx>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let (app, _) = match action_gate(&ctx, &name, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match crate::data::backup_app(&ctx, &app, "manual").await {
+        Ok(m) => back_with(
+            &app.name,
+            true,
+            &format!("Backup {} taken ({}).", m.id, human_size(m.size)),
+        ),
+        Err(e) => back_with(&app.name, false, &e.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -598,6 +1058,29 @@ mod tests {
     fn times_format_in_utc() {
         assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
         assert_eq!(format_time(1_795_782_896), "2026-11-27 12:34 UTC");
+    }
+
+    #[test]
+    fn flash_survives_the_redirect_once() {
+        let r = back_with("blog", false, "rollback to v1 failed; \"x\" é");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()[header::LOCATION], "/apps/blog");
+        let set = r.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(
+            set.contains("Path=/apps/blog") && set.contains("HttpOnly"),
+            "{set}"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            set.split(';').next().unwrap().parse().unwrap(),
+        );
+        assert_eq!(
+            flash_of(&h),
+            Some((false, "rollback to v1 failed; \"x\" é".to_string()))
+        );
+        h.insert(header::COOKIE, "paas_flash=ok.!!!".parse().unwrap());
+        assert_eq!(flash_of(&h), None, "garbage is ignored");
     }
 
     #[test]

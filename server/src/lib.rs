@@ -12,7 +12,8 @@
 //! - [`deploy`]: one deploy, step by step: build → release (migrate) → start → health → swap.
 //! - [`health`]: the readiness probe that gates every swap.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
-//! - [`api`] and [`dashboard`]: the control plane on the admin listener.
+//! - [`api`] and [`dashboard`]: the control plane on the admin listener;
+//!   [`metrics`]: the last hour of requests per app, and its SVG charts.
 //! - [`data`]: PostgreSQL for apps that ask for it, backups and restores.
 //! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
@@ -31,6 +32,7 @@ pub mod docker;
 pub mod domains;
 pub mod git;
 pub mod health;
+pub mod metrics;
 pub mod procfile;
 pub mod proxy;
 pub mod run;

@@ -4,8 +4,10 @@
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
 mod auth;
+mod browser;
 mod buildpack;
 mod cli;
+mod dashboard;
 mod data;
 mod harness;
 mod procfile;
