@@ -75,6 +75,8 @@ pub struct BuildVars {
     pub build_packages: Option<String>,
     /// `PAAS_RUNTIME_PACKAGES`: Debian packages the app's image gets.
     pub runtime_packages: Option<String>,
+    /// `DATABASE_URL` points at PostgreSQL: the image needs a driver.
+    pub postgres: bool,
 }
 
 impl BuildVars {
@@ -91,9 +93,15 @@ impl BuildVars {
             }),
             build_packages: set("PAAS_BUILD_PACKAGES").map(str::to_string),
             runtime_packages: set("PAAS_RUNTIME_PACKAGES").map(str::to_string),
+            postgres: set("DATABASE_URL")
+                .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://")),
         }
     }
 }
+
+/// The PostgreSQL driver paas adds when DATABASE_URL needs one and the
+/// project lists none (a wheel: nothing to compile).
+pub const POSTGRES_DRIVER: &str = "psycopg[binary]";
 
 /// The kinds of dependency source, by their `PAAS_DEPENDENCIES` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -184,6 +192,9 @@ pub struct BuildPlan {
     pub dependencies: Dependencies,
     /// True when the project does not list gunicorn and the build installs it.
     pub adds_gunicorn: bool,
+    /// True when DATABASE_URL is PostgreSQL, the project lists no driver,
+    /// and the build installs [`POSTGRES_DRIVER`].
+    pub adds_postgres_driver: bool,
     /// False when the `DISABLE_COLLECTSTATIC` config var is set.
     pub collectstatic: bool,
     /// System packages the dependencies need (a build stage when some compile).
@@ -343,6 +354,15 @@ pub fn detect_with(
     if adds_gunicorn {
         notes.push("gunicorn added: the project does not list it".to_string());
     }
+    let adds_postgres_driver = vars.postgres
+        && !names
+            .iter()
+            .any(|n| n.starts_with("psycopg") || n == "pg8000");
+    if adds_postgres_driver {
+        notes.push(format!(
+            "{POSTGRES_DRIVER} added: DATABASE_URL points at PostgreSQL and the project lists no driver"
+        ));
+    }
     let collectstatic = !vars.disable_collectstatic;
     if !collectstatic {
         notes.push("collectstatic skipped: the DISABLE_COLLECTSTATIC config var is set".into());
@@ -364,6 +384,7 @@ pub fn detect_with(
         base_image,
         dependencies: deps.dependencies,
         adds_gunicorn,
+        adds_postgres_driver,
         collectstatic,
         native,
         notes,
@@ -390,6 +411,9 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
     };
     if plan.adds_gunicorn {
         pip_args.push_str(" gunicorn");
+    }
+    if plan.adds_postgres_driver {
+        pip_args.push_str(&format!(" '{POSTGRES_DRIVER}'"));
     }
     let workdir = workdir_of(&plan.project_dir);
     let manage_py = if plan.has_manage_py {
@@ -1720,6 +1744,55 @@ mod tests {
             &[("requirements.txt", "Django\ngunicorn-extras\n# gunicorn\n")],
         );
         assert!(detect(d.path(), &opts()).unwrap().adds_gunicorn);
+    }
+
+    #[test]
+    fn a_postgres_driver_is_added_only_when_database_url_needs_one() {
+        let pg = BuildVars::from_config_vars(&BTreeMap::from([(
+            "DATABASE_URL".to_string(),
+            "postgres://blog:pw@paas-postgres:5432/blog".to_string(),
+        )]));
+        assert!(pg.postgres);
+        let d = project(
+            "",
+            &[(
+                "requirements.txt",
+                "Django
+",
+            )],
+        );
+        let plan = detect_with(d.path(), &opts(), &pg).unwrap();
+        assert!(plan.adds_postgres_driver);
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n.contains("psycopg[binary] added")));
+        assert!(render_dockerfile(&plan).contains(" 'psycopg[binary]'"));
+        assert!(!detect(d.path(), &opts()).unwrap().adds_postgres_driver);
+        for listed in ["psycopg2==2.9.10", "psycopg[binary]", "psycopg2-binary"] {
+            let d = project(
+                "",
+                &[(
+                    "requirements.txt",
+                    &format!(
+                        "Django
+{listed}
+"
+                    ),
+                )],
+            );
+            assert!(
+                !detect_with(d.path(), &opts(), &pg)
+                    .unwrap()
+                    .adds_postgres_driver,
+                "{listed}"
+            );
+        }
+        let sqlite = BuildVars::from_config_vars(&BTreeMap::from([(
+            "DATABASE_URL".to_string(),
+            "sqlite:////data/db.sqlite3".to_string(),
+        )]));
+        assert!(!sqlite.postgres);
     }
 
     #[test]

@@ -1338,8 +1338,51 @@ async fn api_pg_create(
     headers: HeaderMap,
 ) -> ApiResult {
     let app = guard(&ctx, &headers, &app)?;
+    let before = ctx
+        .store
+        .config_vars(&app)
+        .map_err(|e| DataError::internal(e.to_string()))?
+        .get("DATABASE_URL")
+        .cloned();
     let (db, created) = pg_create(&ctx, &app).await?;
-    let message = if created {
+    let live = ctx
+        .store
+        .live_release(&app.name)
+        .map_err(|e| DataError::internal(e.to_string()))?;
+    let mut went_live = None;
+    if live.is_some() && before.as_deref() != Some(db.url().as_str()) {
+        // The app moves now: rebuilt (the image may need a driver) and
+        // migrated on the new database behind the health gate.
+        match crate::deploy::rebuild(
+            &ctx,
+            &app.name,
+            "PostgreSQL database created",
+            crate::deploy::Progress::new(None),
+        )
+        .await
+        {
+            Ok(rel) => went_live = Some(rel.version),
+            Err(e) => {
+                let _ = ctx
+                    .store
+                    .set_config_vars(&app, &[("DATABASE_URL".into(), before)]);
+                return Err(DataError::user(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "PostgreSQL database {} is ready, but {} did not go live on it, so DATABASE_URL was put back and the app keeps its old database: {}",
+                        db.database, app.name, e.0
+                    ),
+                )
+                .into());
+            }
+        }
+    }
+    let message = if let Some(v) = went_live {
+        format!(
+            "PostgreSQL database {} created; v{v} of {} is live on it (migrated, without downtime). Data in the old database was not copied.",
+            db.database, app.name
+        )
+    } else if created {
         format!(
             "PostgreSQL database {} created and DATABASE_URL set; {}.",
             db.database,
@@ -1363,7 +1406,8 @@ async fn api_pg_create(
             "host": db.host,
             "port": db.port,
             "created": created,
-            "restart_needed": created,
+            "release": went_live,
+            "restart_needed": created && went_live.is_none(),
             "message": message,
         })),
     ))
@@ -1377,18 +1421,66 @@ async fn api_pg_destroy(
 ) -> ApiResult {
     let app = guard(&ctx, &headers, &app)?;
     confirmed(&body, &app.name, "Dropping the database")?;
+    let internal = |e: crate::store::StoreError| DataError::internal(e.to_string());
+    let url = ctx
+        .store
+        .config_vars(&app)
+        .map_err(internal)?
+        .get("DATABASE_URL")
+        .cloned();
+    let ours = pg_database(&ctx.config.data_dir, &app.name)?.map(|db| db.url());
+    let live = ctx.store.live_release(&app.name).map_err(internal)?;
+    let mut went_live = None;
+    if live.is_some() && url.is_some() && url == ours {
+        // Off the database before it is dropped: a live site never points at
+        // a database that is gone.
+        ctx.store
+            .set_config_vars(&app, &[("DATABASE_URL".into(), None)])
+            .map_err(internal)?;
+        match crate::deploy::rebuild(
+            &ctx,
+            &app.name,
+            "PostgreSQL database dropped",
+            crate::deploy::Progress::new(None),
+        )
+        .await
+        {
+            Ok(rel) => went_live = Some(rel.version),
+            Err(e) => {
+                let _ = ctx
+                    .store
+                    .set_config_vars(&app, &[("DATABASE_URL".into(), url)]);
+                return Err(DataError::user(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "{} did not go live without its PostgreSQL database, so nothing was dropped: {}",
+                        app.name, e.0
+                    ),
+                )
+                .into());
+            }
+        }
+    }
     let db = pg_destroy(&ctx, &app).await?;
+    let message = match went_live {
+        Some(v) => format!(
+            "PostgreSQL database {} dropped; v{v} of {} is live on SQLite again.",
+            db.database, app.name
+        ),
+        None => format!(
+            "PostgreSQL database {} dropped and DATABASE_URL unset; {} (the app falls back to SQLite).",
+            db.database,
+            restart_hint(&app.name)
+        ),
+    };
     Ok((
         StatusCode::OK,
         Json(serde_json::json!({
             "app": app.name,
             "dropped": db.database,
-            "restart_needed": true,
-            "message": format!(
-                "PostgreSQL database {} dropped and DATABASE_URL unset; {} (the app falls back to SQLite).",
-                db.database,
-                restart_hint(&app.name)
-            ),
+            "release": went_live,
+            "restart_needed": went_live.is_none(),
+            "message": message,
         })),
     ))
 }

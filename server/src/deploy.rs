@@ -226,6 +226,47 @@ pub async fn deploy(
     run_job(ctx, &app, Job::Push(&req), progress).await
 }
 
+/// Builds and deploys the live release's commit again, through the push
+/// path (build, release phase, health gate): for changes the image itself
+/// must follow, like a new database that needs its driver and `migrate`.
+pub async fn rebuild(
+    ctx: &Ctx,
+    app: &str,
+    why: &str,
+    progress: Progress,
+) -> Result<Release, DeployFailed> {
+    let live = ctx
+        .store
+        .live_release(app)
+        .map_err(|e| DeployFailed(e.to_string()))?
+        .ok_or_else(|| {
+            DeployFailed(format!(
+                "{app} has no live release yet: `git push` deploys it first"
+            ))
+        })?;
+    let repo = ctx.repos.path(app);
+    let sha = live.commit_sha.clone();
+    let out = tokio::process::Command::new("git")
+        .args(["archive", "--format=tar", &sha])
+        .current_dir(&repo)
+        .output()
+        .await
+        .map_err(|e| DeployFailed(format!("cannot run git archive ({e}); is git installed?")))?;
+    if !out.status.success() {
+        return Err(DeployFailed(format!(
+            "the live commit {sha} is not in {app}'s repository ({}): push it again",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let req = DeployRequest {
+        app: app.to_string(),
+        rev: sha,
+        message: why.to_string(),
+        tar: out.stdout,
+    };
+    deploy(ctx, req, progress).await
+}
+
 /// Roll back, restart or apply a config change: the live (or an earlier)
 /// release's image through the same start → health → swap → drain path as a
 /// push, as a new release, without a build and without migrations.
@@ -424,6 +465,7 @@ async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, Deploy
             snapshot: None,
             release: live,
         },
+
         Redeploy::Rollback { to, restore_db } => {
             let releases = ctx.store.releases(name).map_err(store_err)?;
             let went_live = |r: &Release| {
@@ -656,10 +698,23 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     run.flush_log();
     {
         let progress = &mut run.progress;
+        let (store, release_id) = (&ctx.store, run.release.id);
+        let mut flushed = Instant::now();
         let mut on_line = |line: &str| {
             let line = line.trim_end();
             if !line.is_empty() {
                 progress.info(line);
+            }
+            // The dashboard streams the release log from the store: keep it
+            // current during a long build, about once a second.
+            if flushed.elapsed() >= Duration::from_secs(1) {
+                flushed = Instant::now();
+                let text = progress.take();
+                if !text.is_empty() {
+                    if let Err(e) = store.append_log(release_id, &text) {
+                        tracing::error!("appending release log: {e}");
+                    }
+                }
             }
         };
         ctx.docker
@@ -723,12 +778,33 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
             tracing::info!("no static files copied: {e}");
         }
     }
-    let env = app_env(ctx, &run.app, version, &vars);
     ctx.store
         .update_release(run.release.id, Some(&tag), &meta, &vars, &run.timings)
         .map_err(|e| DeployFailed(e.to_string()))?;
 
-    // ---- Releasing: migrate in a one-off container ----
+    // ---- Releasing: migrate (and the Procfile's release command) ----
+    release_phase(run, &tag, &vars, &procfile).await?;
+    Ok(Prepared {
+        image: tag,
+        meta,
+        vars,
+    })
+}
+
+/// The release phase in one-off containers of `image`: `check --deploy`
+/// and `migrate --check`; when migrations are pending, a snapshot of the
+/// live data, then `migrate`; then the Procfile's `release:` command.
+async fn release_phase(
+    run: &mut Run<'_>,
+    image: &str,
+    vars: &BTreeMap<String, String>,
+    procfile: &crate::procfile::Procfile,
+) -> Result<(), DeployFailed> {
+    let ctx = run.ctx;
+    let app = run.app.name.clone();
+    let version = run.release.version;
+    let env = app_env(ctx, &run.app, version, vars);
+    let tag = image.to_string();
     run.status(ReleaseStatus::Releasing);
     let t = Instant::now();
     let volume = ensure_volume(&ctx.config.data_dir, &app)
@@ -844,11 +920,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         }
     }
     run.timed("release", t);
-    Ok(Prepared {
-        image: tag,
-        meta,
-        vars,
-    })
+    Ok(())
 }
 
 /// Start → health gate → swap → drain and retire: shared by every kind of deploy.

@@ -691,3 +691,73 @@ fn a_backup_into_a_full_or_read_only_place_fails_loudly() {
     let (ok, out, err) = paas_cli(&d, &["backups:create", "-a", &app]);
     assert!(ok, "{out}{err}");
 }
+
+/// `pg:create` on a live app moves it to PostgreSQL without downtime (a
+/// rebuild adds the driver, migrate runs on the new database); rows written
+/// there survive a redeploy, a rollback, a restart and a SIGKILL of paas;
+/// `pg:destroy` moves it back to SQLite before dropping anything.
+#[test]
+fn a_live_app_moves_to_postgres_and_its_rows_survive_everything() {
+    require_postgres_image();
+    let mut d = Daemon::start();
+    let data_path = d.data.path().to_path_buf();
+    let _server = ServerGone(&data_path);
+    let app = d.app("pgmove");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    let r = d.post_form(&app, "/add/", "text=sqlite+row");
+    assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
+
+    let (ok, out, err) = paas_cli(&d, &["pg:create", "-a", &app]);
+    assert!(ok, "pg:create failed: {out}{err}");
+    assert!(out.contains("is live on it"), "{out}");
+    let vendor = |d: &Daemon| {
+        let (ok, out, err) = paas_cli(
+            d,
+            &[
+                "run",
+                "--no-tty",
+                "-a",
+                &app,
+                "--",
+                "python",
+                "manage.py",
+                "shell",
+                "-c",
+                "from django.db import connection; print('vendor', connection.vendor)",
+            ],
+        );
+        assert!(ok, "paas run failed: {out}{err}");
+        out
+    };
+    assert!(vendor(&d).contains("vendor postgresql"));
+    let page = d.get(&app, "/");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(!page.text().contains("sqlite row"), "a new, empty database");
+    let r = d.post_form(&app, "/add/", "text=postgres+row");
+    assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
+
+    p.replace("Notes v1", "Notes v3");
+    p.commit("v3");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    d.assert_serves(&app, "postgres row");
+    let (ok, out, err) = paas_cli(&d, &["rollback", "-a", &app]);
+    assert!(ok, "rollback failed: {out}{err}");
+    d.assert_serves(&app, "postgres row");
+    let (ok, out, err) = paas_cli(&d, &["restart", "-a", &app]);
+    assert!(ok, "restart failed: {out}{err}");
+    d.assert_serves(&app, "postgres row");
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    d.spawn();
+    d.assert_serves(&app, "postgres row");
+
+    let (ok, out, err) = paas_cli(&d, &["pg:destroy", "-a", &app, "--confirm", &app]);
+    assert!(ok, "pg:destroy failed: {out}{err}");
+    assert!(out.contains("live on SQLite again"), "{out}");
+    assert!(vendor(&d).contains("vendor sqlite"));
+    d.assert_serves(&app, "sqlite row");
+}

@@ -278,19 +278,24 @@ pub fn remove_app_objects(app: &str) {
     let _ = Command::new("docker")
         .args(["network", "rm", &format!("paas-{app}")])
         .output();
+    // By tag, never by id: identical builds of a fixture in other tests'
+    // apps share an image id, and removing the id would take their tags too.
     let out = Command::new("docker")
-        .args(["images", "-q", &format!("paas/{app}")])
+        .args([
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            &format!("paas/{app}"),
+        ])
         .output()
         .unwrap();
-    let imgs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let tags: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
+        .filter(|t| !t.ends_with(":<none>"))
         .map(str::to_string)
         .collect();
-    if !imgs.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rmi", "-f"])
-            .args(&imgs)
-            .output();
+    if !tags.is_empty() {
+        let _ = Command::new("docker").arg("rmi").args(&tags).output();
     }
 }
 
