@@ -738,11 +738,14 @@ fn a_live_app_moves_to_postgres_and_its_rows_survive_everything() {
     let r = d.post_form(&app, "/add/", "text=postgres+row");
     assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
 
-    p.replace("Notes v1", "Notes v3");
-    p.commit("v3");
-    let (ok, out) = p.push(&d.remote(&app));
-    assert!(ok, "push rejected:\n{out}");
-    d.assert_serves(&app, "postgres row");
+    for (from, v) in [("Notes v1", "Notes v3"), ("Notes v3", "Notes v4")] {
+        p.replace(from, v);
+        p.commit(v);
+        let (ok, out) = p.push(&d.remote(&app));
+        assert!(ok, "push rejected:\n{out}");
+        d.assert_serves(&app, v);
+        d.assert_serves(&app, "postgres row");
+    }
     let (ok, out, err) = paas_cli(&d, &["rollback", "-a", &app]);
     assert!(ok, "rollback failed: {out}{err}");
     d.assert_serves(&app, "postgres row");

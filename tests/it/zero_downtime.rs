@@ -126,6 +126,9 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     let (ok, out) = p.push(&d.remote(&app));
     assert!(ok, "first push rejected:\n{out}");
     d.assert_serves(&app, "Notes v1");
+    // A row in the app's SQLite database: it must outlive everything below.
+    let r = d.post_form(&app, "/add/", "text=row+that+stays");
+    assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
 
     let load = Load::start(d.http, &host, 3);
 
@@ -268,6 +271,7 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
     assert!(good > 100, "the load generator barely ran: {good}");
     assert_eq!(bad, 0, "requests failed during deploys: {samples:?}");
     d.assert_serves(&app, "Notes B");
+    d.assert_serves(&app, "row that stays");
 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -384,6 +388,8 @@ fn killed_at_each_deploy_step_serves_the_live_release_after_restart() {
     assert!(ok, "first push rejected:\n{out}");
     d.assert_serves(&app, "Notes v1");
     let v1_image = vec![format!("paas/{app}:v1")];
+    let r = d.post_form(&app, "/add/", "text=row+that+stays");
+    assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
 
     let mut text = "Notes v1".to_string();
     let steps = [
@@ -451,6 +457,8 @@ fn killed_at_each_deploy_step_serves_the_live_release_after_restart() {
         5,
         &[format!("paas/{app}:v1"), format!("paas/{app}:v5")],
     );
+    // Four kills of paas mid-deploy and one after: the row is still there.
+    d.assert_serves(&app, "row that stays");
 
     // SIGTERM during a deploy: paas lets it finish, then exits.
     p.replace("Notes v5", "Notes v6");
