@@ -1353,24 +1353,14 @@ async fn api_pg_create(
     if live.is_some() && before.as_deref() != Some(db.url().as_str()) {
         // The app moves now: rebuilt (the image may need a driver) and
         // migrated on the new database behind the health gate.
-        match crate::deploy::rebuild(
-            &ctx,
-            &app.name,
-            "PostgreSQL database created",
-            crate::deploy::Progress::new(None),
-        )
-        .await
-        {
-            Ok(rel) => went_live = Some(rel.version),
-            Err(e) => {
-                let _ = ctx
-                    .store
-                    .set_config_vars(&app, &[("DATABASE_URL".into(), before)]);
+        match move_database(&ctx, &app, "PostgreSQL database created", before).await {
+            Ok(v) => went_live = Some(v),
+            Err(why) => {
                 return Err(DataError::user(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!(
-                        "PostgreSQL database {} is ready, but {} did not go live on it, so DATABASE_URL was put back and the app keeps its old database: {}",
-                        db.database, app.name, e.0
+                        "PostgreSQL database {} is ready, but {} did not go live on it, so DATABASE_URL was put back and the app keeps its old database: {why}",
+                        db.database, app.name
                     ),
                 )
                 .into());
@@ -1413,6 +1403,25 @@ async fn api_pg_create(
     ))
 }
 
+/// Rebuilds a live app on its new DATABASE_URL (set by the caller) through
+/// the push path; on failure puts `previous` back and returns why.
+async fn move_database(
+    ctx: &Ctx,
+    app: &App,
+    why: &str,
+    previous: Option<String>,
+) -> Result<i64, String> {
+    match crate::deploy::rebuild(ctx, &app.name, why, crate::deploy::Progress::new(None)).await {
+        Ok(rel) => Ok(rel.version),
+        Err(e) => {
+            let _ = ctx
+                .store
+                .set_config_vars(app, &[("DATABASE_URL".into(), previous)]);
+            Err(e.0)
+        }
+    }
+}
+
 async fn api_pg_destroy(
     State(ctx): State<Arc<Ctx>>,
     UrlPath(app): UrlPath<String>,
@@ -1437,24 +1446,14 @@ async fn api_pg_destroy(
         ctx.store
             .set_config_vars(&app, &[("DATABASE_URL".into(), None)])
             .map_err(internal)?;
-        match crate::deploy::rebuild(
-            &ctx,
-            &app.name,
-            "PostgreSQL database dropped",
-            crate::deploy::Progress::new(None),
-        )
-        .await
-        {
-            Ok(rel) => went_live = Some(rel.version),
-            Err(e) => {
-                let _ = ctx
-                    .store
-                    .set_config_vars(&app, &[("DATABASE_URL".into(), url)]);
+        match move_database(&ctx, &app, "PostgreSQL database dropped", url).await {
+            Ok(v) => went_live = Some(v),
+            Err(why) => {
                 return Err(DataError::user(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!(
-                        "{} did not go live without its PostgreSQL database, so nothing was dropped: {}",
-                        app.name, e.0
+                        "{} did not go live without its PostgreSQL database, so nothing was dropped: {why}",
+                        app.name
                     ),
                 )
                 .into());
