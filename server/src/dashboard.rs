@@ -516,6 +516,12 @@ async fn app_page(
         "requests_hour",
         &series.iter().map(|m| m.requests).sum::<u64>(),
     );
+    let usage = crate::metrics::usage().series(&app.name, crate::metrics::now());
+    c.insert("memory_chart", &crate::metrics::memory_chart(&usage));
+    c.insert("cpu_chart", &crate::metrics::cpu_chart(&usage));
+    if let Some((_, u)) = crate::metrics::usage().latest(&app.name) {
+        c.insert("usage_now", &crate::metrics::usage_text(&u));
+    }
     let flash = flash_of(&headers);
     if let Some((ok, text)) = &flash {
         c.insert("flash_ok", ok);

@@ -30,7 +30,8 @@ use bollard::query_parameters::{
     CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
     InspectNetworkOptions, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    ResizeContainerTTYOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    ResizeContainerTTYOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
@@ -127,6 +128,83 @@ pub struct ContainerInfo {
     pub status: String,
     /// Unix timestamp (seconds) of its creation.
     pub created: i64,
+}
+
+/// The CPU counters of one stats reading (Linux: nanoseconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuReading {
+    /// CPU time the container used since it started.
+    pub total_ns: u64,
+    /// CPU time of the whole host (all CPUs) since boot.
+    pub system_ns: u64,
+    /// CPUs online at the reading.
+    pub online_cpus: u32,
+}
+
+impl CpuReading {
+    /// CPU use between `earlier` and this reading, like `docker stats`:
+    /// container delta / host delta × CPUs × 100, so 100 is one busy CPU.
+    /// `None` when the host counter did not advance (same or empty reading)
+    /// or the container counter went back (another container with the id).
+    pub fn percent_since(&self, earlier: &CpuReading) -> Option<f64> {
+        let system = self.system_ns.checked_sub(earlier.system_ns)?;
+        let total = self.total_ns.checked_sub(earlier.total_ns)?;
+        if system == 0 || earlier.system_ns == 0 {
+            return None;
+        }
+        Some(total as f64 / system as f64 * self.online_cpus.max(1) as f64 * 100.0)
+    }
+}
+
+/// One reading of a container's resource use, from [`Docker::stats_once`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerStats {
+    /// Memory in use without the reclaimable page cache (what `docker
+    /// stats` shows): usage minus inactive file pages.
+    pub memory_bytes: u64,
+    /// The container's memory limit; without one the engine reports the
+    /// host's memory. 0 when not reported.
+    pub memory_limit: u64,
+    pub cpu: CpuReading,
+    /// The engine's previous reading when it sent one. A one-shot reading
+    /// has none (zeros), so CPU use comes from two readings the caller kept.
+    pub precpu: Option<CpuReading>,
+}
+
+impl ContainerStats {
+    /// CPU percent since `earlier` (a reading the caller kept), else since
+    /// the engine's own previous reading; `None` without either.
+    pub fn cpu_percent(&self, earlier: Option<&CpuReading>) -> Option<f64> {
+        earlier
+            .or(self.precpu.as_ref())
+            .and_then(|e| self.cpu.percent_since(e))
+    }
+}
+
+/// Memory in use as `docker stats` counts it: usage minus the inactive
+/// file cache (cgroup v1 `total_inactive_file`, v2 `inactive_file`), or
+/// minus `cache` on older engines.
+fn memory_without_cache(usage: u64, stats: &HashMap<String, u64>) -> u64 {
+    for key in ["total_inactive_file", "inactive_file", "cache"] {
+        if let Some(v) = stats.get(key) {
+            if *v <= usage {
+                return usage - v;
+            }
+        }
+    }
+    usage
+}
+
+fn cpu_reading(c: &bollard::models::ContainerCpuStats) -> CpuReading {
+    CpuReading {
+        total_ns: c
+            .cpu_usage
+            .as_ref()
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0),
+        system_ns: c.system_cpu_usage.unwrap_or(0),
+        online_cpus: c.online_cpus.unwrap_or(0),
+    }
 }
 
 /// A running container with a terminal, from [`Docker::start_attached`].
@@ -894,6 +972,39 @@ impl Docker {
             Err(e) if is_status(&e, 404) => Ok(0),
             Err(e) => Err(self.err(e)),
         }
+    }
+
+    /// One reading of the container's memory and CPU counters, without
+    /// waiting for the engine's second sample (`one-shot`: answers at once,
+    /// so `precpu` is empty; see [`ContainerStats::cpu_percent`]).
+    pub async fn stats_once(&self, id: &str) -> Result<ContainerStats, DockerError> {
+        let opts = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut s = self.inner.stats(id, Some(opts));
+        let r = match s.next().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => return Err(self.err(e)),
+            None => return Err(DockerError::Engine(format!("no stats for container {id}"))),
+        };
+        let mem = r.memory_stats.unwrap_or_default();
+        let usage = mem.usage.unwrap_or(0);
+        let memory_bytes = match &mem.stats {
+            Some(stats) => memory_without_cache(usage, stats),
+            None => usage,
+        };
+        let precpu = r
+            .precpu_stats
+            .as_ref()
+            .map(cpu_reading)
+            .filter(|p| p.system_ns > 0);
+        Ok(ContainerStats {
+            memory_bytes,
+            memory_limit: mem.limit.unwrap_or(0),
+            cpu: r.cpu_stats.as_ref().map(cpu_reading).unwrap_or_default(),
+            precpu,
+        })
     }
 
     /// The last `n` lines of the container's output (stdout and stderr).
@@ -1911,6 +2022,94 @@ mod tests {
             .await
             .expect("stopping a missing container is fine");
         let err = d.container_ip(&id, &net).await.expect_err("gone");
+        assert!(matches!(err, DockerError::NotFound(_)), "{err:?}");
+    }
+
+    #[test]
+    fn cpu_percent_is_the_share_of_host_cpu_time_times_cpus() {
+        let a = CpuReading {
+            total_ns: 1_000,
+            system_ns: 10_000,
+            online_cpus: 4,
+        };
+        // Half a CPU: the container used 1/8 of all 4 CPUs' time.
+        let b = CpuReading {
+            total_ns: 1_000 + 500,
+            system_ns: 10_000 + 4_000,
+            online_cpus: 4,
+        };
+        assert_eq!(b.percent_since(&a), Some(50.0));
+        assert_eq!(b.percent_since(&b), None, "no host time passed");
+        assert_eq!(a.percent_since(&b), None, "counters went back");
+        assert_eq!(b.percent_since(&CpuReading::default()), None, "no earlier");
+        let s = ContainerStats {
+            cpu: b,
+            precpu: None,
+            ..Default::default()
+        };
+        assert_eq!(s.cpu_percent(None), None, "one-shot without a kept reading");
+        assert_eq!(s.cpu_percent(Some(&a)), Some(50.0));
+        let with_pre = ContainerStats {
+            precpu: Some(a),
+            ..s
+        };
+        assert_eq!(with_pre.cpu_percent(None), Some(50.0));
+    }
+
+    #[test]
+    fn memory_leaves_out_the_inactive_file_cache() {
+        let m = |kv: &[(&str, u64)]| -> HashMap<String, u64> {
+            kv.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        assert_eq!(
+            memory_without_cache(100, &m(&[("total_inactive_file", 30)])),
+            70
+        );
+        assert_eq!(memory_without_cache(100, &m(&[("inactive_file", 40)])), 60);
+        assert_eq!(memory_without_cache(100, &m(&[("cache", 10)])), 90);
+        assert_eq!(
+            memory_without_cache(100, &m(&[("inactive_file", 400)])),
+            100
+        );
+        assert_eq!(memory_without_cache(100, &m(&[])), 100);
+    }
+
+    #[tokio::test]
+    async fn stats_once_reads_memory_limit_and_cpu_counters() {
+        let d = engine().await;
+        let scope = Scope::new("stats");
+        let limit = 64 * 1024 * 1024;
+        let id = d
+            .start_container(&ContainerSpec {
+                image: BASE.into(),
+                // Busy for a while, holding a few MB.
+                cmd: sh("python3 -c 'b = bytearray(8 << 20)\nwhile True: pass'"),
+                labels: scope.labels(),
+                memory_bytes: Some(limit),
+                ..Default::default()
+            })
+            .await
+            .expect("start");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let first = d.stats_once(&id).await.expect("stats");
+        assert_eq!(first.memory_limit, limit as u64);
+        assert!(
+            first.memory_bytes > 4 << 20 && first.memory_bytes < limit as u64,
+            "{first:?}"
+        );
+        assert!(
+            first.cpu.total_ns > 0 && first.cpu.system_ns > 0,
+            "{first:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let second = d.stats_once(&id).await.expect("stats");
+        let cpu = second.cpu_percent(Some(&first.cpu)).expect("a CPU share");
+        // A busy loop: about one CPU (some slack for a shared host).
+        assert!(cpu > 20.0 && cpu < 150.0, "{cpu} %");
+        let err = d
+            .stats_once("paas-no-such-container")
+            .await
+            .expect_err("missing");
         assert!(matches!(err, DockerError::NotFound(_)), "{err:?}");
     }
 

@@ -120,6 +120,7 @@ pub async fn run(
     crate::deploy::reconcile(&ctx).await;
     crate::data::spawn_scheduler(ctx.clone());
     crate::metrics::spawn_sampler(ctx.routes.clone());
+    crate::metrics::spawn_usage_sampler(ctx.clone());
 
     let router = crate::api::router(ctx.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -330,7 +330,8 @@ fn releases(d: &Daemon, app: &str) -> Vec<Value> {
 #[test]
 fn browser_login_watch_deploy_and_roll_back() {
     let mut browser = Browser::start("login-deploy-rollback");
-    let mut d = Daemon::start();
+    // Memory and CPU every 2 s rather than 30, for the charts below.
+    let mut d = Daemon::start_with_env(&[("PAAS_STATS_INTERVAL_SECS", "2")]);
     let app = d.app("blog");
     let p = Project::from_fixture("blog");
     let (ok, out) = p.push(&d.remote(&app));
@@ -459,6 +460,21 @@ fn browser_login_watch_deploy_and_roll_back() {
     );
     let lines = browser.js("return document.querySelectorAll('#latency-chart polyline').length");
     assert!(lines.as_u64().unwrap_or(0) >= 2, "p50 and p99 lines");
+    // The containers' memory (under the limit) and CPU, sampled meanwhile.
+    let now = browser.text("#usage-now");
+    assert!(
+        now.starts_with("Now: ") && now.contains(" MB of ") && now.contains("% CPU"),
+        "{now}"
+    );
+    let points = browser.js(
+        "return [document.querySelectorAll('#memory-chart circle').length, document.querySelectorAll('#cpu-chart circle').length, document.querySelectorAll('#memory-chart line[stroke-dasharray]').length]",
+    );
+    assert!(
+        points[0].as_u64().unwrap_or(0) >= 1,
+        "memory points: {points}"
+    );
+    assert!(points[1].as_u64().unwrap_or(0) >= 1, "CPU points: {points}");
+    assert_eq!(points[2], json!(1), "the memory limit line: {points}");
 
     // The overview follows a status change without a reload: a config
     // change rolls out as v4 while the page is open.
