@@ -195,6 +195,36 @@ fn cli_login_then_apps_create_and_destroy() {
     paas(here, &env, &["apps:create", "Bad_Name"]).fails(1, "Bad_Name");
     let r = paas(here, &env, &["apps", "--json"]).ok("apps");
     assert!(r.stdout.contains(&name), "{}", r.stdout);
+
+    // Domains of an app with nothing live yet: kept for its first deploy.
+    let r = paas(here, &env, &["domains:add", "www.made.test", "-a", &name]).ok("domains:add");
+    assert!(
+        r.stdout.contains("served from the next deploy"),
+        "{}",
+        r.stdout
+    );
+    paas(here, &env, &["domains:add", "made.localhost", "-a", &name]).fails(1, "paas's own domain");
+    let r = paas(here, &env, &["domains", "-a", &name, "--json"]).ok("domains");
+    assert_eq!(r.json()["domains"], serde_json::json!(["www.made.test"]));
+    let r = paas(here, &env, &["domains", "-a", &name]).ok("domains");
+    assert!(
+        r.stdout.contains(&format!("{name}.localhost (default)")),
+        "{}",
+        r.stdout
+    );
+    paas(
+        here,
+        &env,
+        &["domains:remove", "www.made.test", "-a", &name],
+    )
+    .ok("domains:remove");
+    paas(
+        here,
+        &env,
+        &["domains:remove", "www.made.test", "-a", &name],
+    )
+    .fails(1, "is not a domain of");
+
     paas(
         here,
         &env,
