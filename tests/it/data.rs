@@ -712,6 +712,16 @@ fn a_live_app_moves_to_postgres_and_its_rows_survive_everything() {
     let (ok, out, err) = paas_cli(&d, &["pg:create", "-a", &app]);
     assert!(ok, "pg:create failed: {out}{err}");
     assert!(out.contains("is live on it"), "{out}");
+    let (ok, info, err) = paas_cli(&d, &["pg:info", "-a", &app]);
+    assert!(ok, "pg:info failed: {err}");
+    assert!(
+        info.contains(&format!("database {app} (role {app})")) && info.contains("running"),
+        "{info}"
+    );
+    assert!(
+        !info.contains("postgres://"),
+        "pg:info shows no password: {info}"
+    );
     let vendor = |d: &Daemon| {
         let (ok, out, err) = paas_cli(
             d,
