@@ -32,7 +32,7 @@ cleanup() {
   if [ "$LIVE" = 1 ]; then
     docker rm -f $(docker ps -aq --filter "label=paas.app=$live") >/dev/null 2>&1 || true
     docker network rm "paas-$live" >/dev/null 2>&1 || true
-    docker rmi -f $(docker images -q "paas/$live") >/dev/null 2>&1 || true
+    docker rmi $(docker images --format "{{.Repository}}:{{.Tag}}" "paas/$live") >/dev/null 2>&1 || true
   fi
   rm -rf "$work"
 }

@@ -31,7 +31,7 @@ cleanup() {
   [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
   docker rm -f $(docker ps -aq --filter "label=paas.app=$app") >/dev/null 2>&1 || true
   docker network rm "paas-$app" >/dev/null 2>&1 || true
-  docker rmi -f $(docker images -q "paas/$app") >/dev/null 2>&1 || true
+  docker rmi $(docker images --format "{{.Repository}}:{{.Tag}}" "paas/$app") >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
