@@ -3,7 +3,7 @@
 //! SameSite=Strict) carries the login. Pages: apps, an app's releases, one
 //! release's log.
 
-use crate::api::{app_view, ApiError, ReleaseView};
+use crate::api::{app_view, internal, ApiError, ReleaseView};
 use crate::auth::LoginLimiter;
 use crate::server::Ctx;
 use axum::extract::{ConnectInfo, Form, FromRequest, Path, Request, State};
@@ -411,10 +411,6 @@ async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response 
     c.insert("apps", &rows);
     c.insert("control", &ctx.config.admin.to_string());
     render("apps.html", c, Some(csrf))
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 #[derive(Serialize)]

@@ -202,17 +202,22 @@ impl Run<'_> {
     }
 
     fn flush_log(&mut self) {
-        let text = self.progress.take();
-        if !text.is_empty() {
-            if let Err(e) = self.ctx.store.append_log(self.release.id, &text) {
-                tracing::error!("appending release log: {e}");
-            }
-        }
+        append_log(&self.ctx.store, self.release.id, &mut self.progress);
     }
 
     fn timed(&mut self, step: &str, since: Instant) {
         self.timings
             .push((step.to_string(), since.elapsed().as_millis() as u64));
+    }
+}
+
+/// Moves what `progress` gathered into the release's log in the store.
+fn append_log(store: &crate::store::Store, release_id: i64, progress: &mut Progress) {
+    let text = progress.take();
+    if !text.is_empty() {
+        if let Err(e) = store.append_log(release_id, &text) {
+            tracing::error!("appending release log: {e}");
+        }
     }
 }
 
@@ -709,12 +714,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
             // current during a long build, about once a second.
             if flushed.elapsed() >= Duration::from_secs(1) {
                 flushed = Instant::now();
-                let text = progress.take();
-                if !text.is_empty() {
-                    if let Err(e) = store.append_log(release_id, &text) {
-                        tracing::error!("appending release log: {e}");
-                    }
-                }
+                append_log(store, release_id, progress);
             }
         };
         ctx.docker

@@ -4,7 +4,7 @@
 //! zero-downtime path, like a config change; if that fails, the change is
 //! undone and the running release keeps serving.
 
-use crate::api::ApiError;
+use crate::api::{internal, ApiError};
 use crate::deploy::{self, Progress, Redeploy};
 use crate::server::Ctx;
 use crate::store::App;
@@ -50,10 +50,6 @@ pub fn validate(host: &str, platform_domain: &str) -> Result<String, String> {
         ));
     }
     Ok(host)
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 async fn api_list(

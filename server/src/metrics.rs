@@ -27,6 +27,23 @@ pub const MINUTES: usize = 60;
 /// How often the sampler reads the proxy's counters.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
+/// The [`MINUTES`] minutes up to `now` (seconds), oldest first, from `kept`;
+/// a minute it lacks is `blank(minute)`.
+fn last_hour<T: Copy>(
+    kept: Option<&VecDeque<T>>,
+    now: i64,
+    minute_of: impl Fn(&T) -> i64,
+    blank: impl Fn(i64) -> T,
+) -> Vec<T> {
+    let end = now.div_euclid(60);
+    (end - MINUTES as i64 + 1..=end)
+        .map(|minute| {
+            kept.and_then(|s| s.iter().find(|m| minute_of(m) == minute).copied())
+                .unwrap_or_else(|| blank(minute))
+        })
+        .collect()
+}
+
 /// What the proxy answered for one app in one minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Minute {
@@ -115,18 +132,16 @@ impl History {
     /// The last [`MINUTES`] minutes before `now` of `app`, oldest first,
     /// minutes without traffic as zeros.
     pub fn series(&self, app: &str, now: i64) -> Vec<Minute> {
-        let end = now.div_euclid(60);
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let kept = inner.series.get(app);
-        (end - MINUTES as i64 + 1..=end)
-            .map(|minute| {
-                kept.and_then(|s| s.iter().find(|m| m.minute == minute).copied())
-                    .unwrap_or(Minute {
-                        minute,
-                        ..Default::default()
-                    })
-            })
-            .collect()
+        last_hour(
+            inner.series.get(app),
+            now,
+            |m| m.minute,
+            |minute| Minute {
+                minute,
+                ..Default::default()
+            },
+        )
     }
 }
 
@@ -279,18 +294,16 @@ impl UsageHistory {
     /// The last [`MINUTES`] minutes before `now` of `app`, oldest first;
     /// minutes without a sample have none.
     pub fn series(&self, app: &str, now: i64) -> Vec<UsageMinute> {
-        let end = now.div_euclid(60);
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let kept = inner.series.get(app);
-        (end - MINUTES as i64 + 1..=end)
-            .map(|minute| {
-                kept.and_then(|s| s.iter().find(|m| m.minute == minute).copied())
-                    .unwrap_or(UsageMinute {
-                        minute,
-                        ..Default::default()
-                    })
-            })
-            .collect()
+        last_hour(
+            inner.series.get(app),
+            now,
+            |m| m.minute,
+            |minute| UsageMinute {
+                minute,
+                ..Default::default()
+            },
+        )
     }
 
     /// The latest sample of `app` and when it was taken.

@@ -7,7 +7,7 @@
 //! `paas-run-exit: N` (N is the command's exit code); a client that goes
 //! away stops and removes the container.
 
-use crate::api::{find_app, ApiError};
+use crate::api::{find_app, internal, valid_var_name, ApiError};
 use crate::docker::ContainerSpec;
 use crate::server::Ctx;
 use crate::store::{App, Release};
@@ -35,10 +35,6 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/api/apps/{app}/run", post(api_run))
         .route("/api/apps/{app}/run/tty", get(api_run_tty))
         .route("/api/apps/{app}/logs", get(api_logs))
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 // ---------------------------------------------------------------- ps
@@ -195,12 +191,19 @@ async fn api_logs(
             Ok::<_, std::io::Error>(bytes::Bytes::from(text))
         })
     });
-    let merged = futures_util::stream::select_all(streams);
-    Ok(Response::builder()
+    Ok(text_stream(futures_util::stream::select_all(streams)))
+}
+
+/// A plain-text answer streamed as it is made (never cached).
+fn text_stream<S>(stream: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+{
+    Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(merged))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 // ---------------------------------------------------------------- run
@@ -213,12 +216,6 @@ pub struct RunRequest {
     /// Extra environment for this run only; wins over the app's.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-}
-
-fn valid_var_name(k: &str) -> bool {
-    let mut chars = k.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The live release, or the sentence that says there is none.
@@ -328,11 +325,7 @@ async fn api_run(
             .await
             .map(|line| (Ok::<_, std::io::Error>(bytes::Bytes::from(line)), rx))
     });
-    Ok(Response::builder()
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+    Ok(text_stream(stream))
 }
 
 // ---------------------------------------------------------------- TTY
