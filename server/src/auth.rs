@@ -189,6 +189,14 @@ impl Sessions {
     }
 }
 
+/// `bytes` random bytes as lower-case hex (database passwords, backup ids).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    crate::layout::hex(&buf)
+}
+
 /// Failed logins per client address: after [`LoginLimiter::MAX_FAILURES`]
 /// within [`LoginLimiter::WINDOW`], that address is refused until the window
 /// passes.

@@ -3,9 +3,10 @@
 //! SameSite=Strict) carries the login. Pages: apps, an app's releases, one
 //! release's log.
 
-use crate::api::{app_view, internal, ApiError, ReleaseView};
+use crate::api::{app_view, ReleaseView};
 use crate::auth::LoginLimiter;
-use crate::server::Ctx;
+use crate::ctx::Ctx;
+use crate::http_error::{internal, ApiError};
 use axum::extract::{ConnectInfo, Form, FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 use tera::{Context, Tera};
 
-const COOKIE: &str = "paas_session";
+use crate::router::{session_cookie, COOKIE};
 /// A one-shot result message for the next page (set by an action, shown and
 /// cleared by the app page): `ok.<base64url>` or `error.<base64url>`.
 const FLASH: &str = "paas_flash";
@@ -70,14 +71,7 @@ pub fn routes() -> Router<Arc<Ctx>> {
 
 /// Prometheus text format: the proxy's request counts and latency histogram
 /// per app, deploys by result and their durations. Needs credentials.
-async fn metrics(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
-    if !crate::api::authorized(&ctx, &headers) {
-        return ApiError(
-            StatusCode::UNAUTHORIZED,
-            "metrics need the admin token as a bearer token".into(),
-        )
-        .into_response();
-    }
+async fn metrics(State(ctx): State<Arc<Ctx>>, _headers: HeaderMap) -> Response {
     let apps = match ctx.store.apps() {
         Ok(a) => a,
         Err(e) => return internal(e).into_response(),
@@ -194,18 +188,6 @@ pub fn render_metrics(
     o
 }
 
-/// The session id from the request's cookie, if any.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
-}
-
 fn logged_in(ctx: &Ctx, headers: &HeaderMap) -> bool {
     session_cookie(headers).is_some_and(|id| ctx.sessions.check(&id))
 }
@@ -242,10 +224,6 @@ fn render(name: &str, mut context: Context, csrf: Option<String>) -> Response {
                 .into_response()
         }
     }
-}
-
-fn to_login() -> Response {
-    Redirect::to("/login").into_response()
 }
 
 /// Seconds since the epoch → `2026-11-27 12:34 UTC`.
@@ -328,33 +306,9 @@ async fn login(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-/// A state-changing dashboard request must carry its session's CSRF token.
-fn csrf_ok(ctx: &Ctx, headers: &HeaderMap, presented: &str) -> bool {
-    session_cookie(headers).is_some_and(|id| ctx.sessions.check_csrf(&id, presented))
-}
-
 async fn logout(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
+    // The router's guard checked the session and the form's CSRF token.
     let headers = req.headers().clone();
-    if !logged_in(&ctx, &headers) {
-        return to_login();
-    }
-    let csrf = Form::<CsrfForm>::from_request(req, &())
-        .await
-        .map(|Form(f)| f.csrf)
-        .unwrap_or_default();
-    if !csrf_ok(&ctx, &headers, &csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "This form is missing its CSRF token: reload the page and try again.",
-        )
-            .into_response();
-    }
     if let Some(id) = session_cookie(&headers) {
         ctx.sessions.remove(&id);
     }
@@ -380,9 +334,8 @@ struct AppRow {
 }
 
 async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
-    let Some(csrf) = session_csrf(&ctx, &headers) else {
-        return to_login();
-    };
+    // The router's guard let only a live session in.
+    let csrf = session_csrf(&ctx, &headers).unwrap_or_default();
     let now = crate::metrics::now();
     let rows: Result<Vec<AppRow>, ApiError> = ctx.store.apps().map_err(internal).and_then(|apps| {
         apps.iter()
@@ -440,9 +393,8 @@ async fn app_page(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(csrf) = session_csrf(&ctx, &headers) else {
-        return to_login();
-    };
+    // The router's guard let only a live session in.
+    let csrf = session_csrf(&ctx, &headers).unwrap_or_default();
     let app = match ctx.store.find_app(&name) {
         Ok(Some(a)) => a,
         Ok(None) => return not_found(format!("No app named {name}.")),
@@ -472,13 +424,13 @@ async fn app_page(
             can_rollback: r.status == crate::store::ReleaseStatus::Retired && r.image.is_some(),
         })
         .collect();
-    let backups: Vec<BackupRow> = crate::data::list_backups(&ctx.config.data_dir, &app.name)
+    let backups: Vec<BackupRow> = crate::backup::list_backups(&ctx.config.data_dir, &app.name)
         .into_iter()
         .map(|m| BackupRow {
             status: match m.status {
-                crate::data::Status::Ok => "ok",
-                crate::data::Status::Running => "running",
-                crate::data::Status::Failed => "failed",
+                crate::backup::Status::Ok => "ok",
+                crate::backup::Status::Running => "running",
+                crate::backup::Status::Failed => "failed",
             },
             trigger: match m.release {
                 Some(v) => format!("{} v{v}", m.trigger),
@@ -576,9 +528,8 @@ async fn release_page(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(csrf) = session_csrf(&ctx, &headers) else {
-        return to_login();
-    };
+    // The router's guard let only a live session in.
+    let csrf = session_csrf(&ctx, &headers).unwrap_or_default();
     let Ok(v) = version.trim_start_matches('v').parse::<i64>() else {
         return not_found(format!("{version} is not a release number."));
     };
@@ -628,10 +579,7 @@ struct AppStatus {
 
 /// `GET /status`: every app's live release and last deploy, polled by the
 /// overview and app pages so status changes show without a reload.
-async fn status_json(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
-    if !logged_in(&ctx, &headers) {
-        return to_login();
-    }
+async fn status_json(State(ctx): State<Arc<Ctx>>, _headers: HeaderMap) -> Response {
     let apps = match ctx.store.apps() {
         Ok(a) => a,
         Err(e) => return internal(e).into_response(),
@@ -736,9 +684,6 @@ async fn release_log_events(
     headers: HeaderMap,
 ) -> Response {
     use futures_util::StreamExt;
-    if !logged_in(&ctx, &headers) {
-        return to_login();
-    }
     let Ok(v) = version.trim_start_matches('v').parse::<i64>() else {
         return not_found(format!("{version} is not a release number."));
     };
@@ -775,13 +720,10 @@ async fn release_log_events(
 async fn runtime_log_events(
     State(ctx): State<Arc<Ctx>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    _headers: HeaderMap,
 ) -> Response {
     use axum::response::sse::Event;
     use futures_util::StreamExt;
-    if !logged_in(&ctx, &headers) {
-        return to_login();
-    }
     let live = match ctx.store.find_app(&name) {
         Ok(Some(_)) => match ctx.store.live_release(&name) {
             Ok(r) => r,
@@ -834,8 +776,6 @@ async fn runtime_log_events(
 #[derive(Deserialize)]
 struct ActionForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     version: String,
 }
 
@@ -846,24 +786,12 @@ async fn action_gate(
     name: &str,
     req: Request,
 ) -> Result<(crate::store::App, ActionForm), Response> {
-    let headers = req.headers().clone();
-    if !logged_in(ctx, &headers) {
-        return Err(to_login());
-    }
     let form = Form::<ActionForm>::from_request(req, &())
         .await
         .map(|Form(f)| f)
         .unwrap_or(ActionForm {
-            csrf: String::new(),
             version: String::new(),
         });
-    if !csrf_ok(ctx, &headers, &form.csrf) {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "This form is missing its CSRF token: reload the page and try again.",
-        )
-            .into_response());
-    }
     match ctx.store.find_app(name) {
         Ok(Some(app)) => Ok((app, form)),
         Ok(None) => Err(not_found(format!("No app named {name}."))),
@@ -990,7 +918,7 @@ async fn backup_action(
         Ok(x) => x,
         Err(r) => return r,
     };
-    match crate::data::backup_app(&ctx, &app, "manual").await {
+    match crate::backup::backup_app(&ctx, &app, "manual").await {
         Ok(m) => back_with(
             &app.name,
             true,

@@ -10,10 +10,10 @@
 //! so. Different apps deploy concurrently.
 
 use crate::buildpack::{self, BuildOptions, BuildPlan};
+use crate::ctx::Ctx;
 use crate::docker::{ContainerSpec, ContainerState, Docker};
 use crate::health::{self, HealthCheck};
 use crate::proxy::Route;
-use crate::server::Ctx;
 use crate::store::{App, Release, ReleaseStatus};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -297,7 +297,7 @@ struct Source {
     /// A rollback puts the release's config vars back as the app's.
     restore_config: bool,
     /// `rollback --restore-db`: the pre-migrate snapshot to restore first.
-    snapshot: Option<crate::data::Manifest>,
+    snapshot: Option<crate::backup::Manifest>,
 }
 
 /// What the web container of a new release is made of.
@@ -502,7 +502,7 @@ async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, Deploy
             let snapshot = if *restore_db {
                 let v = target.version;
                 Some(
-                    crate::data::snapshot_after(&ctx.config.data_dir, name, v).ok_or_else(
+                    crate::backup::snapshot_after(&ctx.config.data_dir, name, v).ok_or_else(
                         || {
                             DeployFailed(format!(
                                 "no pre-migrate snapshot was taken after v{v}, so no migration changed the data since: roll back without --restore-db"
@@ -566,7 +566,7 @@ async fn reuse_steps(run: &mut Run<'_>, src: &Source) -> Result<Prepared, Deploy
             m.release.unwrap_or_default()
         ));
         run.flush_log();
-        crate::data::restore(ctx, &run.app, &m.id)
+        crate::backup::restore(ctx, &run.app, &m.id)
             .await
             .map_err(|e| {
                 DeployFailed(format!(
@@ -868,7 +868,7 @@ async fn release_phase(
         if has_live {
             run.progress
                 .info("migrations to apply: taking a snapshot of the data first");
-            match crate::data::snapshot_before_migrate(ctx, &run.app, version).await {
+            match crate::backup::snapshot_before_migrate(ctx, &run.app, version).await {
                 Ok(Some(m)) => run.progress.info(&format!(
                     "snapshot {} ({} bytes); `paas rollback --restore-db` brings it back",
                     m.id, m.size

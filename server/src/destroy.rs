@@ -8,9 +8,11 @@
 //! Nothing is removed when the final backup fails, and nothing while a
 //! deploy of the app is running or queued.
 
-use crate::api::ApiError;
-use crate::data::{self, DataError, Manifest};
-use crate::server::Ctx;
+use crate::backup::Manifest;
+use crate::ctx::Ctx;
+use crate::http_error::find_app;
+use crate::http_error::ApiError;
+use crate::http_error::DataError;
 use crate::store::App;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -35,7 +37,7 @@ pub async fn destroy_app(ctx: &Ctx, app: &App, backup: bool) -> Result<Destroyed
     let name = app.name.clone();
     let work = async {
         let kept = if backup {
-            match data::backup_app(ctx, app, "final").await {
+            match crate::backup::backup_app(ctx, app, "final").await {
                 Ok(m) => Some(m),
                 // Nothing to back up (never deployed): nothing to lose either.
                 Err(e) if e.status == StatusCode::CONFLICT => None,
@@ -84,12 +86,12 @@ async fn remove_everything(ctx: &Ctx, app: &App) -> Result<(usize, usize), DataE
             .await?;
     }
 
-    if data::pg_database(&ctx.config.data_dir, name)?.is_some() {
-        data::pg_destroy(ctx, app).await?;
+    if crate::postgres::pg_database(&ctx.config.data_dir, name)?.is_some() {
+        crate::postgres::pg_destroy(ctx, app).await?;
     } else {
         // The database server may still sit on the network from an earlier
         // pg:create; the engine refuses to remove a network in use.
-        let _ = data::forget_app_network(ctx, name).await;
+        let _ = crate::postgres::forget_app_network(ctx, name).await;
     }
     docker
         .remove_network(&crate::deploy::network_name(name))
@@ -141,11 +143,11 @@ struct DestroyBody {
 pub async fn api_destroy(
     State(ctx): State<Arc<Ctx>>,
     UrlPath(app): UrlPath<String>,
-    headers: HeaderMap,
+    _headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let app = data::guard(&ctx, &headers, &app)?;
-    data::confirmed(
+    let app = find_app(&ctx, &app)?;
+    crate::data_api::confirmed(
         &body,
         &app.name,
         &format!(
@@ -160,7 +162,7 @@ pub async fn api_destroy(
         Some(m) => format!(
             "{name} destroyed. Its final backup {} is kept in {}; push {name} again and run `paas backups:restore {} -a {name} --confirm {name}` to bring the data back.",
             m.id,
-            data::backups_dir(&ctx.config.data_dir, name).join(&m.id).display(),
+            crate::layout::backups_dir(&ctx.config.data_dir, name).join(&m.id).display(),
             m.id
         ),
         None if opts.no_backup => format!("{name} destroyed, without a final backup."),
@@ -176,24 +178,4 @@ pub async fn api_destroy(
             "message": message,
         })),
     ))
-}
-
-/// `paas apps:destroy -a APP --confirm APP [--no-backup]`.
-pub async fn cli_destroy(
-    url: &str,
-    token: &str,
-    app: &str,
-    confirm: Option<&str>,
-    no_backup: bool,
-) -> Result<String, String> {
-    let body = serde_json::json!({ "confirm": confirm, "no_backup": no_backup });
-    data::cli_request(
-        url,
-        token,
-        reqwest::Method::DELETE,
-        &format!("/api/apps/{app}"),
-        Some(body),
-    )
-    .await
-    .map(|v| data::message(&v))
 }

@@ -4,9 +4,10 @@
 //! zero-downtime path, like a config change; if that fails, the change is
 //! undone and the running release keeps serving.
 
-use crate::api::{internal, ApiError};
+use crate::ctx::Ctx;
 use crate::deploy::{self, Progress, Redeploy};
-use crate::server::Ctx;
+use crate::http_error::find_app;
+use crate::http_error::{internal, ApiError};
 use crate::store::App;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -55,9 +56,9 @@ pub fn validate(host: &str, platform_domain: &str) -> Result<String, String> {
 async fn api_list(
     State(ctx): State<Arc<Ctx>>,
     Path(app): Path<String>,
-    headers: HeaderMap,
+    _headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let app = crate::data::guard(&ctx, &headers, &app)?;
+    let app = find_app(&ctx, &app)?;
     let custom = ctx.store.domains(&app).map_err(internal)?;
     Ok(Json(serde_json::json!({
         "app": app.name,
@@ -74,10 +75,10 @@ struct AddBody {
 async fn api_add(
     State(ctx): State<Arc<Ctx>>,
     Path(app): Path<String>,
-    headers: HeaderMap,
+    _headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let app = crate::data::guard(&ctx, &headers, &app)?;
+    let app = find_app(&ctx, &app)?;
     let Ok(AddBody { domain }) = serde_json::from_slice::<AddBody>(&body) else {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -131,9 +132,9 @@ async fn api_add(
 async fn api_remove(
     State(ctx): State<Arc<Ctx>>,
     Path((app, domain)): Path<(String, String)>,
-    headers: HeaderMap,
+    _headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let app = crate::data::guard(&ctx, &headers, &app)?;
+    let app = find_app(&ctx, &app)?;
     let host = domain.trim().trim_end_matches('.').to_ascii_lowercase();
     if !ctx.store.remove_domain(&app, &host).map_err(internal)? {
         return Err(ApiError(

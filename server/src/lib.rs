@@ -1,41 +1,70 @@
 //! paas: `git push` turns a Django project into a live site on one VPS.
 //!
-//! The parts, in the order a deploy meets them:
+//! The modules, in layers: a module uses only modules listed above it
+//! (`bench/layers.sh` checks there is no cycle).
 //!
+//! Leaves — names, settings, errors:
 //! - [`config`]: the one validated configuration (file → env → flags).
-//! - [`store`]: SQLite state (apps, releases, config vars, domains).
-//! - [`auth`]: the admin token, dashboard sessions; [`tokens`]: API tokens.
-//! - [`git`]: bare repositories and `git http-backend` behind axum; the pre-receive hook.
-//! - [`buildpack`]: detect a Django project and render its build plan (Dockerfile, settings shim).
+//! - [`layout`]: names and paths (networks, labels, release dirs, volumes).
+//!
+//! Engines — each wraps one outside thing:
+//! - [`store`]: SQLite state (apps, releases, config vars, domains, tokens).
+//! - [`auth`]: the admin token, dashboard sessions, the login limiter.
 //! - [`docker`]: the one wrapper over the Docker engine (bollard).
-//! - [`procfile`]: the Procfile's processes (web command, release command, workers).
-//! - [`deploy`]: one deploy, step by step: build → release (migrate) → start → health → swap.
-//! - [`health`]: the readiness probe that gates every swap.
+//! - [`git`]: bare repositories and `git http-backend`; the pre-receive hook.
+//! - [`buildpack`]: detect a Django project and render its build plan.
+//! - [`procfile`]: the Procfile's processes.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
-//! - [`api`] and [`dashboard`]: the control plane on the admin listener;
-//!   [`metrics`]: the last hour of requests per app, and its SVG charts.
-//! - [`data`]: PostgreSQL for apps that ask for it, backups and restores.
-//! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
+//! - [`metrics`]: the last hour of requests and resource use per app, and charts.
+//!
+//! What a story may touch, and how it answers a request:
+//! - [`ctx`]: the daemon's shared state, passed by argument.
+//! - [`http_error`]: one sentence and a status for every failure.
+//!
+//! Stories — what paas does:
+//! - [`deploy`]: one deploy, step by step: build → release → start → health → swap.
+//! - [`health`]: the readiness probe that gates every swap.
+//! - [`postgres`]: a PostgreSQL database per app that asks for one.
+//! - [`backup`]: backups and restores of an app's data.
+//! - [`schedule`]: the daily backups.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
+//! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
+//!
+//! Edges — where requests come in:
+//! - [`router`]: every route of the control plane and the one auth guard.
+//! - [`api`], [`data_api`], [`tokens`], [`dashboard`]: handlers.
 //! - [`server`]: wires the parts together for `paas serve`.
+//! - [`client`]: the `paas` command-line client.
 
-pub mod api;
+pub mod config;
+pub mod layout;
+
 pub mod auth;
 pub mod buildpack;
-pub mod config;
-pub mod dashboard;
-pub mod data;
-pub mod deploy;
-pub mod destroy;
 pub mod docker;
-pub mod domains;
 pub mod git;
-pub mod health;
 pub mod metrics;
 pub mod procfile;
 pub mod proxy;
-pub mod run;
-pub mod server;
 pub mod store;
+
+pub mod ctx;
+pub mod http_error;
+
+pub mod backup;
+pub mod deploy;
+pub mod destroy;
+pub mod domains;
+pub mod health;
+pub mod postgres;
+pub mod run;
+pub mod schedule;
+
+pub mod api;
+pub mod client;
+pub mod dashboard;
+pub mod data_api;
+pub mod router;
+pub mod server;
 pub mod tokens;

@@ -590,11 +590,11 @@ async fn run_client(command: Command) -> Result<(), Fail> {
         }
         Command::PgCreate { client, app } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(paas::data::cli_pg_create(&t.url, &t.token, &app).await)
+            data_done(paas::client::data::cli_pg_create(&t.url, &t.token, &app).await)
         }
         Command::PgInfo { client, app } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(paas::data::cli_pg_info(&t.url, &t.token, &app).await)
+            data_done(paas::client::data::cli_pg_info(&t.url, &t.token, &app).await)
         }
         Command::PgDestroy {
             client,
@@ -602,15 +602,18 @@ async fn run_client(command: Command) -> Result<(), Fail> {
             confirm,
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(paas::data::cli_pg_destroy(&t.url, &t.token, &app, confirm.as_deref()).await)
+            data_done(
+                paas::client::data::cli_pg_destroy(&t.url, &t.token, &app, confirm.as_deref())
+                    .await,
+            )
         }
         Command::Backups { client, app } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(paas::data::cli_backups(&t.url, &t.token, &app).await)
+            data_done(paas::client::data::cli_backups(&t.url, &t.token, &app).await)
         }
         Command::BackupsCreate { client, app } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(paas::data::cli_backup(&t.url, &t.token, &app).await)
+            data_done(paas::client::data::cli_backup(&t.url, &t.token, &app).await)
         }
         Command::BackupsRestore {
             client,
@@ -620,7 +623,8 @@ async fn run_client(command: Command) -> Result<(), Fail> {
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
             data_done(
-                paas::data::cli_restore(&t.url, &t.token, &app, &id, confirm.as_deref()).await,
+                paas::client::data::cli_restore(&t.url, &t.token, &app, &id, confirm.as_deref())
+                    .await,
             )
         }
         Command::AppsDestroy {
@@ -631,8 +635,14 @@ async fn run_client(command: Command) -> Result<(), Fail> {
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
             data_done(
-                paas::destroy::cli_destroy(&t.url, &t.token, &app, confirm.as_deref(), no_backup)
-                    .await,
+                paas::client::data::cli_destroy(
+                    &t.url,
+                    &t.token,
+                    &app,
+                    confirm.as_deref(),
+                    no_backup,
+                )
+                .await,
             )
         }
         Command::Tokens(c) => {

@@ -13,9 +13,9 @@
 //! app's containers summed, averaged per minute, the last [`MINUTES`] kept.
 //! Nothing of it runs on a request's path.
 
+use crate::ctx::Ctx;
 use crate::docker::{ContainerStats, CpuReading, MANAGED_LABEL};
 use crate::proxy::{AppStats, RouteTable, LATENCY_BUCKETS_MS};
-use crate::server::Ctx;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};

@@ -5,12 +5,12 @@
 //! through the proxy at `paas.<domain>`. App containers outlive the daemon;
 //! on start it reconciles its routes with the engine's labelled containers.
 
-use crate::auth::{AdminToken, Sessions};
+use crate::auth::AdminToken;
 use crate::config::Config;
-use crate::deploy::Deployer;
+use crate::ctx::Ctx;
 use crate::docker::Docker;
 use crate::git::{HookEnv, Repos};
-use crate::proxy::{ProxyOptions, RouteTable};
+use crate::proxy::ProxyOptions;
 use crate::store::Store;
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,19 +20,6 @@ use tokio::net::TcpListener;
 
 /// How long a stopping daemon waits for deploys in flight before it fails them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(75);
-
-/// The shared state every handler and deploy sees.
-pub struct Ctx {
-    pub config: Config,
-    pub store: Store,
-    pub docker: Docker,
-    pub routes: RouteTable,
-    pub deployer: Deployer,
-    pub repos: Repos,
-    pub token: AdminToken,
-    pub sessions: Sessions,
-    pub hook: HookEnv,
-}
 
 /// A failure to start; each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -106,23 +93,14 @@ pub async fn run(
         daemon_url: config.admin_local_url(),
         secret: crate::auth::random_token(32),
     };
-    let ctx = Arc::new(Ctx {
-        config,
-        store,
-        docker,
-        routes: RouteTable::new(),
-        deployer: Deployer::default(),
-        repos,
-        token,
-        sessions: Sessions::default(),
-        hook,
-    });
+    let ctx = Arc::new(Ctx::new(config, store, docker, repos, token, hook));
+
     crate::deploy::reconcile(&ctx).await;
-    crate::data::spawn_scheduler(ctx.clone());
+    crate::schedule::spawn_scheduler(ctx.clone());
     crate::metrics::spawn_sampler(ctx.routes.clone());
     crate::metrics::spawn_usage_sampler(ctx.clone());
 
-    let router = crate::api::router(ctx.clone());
+    let router = crate::router::router(ctx.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_ctx = ctx.clone();
     tokio::spawn(async move {

@@ -3,7 +3,7 @@
 //! credential. One daemon each, no deploy: fast.
 
 use crate::harness::{Daemon, HttpResponse, Project};
-use paas::api::{Guard, ROUTES};
+use paas::router::{Guard, ROUTES};
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
@@ -272,7 +272,7 @@ fn auth_matrix() {
             let r = d.admin_request(method, &path, &h, None);
             checked += 1;
             let ok = match guard {
-                Guard::Api | Guard::Git | Guard::Hook => r.status == 401,
+                Guard::Api | Guard::Token | Guard::Git | Guard::Hook => r.status == 401,
                 Guard::Page | Guard::Form => to_login(&r),
                 Guard::LoginPage | Guard::Login => unreachable!(),
             };
@@ -288,7 +288,7 @@ fn auth_matrix() {
         // just a broken route). Git's push would create the app: skip it.
         // The hook's secret is known only to hooks; a form needs a session.
         let through: &[(&str, &str)] = match guard {
-            Guard::Api => &[("Authorization", admin.as_str())],
+            Guard::Api | Guard::Token => &[("Authorization", admin.as_str())],
             Guard::Git if route.ends_with("receive-pack") => &[],
             Guard::Git => &[("Authorization", live_basic.as_str())],
             Guard::Page => &[("Cookie", session.as_str())],

@@ -3,7 +3,7 @@
 //! built offline by tests/setup.sh), reached from a container on the app's
 //! network with the credentials in DATABASE_URL.
 //!
-//! The data API is served in-process (`paas::data::routes()` over a `Ctx` on
+//! The data API is served in-process (`paas::router::router` over a `Ctx` on
 //! the same data dir as a real daemon), so these tests need no router wiring
 //! and only one `git push`.
 
@@ -11,7 +11,7 @@ use crate::harness::{Daemon, Project};
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
-use paas::server::Ctx;
+use paas::ctx::Ctx;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -26,20 +26,14 @@ fn ctx_over(data_dir: &Path) -> Arc<Ctx> {
     })
     .unwrap();
     let (token, _) = paas::auth::AdminToken::load_or_create(data_dir).unwrap();
-    Arc::new(Ctx {
-        store: paas::store::Store::open(&data_dir.join("paas.db")).unwrap(),
-        docker: paas::docker::Docker::connect().unwrap(),
-        routes: paas::proxy::RouteTable::new(),
-        deployer: Default::default(),
-        repos: paas::git::Repos::new(data_dir.join("repos"), "paas".into()),
-        token,
-        sessions: Default::default(),
-        hook: paas::git::HookEnv {
-            daemon_url: String::new(),
-            secret: String::new(),
-        },
-        config,
-    })
+    let store = paas::store::Store::open(&data_dir.join("paas.db")).unwrap();
+    let docker = paas::docker::Docker::connect().unwrap();
+    let repos = paas::git::Repos::new(data_dir.join("repos"), "paas".into());
+    let hook = paas::git::HookEnv {
+        daemon_url: String::new(),
+        secret: String::new(),
+    };
+    Arc::new(Ctx::new(config, store, docker, repos, token, hook))
 }
 
 /// One request to the data routes: (status, JSON body).
@@ -61,8 +55,7 @@ async fn call(
         None => req.body(Body::empty()),
     }
     .unwrap();
-    let resp = paas::data::routes()
-        .with_state(ctx.clone())
+    let resp = paas::router::router(ctx.clone())
         .oneshot(req)
         .await
         .unwrap();
@@ -113,10 +106,10 @@ struct ServerGone<'a>(&'a Path);
 impl Drop for ServerGone<'_> {
     fn drop(&mut self) {
         let _ = Command::new("docker")
-            .args(["rm", "-f", "-v", &paas::data::server_name(self.0)])
+            .args(["rm", "-f", "-v", &paas::layout::server_name(self.0)])
             .output();
         let _ = Command::new("docker")
-            .args(["network", "rm", &paas::data::server_network(self.0)])
+            .args(["network", "rm", &paas::layout::server_network(self.0)])
             .output();
     }
 }
@@ -527,7 +520,7 @@ async fn a_failed_backup_is_recorded_and_refused_for_restore() {
 
     // Loud on the dashboard too: the app page says the latest backup failed.
     let session = ctx.sessions.create();
-    let page = paas::api::router(ctx.clone())
+    let page = paas::router::router(ctx.clone())
         .oneshot(
             Request::get("/apps/broken")
                 .header("cookie", format!("paas_session={session}"))

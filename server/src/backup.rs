@@ -1,0 +1,784 @@
+//! Backups and restores of an app's data.
+//!
+//! `pg_dump -Fc` in a one-off container on the app's network, or SQLite's
+//! online backup API on `<data>/apps/<app>/data/db.sqlite3`, plus the media
+//! dir as a tar. Each lives in `<data>/backups/<app>/<id>/` with a
+//! `manifest.json` (kind, checksums, size, duration, status). The newest
+//! [`KEEP_BACKUPS`] good ones are kept.
+
+use crate::ctx::Ctx;
+use crate::http_error::io_err;
+use crate::http_error::DataError;
+use crate::layout::{self, APP_UID};
+use crate::layout::{backups_dir, hex, media_path, sqlite_path};
+use crate::postgres::{
+    app_env, ensure_server, join_app_network, no_database, pg_database, run_one_off, OneOff,
+};
+use crate::store::App;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How many good backups of an app are kept; older ones are pruned.
+pub const KEEP_BACKUPS: usize = 7;
+/// Every app is backed up once per this interval.
+
+// ---------------------------------------------------------------- backups
+
+/// Seconds since the epoch, now.
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn utc_stamp(secs: i64) -> String {
+    let (y, m, d, hh, mm, ss) = crate::dashboard::utc_parts(secs);
+    format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}")
+}
+
+/// What a backup holds.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a backup is.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Being taken (or the daemon stopped while it was).
+    Running,
+    Ok,
+    Failed,
+}
+
+/// One file of a backup.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileSum {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// `<data>/backups/<app>/<id>/manifest.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub id: String,
+    pub app: String,
+    pub kind: Kind,
+    pub status: Status,
+    /// `manual` or `scheduled`.
+    pub trigger: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub duration_ms: u64,
+    /// Bytes of all files.
+    pub size: u64,
+    /// Checksum of the database file (the first of `files`).
+    pub sha256: String,
+    pub files: Vec<FileSum>,
+    /// Why it failed (status `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The release whose migrations this snapshot was taken before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<i64>,
+}
+
+const DB_SQLITE: &str = "db.sqlite3";
+const DB_DUMP: &str = "db.dump";
+const MEDIA_TAR: &str = "media.tar";
+const MANIFEST: &str = "manifest.json";
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), DataError> {
+    let json = serde_json::to_vec_pretty(m).map_err(|e| DataError::internal(e.to_string()))?;
+    let path = dir.join(MANIFEST);
+    layout::write_private(&path, &json).map_err(|e| io_err("write", &path, e))
+}
+
+fn read_manifest(dir: &Path) -> Option<Manifest> {
+    let bytes = std::fs::read(dir.join(MANIFEST)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The app's backups, newest first.
+pub fn list_backups(data_dir: &Path, app: &str) -> Vec<Manifest> {
+    let dir = backups_dir(data_dir, app);
+    let mut out: Vec<Manifest> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| read_manifest(&e.path()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    out.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    out
+}
+
+/// Ids to delete: everything older than the `keep`-th newest good backup.
+/// Failed ones newer than that stay, so a failure remains visible.
+pub fn to_prune(backups: &[Manifest], keep: usize) -> Vec<String> {
+    let mut sorted: Vec<&Manifest> = backups.iter().collect();
+    sorted.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    let mut good = 0;
+    let mut out = Vec::new();
+    for m in sorted {
+        if good >= keep {
+            out.push(m.id.clone());
+        } else if m.status == Status::Ok {
+            good += 1;
+        }
+    }
+    out
+}
+
+/// Whether an app whose newest good backup was taken at `newest_ok` is due.
+pub fn due(newest_ok: Option<i64>, now: i64, interval: Duration) -> bool {
+    newest_ok.is_none_or(|t| now - t >= interval.as_secs() as i64)
+}
+
+/// SHA-256 and size of a file.
+pub fn file_sum(path: &Path) -> std::io::Result<FileSum> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok(FileSum {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        size,
+        sha256: hex(&hasher.finalize()),
+    })
+}
+
+/// Checks every file of a backup against its manifest.
+pub fn verify(dir: &Path, m: &Manifest) -> Result<(), String> {
+    for f in &m.files {
+        let actual =
+            file_sum(&dir.join(&f.name)).map_err(|e| format!("{} cannot be read ({e})", f.name))?;
+        if actual.sha256 != f.sha256 || actual.size != f.size {
+            return Err(format!(
+                "{} does not match the checksum in its manifest",
+                f.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Copies a live SQLite database with SQLite's online backup API (a
+/// consistent snapshot while the app keeps running), then checks the copy.
+pub fn sqlite_copy(src: &Path, dst: &Path) -> Result<(), String> {
+    use rusqlite::{Connection, OpenFlags};
+    let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("cannot open {}: {e}", src.display()))?;
+    // The backup API reports a damaged source as "not an error": ask first.
+    from.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| format!("{} cannot be read ({e})", src.display()))?;
+    let mut to =
+        Connection::open(dst).map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
+    sqlite_backup_all(&from, &mut to)?;
+    let check: String = to
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| format!("cannot check the copy: {e}"))?;
+    if check != "ok" {
+        return Err(format!("the copy fails SQLite's quick_check: {check}"));
+    }
+    Ok(())
+}
+
+/// Restores a SQLite backup into the live file, in place (the app's open
+/// connections see the restored data; the file keeps its owner).
+pub fn sqlite_restore(backup: &Path, live: &Path) -> Result<(), String> {
+    use rusqlite::{Connection, OpenFlags};
+    let existed = live.exists();
+    let from = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("cannot open {}: {e}", backup.display()))?;
+    from.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| format!("{} cannot be read ({e})", backup.display()))?;
+    let mut to =
+        Connection::open(live).map_err(|e| format!("cannot open {}: {e}", live.display()))?;
+    sqlite_backup_all(&from, &mut to)?;
+    drop(to);
+    if !existed {
+        std::os::unix::fs::chown(live, Some(APP_UID), Some(APP_UID))
+            .map_err(|e| format!("cannot hand {} to the app: {e}", live.display()))?;
+    }
+    Ok(())
+}
+
+/// All pages in one step, retrying while the other side is busy (a write in
+/// progress) for up to 30 s.
+fn sqlite_backup_all(
+    from: &rusqlite::Connection,
+    to: &mut rusqlite::Connection,
+) -> Result<(), String> {
+    use rusqlite::backup::{Backup, StepResult};
+    let backup = Backup::new(from, to).map_err(|e| format!("cannot start the copy: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match backup.step(-1) {
+            Ok(StepResult::Done) => return Ok(()),
+            Ok(StepResult::More) => {}
+            Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Ok(_) => {
+                return Err(
+                    "the database stayed locked for 30 s; try again when the app is less busy"
+                        .into(),
+                )
+            }
+            // The step's own message is often "not an error"; its code is not.
+            Err(e) => {
+                return Err(match e.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::DiskFull) => {
+                        "the copy failed: the disk is full".into()
+                    }
+                    Some(rusqlite::ErrorCode::ReadOnly) => {
+                        "the copy failed: read-only file system".into()
+                    }
+                    _ => format!("the copy failed: {e}"),
+                })
+            }
+        }
+    }
+}
+
+/// A backup that failed because of where it is written: one sentence that
+/// says what to do, or `None` for any other failure.
+fn place_problem(dir: &Path, detail: &str) -> Option<String> {
+    let d = detail.to_lowercase();
+    if d.contains("no space left") || d.contains("os error 28") || d.contains("disk is full") {
+        Some(format!(
+            "the disk holding {} is full: free some space there (older backups can go), then back up again",
+            dir.display()
+        ))
+    } else if d.contains("read-only file system") || d.contains("os error 30") {
+        Some(format!(
+            "{} is on a read-only file system: make it writable again (remount it read-write), then back up again",
+            dir.display()
+        ))
+    } else {
+        None
+    }
+}
+
+/// Tars a media dir (symlinks kept as links). False when there is none.
+pub fn tar_dir(dir: &Path, out: &Path) -> std::io::Result<bool> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let f = std::fs::File::create(out)?;
+    let mut b = tar::Builder::new(f);
+    b.follow_symlinks(false);
+    b.append_dir_all(".", dir)?;
+    b.into_inner()?.sync_all()?;
+    Ok(true)
+}
+
+/// Replaces a dir's contents with a tar's, owners and modes included.
+pub fn untar_replacing(tar_file: &Path, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    let mut a = tar::Archive::new(std::fs::File::open(tar_file)?);
+    a.set_preserve_permissions(true);
+    a.set_preserve_ownerships(true);
+    a.unpack(dir)
+}
+
+/// What an app's backup would hold: its PostgreSQL database if it has one,
+/// else its SQLite file; None when it has neither yet.
+pub(crate) fn backup_kind(data_dir: &Path, app: &str) -> Result<Option<Kind>, DataError> {
+    if pg_database(data_dir, app)?.is_some() {
+        Ok(Some(Kind::Postgres))
+    } else if sqlite_path(data_dir, app).is_file() {
+        Ok(Some(Kind::Sqlite))
+    } else {
+        Ok(None)
+    }
+}
+
+fn nothing_to_back_up(app: &str) -> DataError {
+    DataError::user(
+        StatusCode::CONFLICT,
+        format!("{app} has no database to back up yet: deploy it first (git push), or create one with `paas pg:create -a {app}`"),
+    )
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, DataError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(DataError::internal),
+        Err(e) => Err(DataError::internal(format!("the worker thread died: {e}"))),
+    }
+}
+
+/// Takes a backup of the app now (`trigger`: manual or scheduled). A failure
+/// is recorded (manifest status `failed`), logged at error, and returned.
+pub async fn backup_app(ctx: &Ctx, app: &App, trigger: &str) -> Result<Manifest, DataError> {
+    backup_app_for(ctx, app, trigger, None).await
+}
+
+/// The pre-migrate snapshot of release `version`: a backup taken right
+/// before its migrations run, found again by `rollback --restore-db`.
+/// `None` when the app has no database yet (nothing to protect).
+pub async fn snapshot_before_migrate(
+    ctx: &Ctx,
+    app: &App,
+    version: i64,
+) -> Result<Option<Manifest>, DataError> {
+    if backup_kind(&ctx.config.data_dir, &app.name)?.is_none() {
+        return Ok(None);
+    }
+    backup_app_for(ctx, app, "pre-migrate", Some(version))
+        .await
+        .map(Some)
+}
+
+/// The snapshot that holds the data as release `version` last saw it: the
+/// first good pre-migrate snapshot of a later release.
+pub fn snapshot_after(data_dir: &Path, app: &str, version: i64) -> Option<Manifest> {
+    list_backups(data_dir, app)
+        .into_iter()
+        .filter(|m| m.status == Status::Ok && m.release.is_some_and(|r| r > version))
+        .min_by_key(|m| (m.release, m.created_at))
+}
+
+async fn backup_app_for(
+    ctx: &Ctx,
+    app: &App,
+    trigger: &str,
+    release: Option<i64>,
+) -> Result<Manifest, DataError> {
+    let lock = ctx.data_locks.of(&app.name);
+    let _guard = lock.lock().await;
+    let data_dir = ctx.config.data_dir.clone();
+    let Some(kind) = backup_kind(&data_dir, &app.name)? else {
+        return Err(nothing_to_back_up(&app.name));
+    };
+    let created_at = now_unix();
+    let id = format!("{}-{}", utc_stamp(created_at), crate::auth::random_hex(2));
+    let dir = backups_dir(&data_dir, &app.name).join(&id);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        let e = io_err("create", &dir, e);
+        match place_problem(&dir, &e.message) {
+            Some(why) => DataError::internal(format!("backup of {} failed: {why}", app.name)),
+            None => e,
+        }
+    })?;
+    // Backups hold every app's data: root only.
+    let root = data_dir.join("backups");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err("protect", &root, e))?;
+    }
+    let mut m = Manifest {
+        id: id.clone(),
+        app: app.name.clone(),
+        kind,
+        status: Status::Running,
+        trigger: trigger.into(),
+        created_at,
+        duration_ms: 0,
+        size: 0,
+        sha256: String::new(),
+        files: Vec::new(),
+        error: None,
+        release,
+    };
+    write_manifest(&dir, &m)?;
+    let t = Instant::now();
+    let outcome = take_backup(ctx, &app.name, kind, &dir).await;
+    m.duration_ms = t.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(files) => {
+            m.status = Status::Ok;
+            m.size = files.iter().map(|f| f.size).sum();
+            m.sha256 = files.first().map(|f| f.sha256.clone()).unwrap_or_default();
+            m.files = files;
+            write_manifest(&dir, &m)?;
+            tracing::info!(app = %app.name, backup = %id, kind = ?kind, size = m.size, ms = m.duration_ms, "backup taken");
+            prune(&data_dir, &app.name);
+            Ok(m)
+        }
+        Err(e) => {
+            for f in [DB_SQLITE, DB_DUMP, MEDIA_TAR] {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+            m.status = Status::Failed;
+            m.error = Some(e.message.clone());
+            let _ = write_manifest(&dir, &m);
+            tracing::error!(app = %app.name, backup = %id, "backup failed: {}", e.message);
+            let why = place_problem(&dir, &e.message).unwrap_or(e.message);
+            Err(DataError::internal(format!(
+                "backup {id} of {} failed: {why}",
+                app.name
+            )))
+        }
+    }
+}
+
+async fn take_backup(
+    ctx: &Ctx,
+    app: &str,
+    kind: Kind,
+    dir: &Path,
+) -> Result<Vec<FileSum>, DataError> {
+    let data_dir = &ctx.config.data_dir;
+    let db_file = match kind {
+        Kind::Sqlite => {
+            let (src, dst) = (sqlite_path(data_dir, app), dir.join(DB_SQLITE));
+            blocking(move || sqlite_copy(&src, &dst)).await?;
+            DB_SQLITE
+        }
+        Kind::Postgres => {
+            let db = pg_database(data_dir, app)?.ok_or_else(|| no_database(app))?;
+            let server = ensure_server(ctx).await?;
+            let network = join_app_network(ctx, &server, app).await?;
+            run_one_off(
+                ctx,
+                OneOff {
+                    what: "pg_dump",
+                    app,
+                    network,
+                    env: app_env(&db),
+                    binds: vec![format!("{}:/backup", dir.display())],
+                    script: format!("pg_dump -Fc --no-owner -f /backup/{DB_DUMP}"),
+                    secrets: vec![db.password.clone()],
+                },
+            )
+            .await?;
+            DB_DUMP
+        }
+    };
+    let (media, dir2) = (media_path(data_dir, app), dir.to_path_buf());
+    blocking(move || {
+        let mut names = vec![db_file];
+        if tar_dir(&media, &dir2.join(MEDIA_TAR))
+            .map_err(|e| format!("cannot archive the media files: {e}"))?
+        {
+            names.push(MEDIA_TAR);
+        }
+        names
+            .into_iter()
+            .map(|n| file_sum(&dir2.join(n)).map_err(|e| format!("cannot read back {n}: {e}")))
+            .collect()
+    })
+    .await
+}
+
+fn prune(data_dir: &Path, app: &str) {
+    let all = list_backups(data_dir, app);
+    for id in to_prune(&all, KEEP_BACKUPS) {
+        let dir = backups_dir(data_dir, app).join(&id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::info!(app, backup = %id, "old backup pruned"),
+            Err(e) => tracing::warn!(app, backup = %id, "cannot prune an old backup: {e}"),
+        }
+    }
+}
+
+/// Restores a backup into the app's live database (and media files).
+pub async fn restore(ctx: &Ctx, app: &App, id: &str) -> Result<Manifest, DataError> {
+    let no_such = || {
+        DataError::user(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{} has no backup {id:?}: `paas backups -a {}` lists them",
+                app.name, app.name
+            ),
+        )
+    };
+    if !valid_id(id) {
+        return Err(no_such());
+    }
+    let lock = ctx.data_locks.of(&app.name);
+    let _guard = lock.lock().await;
+    let data_dir = ctx.config.data_dir.clone();
+    let dir = backups_dir(&data_dir, &app.name).join(id);
+    let m = read_manifest(&dir).ok_or_else(no_such)?;
+    if m.status != Status::Ok {
+        return Err(DataError::user(
+            StatusCode::CONFLICT,
+            format!("backup {id} did not complete and cannot be restored: pick another from `paas backups -a {}`", app.name),
+        ));
+    }
+    let (d, m2) = (dir.clone(), m.clone());
+    blocking(move || verify(&d, &m2)).await.map_err(|e| {
+        DataError::user(
+            StatusCode::CONFLICT,
+            format!(
+                "backup {id} is damaged ({e}); nothing was restored: pick another from `paas backups -a {}`",
+                app.name
+            ),
+        )
+    })?;
+    let t = Instant::now();
+    match m.kind {
+        Kind::Sqlite => {
+            let (src, live) = (dir.join(DB_SQLITE), sqlite_path(&data_dir, &app.name));
+            blocking(move || sqlite_restore(&src, &live)).await?;
+        }
+        Kind::Postgres => {
+            let db = pg_database(&data_dir, &app.name)?.ok_or_else(|| {
+                DataError::user(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{0} has no PostgreSQL database to restore into: `paas pg:create -a {0}` first",
+                        app.name
+                    ),
+                )
+            })?;
+            let server = ensure_server(ctx).await?;
+            let network = join_app_network(ctx, &server, &app.name).await?;
+            run_one_off(
+                ctx,
+                OneOff {
+                    what: "pg_restore",
+                    app: &app.name,
+                    network,
+                    env: app_env(&db),
+                    binds: vec![format!("{}:/backup:ro", dir.display())],
+                    script: format!(
+                        "pg_restore --clean --if-exists --no-owner --no-privileges \
+                         --single-transaction --exit-on-error -d \"$PGDATABASE\" /backup/{DB_DUMP}"
+                    ),
+                    secrets: vec![db.password.clone()],
+                },
+            )
+            .await?;
+        }
+    }
+    if m.files.iter().any(|f| f.name == MEDIA_TAR) {
+        let (tar_file, media) = (dir.join(MEDIA_TAR), media_path(&data_dir, &app.name));
+        blocking(move || {
+            untar_replacing(&tar_file, &media)
+                .map_err(|e| format!("cannot restore the media files: {e}"))
+        })
+        .await?;
+    }
+    tracing::info!(app = %app.name, backup = %id, ms = t.elapsed().as_millis() as u64, "backup restored");
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(id: &str, created_at: i64, status: Status) -> Manifest {
+        Manifest {
+            id: id.into(),
+            app: "blog".into(),
+            kind: Kind::Sqlite,
+            status,
+            trigger: "manual".into(),
+            created_at,
+            duration_ms: 1,
+            size: 1,
+            sha256: String::new(),
+            files: Vec::new(),
+            error: None,
+            release: None,
+        }
+    }
+
+    #[test]
+    fn full_and_read_only_places_get_a_sentence_saying_what_to_do() {
+        let dir = Path::new("/srv/backups/blog");
+        let full = place_problem(dir, "cannot write x: No space left on device (os error 28)");
+        assert!(full.unwrap().contains("/srv/backups/blog is full: free"));
+        let full = place_problem(dir, "the copy failed: the disk is full").unwrap();
+        assert!(full.contains("is full"));
+        let ro = place_problem(dir, "cannot create x: Read-only file system (os error 30)");
+        assert!(ro
+            .unwrap()
+            .contains("read-only file system: make it writable"));
+        assert_eq!(place_problem(dir, "pg_dump: connection refused"), None);
+    }
+
+    #[test]
+    fn the_snapshot_for_a_rollback_is_the_first_one_after_the_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |id: &str, at: i64, status: Status, release: Option<i64>| {
+            let mut m = manifest(id, at, status);
+            m.release = release;
+            let d = backups_dir(dir.path(), "blog").join(id);
+            std::fs::create_dir_all(&d).unwrap();
+            write_manifest(&d, &m).unwrap();
+        };
+        put("20260101-000000-aaaa", 1, Status::Ok, Some(3));
+        put("20260102-000000-bbbb", 2, Status::Ok, None);
+        put("20260103-000000-cccc", 3, Status::Failed, Some(5));
+        put("20260104-000000-dddd", 4, Status::Ok, Some(6));
+        put("20260105-000000-eeee", 5, Status::Ok, Some(8));
+        let id = |v| snapshot_after(dir.path(), "blog", v).map(|m| m.id);
+        assert_eq!(id(2).as_deref(), Some("20260101-000000-aaaa"));
+        // v5's snapshot failed: v6's holds the data v4 and v5 saw.
+        assert_eq!(id(4).as_deref(), Some("20260104-000000-dddd"));
+        assert_eq!(id(7).as_deref(), Some("20260105-000000-eeee"));
+        assert_eq!(id(8), None);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_good_backups() {
+        let ms: Vec<Manifest> = (0..10)
+            .map(|i| manifest(&format!("b{i}"), 100 + i, Status::Ok))
+            .collect();
+        let mut pruned = to_prune(&ms, 7);
+        pruned.sort();
+        assert_eq!(pruned, ["b0", "b1", "b2"]);
+        assert!(to_prune(&ms[..7], 7).is_empty());
+    }
+
+    #[test]
+    fn retention_does_not_count_failed_backups() {
+        // Newest first: two failures, then eight good ones.
+        let mut ms = vec![
+            manifest("f2", 200, Status::Failed),
+            manifest("f1", 199, Status::Failed),
+        ];
+        ms.extend((0..8).map(|i| manifest(&format!("b{i}"), 100 + i, Status::Ok)));
+        ms.push(manifest("old-fail", 50, Status::Failed));
+        ms.push(manifest("stale-run", 40, Status::Running));
+        let mut pruned = to_prune(&ms, 7);
+        pruned.sort();
+        // The failures stay visible; the oldest good one and anything older go.
+        assert_eq!(pruned, ["b0", "old-fail", "stale-run"]);
+        assert!(to_prune(&[], 7).is_empty());
+    }
+
+    #[test]
+    fn due_once_per_interval() {
+        let day = Duration::from_secs(86_400);
+        assert!(due(None, 1_000, day));
+        assert!(!due(Some(1_000), 1_000 + 86_399, day));
+        assert!(due(Some(1_000), 1_000 + 86_400, day));
+    }
+
+    #[test]
+    fn stamps_are_utc_dates() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+        assert_eq!(utc_stamp(1_795_774_824), "20261127-102024");
+        assert!(valid_id(&format!("{}-ab12", utc_stamp(1_795_774_824))));
+        assert!(!valid_id("../etc"));
+        assert!(!valid_id(""));
+    }
+
+    #[test]
+    fn manifest_round_trips_and_says_what_it_holds() {
+        let mut m = manifest("20261127-102024-ab12", 5, Status::Failed);
+        m.error = Some("pg_dump failed".into());
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains("\"kind\":\"sqlite\""), "{json}");
+        assert!(json.contains("\"status\":\"failed\""), "{json}");
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+        m.error = None;
+        assert!(!serde_json::to_string(&m).unwrap().contains("error"));
+    }
+
+    #[test]
+    fn checksums_catch_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db.dump"), b"abc").unwrap();
+        let sum = file_sum(&dir.path().join("db.dump")).unwrap();
+        assert_eq!(sum.size, 3);
+        assert_eq!(
+            sum.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let mut m = manifest("x", 1, Status::Ok);
+        m.files = vec![sum];
+        verify(dir.path(), &m).unwrap();
+        std::fs::write(dir.path().join("db.dump"), b"abd").unwrap();
+        let err = verify(dir.path(), &m).unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
+        std::fs::remove_file(dir.path().join("db.dump")).unwrap();
+        assert!(verify(dir.path(), &m)
+            .unwrap_err()
+            .contains("cannot be read"));
+    }
+
+    #[test]
+    fn sqlite_backup_and_restore_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("db.sqlite3");
+        let copy = dir.path().join("copy.sqlite3");
+        let app = rusqlite::Connection::open(&live).unwrap();
+        app.execute_batch("CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('first');")
+            .unwrap();
+        sqlite_copy(&live, &copy).unwrap();
+        app.execute("INSERT INTO notes VALUES ('second')", [])
+            .unwrap();
+        sqlite_restore(&copy, &live).unwrap();
+        // The app's own open connection sees the restored rows.
+        let rows: Vec<String> = app
+            .prepare("SELECT text FROM notes")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, ["first"]);
+        let err = sqlite_copy(&dir.path().join("missing.sqlite3"), &copy).unwrap_err();
+        assert!(err.contains("cannot"), "{err}");
+        std::fs::write(&copy, [b'x'; 4096]).unwrap();
+        let err = sqlite_copy(&copy, &dir.path().join("c2")).unwrap_err();
+        assert!(err.contains("not a database"), "{err}");
+    }
+
+    #[test]
+    fn media_tar_round_trip_replaces_the_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let media = dir.path().join("media");
+        std::fs::create_dir_all(media.join("uploads")).unwrap();
+        std::fs::write(media.join("uploads/a.png"), b"png").unwrap();
+        let tar_file = dir.path().join("media.tar");
+        assert!(tar_dir(&media, &tar_file).unwrap());
+        std::fs::write(media.join("later.txt"), b"later").unwrap();
+        std::fs::remove_file(media.join("uploads/a.png")).unwrap();
+        untar_replacing(&tar_file, &media).unwrap();
+        assert_eq!(std::fs::read(media.join("uploads/a.png")).unwrap(), b"png");
+        assert!(!media.join("later.txt").exists());
+        assert!(!tar_dir(&dir.path().join("none"), &tar_file).unwrap());
+    }
+}

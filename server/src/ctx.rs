@@ -1,0 +1,89 @@
+//! What a request or a deploy may touch, handed to them by argument.
+//!
+//! One [`Ctx`] per daemon, made by [`crate::server::run`]; nothing in paas
+//! keeps state in a global.
+
+use crate::auth::{AdminToken, LoginLimiter, Sessions};
+use crate::config::Config;
+use crate::deploy::Deployer;
+use crate::docker::Docker;
+use crate::git::{HookEnv, Repos};
+use crate::metrics::UsageHistory;
+use crate::proxy::RouteTable;
+use crate::store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The shared state every handler and deploy sees.
+pub struct Ctx {
+    /// The validated configuration.
+    pub config: Config,
+    /// Apps, releases, config vars, domains, tokens.
+    pub store: Store,
+    /// The Docker engine.
+    pub docker: Docker,
+    /// Host → backend, read by the proxy, swapped by deploys.
+    pub routes: RouteTable,
+    /// The per-app deploy queues and the deploys in flight.
+    pub deployer: Deployer,
+    /// The bare repositories.
+    pub repos: Repos,
+    /// The admin token.
+    pub token: AdminToken,
+    /// Dashboard sessions.
+    pub sessions: Sessions,
+    /// What hooks spawned by this daemon use to call it back.
+    pub hook: HookEnv,
+    /// Failed logins per address (dashboard form, bearer and basic auth).
+    pub login_limiter: LoginLimiter,
+    /// Memory and CPU of each app's containers over the last hour.
+    pub usage: UsageHistory,
+    /// One lock per app for data work (backup, restore, database create or
+    /// destroy): one at a time.
+    pub data_locks: AppLocks,
+}
+
+impl Ctx {
+    /// The state of a daemon over these parts; the rest starts empty.
+    pub fn new(
+        config: Config,
+        store: Store,
+        docker: Docker,
+        repos: Repos,
+        token: AdminToken,
+        hook: HookEnv,
+    ) -> Ctx {
+        Ctx {
+            config,
+            store,
+            docker,
+            routes: RouteTable::new(),
+            deployer: Deployer::default(),
+            repos,
+            token,
+            sessions: Sessions::default(),
+            hook,
+            login_limiter: LoginLimiter::default(),
+            usage: UsageHistory::default(),
+            data_locks: AppLocks::default(),
+        }
+    }
+}
+
+/// A lock per app name, made on first use.
+#[derive(Default)]
+pub struct AppLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AppLocks {
+    /// The app's lock (the same one for every caller).
+    pub fn of(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app.to_string())
+            .or_default()
+            .clone()
+    }
+}

@@ -1,0 +1,402 @@
+//! Every route of the control plane, and the one guard in front of them.
+//!
+//! The guard looks up the matched route in [`ROUTES`] and enforces its
+//! [`Guard`] before any handler runs, so no handler checks credentials
+//! again and no body or query is parsed for a stranger. What it learned
+//! travels to the handler as a [`Caller`] extension.
+
+use crate::auth::constant_time_eq;
+use crate::ctx::Ctx;
+use crate::http_error::{unauthorized, ApiError};
+use crate::tokens::Credential;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+
+/// Largest dashboard form body the guard reads to find its CSRF token.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// What guards a route, for the auth matrix test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// JSON API: a token in `Authorization` or a session, else 401; when it
+    /// changes state on a session alone it also needs `X-CSRF-Token`, else 403.
+    Api,
+    /// A token in `Authorization`, never a session, else 401: a browser page
+    /// cannot add the header, so a forged cross-site WebSocket gets nowhere.
+    Token,
+    /// A dashboard page: a session, else a redirect to /login.
+    Page,
+    /// A dashboard form that changes state: a session and its CSRF token, else 403.
+    Form,
+    /// The login page itself: open to all.
+    LoginPage,
+    /// The login form: a token, rate-limited per address.
+    Login,
+    /// Git smart HTTP: a token as the basic-auth password, else 401.
+    Git,
+    /// The pre-receive hook's endpoint: the per-start hook secret, else 401.
+    Hook,
+}
+
+/// Every route of the control plane (method, path, guard). A unit test
+/// checks it against the routers' `.route(` calls, and the integration
+/// test `auth_matrix` sends each one without, with a wrong and with a
+/// revoked credential. Git's routes live in the fallback ([`crate::api::git_or_404`]).
+pub const ROUTES: &[(&str, &str, Guard)] = &[
+    ("POST", "/internal/deploy", Guard::Hook),
+    ("GET", "/api/apps", Guard::Api),
+    ("POST", "/api/apps", Guard::Api),
+    ("GET", "/api/apps/{app}", Guard::Api),
+    ("DELETE", "/api/apps/{app}", Guard::Api),
+    ("GET", "/api/apps/{app}/releases", Guard::Api),
+    ("GET", "/api/apps/{app}/releases/{version}", Guard::Api),
+    ("GET", "/api/apps/{app}/config", Guard::Api),
+    ("PATCH", "/api/apps/{app}/config", Guard::Api),
+    ("POST", "/api/apps/{app}/rollback", Guard::Api),
+    ("POST", "/api/apps/{app}/restart", Guard::Api),
+    ("GET", "/api/tokens", Guard::Api),
+    ("POST", "/api/tokens", Guard::Api),
+    ("DELETE", "/api/tokens/{name}", Guard::Api),
+    ("GET", "/", Guard::Page),
+    ("GET", "/login", Guard::LoginPage),
+    ("POST", "/login", Guard::Login),
+    ("POST", "/logout", Guard::Form),
+    ("GET", "/apps/{app}", Guard::Page),
+    ("GET", "/apps/{app}/releases/{version}", Guard::Page),
+    ("GET", "/status", Guard::Page),
+    ("GET", "/apps/{app}/releases/{version}/log", Guard::Page),
+    ("GET", "/apps/{app}/logs", Guard::Page),
+    ("POST", "/apps/{app}/rollback", Guard::Form),
+    ("POST", "/apps/{app}/restart", Guard::Form),
+    ("POST", "/apps/{app}/backups", Guard::Form),
+    ("GET", "/metrics", Guard::Api),
+    ("GET", "/api/apps/{app}/postgres", Guard::Api),
+    ("POST", "/api/apps/{app}/postgres", Guard::Api),
+    ("DELETE", "/api/apps/{app}/postgres", Guard::Api),
+    ("GET", "/api/apps/{app}/backups", Guard::Api),
+    ("POST", "/api/apps/{app}/backups", Guard::Api),
+    ("POST", "/api/apps/{app}/backups/{id}/restore", Guard::Api),
+    ("GET", "/api/apps/{app}/domains", Guard::Api),
+    ("POST", "/api/apps/{app}/domains", Guard::Api),
+    ("DELETE", "/api/apps/{app}/domains/{domain}", Guard::Api),
+    ("GET", "/api/apps/{app}/ps", Guard::Api),
+    ("POST", "/api/apps/{app}/run", Guard::Api),
+    ("GET", "/api/apps/{app}/run/tty", Guard::Token),
+    ("GET", "/api/apps/{app}/logs", Guard::Api),
+    ("GET", "/{app}.git/info/refs", Guard::Git),
+    ("POST", "/{app}.git/git-upload-pack", Guard::Git),
+    ("POST", "/{app}.git/git-receive-pack", Guard::Git),
+];
+
+/// Who is calling, as the guard established it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The token presented in `Authorization`, if any.
+    pub credential: Option<Credential>,
+    /// The dashboard session riding on the request's cookie, if live.
+    pub session: Option<Session>,
+}
+
+/// A live dashboard session: its id and its CSRF token (for rendering forms).
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: String,
+    pub csrf: String,
+}
+
+/// The whole control-plane router.
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    use crate::{api, dashboard, data_api, domains, run, tokens};
+    Router::new()
+        .route("/internal/deploy", post(api::internal_deploy))
+        .route("/api/apps", get(api::api_apps).post(api::api_create_app))
+        .route(
+            "/api/apps/{app}",
+            get(api::api_app).delete(crate::destroy::api_destroy),
+        )
+        .route("/api/apps/{app}/releases", get(api::api_releases))
+        .route("/api/apps/{app}/releases/{version}", get(api::api_release))
+        .route(
+            "/api/apps/{app}/config",
+            get(api::api_config_get).patch(api::api_config_set),
+        )
+        .route("/api/apps/{app}/rollback", post(api::api_rollback))
+        .route("/api/apps/{app}/restart", post(api::api_restart))
+        .merge(tokens::routes())
+        .merge(dashboard::routes())
+        .merge(data_api::routes())
+        .merge(domains::routes())
+        .merge(run::routes())
+        .fallback(api::git_or_404)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
+        .with_state(ctx)
+}
+
+/// The credential in the request's `Authorization` header (bearer or basic
+/// password): the admin token or a live API token.
+pub fn header_credential(ctx: &Ctx, headers: &HeaderMap) -> Option<Credential> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    crate::auth::presented_secret(auth).and_then(|s| crate::tokens::check_secret(ctx, &s))
+}
+
+/// The dashboard's session cookie.
+pub const COOKIE: &str = "paas_session";
+
+/// The session id from the request's cookie, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn live_session(ctx: &Ctx, headers: &HeaderMap) -> Option<Session> {
+    let id = session_cookie(headers)?;
+    let csrf = ctx.sessions.csrf(&id)?;
+    Some(Session { id, csrf })
+}
+
+/// The guard of a request: from its matched route (HEAD as GET), or git's
+/// for the fallback's `/<app>.git/…` paths; `None` for paths nothing serves.
+fn guard_of(method: &Method, matched: Option<&str>, path: &str) -> Option<Guard> {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    match matched {
+        Some(m) => ROUTES
+            .iter()
+            .find(|(rm, rp, _)| *rp == m && *rm == method)
+            .map(|(_, _, g)| *g),
+        None => crate::api::split_git_path(path).map(|_| Guard::Git),
+    }
+}
+
+fn refuse_csrf(what: &str) -> Response {
+    ApiError(StatusCode::FORBIDDEN, what.into()).into_response()
+}
+
+/// The gate in front of every handler: see [`Guard`] for what each kind of
+/// route needs. Answers 401 (API, git), a redirect to /login (pages), 403
+/// (a state change without its CSRF token).
+async fn guard(
+    State(ctx): State<Arc<Ctx>>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let Some(kind) = guard_of(req.method(), matched.as_deref(), req.uri().path()) else {
+        // Nothing serves this path (or not with this method): axum answers
+        // 404/405 without running a handler.
+        return next.run(req).await;
+    };
+    let headers = req.headers();
+    let credential = header_credential(&ctx, headers);
+    let session = live_session(&ctx, headers);
+    match kind {
+        Guard::Hook => {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !constant_time_eq(presented.as_bytes(), ctx.hook.secret.as_bytes()) {
+                return unauthorized().into_response();
+            }
+        }
+        Guard::Api => {
+            if credential.is_none() {
+                let Some(s) = &session else {
+                    return unauthorized().into_response();
+                };
+                let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+                let presented = headers
+                    .get("x-csrf-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !safe && !ctx.sessions.check_csrf(&s.id, presented) {
+                    return refuse_csrf("this request lacks the session's CSRF token: send it in the X-CSRF-Token header (reload the dashboard page for a fresh one)");
+                }
+            }
+        }
+        Guard::Token => {
+            if credential.is_none() {
+                return ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "a terminal session needs a token in the Authorization header (the admin token or an API token), not a dashboard session".into(),
+                )
+                .into_response();
+            }
+        }
+        Guard::Page => {
+            if session.is_none() {
+                return Redirect::to("/login").into_response();
+            }
+        }
+        Guard::Form => {
+            let Some(s) = &session else {
+                return Redirect::to("/login").into_response();
+            };
+            // The form's CSRF field: read the (small) body, then hand it on.
+            let (parts, body) = req.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+                return (StatusCode::PAYLOAD_TOO_LARGE, "This form is too large.").into_response();
+            };
+            let presented = form_field(&bytes, "csrf").unwrap_or_default();
+            if !ctx.sessions.check_csrf(&s.id, &presented) {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "This form is missing its CSRF token: reload the page and try again.",
+                )
+                    .into_response();
+            }
+            req = Request::from_parts(parts, Body::from(bytes));
+        }
+        Guard::LoginPage | Guard::Login => {}
+        Guard::Git => {
+            if credential.is_none() {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Basic realm=\"paas\"")],
+                    "Authentication required: use the admin token or an API token as the password, e.g. git remote add paas http://paas:TOKEN@HOST/app.git\n",
+                )
+                    .into_response();
+            }
+        }
+    }
+    req.extensions_mut().insert(Caller {
+        credential,
+        session,
+    });
+    next.run(req).await
+}
+
+/// The value of `name` in a urlencoded form body.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `.route(` in the sources, as (METHOD, path).
+    fn routes_in_sources() -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("server/src");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&path).unwrap();
+            // Unit tests' own routers are not the product's.
+            let mut rest = src.split("#[cfg(test)]").next().unwrap();
+            while let Some(i) = rest.find(".route(") {
+                rest = &rest[i + 7..];
+                // The call's text, up to its closing parenthesis.
+                let mut depth = 1;
+                let Some(end) = rest
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        match c {
+                            '(' => depth += 1,
+                            ')' => depth -= 1,
+                            _ => {}
+                        }
+                        depth == 0
+                    })
+                    .map(|(i, _)| i)
+                else {
+                    continue;
+                };
+                let call = rest[..end].trim_start();
+                // Only router calls: a path literal, then the method router.
+                let (Some(route), Some(comma)) = (call.split('"').nth(1), call.find(',')) else {
+                    continue;
+                };
+                if !call.starts_with('"') {
+                    continue;
+                }
+                let methods = &call[comma..];
+                for m in ["get", "post", "patch", "put", "delete"] {
+                    let hit = methods
+                        .match_indices(&format!("{m}("))
+                        .any(|(j, _)| j == 0 || !methods.as_bytes()[j - 1].is_ascii_alphanumeric());
+                    if hit {
+                        found.push((m.to_uppercase(), route.to_string()));
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn every_route_is_in_the_auth_matrix_list() {
+        let found = routes_in_sources();
+        assert!(found.len() >= 20, "the source scan found {found:?}");
+        let listed: Vec<(String, String)> = ROUTES
+            .iter()
+            .filter(|(_, _, g)| *g != Guard::Git)
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        for r in &found {
+            assert!(
+                listed.contains(r),
+                "route {} {} is not in api::ROUTES: add it with its guard, so the auth matrix test checks it",
+                r.0,
+                r.1
+            );
+        }
+        for r in &listed {
+            assert!(
+                found.contains(r),
+                "api::ROUTES lists {r:?}, which no router serves"
+            );
+        }
+    }
+
+    #[test]
+    fn form_fields_are_read_from_urlencoded_bodies() {
+        assert_eq!(
+            form_field(b"version=3&csrf=a%2Bb", "csrf").as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(form_field(b"version=3", "csrf"), None);
+    }
+
+    #[test]
+    fn guards_come_from_the_matched_route() {
+        assert_eq!(guard_of(&Method::HEAD, Some("/"), "/"), Some(Guard::Page));
+        assert_eq!(
+            guard_of(&Method::POST, Some("/login"), "/login"),
+            Some(Guard::Login)
+        );
+        assert_eq!(
+            guard_of(&Method::GET, None, "/blog.git/info/refs"),
+            Some(Guard::Git)
+        );
+        assert_eq!(guard_of(&Method::GET, None, "/nothing"), None);
+    }
+}

@@ -1,0 +1,56 @@
+//! The clock: every app is backed up once per [`BACKUP_INTERVAL`].
+
+use crate::backup::{backup_app, backup_kind, due, list_backups, now_unix, Status};
+use crate::ctx::Ctx;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const BACKUP_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// How often the scheduler looks for apps that are due.
+const SCHEDULER_TICK: Duration = Duration::from_secs(3600);
+
+// -------------------------------------------------------------- schedule
+
+/// Backs up every app once per [`BACKUP_INTERVAL`]: checks hourly which apps
+/// have no good backup that recent. Survives restarts (the manifests say
+/// when the last one was taken).
+pub fn spawn_scheduler(ctx: Arc<Ctx>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // Let the daemon settle (reconcile, first requests) before the first look.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        loop {
+            run_due_backups(&ctx).await;
+            tokio::time::sleep(SCHEDULER_TICK).await;
+        }
+    })
+}
+
+/// One pass of the scheduler; returns how many backups it took.
+pub async fn run_due_backups(ctx: &Ctx) -> usize {
+    let apps = match ctx.store.apps() {
+        Ok(apps) => apps,
+        Err(e) => {
+            tracing::error!("scheduled backups: cannot list the apps: {e}");
+            return 0;
+        }
+    };
+    let now = now_unix();
+    let mut taken = 0;
+    for app in apps {
+        if !matches!(backup_kind(&ctx.config.data_dir, &app.name), Ok(Some(_))) {
+            continue;
+        }
+        let newest_ok = list_backups(&ctx.config.data_dir, &app.name)
+            .into_iter()
+            .find(|m| m.status == Status::Ok)
+            .map(|m| m.created_at);
+        if !due(newest_ok, now, BACKUP_INTERVAL) {
+            continue;
+        }
+        // backup_app logs its own failure at error.
+        if backup_app(ctx, &app, "scheduled").await.is_ok() {
+            taken += 1;
+        }
+    }
+    taken
+}
