@@ -2,7 +2,9 @@
 //! and a small client for the API.
 
 use clap::{Parser, Subcommand};
+use paas::client::{self, app_name, ClientError, Target};
 use paas::config::{Config, Overrides};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -375,88 +377,58 @@ fn main() -> ExitCode {
     }
 }
 
-/// How a client command ends: 0 done, 1 the server refused or failed (or
-/// cannot be reached), 2 the command was not usable as given.
-enum Fail {
-    Usage(String),
-    Server(String),
-    /// A one-off command's own exit code (`paas run`), passed on silently.
-    Exit(u8),
-}
-
-fn finish(r: Result<(), Fail>) -> ExitCode {
+fn finish(r: client::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Fail::Server(e)) => {
+        Err(ClientError::Server(e)) => {
             eprintln!("paas: {e}");
             ExitCode::FAILURE
         }
-        Err(Fail::Usage(e)) => {
+        Err(ClientError::Usage(e)) => {
             eprintln!("paas: {e}");
             ExitCode::from(2)
         }
-        Err(Fail::Exit(code)) => ExitCode::from(code),
+        Err(ClientError::Exit(code)) => ExitCode::from(code),
     }
 }
 
-async fn run_client(command: Command) -> Result<(), Fail> {
-    use reqwest::Method;
+fn target(c: &ClientArgs) -> client::Result<Target> {
+    Target::resolve(c.url.clone(), c.token.clone(), c.json)
+}
+
+/// `-e KEY=VALUE` pairs of `paas run`.
+fn env_pairs(env: Vec<String>) -> client::Result<BTreeMap<String, String>> {
+    let mut extra = BTreeMap::new();
+    for pair in env {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(ClientError::Usage(format!(
+                "-e {pair:?} is not KEY=VALUE: write it as -e KEY=VALUE"
+            )));
+        };
+        extra.insert(k.to_string(), v.to_string());
+    }
+    Ok(extra)
+}
+
+async fn run_client(command: Command) -> client::Result<()> {
+    use client::{apps, config, data, domains, login, releases, run, tokens};
     match command {
         Command::Serve(_) | Command::Hook { .. } | Command::Completions { .. } => {
             unreachable!("handled in main")
         }
-        Command::Apps(c) => {
-            let t = target(&c)?;
-            let v = t.call(Method::GET, "/api/apps", None).await?;
-            if t.json {
-                return print_json(&v);
-            }
-            let apps = v.as_array().cloned().unwrap_or_default();
-            if apps.is_empty() {
-                println!("No apps yet: git push to http://HOST/<app>.git creates one.");
-            }
-            for a in apps {
-                let live = a["live"]["version"]
-                    .as_i64()
-                    .map(|v| format!("v{v}"))
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "{:<20} {:<6} {}",
-                    a["name"].as_str().unwrap_or(""),
-                    live,
-                    a["url"].as_str().unwrap_or("")
-                );
-            }
-            Ok(())
+        Command::Apps(c) => apps::list(&target(&c)?).await,
+        Command::AppsCreate { client, name } => apps::create(&target(&client)?, &name).await,
+        Command::AppsDestroy {
+            client,
+            app,
+            confirm,
+            no_backup,
+        } => {
+            let (t, app) = (target(&client)?, app_name(app)?);
+            apps::destroy(&t, &app, confirm.as_deref(), no_backup).await
         }
         Command::Releases { client, app } => {
-            let (t, app) = (target(&client)?, app_name(app)?);
-            let v = t
-                .call(Method::GET, &format!("/api/apps/{app}/releases"), None)
-                .await?;
-            if t.json {
-                return print_json(&v);
-            }
-            let rels = v.as_array().cloned().unwrap_or_default();
-            if rels.is_empty() {
-                println!("{app} has no releases yet: `git push paas main` deploys it.");
-            }
-            for r in rels {
-                println!(
-                    "v{:<4} {:<16} {:<8} {:<24} {}",
-                    r["version"].as_i64().unwrap_or(0),
-                    r["status"].as_str().unwrap_or(""),
-                    r["commit"]
-                        .as_str()
-                        .unwrap_or("")
-                        .chars()
-                        .take(7)
-                        .collect::<String>(),
-                    r["description"].as_str().unwrap_or(""),
-                    r["error"].as_str().unwrap_or("")
-                );
-            }
-            Ok(())
+            releases::list(&target(&client)?, &app_name(app)?).await
         }
         Command::Rollback {
             client,
@@ -465,35 +437,14 @@ async fn run_client(command: Command) -> Result<(), Fail> {
             restore_db,
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            let body = match version {
-                None => serde_json::json!({ "restore_db": restore_db }),
-                Some(v) => match v.trim_start_matches('v').parse::<i64>() {
-                    Ok(n) => serde_json::json!({ "version": n, "restore_db": restore_db }),
-                    Err(_) => {
-                        return Err(Fail::Usage(format!(
-                            "{v:?} is not a release like v3: `paas releases --app {app}` lists them"
-                        )))
-                    }
-                },
-            };
-            t.action(Method::POST, &format!("/api/apps/{app}/rollback"), body)
-                .await
+            releases::rollback(&t, &app, version.as_deref(), restore_db).await
         }
         Command::Restart { client, app } => {
-            let (t, app) = (target(&client)?, app_name(app)?);
-            t.action(
-                Method::POST,
-                &format!("/api/apps/{app}/restart"),
-                serde_json::json!({}),
-            )
-            .await
+            releases::restart(&target(&client)?, &app_name(app)?).await
         }
         Command::Ps { client, app } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            let text = paas::run::cli_ps(&t.url, &t.token, &app, t.json)
-                .await
-                .map_err(cli_fail)?;
-            println!("{text}");
+            println!("{}", run::ps(&t.url, &t.token, &app, t.json).await?);
             Ok(())
         }
         Command::Logs {
@@ -504,9 +455,7 @@ async fn run_client(command: Command) -> Result<(), Fail> {
             process,
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            paas::run::cli_logs(&t.url, &t.token, &app, follow, tail, process.as_deref())
-                .await
-                .map_err(cli_fail)
+            run::logs(&t.url, &t.token, &app, follow, tail, process.as_deref()).await
         }
         Command::Run {
             client,
@@ -515,105 +464,43 @@ async fn run_client(command: Command) -> Result<(), Fail> {
             no_tty,
             command,
         } => {
-            let mut extra = std::collections::BTreeMap::new();
-            for pair in env {
-                let Some((k, v)) = pair.split_once('=') else {
-                    return Err(Fail::Usage(format!(
-                        "-e {pair:?} is not KEY=VALUE: write it as -e KEY=VALUE"
-                    )));
-                };
-                extra.insert(k.to_string(), v.to_string());
-            }
+            let extra = env_pairs(env)?;
             let (t, app) = (target(&client)?, app_name(app)?);
             use std::io::IsTerminal;
             let tty = !no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
             let code = if tty {
-                paas::run::cli_run_tty(&t.url, &t.token, &app, &command, &extra).await
+                run::run_tty(&t.url, &t.token, &app, &command, &extra).await?
             } else {
-                paas::run::cli_run_plain(&t.url, &t.token, &app, &command, &extra).await
-            }
-            .map_err(cli_fail)?;
+                run::run_plain(&t.url, &t.token, &app, &command, &extra).await?
+            };
             match code {
                 0 => Ok(()),
-                c => Err(Fail::Exit(c.clamp(1, 255) as u8)),
+                c => Err(ClientError::Exit(c.clamp(1, 255) as u8)),
             }
         }
-        Command::Config { client, app } => {
-            let (t, app) = (target(&client)?, app_name(app)?);
-            let v = t
-                .call(Method::GET, &format!("/api/apps/{app}/config"), None)
-                .await?;
-            if t.json {
-                return print_json(&v);
-            }
-            let vars = v.as_object().cloned().unwrap_or_default();
-            if vars.is_empty() {
-                println!(
-                    "{app} has no config vars: `paas config:set --app {app} KEY=VALUE` sets one."
-                );
-            }
-            for (k, val) in vars {
-                println!("{k}={}", val.as_str().unwrap_or(""));
-            }
-            Ok(())
-        }
+        Command::Config { client, app } => config::show(&target(&client)?, &app_name(app)?).await,
         Command::ConfigSet { client, app, pairs } => {
-            let mut changes = serde_json::Map::new();
-            for pair in pairs {
-                let Some((k, v)) = pair.split_once('=') else {
-                    return Err(Fail::Usage(format!(
-                        "{pair:?} is not KEY=VALUE: write it as KEY=VALUE (quote values with spaces)"
-                    )));
-                };
-                changes.insert(k.to_string(), serde_json::json!(v));
-            }
-            let (t, app) = (target(&client)?, app_name(app)?);
-            t.action(
-                Method::PATCH,
-                &format!("/api/apps/{app}/config"),
-                serde_json::Value::Object(changes),
-            )
-            .await
+            let changes = config::parse_pairs(&pairs)?;
+            config::set(&target(&client)?, &app_name(app)?, changes).await
         }
         Command::ConfigUnset { client, app, keys } => {
-            let changes: serde_json::Map<String, serde_json::Value> = keys
-                .into_iter()
-                .map(|k| (k, serde_json::Value::Null))
-                .collect();
-            let (t, app) = (target(&client)?, app_name(app)?);
-            t.action(
-                Method::PATCH,
-                &format!("/api/apps/{app}/config"),
-                serde_json::Value::Object(changes),
-            )
-            .await
+            config::unset(&target(&client)?, &app_name(app)?, keys).await
         }
         Command::PgCreate { client, app } => {
-            let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(paas::client::data::cli_pg_create(&t.url, &t.token, &app).await)
+            data::pg_create(&target(&client)?, &app_name(app)?).await
         }
-        Command::PgInfo { client, app } => {
-            let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(paas::client::data::cli_pg_info(&t.url, &t.token, &app).await)
-        }
+        Command::PgInfo { client, app } => data::pg_info(&target(&client)?, &app_name(app)?).await,
         Command::PgDestroy {
             client,
             app,
             confirm,
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(
-                paas::client::data::cli_pg_destroy(&t.url, &t.token, &app, confirm.as_deref())
-                    .await,
-            )
+            data::pg_destroy(&t, &app, confirm.as_deref()).await
         }
-        Command::Backups { client, app } => {
-            let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(paas::client::data::cli_backups(&t.url, &t.token, &app).await)
-        }
+        Command::Backups { client, app } => data::backups(&target(&client)?, &app_name(app)?).await,
         Command::BackupsCreate { client, app } => {
-            let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(paas::client::data::cli_backup(&t.url, &t.token, &app).await)
+            data::backup(&target(&client)?, &app_name(app)?).await
         }
         Command::BackupsRestore {
             client,
@@ -622,136 +509,23 @@ async fn run_client(command: Command) -> Result<(), Fail> {
             confirm,
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(
-                paas::client::data::cli_restore(&t.url, &t.token, &app, &id, confirm.as_deref())
-                    .await,
-            )
+            data::restore(&t, &app, &id, confirm.as_deref()).await
         }
-        Command::AppsDestroy {
-            client,
-            app,
-            confirm,
-            no_backup,
-        } => {
-            let (t, app) = (target(&client)?, app_name(app)?);
-            data_done(
-                paas::client::data::cli_destroy(
-                    &t.url,
-                    &t.token,
-                    &app,
-                    confirm.as_deref(),
-                    no_backup,
-                )
-                .await,
-            )
-        }
-        Command::Tokens(c) => {
-            let t = target(&c)?;
-            let v = t.call(Method::GET, "/api/tokens", None).await?;
-            if t.json {
-                return print_json(&v);
-            }
-            let list = v.as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
-                println!("No API tokens yet: `paas tokens:create --name laptop` makes one.");
-                return Ok(());
-            }
-            println!("{:<24} {:<22} LAST USED", "NAME", "CREATED");
-            for tk in list {
-                let when = |k: &str| {
-                    tk[k]
-                        .as_i64()
-                        .map(paas::dashboard::format_time)
-                        .unwrap_or_else(|| "never".into())
-                };
-                println!(
-                    "{:<24} {:<22} {}",
-                    tk["name"].as_str().unwrap_or(""),
-                    when("created_at"),
-                    when("last_used_at")
-                );
-            }
-            Ok(())
-        }
+        Command::Tokens(c) => tokens::list(&target(&c)?).await,
         Command::TokensCreate { client, name } => {
-            if let Err(e) = paas::tokens::validate_name(&name) {
-                return Err(Fail::Usage(e));
-            }
-            let t = target(&client)?;
-            let v = t
-                .call(
-                    Method::POST,
-                    "/api/tokens",
-                    Some(serde_json::json!({ "name": name })),
-                )
-                .await?;
-            if t.json {
-                return print_json(&v);
-            }
-            // The secret goes alone to stdout (for scripts); the advice to stderr.
-            println!("{}", v["token"].as_str().unwrap_or(""));
-            eprintln!(
-                "Token {name} created. It is shown only now: keep it, e.g. export PAAS_TOKEN=<it>, or use it as the password of the paas git remote."
-            );
-            Ok(())
+            tokens::check_name(&name)?;
+            tokens::create(&target(&client)?, &name).await
         }
-        Command::TokensRevoke { client, name } => {
-            let t = target(&client)?;
-            let v = t
-                .call(Method::DELETE, &format!("/api/tokens/{name}"), None)
-                .await?;
-            if t.json {
-                return print_json(&v);
-            }
-            println!("{}", v["message"].as_str().unwrap_or("revoked"));
-            Ok(())
-        }
-        Command::AppsCreate { client, name } => {
-            let t = target(&client)?;
-            let body = serde_json::json!({ "name": name });
-            let v = t.call(Method::POST, "/api/apps", Some(body)).await?;
-            if t.json {
-                return print_json(&v);
-            }
-            println!("{}", v["message"].as_str().unwrap_or("created"));
-            println!("  git remote add paas {}/{name}.git", t.url);
-            println!("  git push paas main");
-            Ok(())
-        }
-        Command::Login { url, token } => login(&url, token).await,
-        Command::Domains { client, app } => {
-            let (t, app) = (target(&client)?, app_name(app)?);
-            let v = t
-                .call(Method::GET, &format!("/api/apps/{app}/domains"), None)
-                .await?;
-            if t.json {
-                return print_json(&v);
-            }
-            println!("{} (default)", v["default"].as_str().unwrap_or(""));
-            for d in v["domains"].as_array().cloned().unwrap_or_default() {
-                println!("{}", d.as_str().unwrap_or(""));
-            }
-            Ok(())
-        }
+        Command::TokensRevoke { client, name } => tokens::revoke(&target(&client)?, &name).await,
+        Command::Login { url, token } => login::login(&url, token).await,
+        Command::Domains { client, app } => domains::list(&target(&client)?, &app_name(app)?).await,
         Command::DomainsAdd {
             client,
             app,
             domain,
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            let body = serde_json::json!({ "domain": domain });
-            let v = t
-                .call(
-                    Method::POST,
-                    &format!("/api/apps/{app}/domains"),
-                    Some(body),
-                )
-                .await?;
-            if t.json {
-                return print_json(&v);
-            }
-            println!("{}", v["message"].as_str().unwrap_or("added"));
-            Ok(())
+            domains::add(&t, &app, &domain).await
         }
         Command::DomainsRemove {
             client,
@@ -759,136 +533,8 @@ async fn run_client(command: Command) -> Result<(), Fail> {
             domain,
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            let v = t
-                .call(
-                    Method::DELETE,
-                    &format!("/api/apps/{app}/domains/{domain}"),
-                    None,
-                )
-                .await?;
-            if t.json {
-                return print_json(&v);
-            }
-            println!("{}", v["message"].as_str().unwrap_or("removed"));
-            Ok(())
+            domains::remove(&t, &app, &domain).await
         }
-    }
-}
-
-/// Where `paas login` keeps the URL and token: `$XDG_CONFIG_HOME/paas` or
-/// `~/.config/paas`, file mode 0600.
-fn login_file() -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")))?;
-    Some(base.join("paas").join("login.json"))
-}
-
-/// The saved login: (url, token).
-fn saved_login() -> Option<(String, String)> {
-    let text = std::fs::read_to_string(login_file()?).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some((
-        v["url"].as_str()?.to_string(),
-        v["token"].as_str()?.to_string(),
-    ))
-}
-
-/// Reads a token from the terminal without echoing it.
-fn ask_token() -> Result<String, Fail> {
-    use std::io::{BufRead, IsTerminal, Write};
-    let tty = std::io::stdin().is_terminal();
-    let stty = |arg: &str| {
-        let _ = std::process::Command::new("stty")
-            .arg(arg)
-            .stdin(std::process::Stdio::inherit())
-            .status();
-    };
-    if tty {
-        eprint!("Token (the admin token, or one from `paas tokens:create`): ");
-        let _ = std::io::stderr().flush();
-        stty("-echo");
-    }
-    let mut line = String::new();
-    let read = std::io::stdin().lock().read_line(&mut line);
-    if tty {
-        stty("echo");
-        eprintln!();
-    }
-    read.map_err(|e| Fail::Usage(format!("cannot read the token: {e}")))?;
-    let token = line.trim().to_string();
-    if token.is_empty() {
-        return Err(Fail::Usage(
-            "no token given: type it at the prompt or pass --token".into(),
-        ));
-    }
-    Ok(token)
-}
-
-async fn login(url: &str, token: Option<String>) -> Result<(), Fail> {
-    let url = url.trim().trim_end_matches('/').to_string();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(Fail::Usage(format!(
-            "{url:?} is not a URL: give the daemon's control URL, like http://203.0.113.7:8300"
-        )));
-    }
-    let token = match token {
-        Some(t) => t,
-        None => ask_token()?,
-    };
-    let t = Target {
-        url: url.clone(),
-        token: token.clone(),
-        json: false,
-    };
-    // Proves the URL and the token before anything is saved.
-    t.call(reqwest::Method::GET, "/api/apps", None).await?;
-    let file = login_file().ok_or_else(|| {
-        Fail::Usage("no home directory to save the login in: set HOME or XDG_CONFIG_HOME".into())
-    })?;
-    let save = || -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::create_dir_all(file.parent().expect("a file has a parent"))?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&file)?;
-        f.write_all(
-            serde_json::json!({ "url": url, "token": token })
-                .to_string()
-                .as_bytes(),
-        )
-    };
-    save()
-        .map_err(|e| Fail::Server(format!("cannot save the login in {}: {e}", file.display())))?;
-    println!("Logged in to {url}; saved in {}.", file.display());
-    Ok(())
-}
-
-fn print_json(v: &serde_json::Value) -> Result<(), Fail> {
-    println!("{v:#}");
-    Ok(())
-}
-
-fn cli_fail((msg, usage): paas::run::CliError) -> Fail {
-    if usage {
-        Fail::Usage(msg)
-    } else {
-        Fail::Server(msg)
-    }
-}
-
-fn data_done(r: Result<String, String>) -> Result<(), Fail> {
-    match r {
-        Ok(text) => {
-            println!("{text}");
-            Ok(())
-        }
-        Err(e) => Err(Fail::Server(e)),
     }
 }
 
@@ -949,195 +595,4 @@ async fn pre_receive() -> ExitCode {
     }
     let code = paas::git::run_pre_receive_hook(&url, &secret, &app, tokio::io::stdin()).await;
     ExitCode::from(code.clamp(0, 255) as u8)
-}
-
-/// What `git remote get-url paas` says about the app and the daemon.
-#[derive(Debug, PartialEq, Eq)]
-struct Remote {
-    /// scheme://host[:port] of the daemon, without credentials.
-    base: String,
-    app: String,
-    /// The password of the remote's URL, when it carries one (a token).
-    password: Option<String>,
-}
-
-/// `http://paas:TOKEN@host:8300/blog.git` → base `http://host:8300`, app `blog`.
-fn parse_remote(url: &str) -> Option<Remote> {
-    let (scheme, rest) = url.trim().split_once("://")?;
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    let (authority, path) = rest.split_once('/')?;
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    let app = path.trim_end_matches('/').strip_suffix(".git")?;
-    if app.is_empty() || app.contains('/') || hostport.is_empty() {
-        return None;
-    }
-    let password = userinfo
-        .and_then(|u| u.split_once(':'))
-        .map(|(_, p)| p.to_string())
-        .filter(|p| !p.is_empty());
-    Some(Remote {
-        base: format!("{scheme}://{hostport}"),
-        app: app.to_string(),
-        password,
-    })
-}
-
-/// The `paas` git remote of the current directory, if any.
-fn git_remote() -> Option<Remote> {
-    let out = std::process::Command::new("git")
-        .args(["remote", "get-url", "paas"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    parse_remote(&String::from_utf8_lossy(&out.stdout))
-}
-
-fn app_name(given: Option<String>) -> Result<String, Fail> {
-    if let Some(app) = given {
-        return Ok(app);
-    }
-    git_remote().map(|r| r.app).ok_or_else(|| {
-        Fail::Usage("no --app given and no `paas` git remote here: pass --app NAME or run inside the app's git checkout".into())
-    })
-}
-
-/// Where and as whom a client command talks to the daemon.
-struct Target {
-    url: String,
-    token: String,
-    json: bool,
-}
-
-fn target(c: &ClientArgs) -> Result<Target, Fail> {
-    let remote = git_remote();
-    let saved = saved_login();
-    let url = c
-        .url
-        .clone()
-        .or_else(|| remote.as_ref().map(|r| r.base.clone()))
-        .or_else(|| saved.as_ref().map(|(u, _)| u.clone()))
-        .unwrap_or_else(|| "http://127.0.0.1:8300".into());
-    let url = url.trim_end_matches('/').to_string();
-    // The remote's password is a token for the daemon the remote points at;
-    // so is the saved login's, for its daemon.
-    let remote_token = remote.filter(|r| r.base == url).and_then(|r| r.password);
-    let saved_token = saved.filter(|(u, _)| *u == url).map(|(_, t)| t);
-    let token = match (&c.token, remote_token.or(saved_token)) {
-        (Some(t), _) => t.clone(),
-        (None, Some(t)) => t,
-        (None, None) => std::fs::read_to_string("/var/lib/paas/admin.token")
-            .map(|t| t.trim().to_string())
-            .map_err(|_| Fail::Usage("no token: set PAAS_TOKEN (the admin token paas serve printed on first start, or one from `paas tokens:create`), run `paas login URL`, or pass --token".into()))?,
-    };
-    Ok(Target {
-        url,
-        token,
-        json: c.json,
-    })
-}
-
-impl Target {
-    /// One API request; the parsed JSON answer, or the server's sentence.
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value, Fail> {
-        let (status, v) = self.send(method, path, body).await?;
-        if status.is_success() {
-            Ok(v)
-        } else {
-            Err(server_error(status, &v))
-        }
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<(reqwest::StatusCode, serde_json::Value), Fail> {
-        let mut req = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.map_err(|e| {
-            Fail::Server(format!(
-                "cannot reach paas at {} ({e}); is `paas serve` running? Set PAAS_URL if it listens elsewhere",
-                self.url
-            ))
-        })?;
-        let status = resp.status();
-        Ok((status, resp.json().await.unwrap_or_default()))
-    }
-
-    /// A request that changes something: prints the deploy's progress (if
-    /// any), then the outcome; fails when the API says it failed.
-    async fn action(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: serde_json::Value,
-    ) -> Result<(), Fail> {
-        let (status, v) = self.send(method, path, Some(body)).await?;
-        if self.json {
-            println!("{v:#}");
-        } else {
-            if let Some(log) = v["log"].as_str() {
-                print!("{log}");
-            }
-            if let Some(m) = v["message"].as_str() {
-                println!("{m}");
-            }
-        }
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(server_error(status, &v))
-        }
-    }
-}
-
-fn server_error(status: reqwest::StatusCode, v: &serde_json::Value) -> Fail {
-    if status == reqwest::StatusCode::UNAUTHORIZED {
-        return Fail::Server(
-            "the daemon refused the token (HTTP 401): it is wrong or was revoked; set PAAS_TOKEN to the admin token or a live API token".into(),
-        );
-    }
-    let msg = v["error"].as_str().unwrap_or("the request failed");
-    Fail::Server(format!("{msg} (HTTP {status})"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remotes_name_the_app_and_the_daemon() {
-        assert_eq!(
-            parse_remote("http://paas:s3cret@example.org:8300/blog.git\n"),
-            Some(Remote {
-                base: "http://example.org:8300".into(),
-                app: "blog".into(),
-                password: Some("s3cret".into()),
-            })
-        );
-        let r = parse_remote("https://host/shop.git").unwrap();
-        assert_eq!((r.base.as_str(), r.app.as_str()), ("https://host", "shop"));
-        assert_eq!(r.password, None);
-        assert_eq!(parse_remote("git@github.com:me/blog.git"), None);
-        assert_eq!(parse_remote("http://host/a/blog.git"), None);
-        assert_eq!(parse_remote("http://host/blog"), None);
-    }
 }

@@ -1,0 +1,282 @@
+//! `paas ps`, `paas logs [-f]`, `paas run -- CMD` (streamed, or an
+//! interactive terminal over a WebSocket).
+
+use super::{refusal, unreachable, ClientError, Result};
+use crate::run::{format_uptime, EXIT_PREFIX};
+use std::collections::BTreeMap;
+
+/// `paas run -- CMD ARGS` without a terminal: prints the command's output
+/// as it comes; returns its exit code.
+pub async fn run_plain(
+    url: &str,
+    token: &str,
+    app: &str,
+    command: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<i32> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/api/apps/{app}/run"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "command": command, "env": env }))
+        .send()
+        .await
+        .map_err(|e| unreachable(url, e))?;
+    if !resp.status().is_success() {
+        return Err(refusal(resp).await);
+    }
+    let mut body = resp.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ClientError::Server(format!(
+                "the connection to paas broke before the command finished ({e})"
+            ))
+        })?;
+        pending.extend_from_slice(&chunk);
+        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            if let Some(code) = std::str::from_utf8(&line)
+                .ok()
+                .and_then(|l| l.strip_prefix(EXIT_PREFIX))
+            {
+                let _ = stdout.flush();
+                return Ok(code.trim().parse().unwrap_or(1));
+            }
+            let _ = stdout.write_all(&line);
+        }
+        let _ = stdout.flush();
+    }
+    Err(ClientError::Server(
+        "the connection to paas ended before the command finished, so its exit code is unknown"
+            .into(),
+    ))
+}
+
+/// Puts the terminal in raw mode until dropped.
+struct RawMode;
+
+impl RawMode {
+    fn enable() -> Result<RawMode> {
+        crossterm::terminal::enable_raw_mode().map_err(|e| {
+            ClientError::Server(format!(
+                "cannot put the terminal in raw mode ({e}): use --no-tty"
+            ))
+        })?;
+        Ok(RawMode)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
+/// `paas run -- CMD ARGS` at a terminal: an interactive session over a
+/// WebSocket (keystrokes in, the container's terminal out, resizes
+/// followed); returns the command's exit code.
+pub async fn run_tty(
+    url: &str,
+    token: &str,
+    app: &str,
+    command: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<i32> {
+    use futures_util::{SinkExt, StreamExt};
+    use std::io::Write;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Error as WsError, Message};
+    let ws_url = if let Some(rest) = url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        format!("ws://{}", url.strip_prefix("http://").unwrap_or(url))
+    };
+    let mut req = format!("{ws_url}/api/apps/{app}/run/tty")
+        .into_client_request()
+        .map_err(|e| ClientError::Usage(format!("{url} is not a usable paas URL ({e})")))?;
+    let auth = format!("Bearer {token}").parse().map_err(|_| {
+        ClientError::Usage("the token holds characters no HTTP header can carry".to_string())
+    })?;
+    req.headers_mut().insert("authorization", auth);
+    let (ws, _) = match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => ok,
+        Err(WsError::Http(resp)) => {
+            let status = resp.status();
+            if status == 401 {
+                return Err(ClientError::Server("the daemon refused the token (HTTP 401): it is wrong or was revoked; set PAAS_TOKEN to the admin token or a live API token".into()));
+            }
+            let v: serde_json::Value = resp
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            let msg = v["error"]
+                .as_str()
+                .unwrap_or("the terminal session was refused");
+            return Err(ClientError::Server(format!("{msg} (HTTP {status})")));
+        }
+        Err(WsError::Url(e)) => {
+            return Err(ClientError::Server(format!(
+                "{url} cannot carry a terminal session ({e}): use --no-tty"
+            )))
+        }
+        Err(e) => return Err(unreachable(url, e)),
+    };
+    let (mut tx, mut rx) = ws.split();
+    let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
+    let start = serde_json::json!({ "command": command, "env": env, "cols": cols, "rows": rows });
+    tx.send(Message::Text(start.to_string().into()))
+        .await
+        .map_err(|e| unreachable(url, e))?;
+    // Keystrokes from a plain thread: a blocked read never holds up the exit.
+    let (keys_tx, mut keys) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if keys_tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut winch =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+    let raw = RawMode::enable()?;
+    let mut stdout = std::io::stdout();
+    let mut keys_open = true;
+    let outcome = loop {
+        tokio::select! {
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    let _ = stdout.write_all(&b);
+                    let _ = stdout.flush();
+                }
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    if let Some(code) = v["exit"].as_i64() {
+                        break Ok(code as i32);
+                    }
+                    if let Some(e) = v["error"].as_str() {
+                        break Err(ClientError::Server(e.to_string()));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Err(ClientError::Server(format!("the terminal session broke ({e}), so the command's exit code is unknown"))),
+                None => break Err(ClientError::Server("the terminal session ended before the command finished, so its exit code is unknown".into())),
+            },
+            key = keys.recv(), if keys_open => match key {
+                Some(bytes) => {
+                    if tx.send(Message::Binary(bytes.into())).await.is_err() {
+                        break Err(ClientError::Server("the terminal session broke while sending input".into()));
+                    }
+                }
+                None => keys_open = false,
+            },
+            _ = async { match winch.as_mut() { Some(w) => { w.recv().await; } None => std::future::pending().await } } => {
+                if let Ok((c, r)) = crossterm::terminal::size() {
+                    let _ = tx.send(Message::Text(serde_json::json!({ "resize": [c, r] }).to_string().into())).await;
+                }
+            }
+        }
+    };
+    drop(raw);
+    outcome
+}
+
+/// `paas logs [-f]`: prints the live release's output as it comes.
+pub async fn logs(
+    url: &str,
+    token: &str,
+    app: &str,
+    follow: bool,
+    tail: usize,
+    process: Option<&str>,
+) -> Result<()> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let mut query = vec![("follow", follow.to_string()), ("tail", tail.to_string())];
+    if let Some(p) = process {
+        query.push(("process", p.to_string()));
+    }
+    let resp = reqwest::Client::new()
+        .get(format!("{url}/api/apps/{app}/logs"))
+        .query(&query)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| unreachable(url, e))?;
+    if !resp.status().is_success() {
+        return Err(refusal(resp).await);
+    }
+    let mut body = resp.bytes_stream();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ClientError::Server(format!(
+                "the connection to paas broke while following the logs ({e})"
+            ))
+        })?;
+        if stdout
+            .write_all(&chunk)
+            .and_then(|_| stdout.flush())
+            .is_err()
+        {
+            break; // stdout closed (e.g. piped into head)
+        }
+    }
+    Ok(())
+}
+
+/// `paas ps`: the app's containers as a table (or the API's JSON).
+pub async fn ps(url: &str, token: &str, app: &str, json: bool) -> Result<String> {
+    let resp = reqwest::Client::new()
+        .get(format!("{url}/api/apps/{app}/ps"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| unreachable(url, e))?;
+    if !resp.status().is_success() {
+        return Err(refusal(resp).await);
+    }
+    let v: serde_json::Value = resp.json().await.map_err(|e| {
+        ClientError::Server(format!("paas answered with something unreadable ({e})"))
+    })?;
+    if json {
+        return Ok(format!("{v:#}"));
+    }
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return Ok(format!(
+            "{app} runs no containers: `git push paas main` deploys it, `paas restart -a {app}` starts a live release again"
+        ));
+    }
+    let mut out = format!(
+        "{:<10} {:<8} {:<11} {:<9} {}",
+        "PROCESS", "RELEASE", "STATE", "UPTIME", "NAME"
+    );
+    for p in list {
+        out.push_str(&format!(
+            "\n{:<10} {:<8} {:<11} {:<9} {}",
+            p["process"].as_str().unwrap_or(""),
+            p["release"]
+                .as_i64()
+                .map(|v| format!("v{v}"))
+                .unwrap_or_else(|| "-".into()),
+            p["state"].as_str().unwrap_or(""),
+            p["uptime_secs"]
+                .as_i64()
+                .map(format_uptime)
+                .unwrap_or_else(|| "-".into()),
+            p["name"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(out)
+}
