@@ -8,6 +8,7 @@ use crate::ctx::Ctx;
 use crate::deploy::{self, DeployRequest, Progress, Redeploy};
 use crate::git::{self, CgiRequest, RESULT_FAILED, RESULT_OK};
 use crate::http_error::{find_app, internal, ApiError};
+use crate::layout::valid_var_name;
 use crate::store::{App, Release};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -362,13 +363,6 @@ pub(crate) async fn run_redeploy(ctx: &Arc<Ctx>, app: &str, what: Redeploy) -> O
         log.push_str(&line);
     }
     Outcome { result, log }
-}
-
-/// A config var name: a letter or `_`, then letters, digits and `_`.
-pub(crate) fn valid_var_name(k: &str) -> bool {
-    let mut chars = k.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 // ------------------------------------------------------- the hook's endpoint

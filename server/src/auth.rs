@@ -9,6 +9,7 @@
 //! token does. Only the SHA-256 of each is stored; a request's secret is
 //! hashed and looked up, so a revoked token fails with the next request.
 
+use axum::http::{header, HeaderMap};
 use base64::Engine;
 use rand::RngCore;
 use std::collections::HashMap;
@@ -187,6 +188,21 @@ impl Sessions {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
     }
+}
+
+/// The dashboard's session cookie.
+pub const COOKIE: &str = "paas_session";
+
+/// The session id from the request's cookie, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
 }
 
 /// `bytes` random bytes as lower-case hex (database passwords, backup ids).

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 /// How many good backups of an app are kept; older ones are pruned.
 pub const KEEP_BACKUPS: usize = 7;
-/// Every app is backed up once per this interval.
 
 // ---------------------------------------------------------------- backups
 

@@ -1,6 +1,6 @@
 //! What a request or a deploy may touch, handed to them by argument.
 //!
-//! One [`Ctx`] per daemon, made by [`crate::server::run`]; nothing in paas
+//! One [`Ctx`] per daemon, made by `server::run`; nothing in paas
 //! keeps state in a global.
 
 use crate::auth::{AdminToken, LoginLimiter, Sessions};
@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::deploy::Deployer;
 use crate::docker::Docker;
 use crate::git::{HookEnv, Repos};
-use crate::metrics::UsageHistory;
+use crate::metrics::{History, UsageHistory};
 use crate::proxy::RouteTable;
 use crate::store::Store;
 use std::collections::HashMap;
@@ -36,6 +36,8 @@ pub struct Ctx {
     pub hook: HookEnv,
     /// Failed logins per address (dashboard form, bearer and basic auth).
     pub login_limiter: LoginLimiter,
+    /// Requests and latency per app over the last hour.
+    pub history: History,
     /// Memory and CPU of each app's containers over the last hour.
     pub usage: UsageHistory,
     /// One lock per app for data work (backup, restore, database create or
@@ -64,6 +66,7 @@ impl Ctx {
             sessions: Sessions::default(),
             hook,
             login_limiter: LoginLimiter::default(),
+            history: History::default(),
             usage: UsageHistory::default(),
             data_locks: AppLocks::default(),
         }

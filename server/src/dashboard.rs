@@ -4,7 +4,6 @@
 //! release's log.
 
 use crate::api::{app_view, ReleaseView};
-use crate::auth::LoginLimiter;
 use crate::ctx::Ctx;
 use crate::http_error::{internal, ApiError};
 use axum::extract::{ConnectInfo, Form, FromRequest, Path, Request, State};
@@ -16,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 use tera::{Context, Tera};
 
-use crate::router::{session_cookie, COOKIE};
+use crate::auth::{session_cookie, COOKIE};
 /// A one-shot result message for the next page (set by an action, shown and
 /// cleared by the app page): `ok.<base64url>` or `error.<base64url>`.
 const FLASH: &str = "paas_flash";
@@ -197,12 +196,6 @@ fn session_csrf(ctx: &Ctx, headers: &HeaderMap) -> Option<String> {
     session_cookie(headers).and_then(|id| ctx.sessions.csrf(&id))
 }
 
-/// Failed dashboard logins per address (one daemon per process).
-fn limiter() -> &'static LoginLimiter {
-    static L: OnceLock<LoginLimiter> = OnceLock::new();
-    L.get_or_init(LoginLimiter::default)
-}
-
 fn render(name: &str, mut context: Context, csrf: Option<String>) -> Response {
     context.insert("logged_in", &csrf.is_some());
     context.insert("csrf", &csrf.unwrap_or_default());
@@ -267,7 +260,7 @@ async fn login(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    if !limiter().allowed(ip) {
+    if !ctx.login_limiter.allowed(ip) {
         let mut c = Context::new();
         c.insert(
             "error",
@@ -281,7 +274,7 @@ async fn login(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         return (StatusCode::BAD_REQUEST, "send the form field token").into_response();
     };
     let Some(who) = crate::tokens::check_secret(&ctx, form.token.trim()) else {
-        limiter().failed(ip);
+        ctx.login_limiter.failed(ip);
         tracing::warn!(%ip, "failed dashboard login");
         let mut c = Context::new();
         c.insert(
@@ -346,7 +339,7 @@ async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response 
                     .as_ref()
                     .map(|r| format_time(r.created_at))
                     .unwrap_or_default();
-                let series = ctx.routes.history().series(&a.name, now);
+                let series = ctx.history.series(&a.name, now);
                 Ok(AppRow {
                     view,
                     last_when,
@@ -454,20 +447,17 @@ async fn app_page(
     };
     c.insert("config_keys", &config_keys);
     c.insert("domains", &crate::deploy::app_hosts(&ctx, &app));
-    let series = ctx
-        .routes
-        .history()
-        .series(&app.name, crate::metrics::now());
+    let series = ctx.history.series(&app.name, crate::metrics::now());
     c.insert("rate_chart", &crate::metrics::rate_chart(&series));
     c.insert("latency_chart", &crate::metrics::latency_chart(&series));
     c.insert(
         "requests_hour",
         &series.iter().map(|m| m.requests).sum::<u64>(),
     );
-    let usage = crate::metrics::usage().series(&app.name, crate::metrics::now());
+    let usage = ctx.usage.series(&app.name, crate::metrics::now());
     c.insert("memory_chart", &crate::metrics::memory_chart(&usage));
     c.insert("cpu_chart", &crate::metrics::cpu_chart(&usage));
-    if let Some((_, u)) = crate::metrics::usage().latest(&app.name) {
+    if let Some((_, u)) = ctx.usage.latest(&app.name) {
         c.insert("usage_now", &crate::metrics::usage_text(&u));
     }
     let flash = flash_of(&headers);

@@ -5,6 +5,7 @@
 use crate::backup::{backup_app, list_backups, restore};
 use crate::ctx::Ctx;
 use crate::docker::ContainerState;
+use crate::http_error::confirmed;
 use crate::http_error::find_app;
 use crate::http_error::{ApiError, DataError};
 use crate::layout::server_name;
@@ -16,7 +17,6 @@ use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use std::sync::Arc;
 
 // -------------------------------------------------------------------- API
@@ -36,26 +36,6 @@ pub fn routes() -> Router<Arc<Ctx>> {
             "/api/apps/{app}/backups/{id}/restore",
             post(api_backup_restore),
         )
-}
-
-#[derive(Deserialize)]
-struct Confirm {
-    confirm: Option<String>,
-}
-
-/// Destructive calls carry `{"confirm": "<app>"}`.
-pub(crate) fn confirmed(body: &[u8], app: &str, action: &str) -> Result<(), DataError> {
-    let given = serde_json::from_slice::<Confirm>(body)
-        .ok()
-        .and_then(|c| c.confirm);
-    if given.as_deref() == Some(app) {
-        Ok(())
-    } else {
-        Err(DataError::user(
-            StatusCode::BAD_REQUEST,
-            format!("{action} cannot be undone: confirm by sending {{\"confirm\": \"{app}\"}} (on the command line: --confirm {app})"),
-        ))
-    }
 }
 
 fn restart_hint(app: &str) -> String {
@@ -285,18 +265,4 @@ async fn api_backup_restore(
             "message": format!("backup {} restored into {}.", m.id, app.name),
         })),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn confirmation_names_the_app() {
-        assert!(confirmed(br#"{"confirm":"blog"}"#, "blog", "Dropping").is_ok());
-        for body in [&b""[..], b"{}", br#"{"confirm":"other"}"#, b"not json"] {
-            let e = confirmed(body, "blog", "Dropping the database").unwrap_err();
-            assert_eq!(e.status, StatusCode::BAD_REQUEST);
-            assert!(e.message.contains(r#"{"confirm": "blog"}"#), "{e}");
-        }
-    }
 }

@@ -147,7 +147,7 @@ pub async fn api_destroy(
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let app = find_app(&ctx, &app)?;
-    crate::data_api::confirmed(
+    crate::http_error::confirmed(
         &body,
         &app.name,
         &format!(

@@ -8,6 +8,7 @@ use crate::store::App;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
 use std::path::Path;
 
 /// A JSON or plain error with one sentence for the user.
@@ -97,4 +98,39 @@ impl From<DataError> for ApiError {
 
 pub(crate) fn io_err(what: &str, path: &Path, e: std::io::Error) -> DataError {
     DataError::internal(format!("cannot {what} {}: {e}", path.display()))
+}
+
+#[derive(Deserialize)]
+struct Confirm {
+    confirm: Option<String>,
+}
+
+/// Destructive calls carry `{"confirm": "<app>"}`.
+pub fn confirmed(body: &[u8], app: &str, action: &str) -> Result<(), DataError> {
+    let given = serde_json::from_slice::<Confirm>(body)
+        .ok()
+        .and_then(|c| c.confirm);
+    if given.as_deref() == Some(app) {
+        Ok(())
+    } else {
+        Err(DataError::user(
+            StatusCode::BAD_REQUEST,
+            format!("{action} cannot be undone: confirm by sending {{\"confirm\": \"{app}\"}} (on the command line: --confirm {app})"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmation_names_the_app() {
+        assert!(confirmed(br#"{"confirm":"blog"}"#, "blog", "Dropping").is_ok());
+        for body in [&b""[..], b"{}", br#"{"confirm":"other"}"#, b"not json"] {
+            let e = confirmed(body, "blog", "Dropping the database").unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(r#"{"confirm": "blog"}"#), "{e}");
+        }
+    }
 }

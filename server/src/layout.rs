@@ -42,6 +42,13 @@ pub fn labels(app: &str, version: i64, process: Option<&str>) -> Vec<(String, St
     l
 }
 
+/// A config var name: a letter or `_`, then letters, digits and `_`.
+pub fn valid_var_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// The tag a push's build gives its image.
 pub fn built_tag(app: &str, version: i64) -> String {
     format!("paas/{app}:v{version}")

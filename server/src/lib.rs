@@ -27,6 +27,7 @@
 //! - [`postgres`]: a PostgreSQL database per app that asks for one.
 //! - [`backup`]: backups and restores of an app's data.
 //! - [`schedule`]: the daily backups.
+//! - [`sampler`]: request and container-usage samples for the charts.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
 //! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
@@ -59,12 +60,17 @@ pub mod domains;
 pub mod health;
 pub mod postgres;
 pub mod run;
+pub mod sampler;
 pub mod schedule;
 
+#[cfg(test)]
+mod layers;
+
 pub mod api;
-pub mod client;
 pub mod dashboard;
 pub mod data_api;
 pub mod router;
 pub mod server;
 pub mod tokens;
+
+pub mod client;

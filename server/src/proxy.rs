@@ -376,9 +376,6 @@ struct TableInner {
     hosts: ArcSwap<HostMap>,
     /// Serialises writers; holds each app's counters, which outlive releases.
     writer: Mutex<HashMap<String, Arc<StatsCounters>>>,
-    /// The counters sampled per minute (by a background task, never on the
-    /// request path), for the dashboard's charts.
-    history: crate::metrics::History,
 }
 
 impl RouteTable {
@@ -447,12 +444,6 @@ impl RouteTable {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
-    }
-
-    /// The last hour of requests and latency per app, sampled from
-    /// [`RouteTable::stats`] by [`crate::metrics::spawn_sampler`].
-    pub fn history(&self) -> &crate::metrics::History {
-        &self.inner.history
     }
 
     /// Requests counted per app since the table was created, sorted by app.

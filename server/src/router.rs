@@ -5,7 +5,7 @@
 //! again and no body or query is parsed for a stranger. What it learned
 //! travels to the handler as a [`Caller`] extension.
 
-use crate::auth::constant_time_eq;
+use crate::auth::{constant_time_eq, session_cookie};
 use crate::ctx::Ctx;
 use crate::http_error::{unauthorized, ApiError};
 use crate::tokens::Credential;
@@ -144,21 +144,6 @@ pub fn header_credential(ctx: &Ctx, headers: &HeaderMap) -> Option<Credential> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     crate::auth::presented_secret(auth).and_then(|s| crate::tokens::check_secret(ctx, &s))
-}
-
-/// The dashboard's session cookie.
-pub const COOKIE: &str = "paas_session";
-
-/// The session id from the request's cookie, if any.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
 }
 
 fn live_session(ctx: &Ctx, headers: &HeaderMap) -> Option<Session> {

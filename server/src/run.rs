@@ -7,10 +7,10 @@
 //! `paas-run-exit: N` (N is the command's exit code); a client that goes
 //! away stops and removes the container.
 
-use crate::api::valid_var_name;
 use crate::ctx::Ctx;
 use crate::docker::ContainerSpec;
 use crate::http_error::{find_app, internal, ApiError};
+use crate::layout::valid_var_name;
 use crate::store::{App, Release};
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};

@@ -5,6 +5,7 @@ use crate::ctx::Ctx;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Every app is backed up once per this interval.
 pub const BACKUP_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// How often the scheduler looks for apps that are due.
 const SCHEDULER_TICK: Duration = Duration::from_secs(3600);

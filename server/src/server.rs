@@ -97,8 +97,8 @@ pub async fn run(
 
     crate::deploy::reconcile(&ctx).await;
     crate::schedule::spawn_scheduler(ctx.clone());
-    crate::metrics::spawn_sampler(ctx.routes.clone());
-    crate::metrics::spawn_usage_sampler(ctx.clone());
+    crate::sampler::spawn_request_sampler(ctx.clone());
+    crate::sampler::spawn_usage_sampler(ctx.clone());
 
     let router = crate::router::router(ctx.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
