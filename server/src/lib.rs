@@ -19,6 +19,7 @@
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
 //! - [`server`]: wires the parts together for `paas serve`.
+//! - [`lines`]: byte streams cut into lines, one way for every stream.
 
 pub mod api;
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod docker;
 pub mod domains;
 pub mod git;
 pub mod health;
+pub mod lines;
 pub mod metrics;
 pub mod procfile;
 pub mod proxy;
