@@ -35,10 +35,16 @@ pub(crate) fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// `YYYYMMDD-HHMMSS` in UTC.
+/// `YYYYMMDD-HHMMSS` in UTC (the bare number past the year 9999, which
+/// `now_unix` never reaches).
 fn utc_stamp(secs: i64) -> String {
-    let (y, m, d, hh, mm, ss) = crate::dashboard::utc_parts(secs);
-    format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}")
+    use time::{format_description::BorrowedFormatItem, macros::format_description, UtcDateTime};
+    const FORMAT: &[BorrowedFormatItem] =
+        format_description!("[year][month][day]-[hour][minute][second]");
+    UtcDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| secs.to_string())
 }
 
 /// What a backup holds.

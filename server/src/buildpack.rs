@@ -4,9 +4,10 @@
 //! Pure: [`detect`] only reads files under the checkout, [`render_dockerfile`]
 //! and [`context_files`] only format. deploy.rs tars the checkout plus the
 //! context files and hands them to the Docker engine. The templates live in
-//! `buildpacks/django/` (embedded at compile time); the rules are documented
-//! for users in `buildpacks/django/README.md`, and the rendered Dockerfiles
-//! are pinned by golden files in `buildpacks/django/golden/`.
+//! `buildpacks/django/` (embedded at compile time, rendered with tera); the
+//! rules are documented for users in `buildpacks/django/README.md`, and the
+//! rendered Dockerfiles are pinned by golden files in
+//! `buildpacks/django/golden/`.
 
 mod deps;
 mod native;
@@ -15,6 +16,7 @@ pub use native::Native;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 const DOCKERFILE_TEMPLATE: &str = include_str!("../../buildpacks/django/Dockerfile.tmpl");
 const DEPENDENCIES_TEMPLATE: &str = include_str!("../../buildpacks/django/dependencies.tmpl");
@@ -391,22 +393,75 @@ pub fn detect_with(
     })
 }
 
+/// The Dockerfile templates, parsed once. They are not HTML: autoescape is
+/// off, values go in verbatim (pip's `'psycopg[binary]'` must stay as is).
+static TEMPLATES: LazyLock<tera::Tera> = LazyLock::new(|| {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(Vec::new());
+    tera.add_raw_templates([
+        ("Dockerfile.tmpl", DOCKERFILE_TEMPLATE),
+        ("dependencies.tmpl", DEPENDENCIES_TEMPLATE),
+        ("build-stage.tmpl", BUILD_STAGE_TEMPLATE),
+    ])
+    .expect("the buildpack's templates parse");
+    tera
+});
+
+/// What the templates in `buildpacks/django/` are rendered with.
+#[derive(serde::Serialize)]
+struct DockerfileVars<'a> {
+    base_image: &'a str,
+    /// Requirement files copied into the image before `pip install`.
+    requirement_files: Vec<RequirementFile>,
+    /// Arguments of `pip install`.
+    pip_args: String,
+    /// Native dependencies: a build stage makes the virtualenv.
+    build_stage: bool,
+    /// What the build stage compiles, in words.
+    compiles: String,
+    /// Debian packages of the build stage, space-separated.
+    build_packages: String,
+    /// The build stage's apt-get step (for the `$packages` it collects).
+    build_apt_install: String,
+    /// The app image's apt-get step for run-time libraries, or empty.
+    runtime_apt_install: String,
+    has_manage_py: bool,
+    collectstatic: bool,
+    workdir: String,
+    settings_module: &'a str,
+    /// `module:callable` for gunicorn.
+    wsgi_app: String,
+}
+
+/// `COPY {from} /paas/deps/{to}`.
+#[derive(serde::Serialize)]
+struct RequirementFile {
+    from: String,
+    to: String,
+}
+
 /// The Dockerfile for `plan` (build context: the checkout plus [`context_files`]).
 pub fn render_dockerfile(plan: &BuildPlan) -> String {
-    let mut copy = String::new();
-    let mut pip_args = match &plan.dependencies {
-        Dependencies::Requirements { path, includes } => {
-            for file in std::iter::once(path).chain(includes) {
-                copy.push_str(&format!("COPY {file} /paas/deps/{file}\n"));
-            }
-            format!("-r /paas/deps/{path}")
-        }
+    let (requirement_files, mut pip_args) = match &plan.dependencies {
+        Dependencies::Requirements { path, includes } => (
+            std::iter::once(path)
+                .chain(includes)
+                .map(|file| RequirementFile {
+                    from: file.clone(),
+                    to: file.clone(),
+                })
+                .collect(),
+            format!("-r /paas/deps/{path}"),
+        ),
         Dependencies::Generated { .. } => {
             let name = GENERATED_REQUIREMENTS.trim_start_matches(".paas/");
-            copy.push_str(&format!(
-                "COPY {GENERATED_REQUIREMENTS} /paas/deps/{name}\n"
-            ));
-            format!("-r /paas/deps/{name}")
+            (
+                vec![RequirementFile {
+                    from: GENERATED_REQUIREMENTS.into(),
+                    to: name.into(),
+                }],
+                format!("-r /paas/deps/{name}"),
+            )
         }
     };
     if plan.adds_gunicorn {
@@ -415,53 +470,32 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
     if plan.adds_postgres_driver {
         pip_args.push_str(&format!(" '{POSTGRES_DRIVER}'"));
     }
-    let workdir = workdir_of(&plan.project_dir);
-    let manage_py = if plan.has_manage_py {
-        String::new()
-    } else {
-        // The project has none: migrations and collectstatic need one.
-        format!("COPY .paas/manage.py {workdir}/manage.py\n")
-    };
-    let collectstatic_args = if plan.collectstatic { "" } else { " --skip" };
-    let install = DEPENDENCIES_TEMPLATE
-        .trim_end()
-        .replace("{{copy_requirements}}", copy.trim_end())
-        .replace("{{pip_args}}", &pip_args);
     let native = &plan.native;
-    let (build_stage, make_venv, dependencies) = if native.needs_build_stage() {
-        let stage = BUILD_STAGE_TEMPLATE
-            .replace("{{compiles}}", &native.stage_for())
-            .replace("{{base_image}}", &plan.base_image)
-            .replace("{{build_packages}}", &native.build_packages.join(" "))
-            .replace("{{apt_install}}", &apt_install("$packages"))
-            .replace("{{dependencies}}", &install);
-        (
-            stage,
-            "",
-            "COPY --from=build /opt/venv /opt/venv".to_string(),
-        )
-    } else {
-        (String::new(), "python3 -m venv /opt/venv \\\n && ", install)
+    let vars = DockerfileVars {
+        base_image: &plan.base_image,
+        requirement_files,
+        pip_args,
+        build_stage: native.needs_build_stage(),
+        compiles: native.stage_for(),
+        build_packages: native.build_packages.join(" "),
+        build_apt_install: apt_install("$packages"),
+        runtime_apt_install: if native.runtime_packages.is_empty() {
+            String::new()
+        } else {
+            apt_install(&native.runtime_packages.join(" "))
+        },
+        has_manage_py: plan.has_manage_py,
+        collectstatic: plan.collectstatic,
+        workdir: workdir_of(&plan.project_dir),
+        settings_module: &plan.settings_module,
+        wsgi_app: format!("{}:{}", plan.wsgi_module, plan.wsgi_callable),
     };
-    let system_packages = if native.runtime_packages.is_empty() {
-        String::new()
-    } else {
-        apt_install(&native.runtime_packages.join(" "))
-    };
-    DOCKERFILE_TEMPLATE
-        .replace("{{build_stage}}", &build_stage)
-        .replace("{{system_packages}}", &system_packages)
-        .replace("{{make_venv}}", make_venv)
-        .replace("{{dependencies}}", &dependencies)
-        .replace("{{base_image}}", &plan.base_image)
-        .replace("{{copy_manage_py}}\n", &manage_py)
-        .replace("{{collectstatic_args}}", collectstatic_args)
-        .replace("{{workdir}}", &workdir)
-        .replace("{{settings_module}}", &plan.settings_module)
-        .replace(
-            "{{wsgi_app}}",
-            &format!("{}:{}", plan.wsgi_module, plan.wsgi_callable),
-        )
+    let context = tera::Context::from_serialize(&vars).expect("the template variables serialize");
+    // The templates are compiled in and every variable is always set: a
+    // failure here is a bug the golden tests catch, not a user's mistake.
+    TEMPLATES
+        .render("Dockerfile.tmpl", &context)
+        .expect("the Dockerfile template renders")
 }
 
 /// A shell fragment of a RUN step that installs Debian `packages` (a list, or

@@ -219,27 +219,16 @@ fn render(name: &str, mut context: Context, csrf: Option<String>) -> Response {
     }
 }
 
-/// Seconds since the epoch → `2026-11-27 12:34 UTC`.
+/// Seconds since the epoch → `2026-11-27 12:34 UTC` (the bare number past
+/// the year 9999, which no stored time reaches).
 pub fn format_time(epoch: i64) -> String {
-    let (y, m, d, hh, mm, _) = utc_parts(epoch);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
-}
-
-/// Seconds since the epoch → (year, month, day, hour, minute, second) in UTC.
-pub fn utc_parts(epoch: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = epoch.div_euclid(86_400);
-    let secs = epoch.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs / 3600, secs % 3600 / 60, secs % 60)
+    use time::{format_description::BorrowedFormatItem, macros::format_description, UtcDateTime};
+    const FORMAT: &[BorrowedFormatItem] =
+        format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    UtcDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| epoch.to_string())
 }
 
 async fn login_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
@@ -978,6 +967,8 @@ mod tests {
     fn times_format_in_utc() {
         assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
         assert_eq!(format_time(1_795_782_896), "2026-11-27 12:34 UTC");
+        assert_eq!(format_time(-1), "1969-12-31 23:59 UTC");
+        assert_eq!(format_time(951_825_599), "2000-02-29 11:59 UTC");
     }
 
     #[test]

@@ -35,6 +35,8 @@ use bollard::query_parameters::{
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
+use crate::lines::Lines;
+
 /// The label every object created by paas carries.
 pub const MANAGED_LABEL: (&str, &str) = ("paas.managed", "true");
 
@@ -280,40 +282,6 @@ fn label_filters(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
     filters
 }
 
-/// Splits a byte stream into lines (without the line ending), keeping partial
-/// lines until their end arrives.
-#[derive(Default)]
-struct LineSplitter {
-    buf: Vec<u8>,
-}
-
-impl LineSplitter {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.buf.extend_from_slice(bytes);
-        let mut lines = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let rest = self.buf.split_off(pos + 1);
-            let line = std::mem::replace(&mut self.buf, rest);
-            lines.push(Self::decode(&line));
-        }
-        lines
-    }
-
-    fn finish(&mut self) -> Option<String> {
-        if self.buf.is_empty() {
-            None
-        } else {
-            let line = std::mem::take(&mut self.buf);
-            Some(Self::decode(&line))
-        }
-    }
-
-    fn decode(line: &[u8]) -> String {
-        let s = String::from_utf8_lossy(line);
-        s.trim_end_matches(['\n', '\r']).to_string()
-    }
-}
-
 /// Removes a container when dropped, unless disarmed: cleans up after a caller
 /// that gave up on (dropped) one of our futures half-way.
 struct RemoveOnDrop {
@@ -451,7 +419,7 @@ impl Docker {
         let client = self.patient();
         let body = bollard::body_full(bytes::Bytes::from(context));
         let mut stream = client.build_image(opts.build(), None, Some(body));
-        let mut splitter = LineSplitter::default();
+        let mut splitter = Lines::default();
         let mut last_line = String::new();
         // Remembers the last line a build step printed (not the builder's own
         // chatter): for pip that is its ERROR line, worth repeating in the error.
@@ -792,8 +760,8 @@ impl Docker {
             .stderr(true)
             .build();
         let mut logs = client.logs(id, Some(opts));
-        let mut out = LineSplitter::default();
-        let mut err = LineSplitter::default();
+        let mut out = Lines::default();
+        let mut err = Lines::default();
         while let Some(item) = logs.next().await {
             let item = item.map_err(|e| self.err(e))?;
             let lines = match item {
@@ -1046,15 +1014,15 @@ impl Docker {
         let this = self.clone();
         struct State<S> {
             logs: S,
-            out: LineSplitter,
-            err: LineSplitter,
+            out: Lines,
+            err: Lines,
             queue: VecDeque<Result<String, DockerError>>,
             done: bool,
         }
         let state = State {
             logs,
-            out: LineSplitter::default(),
-            err: LineSplitter::default(),
+            out: Lines::default(),
+            err: Lines::default(),
             queue: VecDeque::new(),
             done: false,
         };
@@ -1551,15 +1519,6 @@ mod tests {
 
     fn sh(script: &str) -> Option<Vec<String>> {
         Some(vec!["sh".into(), "-c".into(), script.into()])
-    }
-
-    #[test]
-    fn splits_lines_across_chunks() {
-        let mut s = LineSplitter::default();
-        assert_eq!(s.push(b"a\r\nb"), vec!["a"]);
-        assert_eq!(s.push(b"c\n\nd"), vec!["bc", ""]);
-        assert_eq!(s.finish().as_deref(), Some("d"));
-        assert_eq!(s.finish(), None);
     }
 
     #[test]

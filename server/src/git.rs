@@ -358,27 +358,21 @@ async fn deploy_via_daemon(
             "the paas daemon refused the deploy ({status}): {text}"
         ));
     }
-    let mut stream = resp.bytes_stream();
-    let mut buf = Vec::new();
+    let mut lines = std::pin::pin!(crate::lines::of_stream(resp.bytes_stream()));
     let mut result = None;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
+    while let Some(line) = lines.next().await {
+        let line = line.map_err(|e| {
             format!("lost the connection to the paas daemon during the deploy ({e}); see `paas releases` for how it ended.")
         })?;
-        buf.extend_from_slice(&chunk);
-        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\r', '\n']);
-            if line == RESULT_OK {
-                result = Some(0);
-            } else if let Some(reason) = line.strip_prefix(RESULT_FAILED) {
-                println!();
-                println!("Deploy failed: {reason}");
-                result = Some(1);
-            } else {
-                println!("{line}");
-            }
+        let line = crate::lines::text(&line);
+        if line == RESULT_OK {
+            result = Some(0);
+        } else if let Some(reason) = line.strip_prefix(RESULT_FAILED) {
+            println!();
+            println!("Deploy failed: {reason}");
+            result = Some(1);
+        } else {
+            println!("{line}");
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();

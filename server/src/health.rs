@@ -10,8 +10,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::{header, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 /// How to probe.
 #[derive(Debug, Clone)]
@@ -213,50 +217,43 @@ pub fn settings(
     Ok(check)
 }
 
-/// One HTTP/1.1 GET; returns the status code.
+/// One HTTP/1.1 GET through hyper's client on a fresh connection (no pool:
+/// each attempt proves the app still accepts connections); returns the status
+/// code. The body is not read.
 pub async fn probe_once(
     addr: SocketAddr,
     host: &str,
     path: &str,
     timeout: Duration,
 ) -> Result<u16, String> {
-    let attempt = async {
-        let mut s = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: paas-health\r\nX-Forwarded-Proto: http\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut buf = [0u8; 64];
-        let mut n = 0;
-        // Enough bytes for "HTTP/1.1 200".
-        while n < 12 {
-            let k = s
-                .read(&mut buf[n..])
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-        }
-        parse_status(&buf[..n]).ok_or_else(|| "no HTTP status line in the answer".to_string())
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header(header::HOST, host)
+        .header(header::USER_AGENT, "paas-health")
+        .header("x-forwarded-proto", "http")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("cannot make a request for {path:?} to Host {host:?}: {e}"))?;
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    // The client has no per-request timeout: the whole attempt gets one.
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(response)) => Ok(response.status().as_u16()),
+        Ok(Err(e)) => Err(error_chain(&e)),
+        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+    }
 }
 
-fn parse_status(head: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut parts = text.split_whitespace();
-    if !parts.next()?.starts_with("HTTP/") {
-        return None;
+/// An error and its causes on one line: the client's own message
+/// ("client error (Connect)") alone does not say what went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
     }
-    parts.next()?.get(..3)?.parse().ok()
+    text
 }
 
 /// Is this answer a sign of life?
@@ -336,6 +333,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     async fn server(status: &'static str) -> SocketAddr {
@@ -436,8 +434,74 @@ mod tests {
         assert!(is_healthy_status(302));
         assert!(!is_healthy_status(400));
         assert!(!is_healthy_status(500));
-        assert_eq!(parse_status(b"HTTP/1.1 404 Not Found"), Some(404));
-        assert_eq!(parse_status(b"garbage"), None);
+    }
+
+    /// Accepts one connection, answers `answer` after reading the request
+    /// head, and hands the head back.
+    async fn one_answer(answer: &'static str) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let head = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (addr, head)
+    }
+
+    #[tokio::test]
+    async fn probe_asks_with_the_apps_host_and_returns_the_status() {
+        let (addr, head) =
+            one_answer("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found").await;
+        let code = probe_once(addr, "blog.example.org", "/health/?x=1", WAIT)
+            .await
+            .unwrap();
+        assert_eq!(code, 404);
+        let head = head.await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /health/?x=1 http/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nhost: blog.example.org\r\n"), "{head}");
+        assert!(head.contains("\r\nx-forwarded-proto: http\r\n"), "{head}");
+        assert!(head.contains("\r\nuser-agent: paas-health\r\n"), "{head}");
+    }
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn probe_failures_say_why() {
+        // Not HTTP at all.
+        let (addr, _head) = one_answer("SSH-2.0-OpenSSH_9.2\r\n").await;
+        let e = probe_once(addr, "a.localhost", "/", WAIT)
+            .await
+            .unwrap_err();
+        assert!(!e.is_empty());
+        // Nothing listens.
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let e = probe_once(closed, "a.localhost", "/", WAIT)
+            .await
+            .unwrap_err();
+        assert!(e.to_lowercase().contains("connect"), "{e}");
+        // Accepts, never answers: the attempt's timeout ends it.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let started = Instant::now();
+        let e = probe_once(addr, "a.localhost", "/", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("no answer within"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(silent);
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! Leaves — names, settings, errors:
 //! - [`config`]: the one validated configuration (file → env → flags).
 //! - [`layout`]: names and paths (networks, labels, release dirs, volumes).
+//! - [`lines`]: byte streams cut into lines, one way for every stream.
 //!
 //! Engines — each wraps one outside thing:
 //! - [`store`]: SQLite state (apps, releases, config vars, domains, tokens).
@@ -40,6 +41,7 @@
 
 pub mod config;
 pub mod layout;
+pub mod lines;
 
 pub mod auth;
 pub mod buildpack;

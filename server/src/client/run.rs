@@ -26,27 +26,25 @@ pub async fn run_plain(
     if !resp.status().is_success() {
         return Err(refusal(resp).await);
     }
-    let mut body = resp.bytes_stream();
-    let mut pending: Vec<u8> = Vec::new();
+    let mut lines = std::pin::pin!(crate::lines::of_stream(resp.bytes_stream()));
     let mut stdout = std::io::stdout();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
+    while let Some(line) = lines.next().await {
+        let line = line.map_err(|e| {
             ClientError::Server(format!(
                 "the connection to paas broke before the command finished ({e})"
             ))
         })?;
-        pending.extend_from_slice(&chunk);
-        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=nl).collect();
-            if let Some(code) = std::str::from_utf8(&line)
-                .ok()
-                .and_then(|l| l.strip_prefix(EXIT_PREFIX))
-            {
-                let _ = stdout.flush();
-                return Ok(code.trim().parse().unwrap_or(1));
-            }
-            let _ = stdout.write_all(&line);
+        if let Some(code) = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|l| l.strip_prefix(EXIT_PREFIX))
+        {
+            let _ = stdout.flush();
+            return Ok(code.trim().parse().unwrap_or(1));
         }
+        // The command's bytes as they came (a `\r` before the `\n` included).
+        let _ = stdout
+            .write_all(&line)
+            .and_then(|_| stdout.write_all(b"\n"));
         let _ = stdout.flush();
     }
     Err(ClientError::Server(
