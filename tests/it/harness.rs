@@ -140,7 +140,15 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_paas"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paas"));
+        // The caller's PAAS_* variables (a PAAS_CONFIG of an installed
+        // daemon, say) are not this daemon's: it gets flags and `self.env`.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PAAS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data.path())
@@ -182,6 +190,11 @@ impl Daemon {
         let name = format!("{stem}-{}", &format!("{:x}", rand_u64())[..6]);
         self.apps.push(name.clone());
         name
+    }
+
+    /// A `paas` client environment pointed at this daemon.
+    pub fn cli(&self) -> CliEnv {
+        CliEnv::new(&format!("http://127.0.0.1:{}", self.admin))
     }
 
     pub fn remote(&self, app: &str) -> String {
@@ -256,6 +269,67 @@ impl Drop for Daemon {
         for app in &self.apps {
             remove_app_objects(app);
         }
+    }
+}
+
+/// What a `paas` client started by a test may see of the machine: only what
+/// the test made. A daemon installed on this machine (`bash install.sh`
+/// listens on the CLI's default 127.0.0.1:8300) and a user's own
+/// `~/.config/paas/login.json` must never answer for the test's daemon.
+pub struct CliEnv {
+    /// Always given as PAAS_URL, so the CLI never falls back to its default.
+    pub url: String,
+    /// HOME and XDG_CONFIG_HOME of the client: `paas login` saves here.
+    pub home: tempfile::TempDir,
+}
+
+impl CliEnv {
+    /// A client of the daemon at `url`.
+    pub fn new(url: &str) -> CliEnv {
+        let home = tempfile::Builder::new()
+            .prefix("paas-it-home-")
+            .tempdir()
+            .unwrap();
+        CliEnv {
+            url: url.to_string(),
+            home,
+        }
+    }
+
+    /// A client for commands that must find no daemon: a port on 127.0.0.1
+    /// this test bound and closed again.
+    pub fn no_daemon() -> CliEnv {
+        CliEnv::new(&format!("http://127.0.0.1:{}", free_port()))
+    }
+
+    /// The test's environment for `cmd` (the paas binary, or a program that
+    /// starts it): no PAAS_* variable of the caller's shell but PAAS_URL,
+    /// a home of its own, and git reading neither the system's nor the
+    /// user's configuration nor a repository above `dir`.
+    pub fn apply(&self, cmd: &mut Command, dir: &Path) {
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PAAS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let home = self.home.path();
+        cmd.current_dir(dir)
+            .env("PAAS_URL", &self.url)
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE");
+        if let Some(parent) = dir.parent() {
+            cmd.env("GIT_CEILING_DIRECTORIES", parent);
+        }
+    }
+
+    /// `paas` (the built binary) in `dir`, with [`CliEnv::apply`]'s environment.
+    pub fn command(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paas"));
+        self.apply(&mut cmd, dir);
+        cmd
     }
 }
 
@@ -365,15 +439,21 @@ impl Project {
         p
     }
 
-    pub fn git(&self, args: &[&str]) -> std::process::Output {
-        let out = Command::new("git")
-            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-            .args(args)
+    /// `git` in the work tree, reading no system or user configuration: a
+    /// user's credential helper must not store the test daemons' tokens,
+    /// nor their `insteadOf` rewrite the remotes.
+    pub fn git_command(&self) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
             .current_dir(self.dir.path())
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .unwrap();
-        out
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0");
+        cmd
+    }
+
+    pub fn git(&self, args: &[&str]) -> std::process::Output {
+        self.git_command().args(args).output().unwrap()
     }
 
     pub fn commit(&self, message: &str) {
