@@ -4,7 +4,6 @@
 //! Nothing is mocked. When a part is missing the test fails and says what to
 //! install; it never skips.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -526,7 +525,8 @@ fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-/// One HTTP/1.1 exchange over a fresh connection.
+/// One HTTP exchange: its status, its headers in the order received (so
+/// repeated ones such as `set-cookie` stay apart), and its whole body.
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
@@ -546,6 +546,25 @@ impl HttpResponse {
     }
 }
 
+/// The suite's HTTP client. Tests look at exactly what paas answered, so it
+/// follows no redirect, reads no proxy from the environment, and opens a
+/// fresh connection per request (no pool), as the suite's first clients did;
+/// a whole exchange may take 120 s (config changes roll out before answering).
+fn client() -> &'static reqwest::blocking::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("an HTTP client")
+    })
+}
+
+/// `method path` to 127.0.0.1:`port` with `Host: host`, so that
+/// `<app>.localhost` reaches an app through paas's proxy without any DNS.
 pub fn http(
     port: u16,
     method: &str,
@@ -554,65 +573,50 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> HttpResponse {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    if let Some(b) = body {
-        s.write_all(b).unwrap();
-    }
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut rest = raw[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    if chunked {
-        rest = dechunk(&rest);
-    }
-    HttpResponse {
-        status,
-        headers,
-        body: rest,
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
-        let size_line = String::from_utf8_lossy(&b[..nl]);
-        let size =
-            usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap_or(0);
-        b = &b[nl + 2..];
-        if size == 0 || b.len() < size {
-            break;
+    let send = || {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut req = client()
+            .request(method.clone(), format!("http://127.0.0.1:{port}{path}"))
+            .header(reqwest::header::HOST, host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
-        out.extend_from_slice(&b[..size]);
-        b = &b[(size + 2).min(b.len())..];
+        if let Some(b) = body {
+            req = req.body(b.to_vec());
+        }
+        let resp = req
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path} (Host {host}) on port {port}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_string(), v)
+            })
+            .collect();
+        let body = resp
+            .bytes()
+            .unwrap_or_else(|e| panic!("the body of {method} {path}: {e}"))
+            .to_vec();
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
+    };
+    // reqwest's blocking client refuses to run on a thread that drives an
+    // async runtime (the #[tokio::test] tests), so there it gets its own.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(send)
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    } else {
+        send()
     }
-    out
 }
 
 /// The last non-empty line of a push's output.
