@@ -1,20 +1,20 @@
 //! The dashboard in a real browser: headless Chromium driven over WebDriver
-//! (chromedriver), with a small client over plain HTTP/1.1 here rather than
-//! a WebDriver crate (compile time). Screenshots are kept as PNG files in
-//! `<target dir>/browser-screenshots/` for a person to look at.
+//! (chromedriver) with the fantoccini crate. Screenshots are kept as PNG
+//! files in `<target dir>/browser-screenshots/` for a person to look at.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (bash tests/setup.sh);
 //! without them the test fails and says so, it never skips.
 
 use crate::harness::{Daemon, Project};
+use fantoccini::{elements::Element, error::CmdError, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MISSING: &str = "install chromium and chromium-driver: bash tests/setup.sh";
+/// Where Debian's chromium package puts the browser.
+const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Where screenshots go: next to the test binary's target directory.
 fn screenshot_dir() -> PathBuf {
@@ -30,61 +30,38 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-/// One JSON exchange with chromedriver (HTTP/1.1, Content-Length framed).
-fn wd_call(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to chromedriver");
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(payload.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 65536];
-    let (split, length) = loop {
-        let n = s.read(&mut buf).expect("read from chromedriver");
-        assert!(
-            n > 0,
-            "chromedriver closed the connection on {method} {path}"
-        );
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..i]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            break (i + 4, len);
-        }
+/// Fails with what to install when Chromium or chromedriver is missing.
+fn require_browser() {
+    let runs = |cmd: &str| {
+        Command::new(cmd)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     };
-    match length {
-        Some(len) => {
-            while raw.len() < split + len {
-                let n = s.read(&mut buf).expect("read from chromedriver");
-                assert!(n > 0, "short answer from chromedriver");
-                raw.extend_from_slice(&buf[..n]);
-            }
-        }
-        None => {
-            let _ = s.read_to_end(&mut raw);
-        }
+    let mut missing = Vec::new();
+    if !std::path::Path::new(CHROMIUM).exists() {
+        missing.push("chromium");
     }
-    let v: Value = serde_json::from_slice(&raw[split..]).unwrap_or_else(|e| {
-        panic!(
-            "chromedriver answered {method} {path} with no JSON ({e}): {}",
-            String::from_utf8_lossy(&raw)
-        )
-    });
-    v
+    if !runs("chromedriver") {
+        missing.push("chromium-driver");
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser tests drive Debian's Chromium through chromedriver, and this machine lacks the package(s) {}: install them (apt-get install chromium chromium-driver), or run bash tests/setup.sh as root",
+        missing.join(" and ")
+    );
 }
 
-/// A chromedriver process and one browser session in it.
+/// A chromedriver process and one browser session in it. WebDriver is
+/// asynchronous in fantoccini; the test is not, so each call runs to its
+/// end on a runtime of the browser's own.
 struct Browser {
+    rt: tokio::runtime::Runtime,
+    /// None once the session is closed.
+    client: Option<Client>,
     driver: Child,
-    port: u16,
-    session: String,
     shots: PathBuf,
     /// Screenshot names start with it (the test's name).
     prefix: String,
@@ -94,19 +71,7 @@ struct Browser {
 impl Browser {
     /// A headless browser for test `prefix`; its old screenshots are removed.
     fn start(prefix: &str) -> Browser {
-        let has = |cmd: &str| {
-            Command::new(cmd)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        assert!(
-            has("chromedriver") && std::path::Path::new("/usr/bin/chromium").exists(),
-            "{MISSING}"
-        );
+        require_browser();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -117,32 +82,36 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("chromedriver did not start ({e}): {MISSING}"));
+            .unwrap_or_else(|e| panic!("chromedriver did not start ({e})"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "chromedriver did not listen within 20 s"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let caps = json!({ "capabilities": { "alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
+                "binary": CHROMIUM,
                 "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                          "--disable-gpu", "--window-size=1200,900"]
             }
-        }}});
-        let mut b = Browser {
-            driver,
-            port,
-            session: String::new(),
-            shots: screenshot_dir(),
-            prefix: prefix.to_string(),
-            shot_no: 0,
-        };
-        for e in std::fs::read_dir(&b.shots).into_iter().flatten().flatten() {
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt
+            .block_on(
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps.as_object().unwrap().clone())
+                    .connect(&format!("http://127.0.0.1:{port}")),
+            )
+            .unwrap_or_else(|e| panic!("no browser session: {e}"));
+        let shots = screenshot_dir();
+        for e in std::fs::read_dir(&shots).into_iter().flatten().flatten() {
             if e.file_name()
                 .to_string_lossy()
                 .starts_with(&format!("{prefix}-"))
@@ -150,117 +119,85 @@ impl Browser {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        let r = wd_call(port, "POST", "/session", Some(&caps));
-        b.session = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no browser session: {r}"))
-            .to_string();
-        b
+        Browser {
+            rt,
+            client: Some(client),
+            driver,
+            shots,
+            prefix: prefix.to_string(),
+            shot_no: 0,
+        }
     }
 
-    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let r = wd_call(
-            self.port,
-            method,
-            &format!("/session/{}{path}", self.session),
-            body.as_ref(),
-        );
-        if let Some(err) = r["value"]["error"].as_str() {
-            panic!(
-                "WebDriver {method} {path}: {err}: {}",
-                r["value"]["message"]
-            );
-        }
-        r["value"].clone()
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("an open browser session")
+    }
+
+    /// Runs one WebDriver command to its end; a failure fails the test.
+    fn run<T>(&self, what: &str, command: impl Future<Output = Result<T, CmdError>>) -> T {
+        self.rt
+            .block_on(command)
+            .unwrap_or_else(|e| panic!("WebDriver {what}: {e}"))
     }
 
     fn goto(&self, url: &str) {
-        self.cmd("POST", "/url", Some(json!({ "url": url })));
+        self.run(&format!("go to {url}"), self.client().goto(url));
     }
 
-    /// The element's WebDriver id, waiting up to 10 s for it to appear.
-    fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = wd_call(
-                self.port,
-                "POST",
-                &format!("/session/{}/element", self.session),
-                Some(&json!({ "using": "css selector", "value": css })),
-            );
-            if let Some(obj) = r["value"].as_object() {
-                if let Some(id) = obj
-                    .iter()
-                    .find(|(k, _)| k.starts_with("element-"))
-                    .and_then(|(_, v)| v.as_str())
-                {
-                    return id.to_string();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no element {css} on {}: {}",
+    /// The element, waiting up to 10 s for it to appear.
+    fn find(&self, css: &str) -> Element {
+        let found = self.rt.block_on(
+            self.client()
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .every(Duration::from_millis(100))
+                .for_element(Locator::Css(css)),
+        );
+        found.unwrap_or_else(|e| {
+            panic!(
+                "no element {css} on {} ({e}): {}",
                 self.url(),
                 self.js("return document.body.innerText")
                     .as_str()
                     .unwrap_or("")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            )
+        })
     }
 
     fn click(&self, css: &str) {
-        let id = self.find(css);
-        self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})));
+        let e = self.find(css);
+        self.run(&format!("click {css}"), e.click());
     }
 
     fn type_into(&self, css: &str, text: &str) {
-        let id = self.find(css);
-        self.cmd(
-            "POST",
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        );
+        let e = self.find(css);
+        self.run(&format!("type into {css}"), e.send_keys(text));
     }
 
     fn text(&self, css: &str) -> String {
-        let id = self.find(css);
-        self.cmd("GET", &format!("/element/{id}/text"), None)
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        let e = self.find(css);
+        self.run(&format!("text of {css}"), e.text())
     }
 
     fn js(&self, script: &str) -> Value {
-        self.cmd(
-            "POST",
-            "/execute/sync",
-            Some(json!({ "script": script, "args": [] })),
-        )
+        self.run(script, self.client().execute(script, Vec::new()))
     }
 
     fn url(&self) -> String {
-        self.cmd("GET", "/url", None)
-            .as_str()
-            .unwrap_or("")
+        self.run("current URL", self.client().current_url())
             .to_string()
     }
 
     fn resize(&self, width: u32, height: u32) {
-        self.cmd(
-            "POST",
-            "/window/rect",
-            Some(json!({ "width": width, "height": height })),
+        self.run(
+            "resize the window",
+            self.client().set_window_size(width, height),
         );
     }
 
     /// A PNG of the window, numbered in the order taken.
     fn screenshot(&mut self, name: &str) {
-        use base64::Engine;
-        let b64 = self.cmd("GET", "/screenshot", None);
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap_or(""))
-            .expect("a base64 screenshot");
+        let png = self.run("screenshot", self.client().screenshot());
         assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
         self.shot_no += 1;
         let path = self
@@ -290,15 +227,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        if !self.session.is_empty() {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                wd_call(
-                    self.port,
-                    "DELETE",
-                    &format!("/session/{}", self.session),
-                    None,
-                )
-            }));
+        if let Some(client) = self.client.take() {
+            let _ = self.rt.block_on(client.close());
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();

@@ -264,11 +264,13 @@ async fn sqlite_backup_and_restore_of_a_deployed_app() {
     assert!(page.text().contains("row before backup"), "{}", page.text());
 }
 
-/// Runs the built `paas` client against the test daemon: (success, stdout, stderr).
+/// Runs the built `paas` client against the test daemon, in a client
+/// environment of its own: (success, stdout, stderr).
 fn paas_cli(d: &Daemon, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_paas"))
+    let cli = d.cli();
+    let out = cli
+        .command(cli.home.path())
         .args(args)
-        .env("PAAS_URL", format!("http://127.0.0.1:{}", d.admin))
         .env("PAAS_TOKEN", &d.token)
         .output()
         .expect("the paas binary runs");

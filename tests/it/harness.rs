@@ -4,7 +4,6 @@
 //! Nothing is mocked. When a part is missing the test fails and says what to
 //! install; it never skips.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -140,7 +139,15 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_paas"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paas"));
+        // The caller's PAAS_* variables (a PAAS_CONFIG of an installed
+        // daemon, say) are not this daemon's: it gets flags and `self.env`.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PAAS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data.path())
@@ -182,6 +189,11 @@ impl Daemon {
         let name = format!("{stem}-{}", &format!("{:x}", rand_u64())[..6]);
         self.apps.push(name.clone());
         name
+    }
+
+    /// A `paas` client environment pointed at this daemon.
+    pub fn cli(&self) -> CliEnv {
+        CliEnv::new(&format!("http://127.0.0.1:{}", self.admin))
     }
 
     pub fn remote(&self, app: &str) -> String {
@@ -256,6 +268,67 @@ impl Drop for Daemon {
         for app in &self.apps {
             remove_app_objects(app);
         }
+    }
+}
+
+/// What a `paas` client started by a test may see of the machine: only what
+/// the test made. A daemon installed on this machine (`bash install.sh`
+/// listens on the CLI's default 127.0.0.1:8300) and a user's own
+/// `~/.config/paas/login.json` must never answer for the test's daemon.
+pub struct CliEnv {
+    /// Always given as PAAS_URL, so the CLI never falls back to its default.
+    pub url: String,
+    /// HOME and XDG_CONFIG_HOME of the client: `paas login` saves here.
+    pub home: tempfile::TempDir,
+}
+
+impl CliEnv {
+    /// A client of the daemon at `url`.
+    pub fn new(url: &str) -> CliEnv {
+        let home = tempfile::Builder::new()
+            .prefix("paas-it-home-")
+            .tempdir()
+            .unwrap();
+        CliEnv {
+            url: url.to_string(),
+            home,
+        }
+    }
+
+    /// A client for commands that must find no daemon: a port on 127.0.0.1
+    /// this test bound and closed again.
+    pub fn no_daemon() -> CliEnv {
+        CliEnv::new(&format!("http://127.0.0.1:{}", free_port()))
+    }
+
+    /// The test's environment for `cmd` (the paas binary, or a program that
+    /// starts it): no PAAS_* variable of the caller's shell but PAAS_URL,
+    /// a home of its own, and git reading neither the system's nor the
+    /// user's configuration nor a repository above `dir`.
+    pub fn apply(&self, cmd: &mut Command, dir: &Path) {
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PAAS_") {
+                cmd.env_remove(k);
+            }
+        }
+        let home = self.home.path();
+        cmd.current_dir(dir)
+            .env("PAAS_URL", &self.url)
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE");
+        if let Some(parent) = dir.parent() {
+            cmd.env("GIT_CEILING_DIRECTORIES", parent);
+        }
+    }
+
+    /// `paas` (the built binary) in `dir`, with [`CliEnv::apply`]'s environment.
+    pub fn command(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paas"));
+        self.apply(&mut cmd, dir);
+        cmd
     }
 }
 
@@ -365,15 +438,21 @@ impl Project {
         p
     }
 
-    pub fn git(&self, args: &[&str]) -> std::process::Output {
-        let out = Command::new("git")
-            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-            .args(args)
+    /// `git` in the work tree, reading no system or user configuration: a
+    /// user's credential helper must not store the test daemons' tokens,
+    /// nor their `insteadOf` rewrite the remotes.
+    pub fn git_command(&self) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
             .current_dir(self.dir.path())
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .unwrap();
-        out
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0");
+        cmd
+    }
+
+    pub fn git(&self, args: &[&str]) -> std::process::Output {
+        self.git_command().args(args).output().unwrap()
     }
 
     pub fn commit(&self, message: &str) {
@@ -446,7 +525,8 @@ fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-/// One HTTP/1.1 exchange over a fresh connection.
+/// One HTTP exchange: its status, its headers in the order received (so
+/// repeated ones such as `set-cookie` stay apart), and its whole body.
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
@@ -466,6 +546,25 @@ impl HttpResponse {
     }
 }
 
+/// The suite's HTTP client. Tests look at exactly what paas answered, so it
+/// follows no redirect, reads no proxy from the environment, and opens a
+/// fresh connection per request (no pool), as the suite's first clients did;
+/// a whole exchange may take 120 s (config changes roll out before answering).
+fn client() -> &'static reqwest::blocking::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("an HTTP client")
+    })
+}
+
+/// `method path` to 127.0.0.1:`port` with `Host: host`, so that
+/// `<app>.localhost` reaches an app through paas's proxy without any DNS.
 pub fn http(
     port: u16,
     method: &str,
@@ -474,65 +573,50 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> HttpResponse {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    if let Some(b) = body {
-        s.write_all(b).unwrap();
-    }
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut rest = raw[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    if chunked {
-        rest = dechunk(&rest);
-    }
-    HttpResponse {
-        status,
-        headers,
-        body: rest,
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
-        let size_line = String::from_utf8_lossy(&b[..nl]);
-        let size =
-            usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap_or(0);
-        b = &b[nl + 2..];
-        if size == 0 || b.len() < size {
-            break;
+    let send = || {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut req = client()
+            .request(method.clone(), format!("http://127.0.0.1:{port}{path}"))
+            .header(reqwest::header::HOST, host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
-        out.extend_from_slice(&b[..size]);
-        b = &b[(size + 2).min(b.len())..];
+        if let Some(b) = body {
+            req = req.body(b.to_vec());
+        }
+        let resp = req
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path} (Host {host}) on port {port}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_string(), v)
+            })
+            .collect();
+        let body = resp
+            .bytes()
+            .unwrap_or_else(|e| panic!("the body of {method} {path}: {e}"))
+            .to_vec();
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
+    };
+    // reqwest's blocking client refuses to run on a thread that drives an
+    // async runtime (the #[tokio::test] tests), so there it gets its own.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(send)
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    } else {
+        send()
     }
-    out
 }
 
 /// The last non-empty line of a push's output.

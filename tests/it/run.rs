@@ -4,7 +4,7 @@
 //! through the proxy with the superuser `paas run` created, which proves
 //! CSRF passes behind paas's proxy.
 
-use crate::harness::{http, Daemon, Project};
+use crate::harness::{http, CliEnv, Daemon, Project};
 use std::path::Path;
 use std::process::Command;
 
@@ -14,14 +14,14 @@ struct Out {
     stderr: String,
 }
 
-/// `paas ARGS` in `dir`, talking to the test's daemon through the remote.
-fn paas(dir: &Path, args: &[&str]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paas"));
-    cmd.args(args).current_dir(dir);
-    for k in ["PAAS_URL", "PAAS_TOKEN", "PAAS_CONFIG", "PAAS_DATA_DIR"] {
-        cmd.env_remove(k);
-    }
-    let out = cmd.output().expect("the paas binary runs");
+/// `paas ARGS` in `dir` (the app's checkout: the token and the app come
+/// from its `paas` remote), in the test's client environment.
+fn paas(cli: &CliEnv, dir: &Path, args: &[&str]) -> Out {
+    let out = cli
+        .command(dir)
+        .args(args)
+        .output()
+        .expect("the paas binary runs");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -62,15 +62,19 @@ fn run_containers(app: &str) -> String {
 /// `paas ARGS` on a pseudo-terminal (util-linux `script`), answering
 /// prompts: each (prompt, reply) waits for the prompt in the output since
 /// the last reply, then types the reply and Enter. Returns (exit code, output).
-fn paas_on_a_terminal(dir: &Path, args: &str, dialogue: &[(&str, &str)]) -> (i32, String) {
+fn paas_on_a_terminal(
+    cli: &CliEnv,
+    dir: &Path,
+    args: &str,
+    dialogue: &[(&str, &str)],
+) -> (i32, String) {
     use std::io::{Read, Write};
     use std::sync::{Arc, Mutex};
     let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_paas"));
-    let mut child = Command::new("script")
+    let mut script = Command::new("script");
+    cli.apply(&mut script, dir);
+    let mut child = script
         .args(["-q", "-e", "-c", &cmd, "/dev/null"])
-        .current_dir(dir)
-        .env_remove("PAAS_URL")
-        .env_remove("PAAS_TOKEN")
         .env("COLUMNS", "100")
         .env("LINES", "30")
         .stdin(std::process::Stdio::piped())
@@ -126,18 +130,19 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     let remote = d.remote(&app);
     assert!(p.git(&["remote", "add", "paas", &remote]).status.success());
     let here = p.dir.path();
+    let cli = d.cli();
 
     // The app exists (a branch push) but has no release: one sentence, exit 1.
     let (ok, out) = p.push_ref("paas", "main:feature");
     assert!(ok, "{out}");
-    let r = paas(here, &["run", "--", "true"]);
+    let r = paas(&cli, here, &["run", "--", "true"]);
     assert_eq!(r.code, 1, "{r}");
     assert!(
         r.stderr.contains("has no live release yet") && r.stderr.contains("git push paas main"),
         "{r}"
     );
     // A malformed -e is a usage error (2), before anything is sent.
-    let r = paas(here, &["run", "-e", "NOEQUALS", "--", "true"]);
+    let r = paas(&cli, here, &["run", "-e", "NOEQUALS", "--", "true"]);
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("is not KEY=VALUE"), "{r}");
 
@@ -145,7 +150,7 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     assert!(ok, "push rejected:\n{out}");
 
     // ps: the web container of v1, running.
-    let r = paas(here, &["ps", "--json"]);
+    let r = paas(&cli, here, &["ps", "--json"]);
     assert_eq!(r.code, 0, "{r}");
     let ps: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let list = ps.as_array().unwrap();
@@ -154,13 +159,14 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     assert_eq!(list[0]["release"], 1);
     assert_eq!(list[0]["state"], "running");
     assert!(list[0]["uptime_secs"].as_i64().is_some(), "{ps:#}");
-    let r = paas(here, &["ps"]);
+    let r = paas(&cli, here, &["ps"]);
     assert_eq!(r.code, 0, "{r}");
     assert!(r.stdout.starts_with("PROCESS"), "{r}");
     assert!(r.stdout.contains("web") && r.stdout.contains("v1"), "{r}");
 
     // Output streams back, stdout and stderr; the exit code comes back too.
     let r = paas(
+        &cli,
         here,
         &[
             "run",
@@ -175,14 +181,12 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
         r.stdout.contains("out-line") && r.stdout.contains("err-line"),
         "{r}"
     );
-    let r = paas(here, &["run", "--", "sh", "-c", "exit 0"]);
+    let r = paas(&cli, here, &["run", "--", "sh", "-c", "exit 0"]);
     assert_eq!(r.code, 0, "{r}");
     // A client that goes away ends the command: its container is removed.
-    let mut gone = Command::new(env!("CARGO_BIN_EXE_paas"))
+    let mut gone = cli
+        .command(here)
         .args(["run", "--no-tty", "--", "sleep", "300"])
-        .current_dir(here)
-        .env_remove("PAAS_URL")
-        .env_remove("PAAS_TOKEN")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -207,6 +211,7 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     }
     // The app's env, the -e extras, the volume.
     let r = paas(
+        &cli,
         here,
         &[
             "run",
@@ -223,6 +228,7 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
 
     // createsuperuser --noinput in a one-off container, on the app's database.
     let r = paas(
+        &cli,
         here,
         &[
             "run",
@@ -247,6 +253,7 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     // At a terminal: an interactive session whose prompts are answered
     // (the password prompt reads the container's own terminal).
     let (code, screen) = paas_on_a_terminal(
+        &cli,
         here,
         "run -- python manage.py createsuperuser",
         &[
@@ -263,13 +270,14 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     );
     // The password was not echoed: the container's terminal did that, not a pipe.
     assert!(!screen.contains("another-long-passphrase-42"), "{screen}");
-    let (code, screen) = paas_on_a_terminal(here, "run -- sh -c 'tty; exit 5'", &[]);
+    let (code, screen) = paas_on_a_terminal(&cli, here, "run -- sh -c 'tty; exit 5'", &[]);
     assert_eq!(code, 5, "the terminal showed: {screen}");
     assert!(
         screen.contains("/dev/pts/"),
         "the command has a terminal: {screen}"
     );
     let r = paas(
+        &cli,
         here,
         &[
             "run",
@@ -335,7 +343,7 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
     assert_eq!(r.status, 403, "{}", r.text());
 
     // paas logs: the web container's output (gunicorn's access log).
-    let r = paas(here, &["logs"]);
+    let r = paas(&cli, here, &["logs"]);
     assert_eq!(r.code, 0, "{r}");
     assert!(
         r.stdout
@@ -343,15 +351,13 @@ fn paas_run_creates_a_superuser_who_logs_in_and_passes_exit_codes_back() {
             .any(|l| l.starts_with("[web] ") && l.contains("/admin/login/")),
         "{r}"
     );
-    let r = paas(here, &["logs", "--ps", "worker"]);
+    let r = paas(&cli, here, &["logs", "--ps", "worker"]);
     assert_eq!(r.code, 1, "{r}");
     assert!(r.stderr.contains("has no worker container"), "{r}");
     // paas logs -f: a request made after it started shows up.
-    let mut follow = Command::new(env!("CARGO_BIN_EXE_paas"))
+    let mut follow = cli
+        .command(here)
         .args(["logs", "-f", "-n", "0"])
-        .current_dir(here)
-        .env_remove("PAAS_URL")
-        .env_remove("PAAS_TOKEN")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -307,10 +307,9 @@ fn deploys_rollback_restart_and_failures_drop_no_request() {
 /// Start `git push` and read its output until a line contains `needle`;
 /// the push (still running) and what it printed so far.
 fn push_until(d: &Daemon, p: &Project, app: &str, needle: &str) -> (std::process::Child, String) {
-    let mut push = Command::new("git")
+    let mut push = p
+        .git_command()
         .args(["push", &d.remote(app), "main"])
-        .current_dir(p.dir.path())
-        .env("GIT_TERMINAL_PROMPT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -463,10 +462,9 @@ fn killed_at_each_deploy_step_serves_the_live_release_after_restart() {
     // SIGTERM during a deploy: paas lets it finish, then exits.
     p.replace("Notes v5", "Notes v6");
     p.commit("v6");
-    let mut push = Command::new("git")
+    let mut push = p
+        .git_command()
         .args(["push", &d.remote(&app), "main"])
-        .current_dir(p.dir.path())
-        .env("GIT_TERMINAL_PROMPT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
