@@ -666,8 +666,10 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     .await
     .map_err(|e| DeployFailed(format!("writing out the pushed code failed: {e}")))?
     .map_err(|e| match e {
-        e @ (git::GitError::TooLarge(_) | git::GitError::BadPath(_)) => DeployFailed(e.to_string()),
-        e @ git::GitError::NoCommit(_) => DeployFailed(e.to_string()),
+        // Sentences that already say what to do.
+        e @ (git::GitError::TooLarge(_)
+        | git::GitError::BadPath(_)
+        | git::GitError::NoCommit(_)) => DeployFailed(e.to_string()),
         e => DeployFailed(format!("writing out the pushed code failed: {e}")),
     })?;
     if !export.symlinks.is_empty() {
