@@ -20,8 +20,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Largest pushed tree paas accepts (the `git archive` of one commit).
-const MAX_PUSH_BYTES: usize = 1 << 30;
 
 /// The public URL of an app.
 pub fn app_url(ctx: &Ctx, app: &str) -> String {
@@ -373,32 +371,48 @@ pub(crate) struct DeployQuery {
     rev: String,
     #[serde(rename = "ref")]
     _refname: Option<String>,
-    message: Option<String>,
+    /// The push's quarantine object directory (absent outside a push).
+    objects: Option<String>,
 }
 
-/// Called by `paas hook pre-receive` with the `git archive` of the pushed
-/// commit. Answers with the deploy's progress, line by line, then one result
-/// line (`paas-result: ok` or `paas-result: failed: <reason>`). The deploy
-/// goes on to its end even when the pusher goes away.
+/// Called by `paas hook pre-receive` with the pushed commit's id and the
+/// quarantine directory its objects wait in; the code itself is read from
+/// the repository, not sent. Answers with the deploy's progress, line by
+/// line, then one result line (`paas-result: ok` or `paas-result: failed:
+/// <reason>`). The deploy goes on to its end even when the pusher goes away.
 pub(crate) async fn internal_deploy(
     State(ctx): State<Arc<Ctx>>,
     Query(q): Query<DeployQuery>,
-    body: Body,
 ) -> Response {
-    // The hook's secret was checked by `guard`, like every /internal/ route.
+    // The hook's secret was checked by the router's guard.
     if let Err(rule) = git::validate_app_name(&q.app) {
         return ApiError(StatusCode::BAD_REQUEST, rule).into_response();
     }
-    let tar = match git::read_body_limited(body, MAX_PUSH_BYTES).await {
-        Ok(t) => t,
-        Err(e) => return ApiError(StatusCode::PAYLOAD_TOO_LARGE, e).into_response(),
+    let objects = match q
+        .objects
+        .as_deref()
+        .map(|o| ctx.repos.object_dir(&q.app, o))
+    {
+        None => None,
+        Some(Ok(dir)) => Some(dir),
+        Some(Err(e)) => return ApiError(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let source = git::CommitSource {
+        repo: ctx.repos.path(&q.app),
+        rev: q.rev.clone(),
+        objects,
+    };
+    let read = source.clone();
+    let message = match tokio::task::spawn_blocking(move || read.summary()).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return ApiError(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => return internal(e).into_response(),
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let req = DeployRequest {
         app: q.app.clone(),
-        rev: q.rev.clone(),
-        message: q.message.clone().unwrap_or_default(),
-        tar,
+        message,
+        source,
     };
     let task_ctx = ctx.clone();
     tokio::spawn(async move {

@@ -244,7 +244,7 @@ pub enum DetectError {
     PoetryWithoutLock(String),
     #[error("Could not use {file}: {reason}; fix it or regenerate it with your package manager, then push again.")]
     BadDependencyFile { file: String, reason: String },
-    #[error("{file} includes {include}, which is not in the repository: commit it, or list its packages in {file}.")]
+    #[error("{file} includes {include}, which is not a file in the repository (paas follows no symlink): commit it as a regular file, or list its packages in {file}.")]
     MissingInclude { file: String, include: String },
     #[error("The {var} config var names {value:?}, which is not a list of Debian package names: list packages like libldap2-dev separated by spaces, or unset it with `paas config:unset {var}`.")]
     BadPackages { var: &'static str, value: String },
@@ -1362,7 +1362,7 @@ fn read_requirements(root: &Path, req: &str) -> Result<(Vec<String>, Vec<String>
                     continue; // fetched by pip itself
                 }
                 let rel = normalize(&base.join(target));
-                let ok = rel.as_deref().is_some_and(|r| is_file(&root.join(r)));
+                let ok = rel.as_deref().is_some_and(|r| is_file_below(root, r));
                 let Some(rel) = rel.filter(|_| ok) else {
                     return Err(DetectError::MissingInclude {
                         file: file.clone(),
@@ -1452,11 +1452,37 @@ fn check_safe_path(p: &str) -> Result<(), DetectError> {
     }
 }
 
+/// A regular file, not a symlink (whatever it points at is never read).
 fn is_file(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
 }
 
+/// `rel` is a regular file below `root` reached through no symlink, not even
+/// a symlinked folder: for paths the pushed files name (`-r other.txt`).
+fn is_file_below(root: &Path, rel: &str) -> bool {
+    let mut path = root.to_path_buf();
+    let mut parts = rel.split('/').peekable();
+    while let Some(part) = parts.next() {
+        path.push(part);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            return false;
+        };
+        let last = parts.peek().is_none();
+        if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
+            return false;
+        }
+    }
+    true
+}
+
 fn read(p: &Path, shown: &str) -> Result<String, DetectError> {
+    // Never through a symlink: its target could be any file of the host.
+    if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(DetectError::Io {
+            path: shown.to_string(),
+            err: std::io::Error::other("it is a symlink, and paas does not follow symlinks"),
+        });
+    }
     std::fs::read(p)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .map_err(|err| DetectError::Io {
@@ -1827,6 +1853,34 @@ mod tests {
             "sqlite:////data/db.sqlite3".to_string(),
         )]));
         assert!(!sqlite.postgres);
+    }
+
+    #[test]
+    fn requirements_reached_through_a_symlink_are_never_read() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("token.txt"), "host-secret-7f3a==1.0\n").unwrap();
+        // An included file that is a symlink, and one below a symlinked folder.
+        for (include, link, target) in [
+            ("base.txt", "base.txt", host.path().join("token.txt")),
+            ("reqs/token.txt", "reqs", host.path().to_path_buf()),
+        ] {
+            let d = project("", &[("requirements.txt", &format!("-r {include}\n"))]);
+            std::os::unix::fs::symlink(&target, d.path().join(link)).unwrap();
+            let err = detect(d.path(), &opts()).unwrap_err();
+            assert!(matches!(err, DetectError::MissingInclude { .. }), "{err}");
+            assert!(err.to_string().contains("follows no symlink"), "{err}");
+            assert!(!err.to_string().contains("host-secret"), "{err}");
+        }
+        // requirements.txt itself as a symlink: no source at all.
+        let d = project("", &[]);
+        std::fs::remove_file(d.path().join("requirements.txt")).unwrap();
+        std::os::unix::fs::symlink(
+            host.path().join("token.txt"),
+            d.path().join("requirements.txt"),
+        )
+        .unwrap();
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(matches!(err, DetectError::NoRequirements), "{err}");
     }
 
     #[test]

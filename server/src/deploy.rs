@@ -9,9 +9,10 @@
 //! One deploy at a time per app: a second push waits for the first and says
 //! so. Different apps deploy concurrently.
 
-use crate::buildpack::{self, BuildOptions, BuildPlan};
+use crate::buildpack::{self, BuildOptions};
 use crate::ctx::Ctx;
 use crate::docker::{ContainerSpec, ContainerState, Docker};
+use crate::git;
 use crate::health::{self, HealthCheck};
 use crate::proxy::Route;
 use crate::store::{App, Release, ReleaseStatus};
@@ -130,11 +131,14 @@ pub enum Redeploy {
 /// What a push hands to the deployer.
 pub struct DeployRequest {
     pub app: String,
-    pub rev: String,
+    /// The commit's first line (or why it is built again).
     pub message: String,
-    /// `git archive` of the pushed commit.
-    pub tar: Vec<u8>,
+    /// Where the commit is read from (during a push: with its quarantine).
+    pub source: git::CommitSource,
 }
+
+/// Largest tree a deploy writes out (the files of one commit).
+pub const MAX_TREE_BYTES: u64 = 1 << 30;
 
 /// A deploy that did not go live. The message is for the user: what
 /// happened and what to do.
@@ -249,25 +253,14 @@ pub async fn rebuild(
                 "{app} has no live release yet: `git push` deploys it first"
             ))
         })?;
-    let repo = ctx.repos.path(app);
-    let sha = live.commit_sha.clone();
-    let out = tokio::process::Command::new("git")
-        .args(["archive", "--format=tar", &sha])
-        .current_dir(&repo)
-        .output()
-        .await
-        .map_err(|e| DeployFailed(format!("cannot run git archive ({e}); is git installed?")))?;
-    if !out.status.success() {
-        return Err(DeployFailed(format!(
-            "the live commit {sha} is not in {app}'s repository ({}): push it again",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
     let req = DeployRequest {
         app: app.to_string(),
-        rev: sha,
         message: why.to_string(),
-        tar: out.stdout,
+        source: git::CommitSource {
+            repo: ctx.repos.path(app),
+            rev: live.commit_sha.clone(),
+            objects: None,
+        },
     };
     deploy(ctx, req, progress).await
 }
@@ -354,7 +347,10 @@ async fn run_job(
         .map_err(|e| engine_failed(e, again))?;
     // Resolved only now: the live release may have changed while queued.
     let (commit, description, source) = match &job {
-        Job::Push(req) => (req.rev.clone(), format!("deploy {}", short(&req.rev)), None),
+        Job::Push(req) => {
+            let rev = &req.source.rev;
+            (rev.clone(), format!("deploy {}", short(rev)), None)
+        }
         Job::Redeploy(what) => {
             let src = resolve(ctx, &app, what).await?;
             (
@@ -635,7 +631,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     let ctx = run.ctx;
     let app = run.app.name.clone();
     let version = run.release.version;
-    let short = &req.rev[..req.rev.len().min(7)];
+    let short = short(&req.source.rev);
     run.progress.step(&format!(
         "Deploying {app} v{version} ({short}{})",
         if req.message.is_empty() {
@@ -658,24 +654,52 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         .join("tmp")
         .join(format!("{app}-v{version}"));
     let _cleanup = RemoveOnDrop(workdir.clone());
-    let tar = req.tar.clone();
-    let wd = workdir.clone();
-    tokio::task::spawn_blocking(move || unpack(&tar, &wd))
-        .await
-        .map_err(|e| DeployFailed(format!("unpacking the pushed code failed: {e}")))?
-        .map_err(|e| DeployFailed(format!("unpacking the pushed code failed: {e}")))?;
+    // The tree goes to disk file by file, straight from the repository;
+    // its symlinks only into the build context (see git::export_tree).
+    let tree = workdir.join("tree");
+    let (source, wd, dest) = (req.source.clone(), workdir.clone(), tree.clone());
+    let export = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&wd);
+        std::fs::create_dir_all(&wd)?;
+        git::export_tree(&source, &dest, MAX_TREE_BYTES)
+    })
+    .await
+    .map_err(|e| DeployFailed(format!("writing out the pushed code failed: {e}")))?
+    .map_err(|e| match e {
+        // Sentences that already say what to do.
+        e @ (git::GitError::TooLarge(_)
+        | git::GitError::BadPath(_)
+        | git::GitError::NoCommit(_)) => DeployFailed(e.to_string()),
+        e => DeployFailed(format!("writing out the pushed code failed: {e}")),
+    })?;
+    if !export.symlinks.is_empty() {
+        let mut names: Vec<&str> = export
+            .symlinks
+            .iter()
+            .map(|l| l.path.as_str())
+            .take(5)
+            .collect();
+        if export.symlinks.len() > names.len() {
+            names.push("…");
+        }
+        run.progress.info(&format!(
+            "Symlinks go into the image as they are, but paas reads no file through one (a Procfile, paas.toml or requirements file must be a regular file): {}",
+            names.join(", ")
+        ));
+    }
     let opts = BuildOptions {
         image_pattern: ctx.config.image_pattern.clone(),
         python_version: vars.get("PYTHON_VERSION").cloned(),
         settings_module: vars.get("DJANGO_SETTINGS_MODULE").cloned(),
     };
     let build_vars = buildpack::BuildVars::from_config_vars(&vars);
-    let plan = buildpack::detect_with(&workdir, &opts, &build_vars)
+    let plan = buildpack::detect_with(&tree, &opts, &build_vars)
         .map_err(|e| DeployFailed(e.to_string()))?;
     // The optional paas.toml at the project root: checked before the build,
     // so a typo costs seconds, not a build.
-    let repo_file = workdir.join("paas.toml");
-    let health_table = if repo_file.is_file() {
+    let repo_file = tree.join("paas.toml");
+    // symlink_metadata: never through a link (the tree holds none; belt and braces).
+    let health_table = if std::fs::symlink_metadata(&repo_file).is_ok_and(|m| m.is_file()) {
         let text = tokio::fs::read_to_string(&repo_file)
             .await
             .map_err(|e| DeployFailed(format!("paas.toml in the pushed code cannot be read ({e}); make it a UTF-8 text file and push again")))?;
@@ -688,7 +712,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     for note in &plan.notes {
         run.progress.info(note);
     }
-    let procfile = crate::procfile::Procfile::find(&workdir, &plan.project_dir)
+    let procfile = crate::procfile::Procfile::find(&tree, &plan.project_dir)
         .map_err(|e| DeployFailed(e.to_string()))?
         .unwrap_or_default();
     if !procfile.processes.is_empty() {
@@ -696,7 +720,13 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         run.progress
             .info(&format!("Procfile processes: {}", names.join(", ")));
     }
-    let context = build_context(&workdir, &plan)
+    // The build context goes to a file the engine reads as a stream.
+    let context = workdir.join("context.tar");
+    let files = buildpack::context_files(&plan);
+    let (dir, out) = (tree.clone(), context.clone());
+    tokio::task::spawn_blocking(move || build_context(&dir, &export.symlinks, files, &out))
+        .await
+        .map_err(|e| DeployFailed(format!("preparing the build failed: {e}")))?
         .map_err(|e| DeployFailed(format!("preparing the build failed: {e}")))?;
     let tag = format!("paas/{app}:v{version}");
     run.progress.step(&format!("Building image {tag}"));
@@ -720,7 +750,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         ctx.docker
             .build_image(
                 crate::docker::BuildRequest {
-                    context,
+                    context: crate::docker::BuildContext::File(context),
                     dockerfile: ".paas/Dockerfile",
                     tag: &tag,
                     // The tag names the image; a LABEL would be one more
@@ -1390,19 +1420,31 @@ pub fn ensure_volume(data_dir: &Path, app: &str) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-fn unpack(tar_bytes: &[u8], dest: &Path) -> std::io::Result<()> {
-    let _ = std::fs::remove_dir_all(dest);
-    std::fs::create_dir_all(dest)?;
-    // tar's unpack refuses entries that would escape `dest`.
-    tar::Archive::new(tar_bytes).unpack(dest)
-}
-
-/// The build context: the pushed code plus the buildpack's files under `.paas/`.
-fn build_context(dir: &Path, plan: &BuildPlan) -> std::io::Result<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
+/// Writes the build context to `out`: the exported tree, its symlinks (as
+/// symlinks: the engine creates them inside the image), and the buildpack's
+/// files under `.paas/`. Streamed to disk, never whole in memory.
+fn build_context(
+    dir: &Path,
+    symlinks: &[git::Symlink],
+    files: Vec<(String, Vec<u8>)>,
+    out: &Path,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut b = tar::Builder::new(file);
     b.follow_symlinks(false);
     b.append_dir_all(".", dir)?;
-    for (path, bytes) in buildpack::context_files(plan) {
+    for link in symlinks {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_mtime(0);
+        let target = Path::new(std::ffi::OsStr::from_bytes(&link.target));
+        b.append_link(&mut h, &link.path, target)?;
+    }
+    for (path, bytes) in files {
         let mut h = tar::Header::new_gnu();
         h.set_size(bytes.len() as u64);
         h.set_mode(0o644);
@@ -1410,7 +1452,7 @@ fn build_context(dir: &Path, plan: &BuildPlan) -> std::io::Result<Vec<u8>> {
         h.set_cksum();
         b.append_data(&mut h, &path, bytes.as_slice())?;
     }
-    b.into_inner()
+    b.into_inner()?.flush()
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -67,10 +67,19 @@ pub enum DockerError {
     Engine(String),
 }
 
-/// What to build: an in-memory tar context and the Dockerfile path inside it.
+/// A build context: a (plain or gzipped) tar archive.
+pub enum BuildContext {
+    /// Held in memory (small contexts).
+    Memory(Vec<u8>),
+    /// A file, streamed to the engine as it is read: a push's code is never
+    /// held in memory whole.
+    File(PathBuf),
+}
+
+/// What to build: a tar context and the Dockerfile path inside it.
 pub struct BuildRequest<'a> {
-    /// The build context as a (plain or gzipped) tar archive.
-    pub context: Vec<u8>,
+    /// The build context.
+    pub context: BuildContext,
     /// Path of the Dockerfile inside the context.
     pub dockerfile: &'a str,
     /// The tag to give the image, e.g. `paas/blog:v3`.
@@ -396,14 +405,17 @@ impl Docker {
         // own (seconds each); one LABEL line appended to the Dockerfile is one.
         // With no labels asked for, no step at all: the tag names the image,
         // and on a slow storage driver a step is seconds of a redeploy.
-        let (context, option_labels) = if req.labels.is_empty() {
-            (req.context, HashMap::new())
-        } else {
-            let labels = managed_labels(req.labels);
-            match label_dockerfile(&req.context, req.dockerfile, &labels) {
-                Some(context) => (context, HashMap::new()),
-                None => (req.context, labels),
+        // A context on disk is not rewritten: its labels go as build options.
+        let (context, option_labels) = match req.context {
+            context if req.labels.is_empty() => (context, HashMap::new()),
+            BuildContext::Memory(bytes) => {
+                let labels = managed_labels(req.labels);
+                match label_dockerfile(&bytes, req.dockerfile, &labels) {
+                    Some(bytes) => (BuildContext::Memory(bytes), HashMap::new()),
+                    None => (BuildContext::Memory(bytes), labels),
+                }
             }
+            context @ BuildContext::File(_) => (context, managed_labels(req.labels)),
         };
         let mut opts = BuildImageOptionsBuilder::new()
             .dockerfile(req.dockerfile)
@@ -417,7 +429,21 @@ impl Docker {
             opts = opts.networkmode(mode);
         }
         let client = self.patient();
-        let body = bollard::body_full(bytes::Bytes::from(context));
+        let body = match context {
+            BuildContext::Memory(bytes) => bollard::body_full(bytes::Bytes::from(bytes)),
+            BuildContext::File(path) => {
+                let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                    DockerError::Engine(format!(
+                        "cannot open the build context {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
+                    file,
+                    256 * 1024,
+                ))
+            }
+        };
         let mut stream = client.build_image(opts.build(), None, Some(body));
         let mut splitter = Lines::default();
         let mut last_line = String::new();
@@ -1624,7 +1650,7 @@ mod tests {
         let mut on_line = |l: &str| lines.push(l.to_string());
         d.build_image(
             BuildRequest {
-                context: context(&[(".paas/Dockerfile", &dockerfile)]),
+                context: BuildContext::Memory(context(&[(".paas/Dockerfile", &dockerfile)])),
                 dockerfile: ".paas/Dockerfile",
                 tag: &tag,
                 labels: [
@@ -1732,7 +1758,7 @@ mod tests {
         let err = d
             .build_image(
                 BuildRequest {
-                    context: context(&[("Dockerfile", &dockerfile)]),
+                    context: BuildContext::Memory(context(&[("Dockerfile", &dockerfile)])),
                     dockerfile: "Dockerfile",
                     tag: &tag,
                     labels: scope.labels(),
@@ -1770,7 +1796,7 @@ mod tests {
             let err = d
                 .build_image(
                     BuildRequest {
-                        context: context(&[("Dockerfile", &dockerfile)]),
+                        context: BuildContext::Memory(context(&[("Dockerfile", &dockerfile)])),
                         dockerfile: path,
                         tag: &tag,
                         labels: scope.labels(),

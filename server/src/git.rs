@@ -8,19 +8,27 @@
 //! line of the deploy until the push ended.
 //!
 //! The hook runs inside `git receive-pack` with the pushed objects still in
-//! quarantine, so it is the hook (`paas hook pre-receive`, see
-//! [`run_pre_receive_hook`]) that runs `git archive` on the new commit and
-//! sends the tar to the daemon's internal deploy endpoint; the daemon answers
-//! with the deploy's progress, which the hook prints (git shows it to the
-//! pusher as `remote:` lines), and a last result line that decides the exit
-//! code, so a failed deploy rejects the push.
+//! quarantine (a directory under the repository's `objects/` that git
+//! deletes when the hook exits). The hook (`paas hook pre-receive`, see
+//! [`run_pre_receive_hook`]) sends the daemon's internal deploy endpoint the
+//! new revision and that directory, not the code: the daemon opens the
+//! repository with libgit2, adds the quarantine as an alternate object store
+//! ([`CommitSource`]) and writes the tree out file by file ([`export_tree`]).
+//! The daemon answers with the deploy's progress, which the hook prints (git
+//! shows it to the pusher as `remote:` lines), and a last result line that
+//! decides the exit code, so a failed deploy rejects the push.
+//!
+//! Symlinks in a pushed tree are never written where the daemon reads the
+//! code: [`export_tree`] hands them back as a list, and the build context
+//! carries them as symlinks into the image. Nothing the daemon reads (a
+//! Procfile, paas.toml, a requirements file) can point it at a host file.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Response, StatusCode};
 use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio_util::io::ReaderStream;
 
@@ -63,6 +71,20 @@ pub enum GitError {
     Init(String),
     #[error("repository I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("reading the repository failed: {0}")]
+    Repo(#[from] git2::Error),
+    #[error(
+        "{0:?} is not a commit id: the hook sends the full 40-character id of the pushed commit"
+    )]
+    BadRevision(String),
+    #[error("commit {0} is not in the repository: push it again")]
+    NoCommit(String),
+    #[error("the object directory {0:?} is not inside the app's repository, so it is not read")]
+    BadObjectDir(String),
+    #[error("the pushed tree holds the path {0:?}, which cannot be written safely: rename it and push again")]
+    BadPath(String),
+    #[error("the pushed code is larger than {} MiB; remove large files from the repository (or mark them export-ignore in .gitattributes) and push again", .0 >> 20)]
+    TooLarge(u64),
 }
 
 impl Repos {
@@ -86,20 +108,27 @@ impl Repos {
         let path = self.path(app);
         if !path.join("HEAD").exists() {
             tokio::fs::create_dir_all(&self.root).await?;
-            let out = Command::new("git")
-                .args(["init", "--bare", "--quiet", "--initial-branch=main"])
-                .arg(&path)
-                .output()
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || init_bare(&p))
                 .await
-                .map_err(GitError::Spawn)?;
-            if !out.status.success() {
-                return Err(GitError::Init(
-                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                ));
-            }
+                .map_err(|e| GitError::Init(e.to_string()))??;
         }
         self.install_hook(&path).await?;
         Ok(path)
+    }
+
+    /// Checks an object directory a hook named (the push's quarantine): it
+    /// must exist inside the app's `objects/`, after resolving `..` and
+    /// symlinks. The path comes over HTTP, so nothing else is opened.
+    pub fn object_dir(&self, app: &str, given: &str) -> Result<PathBuf, GitError> {
+        let refuse = || GitError::BadObjectDir(given.to_string());
+        let objects =
+            std::fs::canonicalize(self.path(app).join("objects")).map_err(|_| refuse())?;
+        let dir = std::fs::canonicalize(given).map_err(|_| refuse())?;
+        if dir == objects || !dir.starts_with(&objects) || !dir.is_dir() {
+            return Err(refuse());
+        }
+        Ok(dir)
     }
 
     /// (Re)write the pre-receive hook: the binary's path may change on upgrade.
@@ -135,6 +164,15 @@ impl Repos {
             _ => Ok(()),
         }
     }
+}
+
+/// `git init --bare --initial-branch=main`, with libgit2.
+fn init_bare(path: &Path) -> Result<(), GitError> {
+    let mut opts = git2::RepositoryInitOptions::new();
+    opts.bare(true).initial_head("main").mkpath(true);
+    git2::Repository::init_opts(path, &opts)
+        .map_err(|e| GitError::Init(e.message().to_string()))?;
+    Ok(())
 }
 
 fn set_executable(path: &Path) -> std::io::Result<()> {
@@ -315,37 +353,21 @@ async fn deploy_via_daemon(
     rev: &str,
     refname: &str,
 ) -> Result<i32, String> {
-    // The quarantined objects are visible to git commands run from the hook.
-    let archive = Command::new("git")
-        .args(["archive", "--format=tar", rev])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git archive ({e}); is git installed on the server?"))?;
-    if !archive.status.success() {
-        return Err(format!(
-            "git archive {rev} failed: {}",
-            String::from_utf8_lossy(&archive.stderr).trim()
-        ));
+    // git keeps the pushed objects in a quarantine directory until this hook
+    // accepts them; the daemon reads them from there (checked on its side).
+    // Made absolute here: the hook runs in the repository, the daemon not.
+    let objects = std::env::var_os("GIT_QUARANTINE_PATH")
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .map(|p| p.to_string_lossy().into_owned());
+    let mut query = vec![("app", app), ("rev", rev), ("ref", refname)];
+    if let Some(dir) = &objects {
+        query.push(("objects", dir.as_str()));
     }
-    let message = Command::new("git")
-        .args(["log", "-1", "--format=%s", rev])
-        .output()
-        .await
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
     let client = reqwest::Client::new();
     let resp = client
         .post(format!("{daemon_url}/internal/deploy"))
         .bearer_auth(secret)
-        .query(&[
-            ("app", app),
-            ("rev", rev),
-            ("ref", refname),
-            ("message", message.as_str()),
-        ])
-        .body(archive.stdout)
+        .query(&query)
         .send()
         .await
         .map_err(|e| {
@@ -383,30 +405,484 @@ async fn deploy_via_daemon(
     })
 }
 
-/// Read at most `limit` bytes of a body into memory.
-pub async fn read_body_limited(body: Body, limit: usize) -> Result<Vec<u8>, String> {
-    let mut reader = tokio_util::io::StreamReader::new(
-        body.into_data_stream()
-            .map(|r| r.map_err(std::io::Error::other)),
-    );
-    let mut out = Vec::new();
-    (&mut reader)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .await
-        .map_err(|e| format!("reading the pushed code failed: {e}"))?;
-    if out.len() > limit {
-        return Err(format!(
-            "the pushed code is larger than {} MiB; remove large files from the repository",
-            limit >> 20
-        ));
+// ------------------------------------------------------- reading a commit
+
+/// Where a deploy reads its commit from: the app's bare repository, plus,
+/// during a push, the quarantine directory that holds the pushed objects
+/// until the pre-receive hook accepts them.
+#[derive(Debug, Clone)]
+pub struct CommitSource {
+    /// The bare repository.
+    pub repo: PathBuf,
+    /// The commit, as 40 hex digits.
+    pub rev: String,
+    /// An extra object directory (checked with [`Repos::object_dir`]).
+    pub objects: Option<PathBuf>,
+}
+
+/// A symlink of a pushed tree: written into the build context, never onto
+/// the host's disk where the daemon reads the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symlink {
+    /// Path in the tree, `/`-separated.
+    pub path: String,
+    /// What the link points at, as committed.
+    pub target: Vec<u8>,
+}
+
+/// What [`export_tree`] wrote.
+#[derive(Debug, Default)]
+pub struct Export {
+    /// The tree's symlinks (not written to disk).
+    pub symlinks: Vec<Symlink>,
+    /// Regular files written.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl CommitSource {
+    fn open(&self) -> Result<(git2::Repository, git2::Oid), GitError> {
+        let valid = self.rev.len() == 40 && self.rev.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Err(GitError::BadRevision(self.rev.clone()));
+        }
+        let repo = git2::Repository::open_bare(&self.repo)?;
+        if let Some(dir) = &self.objects {
+            let dir = dir
+                .to_str()
+                .ok_or_else(|| GitError::BadObjectDir(dir.display().to_string()))?;
+            repo.odb()?.add_disk_alternate(dir)?;
+        }
+        let oid = git2::Oid::from_str(&self.rev)?;
+        Ok((repo, oid))
     }
+
+    /// The first line of the commit's message.
+    pub fn summary(&self) -> Result<String, GitError> {
+        let (repo, oid) = self.open()?;
+        let commit = repo
+            .find_commit(oid)
+            .map_err(|_| GitError::NoCommit(self.rev.clone()))?;
+        let summary = String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default());
+        Ok(summary.trim().to_string())
+    }
+}
+
+/// Writes the commit's tree into `dest` (created; it must not exist) as
+/// `git archive` would: regular files (executable or not) and folders,
+/// paths marked `export-ignore` in the tree's `.gitattributes` left out,
+/// submodules as empty folders. One blob is in memory at a time. Symlinks
+/// are returned, not written, so nothing read from `dest` follows one.
+/// Fails once the files add up to more than `limit` bytes.
+pub fn export_tree(src: &CommitSource, dest: &Path, limit: u64) -> Result<Export, GitError> {
+    use git2::{AttrCheckFlags, AttrValue, ObjectType};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let (repo, oid) = src.open()?;
+    let commit = repo
+        .find_commit(oid)
+        .map_err(|_| GitError::NoCommit(src.rev.clone()))?;
+    let tree = commit.tree()?;
+    // Attributes come from the tree being exported, as with `git archive`:
+    // an in-memory index of it is where libgit2 looks for .gitattributes.
+    let mut index = git2::Index::new()?;
+    index.read_tree(&tree)?;
+    repo.set_index(&mut index)?;
+    let odb = repo.odb()?;
+    std::fs::create_dir(dest)?;
+    // libgit2 tells a folder from a file by looking on disk below the work
+    // tree (a pattern like `docs/` matches folders only): `dest` is that
+    // tree, and each folder exists before it is asked about. INDEX_ONLY:
+    // the written files themselves are never read back.
+    repo.set_workdir(dest, false)?;
+    let flags = AttrCheckFlags::INDEX_ONLY | AttrCheckFlags::NO_SYSTEM;
+    let ignored = |path: &str| -> Result<bool, GitError> {
+        let value = repo.get_attr_bytes(Path::new(path), "export-ignore", flags)?;
+        Ok(AttrValue::from_bytes(value) == AttrValue::True)
+    };
+
+    let mut out = Export::default();
+    // (tree, its path in the commit, where it goes)
+    let mut stack = vec![(tree, String::new(), dest.to_path_buf())];
+    while let Some((tree, prefix, dir)) = stack.pop() {
+        for entry in tree.iter() {
+            let name = std::str::from_utf8(entry.name_bytes())
+                .ok()
+                .filter(|n| !n.is_empty() && *n != "." && *n != ".." && !n.contains('/'))
+                .ok_or_else(|| {
+                    GitError::BadPath(format!(
+                        "{prefix}{}",
+                        String::from_utf8_lossy(entry.name_bytes())
+                    ))
+                })?;
+            let path = format!("{prefix}{name}");
+            let target = dir.join(name);
+            let mode = entry.filemode();
+            match entry.kind() {
+                Some(ObjectType::Tree) => {
+                    std::fs::create_dir(&target)?;
+                    if ignored(&path)? {
+                        std::fs::remove_dir(&target)?;
+                        continue;
+                    }
+                    let sub = repo.find_tree(entry.id())?;
+                    stack.push((sub, format!("{path}/"), target));
+                }
+                // A submodule: `git archive` writes an empty folder.
+                Some(ObjectType::Commit) => {
+                    std::fs::create_dir(&target)?;
+                    if ignored(&path)? {
+                        std::fs::remove_dir(&target)?;
+                    }
+                }
+                Some(ObjectType::Blob) if mode == 0o120000 => {
+                    if !ignored(&path)? {
+                        let blob = repo.find_blob(entry.id())?;
+                        out.symlinks.push(Symlink {
+                            path,
+                            target: blob.content().to_vec(),
+                        });
+                    }
+                }
+                Some(ObjectType::Blob) => {
+                    if ignored(&path)? {
+                        continue;
+                    }
+                    let perm = if mode == 0o100755 { 0o755 } else { 0o644 };
+                    // create_new: never through an existing file or link.
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(perm)
+                        .open(&target)?;
+                    // A loose object streams through a small buffer; libgit2
+                    // streams no packed one, which is read whole.
+                    match odb.reader(entry.id()) {
+                        Ok((mut reader, size, _)) => {
+                            out.bytes += size as u64;
+                            if out.bytes > limit {
+                                return Err(GitError::TooLarge(limit));
+                            }
+                            std::io::copy(&mut reader, &mut file)?;
+                        }
+                        Err(_) => {
+                            let blob = repo.find_blob(entry.id())?;
+                            out.bytes += blob.size() as u64;
+                            if out.bytes > limit {
+                                return Err(GitError::TooLarge(limit));
+                            }
+                            file.write_all(blob.content())?;
+                        }
+                    }
+                    out.files += 1;
+                }
+                _ => return Err(GitError::BadPath(path)),
+            }
+        }
+    }
+    out.symlinks.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs git in `dir` with a fixed identity; panics on failure.
+    fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// A bare repository made by `Repos::ensure`, holding one commit of
+    /// `files` (path, content; content "->target" makes a symlink) pushed
+    /// to main. Returns (temp dir, repos, commit id).
+    async fn pushed(files: &[(&str, &str)]) -> (tempfile::TempDir, Repos, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let repos = Repos::new(tmp.path().join("repos"), PathBuf::from("/bin/true"));
+        let bare = repos.ensure("blog").await.unwrap();
+        let work = tmp.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        git(&work, &["init", "-q"]);
+        for (path, content) in files {
+            let p = work.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            match content.strip_prefix("->") {
+                Some(target) => std::os::unix::fs::symlink(target, &p).unwrap(),
+                None => std::fs::write(&p, content).unwrap(),
+            }
+            if path.ends_with(".sh") {
+                set_executable(&p).unwrap();
+            }
+        }
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "First line\n\nbody"]);
+        git(
+            &work,
+            &["push", "-q", bare.to_str().unwrap(), "HEAD:refs/heads/main"],
+        );
+        let rev = String::from_utf8(git(&work, &["rev-parse", "HEAD"])).unwrap();
+        (tmp, repos, rev.trim().to_string())
+    }
+
+    /// Paths of the files and symlinks below `dir`, `/`-separated.
+    fn files_below(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+            let kind = e.file_type().unwrap();
+            assert!(!kind.is_symlink(), "{name}: export_tree wrote a symlink");
+            if kind.is_dir() {
+                files_below(&e.path(), &format!("{name}/"), out);
+            } else {
+                out.push(name);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ensure_makes_a_bare_repository_whose_head_is_main() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repos = Repos::new(tmp.path().join("repos"), PathBuf::from("/usr/bin/paas"));
+        let path = repos.ensure("blog").await.unwrap();
+        let repo = git2::Repository::open(&path).unwrap();
+        assert!(repo.is_bare());
+        let head = std::fs::read_to_string(path.join("HEAD")).unwrap();
+        assert_eq!(head.trim(), "ref: refs/heads/main");
+        let hook = std::fs::read_to_string(path.join("hooks/pre-receive")).unwrap();
+        assert!(hook.contains("'/usr/bin/paas' hook pre-receive"), "{hook}");
+        // Idempotent.
+        repos.ensure("blog").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_export_holds_what_git_archive_holds_export_ignore_included() {
+        let files = [
+            (
+                ".gitattributes",
+                "*.key export-ignore\ndocs/ export-ignore\nbuild export-ignore\n/top.txt export-ignore\nlinked export-ignore\n",
+            ),
+            ("manage.py", "print('hi')\n"),
+            ("run.sh", "#!/bin/sh\n"),
+            ("top.txt", "ignored at the root only\n"),
+            ("sub/top.txt", "kept: the pattern is anchored\n"),
+            ("server.key", "ignored\n"),
+            ("docs/index.md", "ignored folder\n"),
+            ("build/out/deep.bin", "ignored folder\n"),
+            ("nested/.gitattributes", "local.txt export-ignore\n"),
+            ("nested/local.txt", "ignored by the nested file\n"),
+            ("nested/keep.txt", "kept\n"),
+            ("link", "->manage.py"),
+            ("linked", "->manage.py"),
+            ("etc", "->/etc/passwd"),
+        ];
+        let (tmp, repos, rev) = pushed(&files).await;
+        let src = CommitSource {
+            repo: repos.path("blog"),
+            rev: rev.clone(),
+            objects: None,
+        };
+        assert_eq!(src.summary().unwrap(), "First line");
+        let dest = tmp.path().join("export");
+        let export = export_tree(&src, &dest, 1 << 20).unwrap();
+        let mut ours = Vec::new();
+        files_below(&dest, "", &mut ours);
+        ours.extend(export.symlinks.iter().map(|l| l.path.clone()));
+        ours.sort();
+
+        // `git archive` is the reference.
+        let tar = git(&src.repo, &["archive", "--format=tar", &rev]);
+        let mut theirs: Vec<String> = tar::Archive::new(tar.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| {
+                !e.header().entry_type().is_dir()
+                    && !e.header().entry_type().is_pax_global_extensions()
+            })
+            .map(|e| e.path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        theirs.sort();
+        assert_eq!(ours, theirs);
+        assert!(ours.contains(&"sub/top.txt".to_string()), "{ours:?}");
+        assert!(
+            !ours
+                .iter()
+                .any(|p| p.starts_with("docs") || p.ends_with(".key")),
+            "{ours:?}"
+        );
+
+        assert_eq!(
+            export.symlinks,
+            [
+                Symlink {
+                    path: "etc".into(),
+                    target: b"/etc/passwd".to_vec()
+                },
+                Symlink {
+                    path: "link".into(),
+                    target: b"manage.py".to_vec()
+                },
+            ]
+        );
+        assert!(std::fs::symlink_metadata(dest.join("etc")).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(dest.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("run.sh"), 0o755);
+        assert_eq!(mode("manage.py"), 0o644);
+        assert_eq!(
+            std::fs::read_to_string(dest.join("nested/keep.txt")).unwrap(),
+            "kept\n"
+        );
+
+        // The same from a packed repository (libgit2 streams loose objects only).
+        git(&src.repo, &["repack", "-a", "-d", "-q"]);
+        git(&src.repo, &["prune-packed"]);
+        let packed = tmp.path().join("packed");
+        export_tree(&src, &packed, 1 << 20).unwrap();
+        let mut again = Vec::new();
+        files_below(&packed, "", &mut again);
+        again.extend(export.symlinks.iter().map(|l| l.path.clone()));
+        again.sort();
+        assert_eq!(again, theirs);
+        assert_eq!(
+            std::fs::read_to_string(packed.join("nested/keep.txt")).unwrap(),
+            "kept\n"
+        );
+
+        // Too large: refused, with what to do.
+        let e = export_tree(&src, &tmp.path().join("small"), 10).unwrap_err();
+        assert!(matches!(e, GitError::TooLarge(10)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_commit_still_in_the_pushs_quarantine_is_read_through_its_object_dir() {
+        let (tmp, repos, _) = pushed(&[("a.txt", "a")]).await;
+        // A hook that keeps a copy of the quarantine inside objects/, then
+        // rejects the push: the commit exists only in that copy.
+        let hook = tmp.path().join("hook.sh");
+        let copy = repos.path("blog").join("objects/tmp_objdir-kept");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\ncp -r \"$GIT_QUARANTINE_PATH\" '{}'\nexit 1\n",
+                copy.display()
+            ),
+        )
+        .unwrap();
+        set_executable(&hook).unwrap();
+        let repos = Repos::new(repos.root().to_path_buf(), hook);
+        repos.refresh_hooks().await.unwrap();
+        let work = tmp.path().join("work");
+        std::fs::write(work.join("b.txt"), "quarantined\n").unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "second"]);
+        let rev = String::from_utf8(git(&work, &["rev-parse", "HEAD"])).unwrap();
+        let rev = rev.trim().to_string();
+        let out = std::process::Command::new("git")
+            .args([
+                "push",
+                "-q",
+                repos.path("blog").to_str().unwrap(),
+                "HEAD:refs/heads/main",
+            ])
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the hook rejects the push");
+
+        let mut src = CommitSource {
+            repo: repos.path("blog"),
+            rev,
+            objects: None,
+        };
+        let e = src.summary().unwrap_err();
+        assert!(matches!(e, GitError::NoCommit(_)), "{e}");
+        src.objects = Some(repos.object_dir("blog", copy.to_str().unwrap()).unwrap());
+        assert_eq!(src.summary().unwrap(), "second");
+        let dest = tmp.path().join("export");
+        export_tree(&src, &dest, 1 << 20).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("b.txt")).unwrap(),
+            "quarantined\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_commits_and_bad_revisions_are_refused() {
+        let (tmp, repos, _) = pushed(&[("a.txt", "a")]).await;
+        let dest = tmp.path().join("x");
+        for (rev, want) in [
+            (
+                "0123456789012345678901234567890123456789",
+                "is not in the repository",
+            ),
+            ("HEAD", "is not a commit id"),
+            ("main~1", "is not a commit id"),
+        ] {
+            let src = CommitSource {
+                repo: repos.path("blog"),
+                rev: rev.into(),
+                objects: None,
+            };
+            let e = export_tree(&src, &dest, 1 << 20).unwrap_err();
+            assert!(e.to_string().contains(want), "{rev}: {e}");
+            let _ = std::fs::remove_dir_all(&dest);
+        }
+    }
+
+    #[tokio::test]
+    async fn only_object_dirs_inside_the_apps_objects_are_accepted() {
+        let (tmp, repos, _) = pushed(&[("a.txt", "a")]).await;
+        repos.ensure("other").await.unwrap();
+        let objects = repos.path("blog").join("objects");
+        let incoming = objects.join("tmp_objdir-incoming-abc");
+        std::fs::create_dir(&incoming).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, objects.join("tmp_objdir-link")).unwrap();
+        assert_eq!(
+            repos
+                .object_dir("blog", incoming.to_str().unwrap())
+                .unwrap(),
+            std::fs::canonicalize(&incoming).unwrap()
+        );
+        let refused = [
+            outside.display().to_string(),
+            objects.display().to_string(),
+            format!("{}/../../../other.git/objects", incoming.display()),
+            objects.join("tmp_objdir-link").display().to_string(),
+            objects.join("missing").display().to_string(),
+            repos
+                .path("other")
+                .join("objects/info")
+                .display()
+                .to_string(),
+            "objects/tmp_objdir-incoming-abc".into(),
+        ];
+        for given in refused {
+            let e = repos.object_dir("blog", &given).unwrap_err();
+            assert!(matches!(e, GitError::BadObjectDir(_)), "{given}: {e}");
+        }
+    }
 
     #[test]
     fn app_names_follow_the_rule() {

@@ -126,7 +126,9 @@ impl Procfile {
         candidates.push("Procfile".to_string());
         for rel in candidates {
             let path = root.join(&rel);
-            if !path.is_file() {
+            // Never through a symlink: a Procfile linked to a host file
+            // would otherwise show that file in the push output.
+            if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
                 continue;
             }
             let text = std::fs::read_to_string(&path).map_err(|e| ProcfileError::Unreadable {
@@ -281,6 +283,17 @@ mod tests {
         std::fs::write(dir.path().join("site/Procfile"), "oops\n").unwrap();
         let e = Procfile::find(dir.path(), "site").unwrap_err();
         assert!(e.to_string().starts_with("site/Procfile line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_procfile_that_is_a_symlink_is_never_read() {
+        let host = tempfile::tempdir().unwrap();
+        let secret = host.path().join("secret");
+        std::fs::write(&secret, "host-secret-line\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("Procfile")).unwrap();
+        // Unread: a parse error would have quoted the host file's line.
+        assert_eq!(Procfile::find(dir.path(), "").unwrap(), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod data;
 mod harness;
 mod procfile;
 mod run;
+mod symlinks;
 mod zero_downtime;
 
 use harness::{engine_objects, last_line, Daemon, Project};
