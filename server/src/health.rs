@@ -313,6 +313,7 @@ where
                 last = format!("HTTP {code}");
             }
             Err(e) => {
+                tracing::debug!(target: "paas::health", %addr, "no answer yet: {e}");
                 good = 0;
                 last = e;
             }
