@@ -19,9 +19,11 @@
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
 //! - [`server`]: wires the parts together for `paas serve`.
+//! - [`beneath`]: files below a root, reached without following symlinks (app volumes).
 
 pub mod api;
 pub mod auth;
+pub mod beneath;
 pub mod buildpack;
 pub mod config;
 pub mod dashboard;
