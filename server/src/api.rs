@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-
 /// The public URL of an app.
 pub fn app_url(ctx: &Ctx, app: &str) -> String {
     let host = ctx.config.app_host(app);

@@ -201,8 +201,12 @@ pub fn verify(dir: &Path, m: &Manifest) -> Result<(), String> {
 /// consistent snapshot while the app keeps running), then checks the copy.
 pub fn sqlite_copy(src: &Path, dst: &Path) -> Result<(), String> {
     use rusqlite::{Connection, OpenFlags};
-    let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| format!("cannot open {}: {e}", src.display()))?;
+    // The app owns its volume: a db.sqlite3 that is a symlink is refused.
+    let from = Connection::open_with_flags(
+        src,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", src.display()))?;
     // The backup API reports a damaged source as "not an error": ask first.
     from.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)
@@ -224,19 +228,34 @@ pub fn sqlite_copy(src: &Path, dst: &Path) -> Result<(), String> {
 /// connections see the restored data; the file keeps its owner).
 pub fn sqlite_restore(backup: &Path, live: &Path) -> Result<(), String> {
     use rusqlite::{Connection, OpenFlags};
-    let existed = live.exists();
+    let existed = match live.symlink_metadata() {
+        Ok(m) if m.is_file() => true,
+        Ok(_) => {
+            return Err(format!(
+                "{} is not a regular file (the app's code put a link or a folder there); move it away on the server (mv {0} {0}.moved) and restore again",
+                live.display()
+            ))
+        }
+        Err(_) => false,
+    };
     let from = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("cannot open {}: {e}", backup.display()))?;
     from.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)
     })
     .map_err(|e| format!("{} cannot be read ({e})", backup.display()))?;
-    let mut to =
-        Connection::open(live).map_err(|e| format!("cannot open {}: {e}", live.display()))?;
+    // The app owns its volume: never write through a symlink it planted.
+    let mut to = Connection::open_with_flags(
+        live,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", live.display()))?;
     sqlite_backup_all(&from, &mut to)?;
     drop(to);
     if !existed {
-        std::os::unix::fs::chown(live, Some(APP_UID), Some(APP_UID))
+        std::os::unix::fs::lchown(live, Some(APP_UID), Some(APP_UID))
             .map_err(|e| format!("cannot hand {} to the app: {e}", live.display()))?;
     }
     Ok(())
@@ -297,34 +316,76 @@ fn place_problem(dir: &Path, detail: &str) -> Option<String> {
     }
 }
 
-/// Tars a media dir (symlinks kept as links). False when there is none.
+/// Tars a media dir. False when there is none. The app writes this folder:
+/// a `media` that is a symlink is refused, and links inside it are stored
+/// as links, never followed ([`crate::beneath::tar_tree`]).
 pub fn tar_dir(dir: &Path, out: &Path) -> std::io::Result<bool> {
-    if !dir.is_dir() {
+    if !crate::beneath::real_dir(dir)? {
         return Ok(false);
     }
     let f = std::fs::File::create(out)?;
     let mut b = tar::Builder::new(f);
-    b.follow_symlinks(false);
-    b.append_dir_all(".", dir)?;
+    crate::beneath::tar_tree(dir, &mut b)?;
     b.into_inner()?.sync_all()?;
     Ok(true)
 }
 
-/// Replaces a dir's contents with a tar's, owners and modes included.
+/// Replaces the folder `dir` (inside an app's volume) with a tar's
+/// contents: unpacked into a fresh root-only folder next to it, through
+/// folders held open (so nothing the app does meanwhile redirects a
+/// write), owned by the app whatever the archive says, then renamed into
+/// place. Whatever was at `dir` before — a folder, or a symlink the app
+/// planted — is moved aside and removed without following links.
 pub fn untar_replacing(tar_file: &Path, dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() && !p.is_symlink() {
-            std::fs::remove_dir_all(&p)?;
-        } else {
-            std::fs::remove_file(&p)?;
+    use rustix::fs::{mkdirat, renameat, Mode};
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(std::io::Error::other(format!(
+            "{} has no parent folder",
+            dir.display()
+        )));
+    };
+    std::fs::create_dir_all(parent)?;
+    let parent_fd = crate::beneath::open_dir(parent)?;
+    let fresh = format!(".paas-restore-{}", crate::auth::random_hex(8));
+    mkdirat(&parent_fd, fresh.as_str(), Mode::from_raw_mode(0o700))?;
+    let unpacked = (|| {
+        let fresh_fd = crate::beneath::open_subdir(&parent_fd, fresh.as_ref())?;
+        crate::beneath::untar_into(std::fs::File::open(tar_file)?, &fresh_fd, APP_UID)?;
+        rustix::fs::fchown(
+            &fresh_fd,
+            Some(rustix::fs::Uid::from_raw(APP_UID)),
+            Some(rustix::fs::Gid::from_raw(APP_UID)),
+        )?;
+        rustix::fs::fchmod(&fresh_fd, Mode::from_raw_mode(0o755))?;
+        Ok::<_, std::io::Error>(())
+    })();
+    if let Err(e) = unpacked {
+        let _ = std::fs::remove_dir_all(parent.join(&fresh));
+        return Err(e);
+    }
+    let old = format!(".paas-replaced-{}", crate::auth::random_hex(8));
+    let moved_aside = match renameat(&parent_fd, name, &parent_fd, old.as_str()) {
+        Ok(()) => true,
+        Err(rustix::io::Errno::NOENT) => false,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(parent.join(&fresh));
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = renameat(&parent_fd, fresh.as_str(), &parent_fd, name) {
+        let _ = std::fs::remove_dir_all(parent.join(&fresh));
+        return Err(e.into());
+    }
+    if moved_aside {
+        // remove_dir_all removes a symlink itself, never what it points to.
+        let old = parent.join(old);
+        match std::fs::symlink_metadata(&old) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&old)?,
+            Ok(_) => std::fs::remove_file(&old)?,
+            Err(_) => {}
         }
     }
-    let mut a = tar::Archive::new(std::fs::File::open(tar_file)?);
-    a.set_preserve_permissions(true);
-    a.set_preserve_ownerships(true);
-    a.unpack(dir)
+    Ok(())
 }
 
 /// What an app's backup would hold: its PostgreSQL database if it has one,
@@ -332,7 +393,7 @@ pub fn untar_replacing(tar_file: &Path, dir: &Path) -> std::io::Result<()> {
 pub(crate) fn backup_kind(data_dir: &Path, app: &str) -> Result<Option<Kind>, DataError> {
     if pg_database(data_dir, app)?.is_some() {
         Ok(Some(Kind::Postgres))
-    } else if sqlite_path(data_dir, app).is_file() {
+    } else if std::fs::symlink_metadata(sqlite_path(data_dir, app)).is_ok_and(|m| m.is_file()) {
         Ok(Some(Kind::Sqlite))
     } else {
         Ok(None)
@@ -504,7 +565,14 @@ async fn take_backup(
         }
         names
             .into_iter()
-            .map(|n| file_sum(&dir2.join(n)).map_err(|e| format!("cannot read back {n}: {e}")))
+            .map(|n| {
+                // Backups hold every secret of the app: root's alone.
+                use std::os::unix::fs::PermissionsExt;
+                let path = dir2.join(n);
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("cannot protect {n}: {e}"))?;
+                file_sum(&path).map_err(|e| format!("cannot read back {n}: {e}"))
+            })
             .collect()
     })
     .await
@@ -785,5 +853,38 @@ mod tests {
         assert_eq!(std::fs::read(media.join("uploads/a.png")).unwrap(), b"png");
         assert!(!media.join("later.txt").exists());
         assert!(!tar_dir(&dir.path().join("none"), &tar_file).unwrap());
+        // Owned by the app, whatever the archive recorded.
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(media.join("uploads/a.png")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (APP_UID, APP_UID));
+    }
+
+    #[test]
+    fn a_linked_media_folder_is_neither_archived_nor_restored_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let media = dir.path().join("media");
+        std::fs::create_dir_all(&media).unwrap();
+        std::fs::write(media.join("a.png"), b"png").unwrap();
+        let tar_file = dir.path().join("media.tar");
+        assert!(tar_dir(&media, &tar_file).unwrap());
+
+        let host = dir.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("keep.txt"), b"host file").unwrap();
+        std::fs::remove_dir_all(&media).unwrap();
+        std::os::unix::fs::symlink(&host, &media).unwrap();
+        let e = tar_dir(&media, &dir.path().join("other.tar")).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+
+        untar_replacing(&tar_file, &media).unwrap();
+        assert!(!media.is_symlink(), "the link was replaced by a folder");
+        assert_eq!(std::fs::read(media.join("a.png")).unwrap(), b"png");
+        assert_eq!(std::fs::read(host.join("keep.txt")).unwrap(), b"host file");
+        assert!(!host.join("a.png").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with(".paas-")), "{names:?}");
     }
 }

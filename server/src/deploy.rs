@@ -789,6 +789,14 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     // The Procfile travels with the release: a rollback or restart runs
     // the processes that release had.
     meta["processes"] = procfile.to_json();
+    // The build ran the app's own code: its facts are checked, never trusted.
+    let media = check_build_paths(&meta).map_err(DeployFailed)?;
+    match &media {
+        MediaPlace::Elsewhere(root) if !root.is_empty() => run.progress.info(&format!(
+            "MEDIA_ROOT is {root}: paas serves uploads only from /data/media (the app's volume), so files kept there are not served at MEDIA_URL; set MEDIA_ROOT to \"/data/media\" (or leave it unset) to have them served"
+        )),
+        _ => {}
+    }
     let static_dir = ctx
         .config
         .data_dir
@@ -807,6 +815,11 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
             // An app without static files has no STATIC_ROOT dir: fine.
             tracing::info!("no static files copied: {e}");
         }
+        let dir = static_dir.clone();
+        tokio::task::spawn_blocking(move || resolve_links(&dir))
+            .await
+            .map_err(|e| DeployFailed(format!("checking the static files failed: {e}")))?
+            .map_err(|e| DeployFailed(format!("checking the static files failed: {e}")))?;
     }
     ctx.store
         .update_release(run.release.id, Some(&tag), &meta, &vars, &run.timings)
@@ -1333,7 +1346,7 @@ pub fn make_route(
 ) -> Route {
     let s = |k: &str| meta.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let prefix = |p: Option<String>| {
-        p.filter(|p| p.starts_with('/') && p.len() > 1)
+        p.filter(|p| p.starts_with('/') && p.len() > 1 && plain_url_path(p))
             .map(|mut p| {
                 if !p.ends_with('/') {
                     p.push('/');
@@ -1341,8 +1354,10 @@ pub fn make_route(
                 p
             })
     };
-    let media_dir =
-        s("media_root").and_then(|r| r.strip_prefix("/data/").map(|rest| volume.join(rest)));
+    // Media is always the volume's own media folder, whatever the build said.
+    let media_dir = (media_place(meta.get("media_root").and_then(|v| v.as_str()))
+        == Ok(MediaPlace::Volume))
+    .then(|| volume.join("media"));
     let media_prefix = prefix(s("media_url")).filter(|_| media_dir.is_some());
     Route::new(
         app.to_string(),
@@ -1352,6 +1367,109 @@ pub fn make_route(
         media_prefix.clone(),
         media_dir.filter(|_| media_prefix.is_some()),
     )
+}
+
+/// Where a release keeps its uploads, from the build's `media_root`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MediaPlace {
+    /// `/data/media`: served by the proxy from `<volume>/media`.
+    Volume,
+    /// No MEDIA_ROOT, or one elsewhere: nothing is served as media.
+    Elsewhere(String),
+}
+
+const MEDIA_FIX: &str = "set MEDIA_ROOT to \"/data/media\" in your settings (or leave it unset, paas then uses /data/media) and push again";
+
+/// Sorts the build's `media_root`; a path that climbs (`..`) or that would
+/// publish the whole volume (`/data`, where db.sqlite3 lives) is refused
+/// with a sentence saying what to set.
+pub fn media_place(root: Option<&str>) -> Result<MediaPlace, String> {
+    let Some(root) = root else {
+        return Ok(MediaPlace::Elsewhere(String::new()));
+    };
+    let path = Path::new(root);
+    let names: Option<Vec<&str>> = path
+        .components()
+        .map(|c| match c {
+            std::path::Component::RootDir => Some(""),
+            std::path::Component::Normal(n) => n.to_str(),
+            _ => None,
+        })
+        .collect();
+    match names.as_deref() {
+        Some(["", "data"]) => Err(format!(
+            "MEDIA_ROOT is /data, the app's whole volume, so its database (/data/db.sqlite3) would be published at MEDIA_URL: {MEDIA_FIX}"
+        )),
+        Some(["", "data", "media"]) => Ok(MediaPlace::Volume),
+        Some(["", ..]) => Ok(MediaPlace::Elsewhere(root.to_string())),
+        _ => Err(format!(
+            "the build reported MEDIA_ROOT as {root:?}, which is not a plain absolute path: {MEDIA_FIX}"
+        )),
+    }
+}
+
+/// Checks the paths a build reported in `/paas/meta.json` (written while the
+/// app's code ran): MEDIA_ROOT as [`media_place`] does, STATIC_ROOT must be
+/// a plain absolute path.
+pub fn check_build_paths(meta: &serde_json::Value) -> Result<MediaPlace, String> {
+    if let Some(root) = meta.get("static_root").and_then(|v| v.as_str()) {
+        let plain = root.starts_with('/')
+            && Path::new(root).components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+        if !plain {
+            return Err(format!(
+                "the build reported STATIC_ROOT as {root:?}, which is not a plain absolute path: set STATIC_ROOT to an absolute folder inside the project (or leave it unset) and push again"
+            ));
+        }
+    }
+    media_place(meta.get("media_root").and_then(|v| v.as_str()))
+}
+
+/// A URL prefix made of plain segments (no `.`/`..`, no percent-escapes).
+fn plain_url_path(p: &str) -> bool {
+    p.split('/').filter(|s| !s.is_empty()).all(|s| {
+        s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~+@".contains(&b))
+    })
+}
+
+/// Makes a release's extracted static tree link-free: a link to a file
+/// inside the tree becomes a hard link to it (the proxy follows no
+/// symlink), any other link is removed. The tree is the daemon's own
+/// (root-only), so nothing changes under this walk.
+fn resolve_links(root: &Path) -> std::io::Result<()> {
+    if !root.is_dir() {
+        return Ok(());
+    }
+    let top = root.canonicalize()?;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let kind = e.file_type()?;
+            if kind.is_dir() {
+                dirs.push(e.path());
+            } else if kind.is_symlink() {
+                let link = e.path();
+                let target = link.canonicalize().ok().filter(|t| {
+                    t.starts_with(&top) && std::fs::symlink_metadata(t).is_ok_and(|m| m.is_file())
+                });
+                std::fs::remove_file(&link)?;
+                if let Some(target) = target {
+                    if std::fs::hard_link(&target, &link).is_err() {
+                        std::fs::copy(&target, &link)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The environment of every container of an app (PRODUCT.md), user's vars last so they win.
@@ -1410,12 +1528,30 @@ fn labels(app: &str, version: i64, process: Option<&str>) -> Vec<(String, String
 }
 
 /// The app's persistent volume on the host, mounted at /data (database, media).
+///
+/// The app's code writes inside it, so `media` may have become a symlink:
+/// anything that is not a real folder is refused with a sentence saying
+/// what to do, and ownership is changed with `lchown`, which never follows
+/// a link (a link swapped in after the check gets a new owner itself,
+/// nothing else does).
 pub fn ensure_volume(data_dir: &Path, app: &str) -> std::io::Result<PathBuf> {
     let dir = data_dir.join("apps").join(app).join("data");
     let media = dir.join("media");
-    std::fs::create_dir_all(&media)?;
-    for d in [&dir, &media] {
-        std::os::unix::fs::chown(d, Some(APP_UID), Some(APP_UID))?;
+    for (d, all) in [(&dir, true), (&media, false)] {
+        if !crate::beneath::real_dir(d)? {
+            let made = if all {
+                std::fs::create_dir_all(d)
+            } else {
+                std::fs::create_dir(d)
+            };
+            match made {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {
+                    crate::beneath::real_dir(d)?;
+                }
+            }
+        }
+        std::os::unix::fs::lchown(d, Some(APP_UID), Some(APP_UID))?;
     }
     Ok(dir)
 }
@@ -1687,5 +1823,67 @@ mod tests {
         assert_eq!(shown[1], "  …");
         assert_eq!(shown.last().unwrap(), "ValueError: boom");
         assert_eq!(shown[8], "  File \"f49.py\"");
+    }
+
+    #[test]
+    fn build_paths_from_the_image_are_checked() {
+        use super::{check_build_paths, media_place, MediaPlace};
+        use serde_json::json;
+        assert_eq!(media_place(Some("/data/media")), Ok(MediaPlace::Volume));
+        assert_eq!(media_place(Some("/data/media/")), Ok(MediaPlace::Volume));
+        assert_eq!(
+            media_place(Some("/srv/uploads")),
+            Ok(MediaPlace::Elsewhere("/srv/uploads".into()))
+        );
+        let e = media_place(Some("/data")).unwrap_err();
+        assert!(
+            e.contains("MEDIA_ROOT is /data") && e.contains("set MEDIA_ROOT to"),
+            "{e}"
+        );
+        assert!(media_place(Some("/data/")).is_err());
+        for bad in ["/data/../../..", "/data/media/../..", "data/media", ""] {
+            let e = media_place(Some(bad)).unwrap_err();
+            assert!(e.contains("not a plain absolute path"), "{bad}: {e}");
+        }
+        assert!(check_build_paths(&json!({"static_root": "/app/../etc"})).is_err());
+        assert_eq!(
+            check_build_paths(
+                &json!({"static_root": "/app/staticfiles", "media_root": "/data/media"})
+            ),
+            Ok(MediaPlace::Volume)
+        );
+    }
+
+    #[test]
+    fn a_media_root_that_climbs_is_never_served() {
+        let volume = std::path::Path::new("/v");
+        let backend = "127.0.0.1:1".parse().unwrap();
+        for root in ["/data/../../..", "/data", "/data/x/../../etc"] {
+            let meta = serde_json::json!({"media_url": "/media/", "media_root": root});
+            let route = super::make_route("a", backend, &meta, None, volume);
+            assert_eq!(route.media_root(), None, "{root}");
+        }
+        let meta = serde_json::json!({"media_url": "/media/", "media_root": "/data/media"});
+        let route = super::make_route("a", backend, &meta, None, volume);
+        assert_eq!(route.media_root(), Some(std::path::Path::new("/v/media")));
+    }
+
+    #[test]
+    fn ensure_volume_refuses_a_linked_media_folder_and_leaves_its_target_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let host = t.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        let before = std::fs::metadata(&host).unwrap();
+        let dir = super::ensure_volume(t.path(), "a").unwrap();
+        std::fs::remove_dir(dir.join("media")).unwrap();
+        std::os::unix::fs::symlink(&host, dir.join("media")).unwrap();
+        let e = super::ensure_volume(t.path(), "a").unwrap_err().to_string();
+        assert!(
+            e.contains("is a symbolic link where paas expects a folder"),
+            "{e}"
+        );
+        let after = std::fs::metadata(&host).unwrap();
+        assert_eq!((before.uid(), before.gid()), (after.uid(), after.gid()));
     }
 }

@@ -7,6 +7,7 @@
 //! - [`config`]: the one validated configuration (file → env → flags).
 //! - [`layout`]: names and paths (networks, labels, release dirs, volumes).
 //! - [`lines`]: byte streams cut into lines, one way for every stream.
+//! - [`beneath`]: files below a root, reached without following symlinks (app volumes).
 //!
 //! Engines — each wraps one outside thing:
 //! - [`store`]: SQLite state (apps, releases, config vars, domains, tokens).
@@ -39,6 +40,7 @@
 //! - [`server`]: wires the parts together for `paas serve`.
 //! - [`client`]: the `paas` command-line client.
 
+pub mod beneath;
 pub mod config;
 pub mod layout;
 pub mod lines;

@@ -43,8 +43,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-use tower_http::services::ServeDir;
 
+mod files;
 mod static_cache;
 
 const PAGE_404: &str = include_str!("../../web-ui/errors/404.html");
@@ -108,31 +108,28 @@ pub struct Route {
 struct FileMount {
     /// Always starts and ends with `/`.
     prefix: String,
-    dir: ServeDir,
+    /// Files are opened below it without following symlinks ([`files`]).
+    root: PathBuf,
     /// Small files in memory: static mounts only (a release's static files
     /// never change; media files do).
     cache: Option<static_cache::StaticCache>,
-    /// Whether hashed names get the immutable cache policy (static, not media).
+    /// Whether hashed names get the immutable cache policy and `.br`/`.gz`
+    /// variants are served (static, not media).
     immutable_hashed: bool,
 }
 
 impl FileMount {
     fn new(prefix: Option<String>, dir: Option<PathBuf>, immutable_hashed: bool) -> Option<Self> {
-        let (prefix, dir) = (prefix?, dir?);
+        let (prefix, root) = (prefix?, dir?);
         let mut prefix = prefix.trim().trim_matches('/').to_string();
         prefix.insert(0, '/');
         if prefix.len() > 1 {
             prefix.push('/');
         }
-        let cache = immutable_hashed.then(|| static_cache::StaticCache::new(dir.clone()));
-        let dir = ServeDir::new(dir)
-            .precompressed_br()
-            .precompressed_gzip()
-            .append_index_html_on_directories(false)
-            .redirect_to_trailing_slash(false);
+        let cache = immutable_hashed.then(|| static_cache::StaticCache::new(root.clone()));
         Some(FileMount {
             prefix,
-            dir,
+            root,
             cache,
             immutable_hashed,
         })
@@ -165,6 +162,11 @@ impl Route {
             stats: OnceLock::new(),
             first_answer: OnceLock::new(),
         }
+    }
+
+    /// The folder `/media/…` is served from, if any.
+    pub fn media_root(&self) -> Option<&std::path::Path> {
+        self.media_files.as_ref().map(|m| m.root.as_path())
     }
 
     /// When the first answer on this route was ready, if there was one yet.
@@ -770,21 +772,14 @@ async fn serve_file(
             return tracked(response, guard);
         }
     }
-    let (mut parts, body) = req.into_parts();
-    let rest = &parts.uri.path()[mount.prefix.len()..];
-    let target = match parts.uri.query() {
-        Some(query) => format!("/{rest}?{query}"),
-        None => format!("/{rest}"),
-    };
-    parts.uri = match Uri::try_from(target) {
-        Ok(uri) => uri,
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target\n"),
-    };
-    let req = Request::from_parts(parts, body);
-    let mut response = match mount.dir.clone().oneshot(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
+    let mut response = files::serve(
+        &mount.root,
+        rest,
+        req.method(),
+        req.headers(),
+        mount.immutable_hashed,
+    )
+    .await;
     let status = response.status();
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
         response
@@ -1231,6 +1226,10 @@ mod tests {
         std::fs::write(dir.path().join("static/app.js.gz"), "pretend-gzip").unwrap();
         std::fs::write(dir.path().join("media/photo.0123456789ab.jpg"), "jpeg").unwrap();
         std::fs::write(dir.path().join("secret"), "TOP-SECRET").unwrap();
+        // Links an app could plant: none of them is ever followed.
+        std::os::unix::fs::symlink(dir.path().join("secret"), dir.path().join("media/x")).unwrap();
+        std::os::unix::fs::symlink("..", dir.path().join("media/up")).unwrap();
+        std::os::unix::fs::symlink("../secret", dir.path().join("static/evil.css")).unwrap();
         dir
     }
 
@@ -1293,6 +1292,27 @@ mod tests {
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[header::CACHE_CONTROL], CACHE_SHORT);
 
+        // One byte range, and a 304 on Last-Modified.
+        let response = reqwest::Client::new()
+            .get(format!("http://{proxy}/media/photo.0123456789ab.jpg"))
+            .header(header::HOST, "app.example.com")
+            .header(header::RANGE, "bytes=1-2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 206);
+        assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes 1-2/4");
+        let modified = response.headers()[header::LAST_MODIFIED].clone();
+        assert_eq!(response.text().await.unwrap(), "pe");
+        let response = reqwest::Client::new()
+            .get(format!("http://{proxy}/media/photo.0123456789ab.jpg"))
+            .header(header::HOST, "app.example.com")
+            .header(header::IF_MODIFIED_SINCE, modified)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 304);
+
         // A missing file is a 404 from the proxy, not a request to Django.
         let response = get_host(proxy, "app.example.com", "/static/missing.css").await;
         assert_eq!(response.status(), 404);
@@ -1303,7 +1323,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn path_traversal_out_of_the_static_dir_is_refused() {
+    async fn path_traversal_and_planted_links_are_refused() {
         let site = site();
         let (proxy, _) = static_proxy(&site).await;
         for target in [
@@ -1313,6 +1333,9 @@ mod tests {
             "/static/css/../../secret",
             "/static/%2F..%2F..%2Fsecret",
             "/media/../secret",
+            "/media/x",
+            "/media/up/secret",
+            "/static/evil.css",
         ] {
             let response = raw(
                 proxy,

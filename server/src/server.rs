@@ -45,6 +45,17 @@ pub enum StartError {
     Git(#[from] crate::git::GitError),
 }
 
+/// Sets `path`'s mode (the daemon's own files: never a link an app made).
+fn private(path: &std::path::Path, mode: u32) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        StartError::DataDir {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
 /// Open the state, connect to the engine, bind both listeners, reconcile,
 /// and serve until `shutdown` resolves.
 pub async fn run(
@@ -52,10 +63,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
+    // Secrets at rest: whatever installed paas, everything the daemon makes
+    // from here on is its own (0600 files, 0700 folders), and the data
+    // folder (tokens, paas.db, backups, every app's data) is root's alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     for sub in ["", "repos", "apps", "tmp"] {
         let p = data_dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|source| StartError::DataDir { path: p, source })?;
     }
+    private(&data_dir, 0o700)?;
     let (token, created) =
         AdminToken::load_or_create(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.join("admin.token"),
@@ -70,6 +86,12 @@ pub async fn run(
         );
     }
     let store = Store::open(&data_dir.join("paas.db"))?;
+    for name in ["paas.db", "paas.db-wal", "paas.db-shm", "admin.token"] {
+        let path = data_dir.join(name);
+        if path.exists() {
+            private(&path, 0o600)?;
+        }
+    }
     let docker = Docker::connect()?;
     docker.ping().await?;
     let admin = TcpListener::bind(config.admin)

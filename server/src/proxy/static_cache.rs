@@ -5,7 +5,8 @@
 //! blocking-pool hop, no `stat`, no `open` per request. The cache belongs to a
 //! route, so a new release starts empty and the old one's goes with it.
 //! Anything unusual — a Range request, percent-encoded or odd paths, big
-//! files, a full cache — is left to `ServeDir`, which stays the reference.
+//! files, a full cache — is left to [`super::files`], which stays the reference.
+//! Like it, the cache opens files without following symlinks.
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -36,7 +37,7 @@ struct Cached {
 pub enum Lookup {
     /// Answer with this.
     Hit(Response<Bytes>),
-    /// Not cacheable (or not there): ask `ServeDir`.
+    /// Not cacheable (or not there): ask [`super::files`].
     Pass,
 }
 
@@ -79,20 +80,21 @@ impl StaticCache {
         if self.bytes.load(Ordering::Relaxed) >= MAX_TOTAL {
             return None;
         }
-        let path = self.dir.join(rest);
-        let meta = tokio::fs::metadata(&path).await.ok()?;
-        if !meta.is_file() || meta.len() > MAX_FILE {
-            return None;
-        }
-        let identity = Bytes::from(tokio::fs::read(&path).await.ok()?);
-        let br = read_variant(&path, "br").await;
-        let gzip = read_variant(&path, "gz").await;
+        let (dir, rel) = (self.dir.clone(), PathBuf::from(rest));
+        let (identity, br, gzip) = tokio::task::spawn_blocking(move || {
+            let identity = read_small(&dir, &rel)?;
+            let br = read_small(&dir, &variant(&rel, "br"));
+            let gzip = read_small(&dir, &variant(&rel, "gz"));
+            Some((identity, br, gzip))
+        })
+        .await
+        .ok()??;
         let size = identity.len()
             + br.as_ref().map_or(0, Bytes::len)
             + gzip.as_ref().map_or(0, Bytes::len);
         let digest = Sha256::digest(&identity);
         let etag = format!("\"{}\"", hex16(&digest));
-        let mime = mime_guess::from_path(&path).first_or_octet_stream();
+        let mime = mime_guess::from_path(rest).first_or_octet_stream();
         let file = Arc::new(Cached {
             identity,
             br,
@@ -121,16 +123,24 @@ impl StaticCache {
     }
 }
 
-async fn read_variant(path: &Path, ext: &str) -> Option<Bytes> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".");
-    name.push(ext);
-    let variant = PathBuf::from(name);
-    let meta = tokio::fs::metadata(&variant).await.ok()?;
-    if !meta.is_file() || meta.len() > MAX_FILE {
+/// A regular file of at most [`MAX_FILE`] bytes below `dir`, opened
+/// without following symlinks ([`crate::beneath::open_file`]).
+fn read_small(dir: &Path, rel: &Path) -> Option<Bytes> {
+    use std::io::Read;
+    let file = crate::beneath::open_file(dir, rel).ok()?;
+    if file.metadata().ok()?.len() > MAX_FILE {
         return None;
     }
-    tokio::fs::read(&variant).await.ok().map(Bytes::from)
+    let mut data = Vec::new();
+    file.take(MAX_FILE + 1).read_to_end(&mut data).ok()?;
+    (data.len() as u64 <= MAX_FILE).then(|| Bytes::from(data))
+}
+
+fn variant(rel: &Path, ext: &str) -> PathBuf {
+    let mut name = rel.as_os_str().to_owned();
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
 }
 
 fn hex16(digest: &[u8]) -> String {
@@ -152,7 +162,7 @@ fn plain_path(rest: &str) -> bool {
 }
 
 /// Whether `accept` (an Accept-Encoding value) takes `coding` with q > 0.
-fn accepts(headers: &HeaderMap, coding: &str) -> bool {
+pub(super) fn accepts(headers: &HeaderMap, coding: &str) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
@@ -172,7 +182,7 @@ fn accepts(headers: &HeaderMap, coding: &str) -> bool {
 }
 
 /// Whether If-None-Match names this ETag (or `*`).
-fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+pub(super) fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     let want = etag.as_bytes();
     headers
         .get_all(header::IF_NONE_MATCH)
@@ -296,11 +306,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leaves_the_unusual_to_serve_dir() {
+    async fn leaves_the_unusual_and_links_to_the_file_server() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("big.bin"), vec![0u8; MAX_FILE as usize + 1]).unwrap();
         std::fs::write(dir.path().join("a b.txt"), "x").unwrap();
         std::fs::write(dir.path().join("ok.txt"), "x").unwrap();
+        std::os::unix::fs::symlink("ok.txt", dir.path().join("link.txt")).unwrap();
         let c = StaticCache::new(dir.path().join("."));
         let pass = |r: Lookup| matches!(r, Lookup::Pass);
         let none = req(&[]);
@@ -308,6 +319,7 @@ mod tests {
         assert!(pass(c.lookup(&Method::GET, "a%20b.txt", &none).await));
         assert!(pass(c.lookup(&Method::GET, "../etc/passwd", &none).await));
         assert!(pass(c.lookup(&Method::GET, "missing.txt", &none).await));
+        assert!(pass(c.lookup(&Method::GET, "link.txt", &none).await));
         assert!(pass(c.lookup(&Method::POST, "ok.txt", &none).await));
         assert!(pass(
             c.lookup(&Method::GET, "ok.txt", &req(&[("range", "bytes=0-0")]))
