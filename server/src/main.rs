@@ -338,7 +338,7 @@ struct ClientArgs {
     /// The daemon's control URL [default: from the `paas` git remote here, else http://127.0.0.1:8300].
     #[arg(long, env = "PAAS_URL")]
     url: Option<String>,
-    /// The admin token or an API token [default: the `paas` git remote's password, else /var/lib/paas/admin.token].
+    /// The admin token or an API token [default: the `paas` git remote's password, else the saved login, else $PAAS_DATA_DIR/admin.token (/var/lib/paas)].
     #[arg(long, env = "PAAS_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print JSON instead of a table.

@@ -302,7 +302,8 @@ impl CliEnv {
     }
 
     /// The test's environment for `cmd` (the paas binary, or a program that
-    /// starts it): no PAAS_* variable of the caller's shell but PAAS_URL,
+    /// starts it): no PAAS_* variable of the caller's shell but PAAS_URL
+    /// (and a PAAS_DATA_DIR of its own, empty),
     /// a home of its own, and git reading neither the system's nor the
     /// user's configuration nor a repository above `dir`.
     pub fn apply(&self, cmd: &mut Command, dir: &Path) {
@@ -316,6 +317,9 @@ impl CliEnv {
             .env("PAAS_URL", &self.url)
             .env("HOME", home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
+            // Where the client looks for a local daemon's admin token: not
+            // the installed daemon's /var/lib/paas.
+            .env("PAAS_DATA_DIR", home.join("data"))
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE");

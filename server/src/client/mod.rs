@@ -6,7 +6,8 @@
 //! of the current directory, else the saved `paas login`, else
 //! `http://127.0.0.1:8300`. As whom: `--token`/`PAAS_TOKEN`, else the
 //! remote's or the saved login's token for that URL, else the admin token
-//! file of a daemon on this machine.
+//! file of a daemon on this machine (`$PAAS_DATA_DIR/admin.token`, by
+//! default /var/lib/paas).
 
 pub mod apps;
 pub mod config;
@@ -93,7 +94,7 @@ impl Target {
         let token = match (token, remote_token.or(saved_token)) {
             (Some(t), _) => t,
             (None, Some(t)) => t,
-            (None, None) => std::fs::read_to_string("/var/lib/paas/admin.token")
+            (None, None) => std::fs::read_to_string(local_admin_token())
                 .map(|t| t.trim().to_string())
                 .map_err(|_| ClientError::Usage("no token: set PAAS_TOKEN (the admin token paas serve printed on first start, or one from `paas tokens:create`), run `paas login URL`, or pass --token".into()))?,
         };
@@ -179,6 +180,16 @@ impl Target {
         println!("{}", v["message"].as_str().unwrap_or("done"));
         Ok(())
     }
+}
+
+/// The admin token file of a daemon on this machine: under `PAAS_DATA_DIR`
+/// (the daemon's own setting), else `/var/lib/paas`.
+fn local_admin_token() -> std::path::PathBuf {
+    std::env::var_os("PAAS_DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/paas".into())
+        .join("admin.token")
 }
 
 /// What `git remote get-url paas` says about the app and the daemon.
