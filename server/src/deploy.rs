@@ -3,8 +3,9 @@
 //! Queued → Building → Releasing → Starting → HealthChecking → Live, then the
 //! previous release drains and retires. Any failure marks the release Failed
 //! with one sentence for the user, removes what this deploy created, and
-//! leaves the running release untouched: the route is swapped only after the
-//! new container has proven healthy.
+//! leaves the running release untouched: the route is swapped last, after
+//! the new container has proven healthy and the store has made it the live
+//! release — nothing that can fail comes after the swap.
 //!
 //! One deploy at a time per app: a second push waits for the first and says
 //! so. Different apps deploy concurrently.

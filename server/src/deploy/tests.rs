@@ -445,6 +445,43 @@ async fn a_second_deploy_waits_its_turn() {
     assert_eq!(f.ctx.deployer.in_flight(), 0);
 }
 
+#[tokio::test]
+async fn shutdown_waits_for_a_queued_deploy_which_then_does_not_start() {
+    let f = Fixture::new();
+    f.with_v1_live().await;
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let (held_tx, held) = tokio::sync::oneshot::channel::<()>();
+    let ctx = f.ctx.clone();
+    let holder = tokio::spawn(async move {
+        ctx.deployer
+            .while_idle(APP, async move {
+                let _ = held_tx.send(());
+                let _ = wait.await;
+            })
+            .await
+    });
+    held.await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ctx, engine) = (f.ctx.clone(), f.engine.clone());
+    let deploy = tokio::spawn(async move {
+        let job = Job::Redeploy(Redeploy::Restart);
+        run_job(&ctx, &engine, APP, job, Progress::new(Some(tx))).await
+    });
+    rx.recv().await.unwrap();
+    f.ctx.deployer.close();
+    assert!(
+        !f.ctx.deployer.wait_idle(Duration::from_millis(20)).await,
+        "a queued deploy is waited for"
+    );
+    go.send(()).unwrap();
+    holder.await.unwrap();
+    let e = deploy.await.unwrap().unwrap_err();
+    assert!(matches!(e, DeployError::ShuttingDown), "{e:?}");
+    assert!(f.ctx.deployer.wait_idle(Duration::from_secs(1)).await);
+    assert_eq!(f.versions(), 1, "it never started");
+    assert_eq!(f.ctx.deployer.in_flight(), 0);
+}
+
 // ---- refusals: nothing recorded ----
 
 #[tokio::test]
