@@ -307,7 +307,7 @@ pub(crate) async fn api_restart(
 
 /// A build-less deploy's result and its progress lines.
 pub(crate) struct Outcome {
-    pub(crate) result: Result<crate::store::Release, String>,
+    pub(crate) result: Result<crate::store::Release, deploy::DeployError>,
     pub(crate) log: String,
 }
 
@@ -326,13 +326,8 @@ impl Outcome {
                 body["message"] = serde_json::json!(ok(rel));
                 StatusCode::OK
             }
-            Err(reason) => {
-                let reason = reason.trim_end_matches('.');
-                body["error"] = if reason.contains("not touched") {
-                    serde_json::json!(reason)
-                } else {
-                    serde_json::json!(format!("{reason}; {kept}"))
-                };
+            Err(e) => {
+                body["error"] = serde_json::json!(e.sentence(kept));
                 StatusCode::UNPROCESSABLE_ENTITY
             }
         };
@@ -352,8 +347,10 @@ pub(crate) async fn run_redeploy(ctx: &Arc<Ctx>, app: &str, what: Redeploy) -> O
     });
     let result = match task.await {
         Ok(Ok(rel)) => Ok(rel),
-        Ok(Err(e)) => Err(e.0),
-        Err(e) => Err(format!("the deploy stopped unexpectedly ({e})")),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(deploy::DeployError::Failed(format!(
+            "the deploy stopped unexpectedly ({e})"
+        ))),
     };
     let mut log = String::new();
     while let Ok(line) = rx.try_recv() {
@@ -423,7 +420,7 @@ pub(crate) async fn internal_deploy(
                 rel.version,
                 app_url(&task_ctx, &rel.app)
             ),
-            Err(e) => format!("{RESULT_FAILED}{}\n", e.0.replace('\n', " ")),
+            Err(e) => format!("{RESULT_FAILED}{}\n", e.to_string().replace('\n', " ")),
         };
         let _ = tx.send(last);
     });

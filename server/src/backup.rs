@@ -27,16 +27,8 @@ pub const KEEP_BACKUPS: usize = 7;
 
 // ---------------------------------------------------------------- backups
 
-/// Seconds since the epoch, now.
-pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// `YYYYMMDD-HHMMSS` in UTC (the bare number past the year 9999, which
-/// `now_unix` never reaches).
+/// `metrics::now` never reaches).
 fn utc_stamp(secs: i64) -> String {
     use time::{format_description::BorrowedFormatItem, macros::format_description, UtcDateTime};
     const FORMAT: &[BorrowedFormatItem] =
@@ -459,7 +451,7 @@ async fn backup_app_for(
     let Some(kind) = backup_kind(&data_dir, &app.name)? else {
         return Err(nothing_to_back_up(&app.name));
     };
-    let created_at = now_unix();
+    let created_at = crate::metrics::now();
     let id = format!("{}-{}", utc_stamp(created_at), crate::auth::random_hex(2));
     let dir = backups_dir(&data_dir, &app.name).join(&id);
     std::fs::create_dir_all(&dir).map_err(|e| {

@@ -5,11 +5,11 @@
 
 use crate::auth::{AdminToken, LoginLimiter, Sessions};
 use crate::config::Config;
-use crate::deploy::Deployer;
 use crate::docker::Docker;
 use crate::git::{HookEnv, Repos};
 use crate::metrics::{History, UsageHistory};
 use crate::proxy::RouteTable;
+use crate::queue::Deployer;
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -821,17 +821,10 @@ fn redeploy_message(
 ) -> (bool, String) {
     match outcome.result {
         Ok(rel) => (true, ok(&rel)),
-        Err(reason) => {
-            let reason = reason.trim_end_matches('.');
-            if reason.contains("not touched") || reason.contains("no live release") {
-                (false, format!("{reason}."))
-            } else {
-                (
-                    false,
-                    format!("{reason}; the running release was not touched."),
-                )
-            }
-        }
+        Err(e) => (
+            false,
+            format!("{}.", e.sentence("the running release was not touched")),
+        ),
     }
 }
 

@@ -156,7 +156,7 @@ async fn move_database(
             let _ = ctx
                 .store
                 .set_config_vars(app, &[("DATABASE_URL".into(), previous)]);
-            Err(e.0)
+            Err(e.to_string())
         }
     }
 }

@@ -3,116 +3,47 @@
 //! Queued → Building → Releasing → Starting → HealthChecking → Live, then the
 //! previous release drains and retires. Any failure marks the release Failed
 //! with one sentence for the user, removes what this deploy created, and
-//! leaves the running release untouched: the route is swapped only after the
-//! new container has proven healthy.
+//! leaves the running release untouched: the route is swapped last, after
+//! the new container has proven healthy and the store has made it the live
+//! release — nothing that can fail comes after the swap.
 //!
 //! One deploy at a time per app: a second push waits for the first and says
 //! so. Different apps deploy concurrently.
+//!
+//! The story talks to the container engine through [`Engine`], the narrow
+//! set of calls it needs: the daemon passes the real engine, the unit tests
+//! (deploy/tests.rs) an in-memory one.
+
+mod engine;
+#[cfg(test)]
+mod memory;
+#[cfg(test)]
+mod tests;
+
+pub use engine::Engine;
 
 use crate::buildpack::{self, BuildOptions};
 use crate::ctx::Ctx;
-use crate::docker::{ContainerSpec, ContainerState, Docker};
+use crate::docker::{ContainerSpec, ContainerState};
 use crate::git;
 use crate::health::{self, HealthCheck};
+use crate::layout::{
+    self, built_tag, labels, labels_app, network_name, APP_PORT, APP_UID, APP_USER,
+};
 use crate::proxy::Route;
-use crate::store::{App, Release, ReleaseStatus};
-use std::collections::{BTreeMap, HashMap};
+use crate::store::{App, Release, ReleaseMeta, ReleaseStatus};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 
-/// The port every web container listens on (its `PORT`).
-pub const APP_PORT: u16 = 8000;
-/// Uid:gid the buildpack's images run as; owns the app's persistent volume.
-pub const APP_UID: u32 = 10001;
-/// What every app container runs as (the buildpack's `app` user). Set at
-/// run time rather than by a `USER` step, which would cost a build step per push.
-pub const APP_USER: &str = "10001:10001";
 /// Release images kept per app for rollback.
 pub const KEEP_IMAGES: usize = 5;
 /// Upper bound for the release phase (migrate).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-
-/// Per-app deploy queue, and the deploys in flight (shutdown waits for them).
-#[derive(Default)]
-pub struct Deployer {
-    queues: Mutex<HashMap<String, Arc<AppQueue>>>,
-    active: AtomicUsize,
-    closing: AtomicBool,
-}
-
-#[derive(Default)]
-struct AppQueue {
-    turn: tokio::sync::Mutex<()>,
-    /// Version of the release holding the turn (0 before it has one).
-    current: AtomicI64,
-}
-
-/// Counts a deploy as in flight until dropped.
-struct Active<'a>(&'a Deployer);
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Deployer {
-    fn queue_for(&self, app: &str) -> Arc<AppQueue> {
-        self.queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(app.to_string())
-            .or_default()
-            .clone()
-    }
-
-    /// Refuse new deploys from now on (the daemon is stopping).
-    pub fn close(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-    }
-
-    /// Deploys running or queued right now.
-    pub fn in_flight(&self) -> usize {
-        self.active.load(Ordering::SeqCst)
-    }
-
-    /// Wait until no deploy is in flight, at most `limit`; true when idle.
-    pub async fn wait_idle(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.in_flight() > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        true
-    }
-
-    /// Runs `f` holding the app's deploy turn, when no deploy of the app is
-    /// running or queued; `None` (and `f` not run) when one is.
-    pub async fn while_idle<T>(
-        &self,
-        app: &str,
-        f: impl std::future::Future<Output = T>,
-    ) -> Option<T> {
-        let queue = self.queue_for(app);
-        let _turn = queue.turn.try_lock().ok()?;
-        Some(f.await)
-    }
-
-    fn check_open(&self) -> Result<(), DeployFailed> {
-        if self.closing.load(Ordering::SeqCst) {
-            return Err(DeployFailed(
-                "paas is shutting down, so this deploy did not start and the running release was not touched; try again once paas is back".into(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// A deploy without a build: an image that went live before, in new containers.
 #[derive(Debug, Clone)]
@@ -140,11 +71,75 @@ pub struct DeployRequest {
 /// Largest tree a deploy writes out (the files of one commit).
 pub const MAX_TREE_BYTES: u64 = 1 << 30;
 
-/// A deploy that did not go live. The message is for the user: what
-/// happened and what to do.
+/// Why a deploy did not go live. Each variant says what became of the
+/// release that was live; the message is for the user: what happened and
+/// what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DeployFailed(pub String);
+pub enum DeployError {
+    /// The app has no live release yet, so there is nothing to restart,
+    /// roll back or rebuild; nothing was recorded.
+    #[error("{app} has no live release yet: `git push` deploys it first")]
+    NoLiveRelease { app: String },
+    /// paas is stopping: the deploy did not start, nothing was recorded,
+    /// and the running release was not touched (the sentence says so).
+    #[error("paas is shutting down, so this deploy did not start and the running release was not touched; try again once paas is back")]
+    ShuttingDown,
+    /// The Docker engine did not answer before anything was recorded:
+    /// nothing was deployed and the running release keeps serving, as the
+    /// sentence says (the proxy and the app's containers need no engine).
+    /// `again` is how the user tries again ("push again").
+    #[error("the Docker engine is not reachable at {addr} ({cause}), so nothing was deployed and the running release keeps serving: start it (systemctl start docker) and {again}")]
+    EngineUnreachable {
+        addr: String,
+        cause: String,
+        again: &'static str,
+    },
+    /// Refused before a release was recorded (an unknown version, one that
+    /// never went live, an image that is gone, …): nothing ran and the
+    /// running release was not touched.
+    #[error("{0}")]
+    Refused(String),
+    /// The release phase (the pre-migrate snapshot, migrate, the
+    /// Procfile's release command) failed: the new release never started,
+    /// its leftovers were removed, and the running release was not touched
+    /// — the sentence says so itself.
+    #[error("{0}")]
+    ReleasePhase(String),
+    /// A step failed after the release was recorded: it is marked failed,
+    /// what it created was removed, and the running release was not
+    /// touched (its route never changed).
+    #[error("{0}")]
+    Failed(String),
+    /// Like [`DeployError::Failed`], but a `rollback --restore-db` had
+    /// restored the data already: the running release kept serving, on the
+    /// restored data.
+    #[error("{reason}; the data had already been restored from snapshot {snapshot}, and the running release now uses it")]
+    FailedAfterRestore { reason: String, snapshot: String },
+}
+
+impl DeployError {
+    /// The sentence for whoever asked for a build-less deploy: the deploy's
+    /// own, then `kept` (what became of the running release, in the
+    /// caller's words) unless the variant has it said already or there is
+    /// no running release. Without a full stop: callers add their own.
+    pub fn sentence(&self, kept: &str) -> String {
+        let own = self.to_string();
+        let own = own.trim_end_matches('.');
+        match self {
+            Self::NoLiveRelease { .. }
+            | Self::ShuttingDown
+            | Self::EngineUnreachable { .. }
+            | Self::ReleasePhase(_)
+            | Self::FailedAfterRestore { .. } => own.to_string(),
+            Self::Refused(_) | Self::Failed(_) => format!("{own}; {kept}"),
+        }
+    }
+}
+
+/// A store failure as the reason a deploy failed (after its release was recorded).
+fn store_failed(e: crate::store::StoreError) -> DeployError {
+    DeployError::Failed(e.to_string())
+}
 
 /// Where progress goes: to the pusher (if still connected) and the release log.
 pub struct Progress {
@@ -185,8 +180,10 @@ impl Progress {
 }
 
 /// Everything the steps share.
-struct Run<'a> {
+struct Run<'a, E: Engine> {
     ctx: &'a Ctx,
+    /// The container engine this deploy talks to.
+    engine: &'a E,
     app: App,
     release: Release,
     progress: Progress,
@@ -195,9 +192,11 @@ struct Run<'a> {
     new_container: Option<String>,
     image: Option<String>,
     static_dir: Option<PathBuf>,
+    /// The snapshot a `rollback --restore-db` put back, once it has.
+    restored: Option<String>,
 }
 
-impl Run<'_> {
+impl<E: Engine> Run<'_, E> {
     fn status(&mut self, s: ReleaseStatus) {
         if let Err(e) = self.ctx.store.set_status(self.release.id, s) {
             tracing::error!("recording status {}: {e}", s.as_str());
@@ -230,9 +229,9 @@ pub async fn deploy(
     ctx: &Ctx,
     req: DeployRequest,
     progress: Progress,
-) -> Result<Release, DeployFailed> {
+) -> Result<Release, DeployError> {
     let app = req.app.clone();
-    run_job(ctx, &app, Job::Push(&req), progress).await
+    run_job(ctx, &ctx.docker, &app, Job::Push(&req), progress).await
 }
 
 /// Builds and deploys the live release's commit again, through the push
@@ -243,16 +242,12 @@ pub async fn rebuild(
     app: &str,
     why: &str,
     progress: Progress,
-) -> Result<Release, DeployFailed> {
+) -> Result<Release, DeployError> {
     let live = ctx
         .store
         .live_release(app)
-        .map_err(|e| DeployFailed(e.to_string()))?
-        .ok_or_else(|| {
-            DeployFailed(format!(
-                "{app} has no live release yet: `git push` deploys it first"
-            ))
-        })?;
+        .map_err(|e| DeployError::Refused(e.to_string()))?
+        .ok_or_else(|| DeployError::NoLiveRelease { app: app.into() })?;
     let req = DeployRequest {
         app: app.to_string(),
         message: why.to_string(),
@@ -273,8 +268,8 @@ pub async fn redeploy(
     app: &str,
     what: Redeploy,
     progress: Progress,
-) -> Result<Release, DeployFailed> {
-    run_job(ctx, app, Job::Redeploy(what), progress).await
+) -> Result<Release, DeployError> {
+    run_job(ctx, &ctx.docker, app, Job::Redeploy(what), progress).await
 }
 
 enum Job<'r> {
@@ -296,27 +291,36 @@ struct Source {
 /// What the web container of a new release is made of.
 struct Prepared {
     image: String,
-    meta: serde_json::Value,
+    meta: ReleaseMeta,
     vars: BTreeMap<String, String>,
+    /// A rollback: the app's config vars become `vars` when it goes live,
+    /// those of this earlier release.
+    config_of: Option<i64>,
 }
 
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
 }
 
-async fn run_job(
+/// One deploy of any kind on `engine`, from the queue to Live or Failed.
+async fn run_job<E: Engine>(
     ctx: &Ctx,
+    engine: &E,
     app_name: &str,
     job: Job<'_>,
     mut progress: Progress,
-) -> Result<Release, DeployFailed> {
+) -> Result<Release, DeployError> {
     let app = ctx
         .store
         .app(app_name)
-        .map_err(|e| DeployFailed(e.to_string()))?;
-    ctx.deployer.check_open()?;
-    ctx.deployer.active.fetch_add(1, Ordering::SeqCst);
-    let _active = Active(&ctx.deployer);
+        .map_err(|e| DeployError::Refused(e.to_string()))?;
+    // In flight from here on (shutdown waits for it), then checked: a
+    // deploy counted before the daemon closed the tracker is waited for,
+    // one counted after it sees it closed.
+    let _in_flight = ctx.deployer.track();
+    if ctx.deployer.is_closed() {
+        return Err(DeployError::ShuttingDown);
+    }
     let queue = ctx.deployer.queue_for(&app.name);
     let _turn = match queue.turn.try_lock() {
         Ok(g) => g,
@@ -334,17 +338,16 @@ async fn run_job(
         }
     };
     queue.current.store(0, Ordering::SeqCst);
-    ctx.deployer.check_open()?;
+    if ctx.deployer.is_closed() {
+        return Err(DeployError::ShuttingDown);
+    }
     let again = match &job {
         Job::Push(_) => "push again",
         Job::Redeploy(_) => "run the command again",
     };
     // Before any release is recorded: without the engine nothing can be
     // built or started, and the running containers and proxy need it not.
-    ctx.docker
-        .ping()
-        .await
-        .map_err(|e| engine_failed(e, again))?;
+    engine.ping().await.map_err(|e| engine_failed(e, again))?;
     // Resolved only now: the live release may have changed while queued.
     let (commit, description, source) = match &job {
         Job::Push(req) => {
@@ -352,7 +355,7 @@ async fn run_job(
             (rev.clone(), format!("deploy {}", short(rev)), None)
         }
         Job::Redeploy(what) => {
-            let src = resolve(ctx, &app, what).await?;
+            let src = resolve(ctx, engine, &app, what).await?;
             (
                 src.release.commit_sha.clone(),
                 src.description.clone(),
@@ -363,11 +366,12 @@ async fn run_job(
     let release = ctx
         .store
         .create_release(&app, &commit, &description)
-        .map_err(|e| DeployFailed(e.to_string()))?;
+        .map_err(|e| DeployError::Refused(e.to_string()))?;
     queue.current.store(release.version, Ordering::SeqCst);
     let span = tracing::info_span!("deploy", app = %app.name, release = release.version);
     let mut run = Run {
         ctx,
+        engine,
         app,
         release,
         progress,
@@ -375,6 +379,7 @@ async fn run_job(
         new_container: None,
         image: None,
         static_dir: None,
+        restored: None,
     };
     let started = Instant::now();
     let result = async {
@@ -383,17 +388,7 @@ async fn run_job(
             (Job::Redeploy(_), Some(src)) => reuse_steps(&mut run, src).await?,
             (Job::Redeploy(_), None) => unreachable!("a redeploy always has a source"),
         };
-        go_live(&mut run, prepared).await?;
-        if let Some(src) = source.as_ref().filter(|s| s.restore_config) {
-            ctx.store
-                .replace_config_vars(&run.app, &src.vars)
-                .map_err(|e| DeployFailed(e.to_string()))?;
-            run.progress.info(&format!(
-                "config vars restored to those of v{}",
-                src.release.version
-            ));
-        }
-        Ok::<(), DeployFailed>(())
+        go_live(&mut run, prepared).await
     }
     .instrument(span.clone())
     .await;
@@ -413,14 +408,20 @@ async fn run_job(
                     .unwrap_or(run.release);
                 Ok(rel)
             }
-            Err(DeployFailed(reason)) => {
-                tracing::warn!("deploy failed: {reason}");
+            Err(e) => {
+                let e = match (e, run.restored.take()) {
+                    (DeployError::Failed(reason), Some(snapshot)) => {
+                        DeployError::FailedAfterRestore { reason, snapshot }
+                    }
+                    (e, _) => e,
+                };
+                tracing::warn!("deploy failed: {e}");
                 cleanup_failed(&mut run).await;
                 run.flush_log();
-                if let Err(e) = ctx.store.fail_release(run.release.id, &reason) {
-                    tracing::error!("recording failure: {e}");
+                if let Err(err) = ctx.store.fail_release(run.release.id, &e.to_string()) {
+                    tracing::error!("recording failure: {err}");
                 }
-                Err(DeployFailed(reason))
+                Err(e)
             }
         }
     }
@@ -430,25 +431,28 @@ async fn run_job(
 
 /// A Docker error as the reason a deploy failed; an unreachable engine
 /// says what to do about it (`again`: "push again" or the like).
-fn engine_failed(e: crate::docker::DockerError, again: &str) -> DeployFailed {
+fn engine_failed(e: crate::docker::DockerError, again: &'static str) -> DeployError {
     match e {
-        crate::docker::DockerError::Unreachable { addr, cause } => DeployFailed(format!(
-            "the Docker engine is not reachable at {addr} ({cause}), so nothing was deployed and the running release keeps serving: start it (systemctl start docker) and {again}"
-        )),
-        other => DeployFailed(other.to_string()),
+        crate::docker::DockerError::Unreachable { addr, cause } => {
+            DeployError::EngineUnreachable { addr, cause, again }
+        }
+        other => DeployError::Failed(other.to_string()),
     }
 }
 
 /// Which release a build-less deploy starts again, checked before any
 /// release is recorded: a mistyped version leaves no failed release behind.
-async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, DeployFailed> {
+async fn resolve<E: Engine>(
+    ctx: &Ctx,
+    engine: &E,
+    app: &App,
+    what: &Redeploy,
+) -> Result<Source, DeployError> {
     let name = &app.name;
-    let store_err = |e: crate::store::StoreError| DeployFailed(e.to_string());
+    let store_err = |e: crate::store::StoreError| DeployError::Refused(e.to_string());
     let live = ctx.store.live_release(name).map_err(store_err)?;
     let Some(live) = live else {
-        return Err(DeployFailed(format!(
-            "{name} has no live release yet: `git push` deploys it first"
-        )));
+        return Err(DeployError::NoLiveRelease { app: name.clone() });
     };
     let current_vars = || ctx.store.config_vars(app).map_err(store_err);
     let src = match what {
@@ -475,7 +479,7 @@ async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, Deploy
             };
             let target = match to {
                 Some(v) => releases.iter().find(|r| r.version == *v).ok_or_else(|| {
-                    DeployFailed(format!(
+                    DeployError::Refused(format!(
                         "{name} has no release v{v}: `paas releases --app {name}` lists them"
                     ))
                 })?,
@@ -483,13 +487,13 @@ async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, Deploy
                     .iter()
                     .find(|r| r.version < live.version && went_live(r))
                     .ok_or_else(|| {
-                        DeployFailed(format!(
+                        DeployError::Refused(format!(
                             "{name} has no earlier release that went live, so there is nothing to roll back to"
                         ))
                     })?,
             };
             if !went_live(target) {
-                return Err(DeployFailed(format!(
+                return Err(DeployError::Refused(format!(
                     "v{} never went live ({}), so it cannot be rolled back to: pick a retired release from `paas releases --app {name}`",
                     target.version,
                     target.status.as_str()
@@ -500,7 +504,7 @@ async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, Deploy
                 Some(
                     crate::backup::snapshot_after(&ctx.config.data_dir, name, v).ok_or_else(
                         || {
-                            DeployFailed(format!(
+                            DeployError::Refused(format!(
                                 "no pre-migrate snapshot was taken after v{v}, so no migration changed the data since: roll back without --restore-db"
                             ))
                         },
@@ -527,18 +531,21 @@ async fn resolve(ctx: &Ctx, app: &App, what: &Redeploy) -> Result<Source, Deploy
         }
     };
     let image = src.release.image.clone().unwrap_or_default();
-    match ctx.docker.image_exists(&image).await {
+    match engine.image_exists(&image).await {
         Ok(true) => Ok(src),
-        Ok(false) => Err(DeployFailed(format!(
+        Ok(false) => Err(DeployError::Refused(format!(
             "the image of v{} ({image}) is gone (paas keeps the last {KEEP_IMAGES} releases' images): push that commit again instead",
             src.release.version
         ))),
-        Err(e) => Err(DeployFailed(e.to_string())),
+        Err(e) => Err(DeployError::Refused(e.to_string())),
     }
 }
 
 /// The build-less path's first steps: reuse an image, its facts and its static files.
-async fn reuse_steps(run: &mut Run<'_>, src: &Source) -> Result<Prepared, DeployFailed> {
+async fn reuse_steps<E: Engine>(
+    run: &mut Run<'_, E>,
+    src: &Source,
+) -> Result<Prepared, DeployError> {
     let ctx = run.ctx;
     let app = run.app.name.clone();
     let version = run.release.version;
@@ -565,20 +572,21 @@ async fn reuse_steps(run: &mut Run<'_>, src: &Source) -> Result<Prepared, Deploy
         crate::backup::restore(ctx, &run.app, &m.id)
             .await
             .map_err(|e| {
-                DeployFailed(format!(
+                DeployError::Failed(format!(
                     "restoring snapshot {} failed, so nothing was rolled back: {e}",
                     m.id
                 ))
             })?;
+        run.restored = Some(m.id.clone());
     }
-    let source_static = release_dir(ctx, &app, from).join("static");
+    let source_static = layout::release_dir(&ctx.config.data_dir, &app, from).join("static");
     if source_static.is_dir() {
-        let dest = release_dir(ctx, &app, version).join("static");
+        let dest = layout::release_dir(&ctx.config.data_dir, &app, version).join("static");
         run.static_dir = Some(dest.clone());
         tokio::task::spawn_blocking(move || link_tree(&source_static, &dest))
             .await
-            .map_err(|e| DeployFailed(format!("copying the static files failed: {e}")))?
-            .map_err(|e| DeployFailed(format!("copying the static files failed: {e}")))?;
+            .map_err(|e| DeployError::Failed(format!("copying the static files failed: {e}")))?
+            .map_err(|e| DeployError::Failed(format!("copying the static files failed: {e}")))?;
     }
     ctx.store
         .update_release(
@@ -588,27 +596,13 @@ async fn reuse_steps(run: &mut Run<'_>, src: &Source) -> Result<Prepared, Deploy
             &src.vars,
             &run.timings,
         )
-        .map_err(|e| DeployFailed(e.to_string()))?;
+        .map_err(store_failed)?;
     Ok(Prepared {
         image,
         meta: src.release.meta.clone(),
         vars: src.vars.clone(),
+        config_of: src.restore_config.then_some(src.release.version),
     })
-}
-
-/// `apps/<app>/releases/v<N>`: a release's files on the host (static files).
-fn release_dir(ctx: &Ctx, app: &str, version: i64) -> PathBuf {
-    ctx.config
-        .data_dir
-        .join("apps")
-        .join(app)
-        .join("releases")
-        .join(format!("v{version}"))
-}
-
-/// The tag a push's build gives its image.
-fn built_tag(app: &str, version: i64) -> String {
-    format!("paas/{app}:v{version}")
 }
 
 /// Copy a tree as hard links (static files are never written in place).
@@ -627,8 +621,11 @@ fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 /// A push's first steps: build the image, then migrate with it.
-async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared, DeployFailed> {
-    let ctx = run.ctx;
+async fn build_steps<E: Engine>(
+    run: &mut Run<'_, E>,
+    req: &DeployRequest,
+) -> Result<Prepared, DeployError> {
+    let (ctx, engine) = (run.ctx, run.engine);
     let app = run.app.name.clone();
     let version = run.release.version;
     let short = short(&req.source.rev);
@@ -644,10 +641,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     // ---- Building ----
     run.status(ReleaseStatus::Building);
     let t = Instant::now();
-    let vars = ctx
-        .store
-        .config_vars(&run.app)
-        .map_err(|e| DeployFailed(e.to_string()))?;
+    let vars = ctx.store.config_vars(&run.app).map_err(store_failed)?;
     let workdir = ctx
         .config
         .data_dir
@@ -664,13 +658,13 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         git::export_tree(&source, &dest, MAX_TREE_BYTES)
     })
     .await
-    .map_err(|e| DeployFailed(format!("writing out the pushed code failed: {e}")))?
+    .map_err(|e| DeployError::Failed(format!("writing out the pushed code failed: {e}")))?
     .map_err(|e| match e {
         // Sentences that already say what to do.
         e @ (git::GitError::TooLarge(_)
         | git::GitError::BadPath(_)
-        | git::GitError::NoCommit(_)) => DeployFailed(e.to_string()),
-        e => DeployFailed(format!("writing out the pushed code failed: {e}")),
+        | git::GitError::NoCommit(_)) => DeployError::Failed(e.to_string()),
+        e => DeployError::Failed(format!("writing out the pushed code failed: {e}")),
     })?;
     if !export.symlinks.is_empty() {
         let mut names: Vec<&str> = export
@@ -694,7 +688,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     };
     let build_vars = buildpack::BuildVars::from_config_vars(&vars);
     let plan = buildpack::detect_with(&tree, &opts, &build_vars)
-        .map_err(|e| DeployFailed(e.to_string()))?;
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
     // The optional paas.toml at the project root: checked before the build,
     // so a typo costs seconds, not a build.
     let repo_file = tree.join("paas.toml");
@@ -702,18 +696,19 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     let health_table = if std::fs::symlink_metadata(&repo_file).is_ok_and(|m| m.is_file()) {
         let text = tokio::fs::read_to_string(&repo_file)
             .await
-            .map_err(|e| DeployFailed(format!("paas.toml in the pushed code cannot be read ({e}); make it a UTF-8 text file and push again")))?;
-        health::parse_repo_file(&text).map_err(DeployFailed)?
+            .map_err(|e| DeployError::Failed(format!("paas.toml in the pushed code cannot be read ({e}); make it a UTF-8 text file and push again")))?;
+        Some(health::parse_repo_file(&text).map_err(DeployError::Failed)?)
     } else {
-        health::HealthTable::default()
+        None
     };
-    health::settings(&health_table, &vars).map_err(DeployFailed)?;
+    health::settings(&health_table.clone().unwrap_or_default(), &vars)
+        .map_err(DeployError::Failed)?;
     run.progress.step("Django project detected");
     for note in &plan.notes {
         run.progress.info(note);
     }
     let procfile = crate::procfile::Procfile::find(&tree, &plan.project_dir)
-        .map_err(|e| DeployFailed(e.to_string()))?
+        .map_err(|e| DeployError::Failed(e.to_string()))?
         .unwrap_or_default();
     if !procfile.processes.is_empty() {
         let names: Vec<&str> = procfile.processes.keys().map(String::as_str).collect();
@@ -726,8 +721,8 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     let (dir, out) = (tree.clone(), context.clone());
     tokio::task::spawn_blocking(move || build_context(&dir, &export.symlinks, files, &out))
         .await
-        .map_err(|e| DeployFailed(format!("preparing the build failed: {e}")))?
-        .map_err(|e| DeployFailed(format!("preparing the build failed: {e}")))?;
+        .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?
+        .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?;
     let tag = format!("paas/{app}:v{version}");
     run.progress.step(&format!("Building image {tag}"));
     run.flush_log();
@@ -747,7 +742,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
                 append_log(store, release_id, progress);
             }
         };
-        ctx.docker
+        engine
             .build_image(
                 crate::docker::BuildRequest {
                     context: crate::docker::BuildContext::File(context),
@@ -765,7 +760,7 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
                 e @ crate::docker::DockerError::Unreachable { .. } => {
                     engine_failed(e, "push again")
                 }
-                e => DeployFailed(format!(
+                e => DeployError::Failed(format!(
                     "the image build failed: {e}. Fix the cause shown above and push again"
                 )),
             })?;
@@ -774,23 +769,17 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
     run.timed("build", t);
 
     // What the build learnt about static and media files.
-    let meta_bytes = ctx
-        .docker
+    let meta_bytes = engine
         .read_file_from_image(&tag, "/paas/meta.json")
         .await
-        .map_err(|e| DeployFailed(format!("reading the build's metadata failed: {e}")))?;
-    let mut meta: serde_json::Value = serde_json::from_slice(&meta_bytes).unwrap_or_default();
-    if health_table != health::HealthTable::default() {
-        if let (Some(obj), Ok(table)) = (meta.as_object_mut(), serde_json::to_value(&health_table))
-        {
-            obj.insert("healthcheck".into(), table);
-        }
-    }
-    // The Procfile travels with the release: a rollback or restart runs
-    // the processes that release had.
-    meta["processes"] = procfile.to_json();
+        .map_err(|e| DeployError::Failed(format!("reading the build's metadata failed: {e}")))?;
+    let mut meta: ReleaseMeta = serde_json::from_slice(&meta_bytes).unwrap_or_default();
+    // The health check and the Procfile travel with the release: a
+    // rollback or restart probes as it did and runs the processes it had.
+    meta.healthcheck = health_table.filter(|t| *t != health::HealthTable::default());
+    meta.processes = procfile.processes.clone();
     // The build ran the app's own code: its facts are checked, never trusted.
-    let media = check_build_paths(&meta).map_err(DeployFailed)?;
+    let media = check_build_paths(&meta).map_err(DeployError::Failed)?;
     match &media {
         MediaPlace::Elsewhere(root) if !root.is_empty() => run.progress.info(&format!(
             "MEDIA_ROOT is {root}: paas serves uploads only from /data/media (the app's volume), so files kept there are not served at MEDIA_URL; set MEDIA_ROOT to \"/data/media\" (or leave it unset) to have them served"
@@ -805,25 +794,25 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         .join("releases")
         .join(format!("v{version}"))
         .join("static");
-    if let Some(root) = meta.get("static_root").and_then(|v| v.as_str()) {
+    if let Some(root) = &meta.static_root {
         let _ = tokio::fs::remove_dir_all(&static_dir).await;
         tokio::fs::create_dir_all(&static_dir)
             .await
-            .map_err(|e| DeployFailed(format!("cannot create the static dir: {e}")))?;
+            .map_err(|e| DeployError::Failed(format!("cannot create the static dir: {e}")))?;
         run.static_dir = Some(static_dir.clone());
-        if let Err(e) = ctx.docker.copy_from_image(&tag, root, &static_dir).await {
+        if let Err(e) = engine.copy_from_image(&tag, root, &static_dir).await {
             // An app without static files has no STATIC_ROOT dir: fine.
             tracing::info!("no static files copied: {e}");
         }
         let dir = static_dir.clone();
         tokio::task::spawn_blocking(move || resolve_links(&dir))
             .await
-            .map_err(|e| DeployFailed(format!("checking the static files failed: {e}")))?
-            .map_err(|e| DeployFailed(format!("checking the static files failed: {e}")))?;
+            .map_err(|e| DeployError::Failed(format!("checking the static files failed: {e}")))?
+            .map_err(|e| DeployError::Failed(format!("checking the static files failed: {e}")))?;
     }
     ctx.store
         .update_release(run.release.id, Some(&tag), &meta, &vars, &run.timings)
-        .map_err(|e| DeployFailed(e.to_string()))?;
+        .map_err(store_failed)?;
 
     // ---- Releasing: migrate (and the Procfile's release command) ----
     release_phase(run, &tag, &vars, &procfile).await?;
@@ -831,19 +820,20 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
         image: tag,
         meta,
         vars,
+        config_of: None,
     })
 }
 
 /// The release phase in one-off containers of `image`: `check --deploy`
 /// and `migrate --check`; when migrations are pending, a snapshot of the
 /// live data, then `migrate`; then the Procfile's `release:` command.
-async fn release_phase(
-    run: &mut Run<'_>,
+async fn release_phase<E: Engine>(
+    run: &mut Run<'_, E>,
     image: &str,
     vars: &BTreeMap<String, String>,
     procfile: &crate::procfile::Procfile,
-) -> Result<(), DeployFailed> {
-    let ctx = run.ctx;
+) -> Result<(), DeployError> {
+    let (ctx, engine) = (run.ctx, run.engine);
     let app = run.app.name.clone();
     let version = run.release.version;
     let env = app_env(ctx, &run.app, version, vars);
@@ -851,12 +841,12 @@ async fn release_phase(
     run.status(ReleaseStatus::Releasing);
     let t = Instant::now();
     let volume = ensure_volume(&ctx.config.data_dir, &app)
-        .map_err(|e| DeployFailed(format!("cannot prepare the app's data volume: {e}")))?;
+        .map_err(|e| DeployError::Failed(format!("cannot prepare the app's data volume: {e}")))?;
     let network = network_name(&app);
-    ctx.docker
+    engine
         .ensure_network(&network, &labels_app(&app))
         .await
-        .map_err(|e| DeployFailed(e.to_string()))?;
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
     let migrate = |args: &[&str]| ContainerSpec {
         name: None,
         image: tag.clone(),
@@ -892,10 +882,10 @@ async fn release_phase(
                 progress.info(line.trim_end());
             }
         };
-        ctx.docker
+        engine
             .run_to_completion(&release_check, RELEASE_TIMEOUT, &mut on_line)
             .await
-            .map_err(|e| DeployFailed(format!("the release phase could not run: {e}")))?
+            .map_err(|e| DeployError::Failed(format!("the release phase could not run: {e}")))?
             != 0
     };
     run.progress
@@ -906,7 +896,7 @@ async fn release_phase(
         let has_live = ctx
             .store
             .live_release(&app)
-            .map_err(|e| DeployFailed(e.to_string()))?
+            .map_err(store_failed)?
             .is_some();
         if has_live {
             run.progress
@@ -918,7 +908,7 @@ async fn release_phase(
                 )),
                 Ok(None) => run.progress.info("no database yet: nothing to snapshot"),
                 Err(e) => {
-                    return Err(DeployFailed(format!(
+                    return Err(DeployError::ReleasePhase(format!(
                         "the snapshot before migrating failed, so migrate did not run and the running release was not touched: {e}"
                     )))
                 }
@@ -928,13 +918,13 @@ async fn release_phase(
         let code = {
             let progress = &mut run.progress;
             let mut on_line = |line: &str| progress.info(line.trim_end());
-            ctx.docker
+            engine
                 .run_to_completion(&migrate(&["--noinput"]), RELEASE_TIMEOUT, &mut on_line)
                 .await
-                .map_err(|e| DeployFailed(format!("the release phase could not run: {e}")))?
+                .map_err(|e| DeployError::Failed(format!("the release phase could not run: {e}")))?
         };
         if code != 0 {
-            return Err(DeployFailed(format!(
+            return Err(DeployError::ReleasePhase(format!(
                 "migrate failed (exit code {code}); the running release was not touched. Fix the migration shown above and push again"
             )));
         }
@@ -951,13 +941,15 @@ async fn release_phase(
         let code = {
             let progress = &mut run.progress;
             let mut on_line = |line: &str| progress.info(line.trim_end());
-            ctx.docker
+            engine
                 .run_to_completion(&spec, RELEASE_TIMEOUT, &mut on_line)
                 .await
-                .map_err(|e| DeployFailed(format!("the release command could not run: {e}")))?
+                .map_err(|e| {
+                    DeployError::Failed(format!("the release command could not run: {e}"))
+                })?
         };
         if code != 0 {
-            return Err(DeployFailed(format!(
+            return Err(DeployError::ReleasePhase(format!(
                 "the Procfile's release command failed (exit code {code}); the running release was not touched. Fix the error shown above and push again"
             )));
         }
@@ -966,27 +958,32 @@ async fn release_phase(
     Ok(())
 }
 
-/// Start → health gate → swap → drain and retire: shared by every kind of deploy.
-async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
-    let ctx = run.ctx;
+/// Start → health gate → promote → swap → drain and retire: shared by every
+/// kind of deploy. Everything that can fail comes before the route swap
+/// (kamal-proxy's order: healthy, then install, then drain the old one),
+/// so a failure leaves the old route, and the old release, serving.
+async fn go_live<E: Engine>(run: &mut Run<'_, E>, p: Prepared) -> Result<(), DeployError> {
+    let (ctx, engine) = (run.ctx, run.engine);
     let app = run.app.name.clone();
     let version = run.release.version;
     let check = health_check(&p.meta, &p.vars)?;
     let env = app_env(ctx, &run.app, version, &p.vars);
     let hosts = app_hosts(ctx, &run.app);
     let volume = ensure_volume(&ctx.config.data_dir, &app)
-        .map_err(|e| DeployFailed(format!("cannot prepare the app's data volume: {e}")))?;
+        .map_err(|e| DeployError::Failed(format!("cannot prepare the app's data volume: {e}")))?;
     let network = network_name(&app);
-    ctx.docker
+    engine
         .ensure_network(&network, &labels_app(&app))
         .await
-        .map_err(|e| DeployFailed(e.to_string()))?;
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
 
     // ---- Starting ----
     run.status(ReleaseStatus::Starting);
     let t = Instant::now();
     run.progress.step("Starting web container");
-    let procfile = crate::procfile::Procfile::from_meta(&p.meta);
+    let procfile = crate::procfile::Procfile {
+        processes: p.meta.processes.clone(),
+    };
     let web = ContainerSpec {
         name: Some(format!(
             "paas-{app}-v{version}-web-{}",
@@ -1004,17 +1001,15 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         user: Some(APP_USER.into()),
         working_dir: None,
     };
-    let id = ctx
-        .docker
+    let id = engine
         .start_container(&web)
         .await
-        .map_err(|e| DeployFailed(format!("starting the web container failed: {e}")))?;
+        .map_err(|e| DeployError::Failed(format!("starting the web container failed: {e}")))?;
     run.new_container = Some(id.clone());
-    let ip = ctx
-        .docker
+    let ip = engine
         .container_ip(&id, &network)
         .await
-        .map_err(|e| DeployFailed(e.to_string()))?;
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
     let backend = std::net::SocketAddr::new(ip, APP_PORT);
 
     // ---- HealthChecking ----
@@ -1025,15 +1020,13 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         check.path
     ));
     run.flush_log();
-    let docker = ctx.docker.clone();
-    let cid = id.clone();
     let health = {
         let progress = &mut run.progress;
-        health::wait_healthy(
+        health::wait_healthy_with(
             &check,
-            backend,
             &probe_host,
-            || container_alive(docker.clone(), cid.clone()),
+            || engine.probe(backend, &probe_host, &check.path, check.timeout),
+            || container_alive(engine, &id),
             |msg| progress.info(msg),
         )
         .await
@@ -1041,8 +1034,8 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     if let Err(e) = health {
         // Stopped first: under the restart policy a crashed app boots again
         // and its fresh start-up lines would push the error out of the tail.
-        let _ = ctx.docker.stop(&id, Duration::from_secs(2)).await;
-        let lines = ctx.docker.logs_tail(&id, 400).await.unwrap_or_default();
+        let _ = engine.stop(&id, Duration::from_secs(2)).await;
+        let lines = engine.logs_tail(&id, 400).await.unwrap_or_default();
         let shown = telling_lines(&lines, 20);
         if !shown.is_empty() {
             run.progress.info("Last lines of the app's output:");
@@ -1054,7 +1047,7 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
             health::HealthError::Died(_) => ". Fix the error in the app's output and push again",
             _ => "",
         };
-        return Err(DeployFailed(format!(
+        return Err(DeployError::Failed(format!(
             "the new release never became healthy: {e}{todo}"
         )));
     }
@@ -1073,8 +1066,8 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
             labels: labels(&app, version, Some(name)),
             ..web.clone()
         };
-        ctx.docker.start_container(&spec).await.map_err(|e| {
-            DeployFailed(format!(
+        engine.start_container(&spec).await.map_err(|e| {
+            DeployError::Failed(format!(
                 "starting the {name} process failed, so v{version} did not go live: {e}"
             ))
         })?;
@@ -1082,40 +1075,47 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
     run.timed("start", t);
     let healthy_at = Instant::now();
 
-    // ---- Swap ----
-    let route = Arc::new(make_route(
-        &app,
-        backend,
-        &p.meta,
-        run.static_dir.clone(),
-        &volume,
-    ));
-    let old = ctx.routes.set(&hosts, route.clone());
-    ctx.store
-        .promote(&run.app, run.release.id)
-        .map_err(|e| DeployFailed(e.to_string()))?;
-    run.new_container = None; // now the live one; never clean it up as failed
-    run.image = None;
-    run.static_dir = None;
+    // ---- Promote, then swap ----
+    // The store first: it is the last step that can fail. A rollback's
+    // config vars become the app's in the same transaction.
     ctx.store
         .update_release(run.release.id, None, &p.meta, &p.vars, &run.timings)
-        .map_err(|e| DeployFailed(e.to_string()))?;
+        .map_err(store_failed)?;
+    ctx.store
+        .promote(
+            &run.app,
+            run.release.id,
+            p.config_of.is_some().then_some(&p.vars),
+        )
+        .map_err(store_failed)?;
+    run.new_container = None; // now the live one; never clean it up as failed
+    run.image = None;
+    let static_dir = run.static_dir.take();
+    // The route swap cannot fail: it swaps one pointer in memory (under
+    // the table's writer lock), so nothing below can leave the store and
+    // the proxy disagreeing.
+    let route = Arc::new(make_route(&app, backend, &p.meta, static_dir, &volume));
+    let old = ctx.routes.set(&hosts, route.clone());
+    if let Some(v) = p.config_of {
+        run.progress
+            .info(&format!("config vars restored to those of v{v}"));
+    }
     run.progress
         .step(&format!("v{version} is live at http://{}/", hosts[0]));
     run.flush_log();
 
     // ---- Retire the previous release in the background ----
-    let docker = ctx.docker.clone();
+    let engine = engine.clone();
     let drain = ctx.config.drain_timeout;
     let data_dir = ctx.config.data_dir.clone();
     let store_releases = ctx.store.releases(&app).unwrap_or_default();
     tokio::spawn(async move {
         // Workers take no requests: the old ones stop now, not after the drain.
-        stop_older_workers(&docker, &app, version).await;
+        stop_older_workers(&engine, &app, version).await;
         for r in old {
             r.drain(drain).await;
         }
-        retire_others(&docker, &app, version, &data_dir, &store_releases).await;
+        retire_others(&engine, &app, version, &data_dir, &store_releases).await;
     });
     // How long the first request waited for the new release (benchmarks read it).
     tokio::spawn(
@@ -1137,8 +1137,8 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
 
 /// Stop the Procfile process containers (not web, not one-offs) of
 /// releases older than `version`: they take no requests, so they need no drain.
-async fn stop_older_workers(docker: &Docker, app: &str, version: i64) {
-    let Ok(list) = docker.list_containers(&[("paas.app", app)]).await else {
+async fn stop_older_workers<E: Engine>(engine: &E, app: &str, version: i64) {
+    let Ok(list) = engine.list_containers(&[("paas.app", app)]).await else {
         return;
     };
     for c in list {
@@ -1149,7 +1149,7 @@ async fn stop_older_workers(docker: &Docker, app: &str, version: i64) {
             .and_then(|v| v.parse::<i64>().ok())
             .is_some_and(|v| v < version);
         if older && !matches!(process, None | Some("web" | "run" | "data" | "release")) {
-            if let Err(e) = docker.stop_and_remove(&c.id, Duration::from_secs(10)).await {
+            if let Err(e) = engine.stop_and_remove(&c.id, Duration::from_secs(10)).await {
                 tracing::warn!("retiring container {}: {e}", c.id);
             }
         }
@@ -1159,8 +1159,8 @@ async fn stop_older_workers(docker: &Docker, app: &str, version: i64) {
 /// Stop every process container (web, workers) of `app` from a release
 /// older than `version` (never one-off `run` or data jobs), prune old
 /// images and static dirs beyond the last [`KEEP_IMAGES`].
-async fn retire_others(
-    docker: &Docker,
+async fn retire_others<E: Engine>(
+    engine: &E,
     app: &str,
     version: i64,
     data_dir: &Path,
@@ -1181,14 +1181,14 @@ async fn retire_others(
         )
     };
     let mut in_use: Vec<String> = Vec::new();
-    match docker.list_containers(&[("paas.app", app)]).await {
+    match engine.list_containers(&[("paas.app", app)]).await {
         Ok(list) => {
             for c in list {
                 if !older(&c) || one_off(&c) {
                     in_use.push(c.image.clone());
                     continue;
                 }
-                if let Err(e) = docker.stop_and_remove(&c.id, Duration::from_secs(10)).await {
+                if let Err(e) = engine.stop_and_remove(&c.id, Duration::from_secs(10)).await {
                     tracing::warn!("retiring container {}: {e}", c.id);
                 }
             }
@@ -1218,7 +1218,7 @@ async fn retire_others(
             continue;
         }
         if let Some(image) = &r.image {
-            let _ = docker.remove_image(image).await;
+            let _ = engine.remove_image(image).await;
         }
         let dir = data_dir
             .join("apps")
@@ -1229,8 +1229,10 @@ async fn retire_others(
     }
 }
 
-async fn cleanup_failed(run: &mut Run<'_>) {
-    let docker = &run.ctx.docker;
+/// Remove what a failed deploy made: its containers (the web one and any
+/// release-phase one that survived), the image it built, its static files.
+async fn cleanup_failed<E: Engine>(run: &mut Run<'_, E>) {
+    let docker = run.engine;
     if let Some(id) = run.new_container.take() {
         let _ = docker.stop_and_remove(&id, Duration::from_secs(5)).await;
     }
@@ -1300,11 +1302,13 @@ fn telling_lines(lines: &[String], n: usize) -> Vec<String> {
     body.to_vec()
 }
 
-async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
-    match docker.container_state(&id).await {
+/// Between health probes: is the new web container still up, and was it
+/// never restarted? The reason when not.
+async fn container_alive<E: Engine>(engine: &E, id: &str) -> Result<(), String> {
+    match engine.container_state(id).await {
         // The restart policy hides a crash at boot: a container that
         // exited and came back is not healthy, however it answers.
-        Ok(ContainerState::Running) => match docker.restart_count(&id).await {
+        Ok(ContainerState::Running) => match engine.restart_count(id).await {
             Ok(0) => Ok(()),
             Ok(_) => Err("the web container crashed while starting (the engine restarted it); see its output above".into()),
             Err(e) => Err(e.to_string()),
@@ -1326,25 +1330,21 @@ async fn container_alive(docker: Docker, id: String) -> Result<(), String> {
 /// paas.toml (kept in the release's facts, so a rollback probes as the
 /// release did) under its config vars.
 fn health_check(
-    meta: &serde_json::Value,
+    meta: &ReleaseMeta,
     vars: &BTreeMap<String, String>,
-) -> Result<HealthCheck, DeployFailed> {
-    let table = meta
-        .get("healthcheck")
-        .and_then(|t| serde_json::from_value(t.clone()).ok())
-        .unwrap_or_default();
-    health::settings(&table, vars).map_err(DeployFailed)
+) -> Result<HealthCheck, DeployError> {
+    let table = meta.healthcheck.clone().unwrap_or_default();
+    health::settings(&table, vars).map_err(DeployError::Failed)
 }
 
 /// The route the proxy serves for a release.
 pub fn make_route(
     app: &str,
     backend: std::net::SocketAddr,
-    meta: &serde_json::Value,
+    meta: &ReleaseMeta,
     static_dir: Option<PathBuf>,
     volume: &Path,
 ) -> Route {
-    let s = |k: &str| meta.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let prefix = |p: Option<String>| {
         p.filter(|p| p.starts_with('/') && p.len() > 1 && plain_url_path(p))
             .map(|mut p| {
@@ -1355,14 +1355,13 @@ pub fn make_route(
             })
     };
     // Media is always the volume's own media folder, whatever the build said.
-    let media_dir = (media_place(meta.get("media_root").and_then(|v| v.as_str()))
-        == Ok(MediaPlace::Volume))
-    .then(|| volume.join("media"));
-    let media_prefix = prefix(s("media_url")).filter(|_| media_dir.is_some());
+    let media_dir = (media_place(meta.media_root.as_deref()) == Ok(MediaPlace::Volume))
+        .then(|| volume.join("media"));
+    let media_prefix = prefix(meta.media_url.clone()).filter(|_| media_dir.is_some());
     Route::new(
         app.to_string(),
         backend,
-        prefix(s("static_url")).filter(|_| static_dir.is_some()),
+        prefix(meta.static_url.clone()).filter(|_| static_dir.is_some()),
         static_dir,
         media_prefix.clone(),
         media_dir.filter(|_| media_prefix.is_some()),
@@ -1411,8 +1410,8 @@ pub fn media_place(root: Option<&str>) -> Result<MediaPlace, String> {
 /// Checks the paths a build reported in `/paas/meta.json` (written while the
 /// app's code ran): MEDIA_ROOT as [`media_place`] does, STATIC_ROOT must be
 /// a plain absolute path.
-pub fn check_build_paths(meta: &serde_json::Value) -> Result<MediaPlace, String> {
-    if let Some(root) = meta.get("static_root").and_then(|v| v.as_str()) {
+pub fn check_build_paths(meta: &ReleaseMeta) -> Result<MediaPlace, String> {
+    if let Some(root) = meta.static_root.as_deref() {
         let plain = root.starts_with('/')
             && Path::new(root).components().all(|c| {
                 matches!(
@@ -1426,7 +1425,7 @@ pub fn check_build_paths(meta: &serde_json::Value) -> Result<MediaPlace, String>
             ));
         }
     }
-    media_place(meta.get("media_root").and_then(|v| v.as_str()))
+    media_place(meta.media_root.as_deref())
 }
 
 /// A URL prefix made of plain segments (no `.`/`..`, no percent-escapes).
@@ -1509,24 +1508,6 @@ pub fn app_hosts(ctx: &Ctx, app: &App) -> Vec<String> {
     hosts
 }
 
-/// The Docker network of an app's containers.
-pub fn network_name(app: &str) -> String {
-    format!("paas-{app}")
-}
-
-fn labels_app(app: &str) -> Vec<(String, String)> {
-    vec![("paas.app".to_string(), app.to_string())]
-}
-
-fn labels(app: &str, version: i64, process: Option<&str>) -> Vec<(String, String)> {
-    let mut l = labels_app(app);
-    l.push(("paas.release".into(), version.to_string()));
-    if let Some(p) = process {
-        l.push(("paas.process".into(), p.into()));
-    }
-    l
-}
-
 /// The app's persistent volume on the host, mounted at /data (database, media).
 ///
 /// The app's code writes inside it, so `media` may have become a symlink:
@@ -1604,7 +1585,7 @@ impl Drop for RemoveOnDrop {
 /// its static files and build dir. The live release is not touched.
 pub async fn fail_in_flight(ctx: &Ctx, reason: &str) {
     let failed = mark_in_flight_failed(ctx, reason);
-    remove_leftovers(ctx, &failed).await;
+    remove_leftovers(ctx, &ctx.docker, &failed).await;
 }
 
 /// Record every deploy still in flight as failed with `reason` (store only,
@@ -1631,10 +1612,12 @@ fn mark_in_flight_failed(ctx: &Ctx, reason: &str) -> Vec<Release> {
 
 /// Remove what failed deploys made: their containers, the image each built
 /// (never an image it reused), their static files and build dirs.
-async fn remove_leftovers(ctx: &Ctx, failed: &[Release]) {
+async fn remove_leftovers<E: Engine>(ctx: &Ctx, engine: &E, failed: &[Release]) {
     for r in failed {
         // Files first: no engine round trips (or stop grace) in front of them.
-        let _ = tokio::fs::remove_dir_all(release_dir(ctx, &r.app, r.version)).await;
+        let _ =
+            tokio::fs::remove_dir_all(layout::release_dir(&ctx.config.data_dir, &r.app, r.version))
+                .await;
         let _ = tokio::fs::remove_dir_all(
             ctx.config
                 .data_dir
@@ -1643,20 +1626,16 @@ async fn remove_leftovers(ctx: &Ctx, failed: &[Release]) {
         )
         .await;
         let v = r.version.to_string();
-        if let Ok(cs) = ctx
-            .docker
+        if let Ok(cs) = engine
             .list_containers(&[("paas.app", r.app.as_str()), ("paas.release", v.as_str())])
             .await
         {
             for c in cs {
-                let _ = ctx
-                    .docker
-                    .stop_and_remove(&c.id, Duration::from_secs(5))
-                    .await;
+                let _ = engine.stop_and_remove(&c.id, Duration::from_secs(5)).await;
             }
         }
         // Only a tag this release built; a rollback's image belongs to an older release.
-        let _ = ctx.docker.remove_image(&built_tag(&r.app, r.version)).await;
+        let _ = engine.remove_image(&built_tag(&r.app, r.version)).await;
     }
 }
 
@@ -1668,6 +1647,11 @@ async fn remove_leftovers(ctx: &Ctx, failed: &[Release]) {
 /// grace), so it runs in the background and does not hold the sites back;
 /// what to remove is fixed here, so a deploy started meanwhile is safe.
 pub async fn reconcile(ctx: &Arc<Ctx>) {
+    reconcile_on(ctx, ctx.docker.clone()).await
+}
+
+/// [`reconcile`] on `engine`.
+async fn reconcile_on<E: Engine>(ctx: &Arc<Ctx>, engine: E) {
     let apps = ctx.store.apps().unwrap_or_default();
     let mut stale = Vec::new();
     for app in &apps {
@@ -1675,8 +1659,7 @@ pub async fn reconcile(ctx: &Arc<Ctx>) {
             continue;
         };
         let v = live.version.to_string();
-        let all = ctx
-            .docker
+        let all = engine
             .list_containers(&[("paas.app", app.name.as_str())])
             .await
             .unwrap_or_default();
@@ -1698,14 +1681,11 @@ pub async fn reconcile(ctx: &Arc<Ctx>) {
             tracing::warn!(app = %app.name, "live release v{v} has no container; `paas restart --app {}` starts one", app.name);
             continue;
         };
-        let Ok(ip) = ctx
-            .docker
-            .container_ip(&c.id, &network_name(&app.name))
-            .await
-        else {
+        let Ok(ip) = engine.container_ip(&c.id, &network_name(&app.name)).await else {
             continue;
         };
-        let static_dir = release_dir(ctx, &app.name, live.version).join("static");
+        let static_dir =
+            layout::release_dir(&ctx.config.data_dir, &app.name, live.version).join("static");
         let volume = ctx
             .config
             .data_dir
@@ -1728,12 +1708,9 @@ pub async fn reconcile(ctx: &Arc<Ctx>) {
     );
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        remove_leftovers(&ctx, &failed).await;
+        remove_leftovers(&ctx, &engine, &failed).await;
         for id in stale {
-            let _ = ctx
-                .docker
-                .stop_and_remove(&id, Duration::from_secs(5))
-                .await;
+            let _ = engine.stop_and_remove(&id, Duration::from_secs(5)).await;
         }
         // A request the killed daemon had sent (create a container, tag an
         // image) can complete in the engine after the first pass: sweep again.
@@ -1742,93 +1719,23 @@ pub async fn reconcile(ctx: &Arc<Ctx>) {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(pause)).await;
-            remove_leftovers(&ctx, &failed).await;
+            remove_leftovers(&ctx, &engine, &failed).await;
         }
     });
 }
 
 #[cfg(test)]
-mod tests {
-    use super::telling_lines;
-
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(String::from).collect()
-    }
-
-    #[test]
-    fn the_traceback_is_shown_even_when_a_restart_printed_after_it() {
-        let log = lines(
-            "[INFO] Starting gunicorn 23.0.0\n\
-             [ERROR] Exception in worker process\n\
-             Traceback (most recent call last):\n  \
-               File \"/app/blog/wsgi.py\", line 1, in <module>\n    \
-                 import paas_no_such_module\n\
-             ModuleNotFoundError: No module named 'paas_no_such_module'\n\
-             [INFO] Worker exiting (pid: 9)\n\
-             Traceback (most recent call last):\n  \
-               File \"/opt/venv/bin/gunicorn\", line 8, in <module>\n\
-             gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>\n\
-             [INFO] Starting gunicorn 23.0.0\n\
-             [INFO] Listening at: http://0.0.0.0:5000\n\
-             [INFO] Booting worker with pid: 8",
-        );
-        let shown = telling_lines(&log, 3);
-        assert_eq!(shown.first().unwrap(), "Traceback (most recent call last):");
-        assert_eq!(
-            shown.last().unwrap(),
-            "ModuleNotFoundError: No module named 'paas_no_such_module'"
-        );
-    }
-
-    #[test]
-    fn the_apps_traceback_wins_over_gunicorns_halt_that_follows_it() {
-        let log = lines(
-            "[ERROR] Exception in worker process\n\
-             Traceback (most recent call last):\n  \
-               File \"/app/blog/wsgi.py\", line 1, in <module>\n    \
-                 import paas_no_such_module\n\
-             ModuleNotFoundError: No module named 'paas_no_such_module'\n\
-             [INFO] Worker exiting (pid: 9)\n\
-             Traceback (most recent call last):\n  \
-               File \"/opt/venv/lib/python3.11/site-packages/gunicorn/arbiter.py\", line 683, in reap_workers\n    \
-                 raise HaltServer(reason, self.WORKER_BOOT_ERROR)\n\
-             gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>",
-        );
-        let shown = telling_lines(&log, 10);
-        assert_eq!(
-            shown.last().unwrap(),
-            "ModuleNotFoundError: No module named 'paas_no_such_module'"
-        );
-        // Alone, gunicorn's traceback is still better than nothing.
-        let shown = telling_lines(&log[6..], 10);
-        assert!(shown.last().unwrap().contains("HaltServer"), "{shown:?}");
-    }
-
-    #[test]
-    fn without_a_traceback_the_last_lines_are_shown() {
-        let log = lines("a\nb\nc\nd");
-        assert_eq!(telling_lines(&log, 2), ["c", "d"]);
-        assert!(telling_lines(&[], 2).is_empty());
-    }
-
-    #[test]
-    fn long_tracebacks_keep_their_innermost_frames() {
-        let mut text = String::from("Traceback (most recent call last):\n");
-        for i in 0..50 {
-            text.push_str(&format!("  File \"f{i}.py\"\n"));
-        }
-        text.push_str("ValueError: boom\n");
-        let shown = telling_lines(&lines(&text), 5);
-        assert_eq!(shown.len(), 10);
-        assert_eq!(shown[1], "  …");
-        assert_eq!(shown.last().unwrap(), "ValueError: boom");
-        assert_eq!(shown[8], "  File \"f49.py\"");
-    }
+mod path_tests {
+    use crate::store::ReleaseMeta;
 
     #[test]
     fn build_paths_from_the_image_are_checked() {
         use super::{check_build_paths, media_place, MediaPlace};
-        use serde_json::json;
+        let meta = |static_root: &str, media_root: Option<&str>| ReleaseMeta {
+            static_root: Some(static_root.into()),
+            media_root: media_root.map(String::from),
+            ..Default::default()
+        };
         assert_eq!(media_place(Some("/data/media")), Ok(MediaPlace::Volume));
         assert_eq!(media_place(Some("/data/media/")), Ok(MediaPlace::Volume));
         assert_eq!(
@@ -1845,11 +1752,9 @@ mod tests {
             let e = media_place(Some(bad)).unwrap_err();
             assert!(e.contains("not a plain absolute path"), "{bad}: {e}");
         }
-        assert!(check_build_paths(&json!({"static_root": "/app/../etc"})).is_err());
+        assert!(check_build_paths(&meta("/app/../etc", None)).is_err());
         assert_eq!(
-            check_build_paths(
-                &json!({"static_root": "/app/staticfiles", "media_root": "/data/media"})
-            ),
+            check_build_paths(&meta("/app/staticfiles", Some("/data/media"))),
             Ok(MediaPlace::Volume)
         );
     }
@@ -1859,11 +1764,19 @@ mod tests {
         let volume = std::path::Path::new("/v");
         let backend = "127.0.0.1:1".parse().unwrap();
         for root in ["/data/../../..", "/data", "/data/x/../../etc"] {
-            let meta = serde_json::json!({"media_url": "/media/", "media_root": root});
+            let meta = ReleaseMeta {
+                media_url: Some("/media/".into()),
+                media_root: Some(root.into()),
+                ..Default::default()
+            };
             let route = super::make_route("a", backend, &meta, None, volume);
             assert_eq!(route.media_root(), None, "{root}");
         }
-        let meta = serde_json::json!({"media_url": "/media/", "media_root": "/data/media"});
+        let meta = ReleaseMeta {
+            media_url: Some("/media/".into()),
+            media_root: Some("/data/media".into()),
+            ..Default::default()
+        };
         let route = super::make_route("a", backend, &meta, None, volume);
         assert_eq!(route.media_root(), Some(std::path::Path::new("/v/media")));
     }

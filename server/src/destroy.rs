@@ -94,7 +94,7 @@ async fn remove_everything(ctx: &Ctx, app: &App) -> Result<(usize, usize), DataE
         let _ = crate::postgres::forget_app_network(ctx, name).await;
     }
     docker
-        .remove_network(&crate::deploy::network_name(name))
+        .remove_network(&crate::layout::network_name(name))
         .await?;
 
     let mut images = 0;

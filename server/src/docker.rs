@@ -325,6 +325,19 @@ impl Docker {
         Self::wrap(bollard::Docker::connect_with_defaults(), engine_addr())
     }
 
+    /// A handle on no engine: an address that refuses connections. For unit
+    /// tests whose story runs on an in-memory engine, so that a call which
+    /// strays to this handle fails instead of touching a real engine.
+    #[cfg(test)]
+    pub(crate) fn nowhere() -> Docker {
+        let addr = "http://127.0.0.1:1";
+        Self::wrap(
+            bollard::Docker::connect_with_http(addr, 1, bollard::API_DEFAULT_VERSION),
+            addr.to_string(),
+        )
+        .expect("an HTTP client is made without connecting")
+    }
+
     fn wrap(
         client: Result<bollard::Docker, BollardError>,
         addr: String,

@@ -175,7 +175,7 @@ async fn roll(ctx: &Ctx, app: &App, why: &str) -> Result<Option<i64>, String> {
     deploy::redeploy(ctx, &app.name, what, Progress::new(None))
         .await
         .map(|rel| Some(rel.version))
-        .map_err(|e| e.0)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -279,10 +279,31 @@ pub async fn wait_healthy<F, Fut>(
     check: &HealthCheck,
     addr: SocketAddr,
     host: &str,
+    alive: F,
+    on_progress: impl FnMut(&str),
+) -> Result<(), HealthError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let probe = || probe_once(addr, host, &check.path, check.timeout);
+    wait_healthy_with(check, host, probe, alive, on_progress).await
+}
+
+/// [`wait_healthy`] with the probe given: one attempt (`GET check.path`
+/// with Host `host`, within `check.timeout`) answering its HTTP status.
+/// The deploy passes its engine's probe, so unit tests can answer for
+/// containers that do not listen.
+pub async fn wait_healthy_with<P, PFut, F, Fut>(
+    check: &HealthCheck,
+    host: &str,
+    mut probe: P,
     mut alive: F,
     mut on_progress: impl FnMut(&str),
 ) -> Result<(), HealthError>
 where
+    P: FnMut() -> PFut,
+    PFut: Future<Output = Result<u16, String>>,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
@@ -294,7 +315,7 @@ where
         if let Err(reason) = alive().await {
             return Err(HealthError::Died(reason));
         }
-        match probe_once(addr, host, &check.path, check.timeout).await {
+        match probe().await {
             Ok(code) if is_healthy_status(code) => {
                 good += 1;
                 if good == 1 {
@@ -313,7 +334,7 @@ where
                 last = format!("HTTP {code}");
             }
             Err(e) => {
-                tracing::debug!(target: "paas::health", %addr, "no answer yet: {e}");
+                tracing::debug!(target: "paas::health", %host, "no answer yet: {e}");
                 good = 0;
                 last = e;
             }

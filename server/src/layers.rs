@@ -18,7 +18,7 @@ fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         let from = top_module(src, f);
         let text = std::fs::read_to_string(f).unwrap_or_default();
         // Unit tests may reach anywhere; the product's code may not.
-        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        let code = text.split("#[cfg(test)]\nmod tests {").next().unwrap_or("");
         // Comments (doc links included) name modules without using them.
         let code: String = code
             .lines()

@@ -17,6 +17,7 @@
 //! - [`buildpack`]: detect a Django project and render its build plan.
 //! - [`procfile`]: the Procfile's processes.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
+//! - [`queue`]: the per-app deploy queues and the deploys in flight.
 //! - [`metrics`]: the last hour of requests and resource use per app, and charts.
 //!
 //! What a story may touch, and how it answers a request:
@@ -52,6 +53,7 @@ pub mod git;
 pub mod metrics;
 pub mod procfile;
 pub mod proxy;
+pub mod queue;
 pub mod store;
 
 pub mod ctx;

@@ -11,7 +11,6 @@
 //! Passwords live in 0600 files and in one-off containers' environment; they
 //! are never logged, and tool output is scrubbed of them before it is shown.
 
-use crate::backup::now_unix;
 use crate::ctx::Ctx;
 use crate::docker::{ContainerSpec, ContainerState};
 use crate::http_error::io_err;
@@ -411,7 +410,7 @@ pub async fn pg_create(ctx: &Ctx, app: &App) -> Result<(PgDatabase, bool), DataE
         password: crate::auth::random_hex(24),
         host: PG_ALIAS.into(),
         port: PG_PORT,
-        created_at: now_unix(),
+        created_at: crate::metrics::now(),
     });
     let server = ensure_server(ctx).await?;
     let network = join_app_network(ctx, &server, &app.name).await?;

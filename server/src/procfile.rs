@@ -148,25 +148,6 @@ impl Procfile {
             .map(|(n, c)| (n.as_str(), c.as_str()))
     }
 
-    /// As stored in a release's meta JSON (`"processes": {...}`).
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!(self.processes)
-    }
-
-    /// Read back from a release's meta JSON; empty when it has none.
-    pub fn from_meta(meta: &serde_json::Value) -> Procfile {
-        let processes = meta
-            .get("processes")
-            .and_then(|p| p.as_object())
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Procfile { processes }
-    }
-
     /// The container command of a process, if the Procfile has it.
     pub fn command(&self, name: &str) -> Option<Vec<String>> {
         self.processes.get(name).map(|c| shell_command(c))
@@ -297,18 +278,24 @@ mod tests {
     }
 
     #[test]
-    fn meta_round_trip_and_shell_commands() {
+    fn release_facts_round_trip_and_shell_commands() {
         let p = Procfile::parse(
             "web: gunicorn x --bind 0.0.0.0:$PORT\nworker: a && b",
             "Procfile",
         )
         .unwrap();
-        let back = Procfile::from_meta(&serde_json::json!({ "processes": p.to_json() }));
+        // The processes travel with the release, in its stored facts.
+        let meta = crate::store::ReleaseMeta {
+            processes: p.processes.clone(),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&meta).unwrap();
+        let back = Procfile {
+            processes: serde_json::from_str::<crate::store::ReleaseMeta>(&json)
+                .unwrap()
+                .processes,
+        };
         assert_eq!(back, p);
-        assert_eq!(
-            Procfile::from_meta(&serde_json::json!({})),
-            Procfile::default()
-        );
         assert_eq!(
             back.command("web").unwrap(),
             ["sh", "-c", "exec gunicorn x --bind 0.0.0.0:$PORT"]

@@ -277,10 +277,10 @@ pub fn one_off_spec(
             ("paas.process".into(), "run".into()),
         ],
         binds: vec![format!("{}:/data", volume.display())],
-        network: Some(crate::deploy::network_name(&app.name)),
+        network: Some(crate::layout::network_name(&app.name)),
         restart_unless_stopped: false,
         memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
-        user: Some(crate::deploy::APP_USER.into()),
+        user: Some(crate::layout::APP_USER.into()),
         working_dir: None,
     })
 }
@@ -297,7 +297,7 @@ async fn api_run(
     let spec = one_off_spec(&ctx, &app, &live, req.command, &req.env)?;
     ctx.docker
         .ensure_network(
-            &crate::deploy::network_name(&app.name),
+            &crate::layout::network_name(&app.name),
             &[("paas.app".to_string(), app.name.clone())],
         )
         .await
@@ -395,7 +395,7 @@ async fn tty_session(ctx: Arc<Ctx>, app: App, live: Release, socket: WebSocket) 
             return;
         }
     };
-    let network = crate::deploy::network_name(&app.name);
+    let network = crate::layout::network_name(&app.name);
     let labels = [("paas.app".to_string(), app.name.clone())];
     let attached = match ctx.docker.ensure_network(&network, &labels).await {
         Ok(()) => {

@@ -1,6 +1,6 @@
 //! The clock: every app is backed up once per [`BACKUP_INTERVAL`].
 
-use crate::backup::{backup_app, backup_kind, due, list_backups, now_unix, Status};
+use crate::backup::{backup_app, backup_kind, due, list_backups, Status};
 use crate::ctx::Ctx;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub async fn run_due_backups(ctx: &Ctx) -> usize {
             return 0;
         }
     };
-    let now = now_unix();
+    let now = crate::metrics::now();
     let mut taken = 0;
     for app in apps {
         if !matches!(backup_kind(&ctx.config.data_dir, &app.name), Ok(Some(_))) {

@@ -8,7 +8,7 @@
 //! connection sits behind a plain mutex and is used from async code directly.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -120,6 +120,31 @@ pub struct App {
     pub created_at: i64,
 }
 
+/// What a release knows about itself, kept with it in the store (as JSON)
+/// so that a rollback or restart runs with the facts its release had: where
+/// the build put the static files and where media live (the buildpack's
+/// `/paas/meta.json`), the health check of the repository's `paas.toml`,
+/// and the Procfile's processes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseMeta {
+    /// Django's STATIC_URL (`/static/`), when staticfiles is installed.
+    pub static_url: Option<String>,
+    /// STATIC_ROOT inside the image: collectstatic's output, copied out
+    /// of the image so the proxy serves it.
+    pub static_root: Option<String>,
+    /// Django's MEDIA_URL (`/media/`).
+    pub media_url: Option<String>,
+    /// MEDIA_ROOT inside the container; the proxy serves it when it lies
+    /// in the app's volume (`/data/…`).
+    pub media_root: Option<String>,
+    /// The `[healthcheck]` table of the pushed `paas.toml`, when it set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::health::HealthTable>,
+    /// The Procfile's processes: name → command.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub processes: BTreeMap<String, String>,
+}
+
 /// One release of an app (a deploy attempt, successful or not).
 #[derive(Debug, Clone, Serialize)]
 pub struct Release {
@@ -134,8 +159,9 @@ pub struct Release {
     pub log: String,
     /// Step name → milliseconds, in the order the steps ran.
     pub timings: Vec<(String, u64)>,
-    /// What the build found out (static URL and root, etc.) as JSON.
-    pub meta: serde_json::Value,
+    /// What the build found out (static and media locations, health
+    /// check, processes).
+    pub meta: ReleaseMeta,
     pub created_at: i64,
     pub finished_at: Option<i64>,
     /// What made this release: `deploy abc1234`, `rollback to v3`, `restart`, `config change`.
@@ -372,10 +398,26 @@ impl Store {
         Ok(())
     }
 
-    /// Make `release_id` the live one and retire whichever was live before.
-    pub fn promote(&self, app: &App, release_id: i64) -> Result<(), StoreError> {
+    /// Make `release_id` the live one and retire whichever was live before;
+    /// with `config`, the app's config vars become exactly those (a rollback
+    /// restores its release's), in the same transaction.
+    pub fn promote(
+        &self,
+        app: &App,
+        release_id: i64,
+        config: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), StoreError> {
         let mut db = self.db();
         let tx = db.transaction()?;
+        if let Some(vars) = config {
+            tx.execute("DELETE FROM config_vars WHERE app_id = ?1", [app.id])?;
+            for (k, v) in vars {
+                tx.execute(
+                    "INSERT INTO config_vars (app_id, key, value) VALUES (?1, ?2, ?3)",
+                    params![app.id, k, v],
+                )?;
+            }
+        }
         tx.execute(
             "UPDATE releases SET status = 'retired' WHERE app_id = ?1 AND status = 'live' AND id != ?2",
             params![app.id, release_id],
@@ -393,7 +435,7 @@ impl Store {
         &self,
         release_id: i64,
         image: Option<&str>,
-        meta: &serde_json::Value,
+        meta: &ReleaseMeta,
         config: &BTreeMap<String, String>,
         timings: &[(String, u64)],
     ) -> Result<(), StoreError> {
@@ -402,7 +444,7 @@ impl Store {
             params![
                 release_id,
                 image,
-                meta.to_string(),
+                serde_json::to_string(meta).unwrap_or_default(),
                 serde_json::to_string(config).unwrap_or_default(),
                 serde_json::to_string(timings).unwrap_or_default()
             ],
@@ -607,7 +649,9 @@ fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Release> {
         error: r.get(6)?,
         log: r.get(7)?,
         timings: serde_json::from_str(&timings).unwrap_or_default(),
-        meta: serde_json::from_str(&meta).unwrap_or(serde_json::Value::Null),
+        // Written by `update_release` only; an older or unreadable row
+        // reads as "nothing known" rather than failing the whole list.
+        meta: serde_json::from_str(&meta).unwrap_or_default(),
         created_at: r.get(10)?,
         finished_at: r.get(11)?,
         description: r.get(12)?,
@@ -630,9 +674,9 @@ mod tests {
         let r1 = s.create_release(&app, "aaa", "deploy aaa").unwrap();
         let r2 = s.create_release(&app, "bbb", "deploy bbb").unwrap();
         assert_eq!((r1.version, r2.version), (1, 2));
-        s.promote(&app, r1.id).unwrap();
+        s.promote(&app, r1.id, None).unwrap();
         assert_eq!(s.live_release("blog").unwrap().unwrap().version, 1);
-        s.promote(&app, r2.id).unwrap();
+        s.promote(&app, r2.id, None).unwrap();
         assert_eq!(s.live_release("blog").unwrap().unwrap().version, 2);
         assert_eq!(
             s.release("blog", 1).unwrap().unwrap().status,
@@ -698,5 +742,58 @@ mod tests {
         assert_eq!(s.releases("blog").unwrap().len(), 1);
         s.delete_app("blog").unwrap();
         assert!(s.releases("blog").unwrap().is_empty());
+    }
+
+    #[test]
+    fn release_facts_are_read_back_as_a_type() {
+        let s = Store::open_in_memory().unwrap();
+        let app = s.create_app("blog", "k").unwrap();
+        let r = s.create_release(&app, "aaa", "deploy aaa").unwrap();
+        assert_eq!(r.meta, ReleaseMeta::default(), "nothing known yet");
+        // As the buildpack writes /paas/meta.json, with paas' own facts added.
+        let mut meta: ReleaseMeta = serde_json::from_str(
+            r#"{"static_url": "/static/", "static_root": "/app/staticfiles",
+                "media_url": "/media/", "media_root": "/data/media", "extra": 1}"#,
+        )
+        .unwrap();
+        meta.processes
+            .insert("worker".into(), "celery -A x worker".into());
+        meta.healthcheck = Some(crate::health::HealthTable {
+            path: Some("/up/".into()),
+            ..Default::default()
+        });
+        s.update_release(r.id, Some("paas/blog:v1"), &meta, &BTreeMap::new(), &[])
+            .unwrap();
+        assert_eq!(s.release("blog", 1).unwrap().unwrap().meta, meta);
+        // A row written before the facts had a type: same JSON, same facts.
+        s.db()
+            .execute(
+                "UPDATE releases SET meta = ?2 WHERE id = ?1",
+                params![
+                    r.id,
+                    r#"{"static_url": null, "static_root": null, "media_url": "/media/",
+                        "media_root": "/data/media", "processes": {"web": "gunicorn x"},
+                        "healthcheck": {"attempts": 3}}"#
+                ],
+            )
+            .unwrap();
+        let old = s.release("blog", 1).unwrap().unwrap().meta;
+        assert_eq!(old.media_url.as_deref(), Some("/media/"));
+        assert_eq!(old.static_root, None);
+        assert_eq!(old.processes["web"], "gunicorn x");
+        assert_eq!(old.healthcheck.unwrap().attempts, Some(3));
+    }
+
+    #[test]
+    fn promoting_with_a_config_replaces_the_vars_in_the_same_step() {
+        let s = Store::open_in_memory().unwrap();
+        let app = s.create_app("blog", "k").unwrap();
+        s.set_config_vars(&app, &[("NEW".into(), Some("1".into()))])
+            .unwrap();
+        let r = s.create_release(&app, "aaa", "rollback to v1").unwrap();
+        let old = BTreeMap::from([("OLD".to_string(), "2".to_string())]);
+        s.promote(&app, r.id, Some(&old)).unwrap();
+        assert_eq!(s.config_vars(&app).unwrap(), old);
+        assert_eq!(s.live_release("blog").unwrap().unwrap().id, r.id);
     }
 }
