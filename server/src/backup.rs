@@ -408,14 +408,16 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Takes a backup of the app now (`trigger`: manual or scheduled). A failure
+/// Takes a backup of the app now (`trigger`: manual, scheduled, final). The
+/// caller holds the app's turn ([`crate::queue::Deployer::turn`]), so no
+/// deploy, restore or other backup of the app runs meanwhile. A failure
 /// is recorded (manifest status `failed`), logged at error, and returned.
 pub async fn backup_app(ctx: &Ctx, app: &App, trigger: &str) -> Result<Manifest, DataError> {
     backup_app_for(ctx, app, trigger, None).await
 }
 
-/// The pre-migrate snapshot of release `version`: a backup taken right
-/// before its migrations run, found again by `rollback --restore-db`.
+/// The pre-migrate snapshot of release `version` (under the deploy's turn):
+/// a backup taken right before its migrations run, found again by `rollback --restore-db`.
 /// `None` when the app has no database yet (nothing to protect).
 pub async fn snapshot_before_migrate(
     ctx: &Ctx,
@@ -445,8 +447,6 @@ async fn backup_app_for(
     trigger: &str,
     release: Option<i64>,
 ) -> Result<Manifest, DataError> {
-    let lock = ctx.data_locks.of(&app.name);
-    let _guard = lock.lock().await;
     let data_dir = ctx.config.data_dir.clone();
     let Some(kind) = backup_kind(&data_dir, &app.name)? else {
         return Err(nothing_to_back_up(&app.name));
@@ -581,7 +581,8 @@ fn prune(data_dir: &Path, app: &str) {
     }
 }
 
-/// Restores a backup into the app's live database (and media files).
+/// Restores a backup into the app's live database (and media files). The
+/// caller holds the app's turn (a deploy that restores holds it already).
 pub async fn restore(ctx: &Ctx, app: &App, id: &str) -> Result<Manifest, DataError> {
     let no_such = || {
         DataError::user(
@@ -595,8 +596,6 @@ pub async fn restore(ctx: &Ctx, app: &App, id: &str) -> Result<Manifest, DataErr
     if !valid_id(id) {
         return Err(no_such());
     }
-    let lock = ctx.data_locks.of(&app.name);
-    let _guard = lock.lock().await;
     let data_dir = ctx.config.data_dir.clone();
     let dir = backups_dir(&data_dir, &app.name).join(id);
     let m = read_manifest(&dir).ok_or_else(no_such)?;

@@ -11,8 +11,6 @@ use crate::metrics::{History, UsageHistory};
 use crate::proxy::RouteTable;
 use crate::queue::Deployer;
 use crate::store::Store;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 /// The shared state every handler and deploy sees.
 pub struct Ctx {
@@ -40,9 +38,8 @@ pub struct Ctx {
     pub history: History,
     /// Memory and CPU of each app's containers over the last hour.
     pub usage: UsageHistory,
-    /// One lock per app for data work (backup, restore, database create or
-    /// destroy): one at a time.
-    pub data_locks: AppLocks,
+    /// One PostgreSQL server for all apps: started by one caller at a time.
+    pub pg_server: tokio::sync::Mutex<()>,
 }
 
 impl Ctx {
@@ -68,25 +65,7 @@ impl Ctx {
             login_limiter: LoginLimiter::default(),
             history: History::default(),
             usage: UsageHistory::default(),
-            data_locks: AppLocks::default(),
+            pg_server: tokio::sync::Mutex::new(()),
         }
-    }
-}
-
-/// A lock per app name, made on first use.
-#[derive(Default)]
-pub struct AppLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl AppLocks {
-    /// The app's lock (the same one for every caller).
-    pub fn of(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(app.to_string())
-            .or_default()
-            .clone()
     }
 }

@@ -890,7 +890,10 @@ async fn backup_action(
         Ok(x) => x,
         Err(r) => return r,
     };
-    match crate::backup::backup_app(&ctx, &app, "manual").await {
+    let turn = ctx.deployer.turn(&app.name).await;
+    let taken = crate::backup::backup_app(&ctx, &app, "manual").await;
+    drop(turn);
+    match taken {
         Ok(m) => back_with(
             &app.name,
             true,

@@ -83,7 +83,10 @@ async fn api_pg_create(
         .map_err(|e| DataError::internal(e.to_string()))?
         .get("DATABASE_URL")
         .cloned();
-    let (db, created) = pg_create(&ctx, &app).await?;
+    let (db, created) = {
+        let _turn = ctx.deployer.turn(&app.name).await;
+        pg_create(&ctx, &app).await?
+    };
     let live = ctx
         .store
         .live_release(&app.name)
@@ -199,7 +202,10 @@ async fn api_pg_destroy(
             }
         }
     }
-    let db = pg_destroy(&ctx, &app).await?;
+    let db = {
+        let _turn = ctx.deployer.turn(&app.name).await;
+        pg_destroy(&ctx, &app).await?
+    };
     let message = match went_live {
         Some(v) => format!(
             "PostgreSQL database {} dropped; v{v} of {} is live on SQLite again.",
@@ -239,7 +245,10 @@ async fn api_backup_create(
     _headers: HeaderMap,
 ) -> ApiResult {
     let app = find_app(&ctx, &app)?;
-    let m = backup_app(&ctx, &app, "manual").await?;
+    let m = {
+        let _turn = ctx.deployer.turn(&app.name).await;
+        backup_app(&ctx, &app, "manual").await?
+    };
     Ok((StatusCode::CREATED, Json(serde_json::json!(m))))
 }
 
@@ -255,7 +264,10 @@ async fn api_backup_restore(
         &app.name,
         "Restoring a backup replaces the app's data and",
     )?;
-    let m = restore(&ctx, &app, &id).await?;
+    let m = {
+        let _turn = ctx.deployer.turn(&app.name).await;
+        restore(&ctx, &app, &id).await?
+    };
     Ok((
         StatusCode::OK,
         Json(serde_json::json!({

@@ -116,8 +116,7 @@ fn superuser_password(data_dir: &Path) -> Result<String, DataError> {
 /// Makes sure this daemon's PostgreSQL server runs (creating it on first
 /// use; data survives in `<data>/postgres/data`) and returns its name.
 pub async fn ensure_server(ctx: &Ctx) -> Result<String, DataError> {
-    static SERVER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _guard = SERVER_LOCK.lock().await;
+    let _guard = ctx.pg_server.lock().await;
     let data_dir = &ctx.config.data_dir;
     let name = server_name(data_dir);
     match ctx.docker.container_state(&name).await? {
@@ -394,12 +393,10 @@ fn check_name(app: &str) -> Result<(), DataError> {
     }
 }
 
-/// `pg:create`: the app's database and role, DATABASE_URL set. Idempotent:
+/// `pg:create` (the caller holds the app's turn): the app's database and role, DATABASE_URL set. Idempotent:
 /// a second call keeps the password. Returns the database and whether it is new.
 pub async fn pg_create(ctx: &Ctx, app: &App) -> Result<(PgDatabase, bool), DataError> {
     check_name(&app.name)?;
-    let lock = ctx.data_locks.of(&app.name);
-    let _guard = lock.lock().await;
     let data_dir = &ctx.config.data_dir;
     let existing = pg_database(data_dir, &app.name)?;
     let created = existing.is_none();
@@ -434,11 +431,9 @@ pub async fn pg_create(ctx: &Ctx, app: &App) -> Result<(PgDatabase, bool), DataE
     Ok((db, created))
 }
 
-/// `pg:destroy`: drops the database and role, unsets DATABASE_URL (when it
+/// `pg:destroy` (the caller holds the app's turn): drops the database and role, unsets DATABASE_URL (when it
 /// is still ours) and takes the server off the app's network.
 pub async fn pg_destroy(ctx: &Ctx, app: &App) -> Result<PgDatabase, DataError> {
-    let lock = ctx.data_locks.of(&app.name);
-    let _guard = lock.lock().await;
     let data_dir = &ctx.config.data_dir;
     let Some(db) = pg_database(data_dir, &app.name)? else {
         return Err(no_database(&app.name));

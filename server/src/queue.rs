@@ -1,7 +1,8 @@
 //! The per-app deploy queues and the deploys in flight.
 //!
-//! One deploy at a time per app: a deploy holds its app's turn from its
-//! first step to its end; the next one waits and can say behind which
+//! One deploy at a time per app: a deploy holds its app's turn (the app's
+//! one lock, which data work outside a deploy takes too) from its first step
+//! to its end; the next one waits and can say behind which
 //! release. Every deploy, queued or running, holds a token of the tracker,
 //! so a stopping daemon can refuse new ones and wait for those in flight.
 
@@ -22,8 +23,9 @@ pub struct Deployer {
 
 #[derive(Default)]
 pub struct AppQueue {
-    /// Held by the deploy that runs.
-    pub turn: tokio::sync::Mutex<()>,
+    /// The app's one lock: held by the deploy that runs, and by data work
+    /// (backup, restore, database create or drop) done outside a deploy.
+    pub turn: Arc<tokio::sync::Mutex<()>>,
     /// Version of the release holding the turn (0 before it has one).
     pub current: AtomicI64,
 }
@@ -69,6 +71,17 @@ impl Deployer {
         // Not a release: a deploy queued meanwhile waits for "another deploy".
         queue.current.store(0, Ordering::SeqCst);
         Some(f.await)
+    }
+
+    /// Waits for the app's turn and holds it until the guard drops: for data
+    /// work outside a deploy (a deploy takes its turn itself, and the data
+    /// work it does inside runs under it).
+    pub async fn turn(&self, app: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let queue = self.queue_for(app);
+        let guard = queue.turn.clone().lock_owned().await;
+        // Not a release: a deploy queued meanwhile waits for "another deploy".
+        queue.current.store(0, Ordering::SeqCst);
+        guard
     }
 
     /// A deploy is in flight while it holds this.

@@ -49,6 +49,7 @@ pub async fn run_due_backups(ctx: &Ctx) -> usize {
             continue;
         }
         // backup_app logs its own failure at error.
+        let _turn = ctx.deployer.turn(&app.name).await;
         if backup_app(ctx, &app, "scheduled").await.is_ok() {
             taken += 1;
         }
