@@ -71,7 +71,7 @@ fn connection_limits() -> (Limits, Limits) {
     let mut files = getrlimit(Resource::Nofile);
     if files.maximum > files.current {
         files.current = files.maximum;
-        if setrlimit(Resource::Nofile, files.clone()).is_err() {
+        if setrlimit(Resource::Nofile, files).is_err() {
             files = getrlimit(Resource::Nofile);
         }
     }
