@@ -478,7 +478,7 @@ impl CommitSource {
 pub fn export_tree(src: &CommitSource, dest: &Path, limit: u64) -> Result<Export, GitError> {
     use git2::{AttrCheckFlags, AttrValue, ObjectType};
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
     let (repo, oid) = src.open()?;
     let commit = repo
@@ -492,6 +492,7 @@ pub fn export_tree(src: &CommitSource, dest: &Path, limit: u64) -> Result<Export
     repo.set_index(&mut index)?;
     let odb = repo.odb()?;
     std::fs::create_dir(dest)?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))?;
     // libgit2 tells a folder from a file by looking on disk below the work
     // tree (a pattern like `docs/` matches folders only): `dest` is that
     // tree, and each folder exists before it is asked about. INDEX_ONLY:
@@ -523,6 +524,8 @@ pub fn export_tree(src: &CommitSource, dest: &Path, limit: u64) -> Result<Export
             match entry.kind() {
                 Some(ObjectType::Tree) => {
                     std::fs::create_dir(&target)?;
+                    // The daemon's umask is 077; the app's user reads the tree.
+                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
                     if ignored(&path)? {
                         std::fs::remove_dir(&target)?;
                         continue;
@@ -557,6 +560,8 @@ pub fn export_tree(src: &CommitSource, dest: &Path, limit: u64) -> Result<Export
                         .create_new(true)
                         .mode(perm)
                         .open(&target)?;
+                    // fchmod: the umask (077 in the daemon) does not apply.
+                    file.set_permissions(std::fs::Permissions::from_mode(perm))?;
                     // A loose object streams through a small buffer; libgit2
                     // streams no packed one, which is read whole.
                     match odb.reader(entry.id()) {

@@ -15,8 +15,7 @@
 //! (dashboard, API, git), so the whole product is reachable on one port.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::convert::Infallible;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -38,14 +36,14 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 mod files;
+mod listener;
 mod static_cache;
+
+pub use listener::{serve_router, BodyTimedOut, IdleTimeout, Limits};
 
 const PAGE_404: &str = include_str!("../../web-ui/errors/404.html");
 const PAGE_502: &str = include_str!("../../web-ui/errors/502.html");
@@ -57,9 +55,6 @@ const PAGE_504: &str = include_str!("../../web-ui/errors/504.html");
 const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Cache policy for every other static or media file.
 const CACHE_SHORT: &str = "public, max-age=60";
-
-/// How long [`serve`] waits for open connections after `shutdown` resolves.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -511,6 +506,8 @@ pub struct ProxyOptions {
     pub control: Option<axum::Router>,
     /// How long to wait for a backend's response headers before a 504.
     pub upstream_timeout: Duration,
+    /// Timeouts, the connection cap and the body buffer.
+    pub limits: Limits,
 }
 
 impl Default for ProxyOptions {
@@ -519,6 +516,7 @@ impl Default for ProxyOptions {
             control_host: None,
             control: None,
             upstream_timeout: Duration::from_secs(60),
+            limits: Limits::default(),
         }
     }
 }
@@ -531,52 +529,13 @@ pub async fn serve(
     opts: ProxyOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = opts.limits;
     let proxy = Arc::new(Proxy::new(table, opts));
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
+    let handle = move |req: Request<Incoming>, remote: SocketAddr| {
         let proxy = proxy.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, remote).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(conn).await {
-                tracing::debug!(%remote, %err, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::debug!("shutdown grace period over, dropping open connections");
-        }
-    }
-    Ok(())
+        async move { proxy.handle(req, remote).await }
+    };
+    listener::serve_with(listener, limits, handle, shutdown).await
 }
 
 /// Shared state of the serving connections.
@@ -585,7 +544,8 @@ struct Proxy {
     control_host: Option<String>,
     control: Option<axum::Router>,
     upstream_timeout: Duration,
-    client: Client<HttpConnector, Incoming>,
+    limits: Limits,
+    client: Client<HttpConnector, Upstream>,
 }
 
 impl Proxy {
@@ -604,6 +564,7 @@ impl Proxy {
             control_host: opts.control_host.map(|h| normalize_host(&h).into_owned()),
             control: opts.control,
             upstream_timeout: opts.upstream_timeout,
+            limits: opts.limits,
             client,
         }
     }
@@ -629,17 +590,14 @@ impl Proxy {
 
     async fn route(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         remote: SocketAddr,
     ) -> (Response<Body>, Option<Arc<Route>>) {
         let host = request_host(&req);
         if let (Some(control_host), Some(control)) = (&self.control_host, &self.control) {
             if normalize_host(&host) == control_host.as_str() {
-                req.extensions_mut().insert(ConnectInfo(remote));
-                let response = match control.clone().oneshot(req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
+                let idle = self.limits.body_idle_timeout;
+                let response = listener::call_router(control.clone(), req, remote, idle).await;
                 return (response, None);
             }
         }
@@ -673,6 +631,18 @@ impl Proxy {
             parts.headers.insert(header::UPGRADE, protocol);
         }
         add_forwarded(&mut parts.headers, remote);
+        // Read a small body whole before the app sees the request, as nginx
+        // does: a slow client then holds a proxy task, not an app worker.
+        let body = match Upstream::read(body, &self.limits).await {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::debug!(app = %route.app, %err, "request body not received");
+                return plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "The request body stopped arriving; send the request again.\n",
+                );
+            }
+        };
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(route.authority.clone());
@@ -840,22 +810,138 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client to X-Forwarded-For; sets X-Forwarded-Proto and
-/// X-Forwarded-Host. The Host header itself is kept as the client sent it.
+/// Forwarding headers a client may send but only the edge may set: each is
+/// removed before paas sets its own (a spoofed `X-Forwarded-Protocol: ssl`
+/// would make gunicorn call a plain request secure).
+const CLIENT_FORWARDING: [HeaderName; 8] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-real-ip"),
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-protocol"),
+];
+
+/// The proxy is the edge: whatever forwarding headers the client sent are
+/// dropped (as are header names with `_`, which WSGI would read as their
+/// `-` twins); X-Forwarded-For is the peer address, X-Forwarded-Proto is
+/// `http`, X-Forwarded-Host is the Host header, which is kept as sent.
 fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr) {
-    let ip = remote.ip().to_string();
-    let mut chain: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    chain.push(&ip);
-    if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
+    for name in &CLIENT_FORWARDING {
+        headers.remove(name);
+    }
+    if headers.keys().any(|k| k.as_str().contains('_')) {
+        let underscored: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in underscored {
+            headers.remove(name);
+        }
+    }
+    // An address fits in 45 bytes: format it on the stack, copy it once.
+    let mut buf = [0u8; 48];
+    let len = {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{}", remote.ip());
+        cursor.position() as usize
+    };
+    if let Ok(value) = HeaderValue::from_bytes(&buf[..len]) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// A request body on its way to the app. Bodies up to
+/// [`Limits::max_buffered_body`] are read whole first; larger ones go on as
+/// they arrive, each piece within the body idle timeout.
+enum Upstream {
+    /// The whole body (no chunk at all for a bodiless request: no allocation).
+    Whole(VecDeque<Bytes>),
+    /// The chunks read before the body proved large, then the rest.
+    Streaming {
+        head: VecDeque<Bytes>,
+        rest: IdleTimeout<Incoming>,
+    },
+}
+
+impl Upstream {
+    async fn read(mut body: Incoming, limits: &Limits) -> Result<Upstream, axum::BoxError> {
+        use http_body_util::BodyExt;
+        let mut chunks = VecDeque::new();
+        if hyper::body::Body::is_end_stream(&body) {
+            return Ok(Upstream::Whole(chunks));
+        }
+        let limit = limits.max_buffered_body as u64;
+        let mut read = 0u64;
+        while hyper::body::Body::size_hint(&body).lower() <= limit.saturating_sub(read) {
+            let frame = tokio::time::timeout(limits.body_idle_timeout, body.frame())
+                .await
+                .map_err(|_| BodyTimedOut(limits.body_idle_timeout))?;
+            match frame {
+                None => return Ok(Upstream::Whole(chunks)),
+                Some(frame) => {
+                    // Trailers of a buffered body are dropped: rare, and
+                    // gunicorn ignores them.
+                    if let Ok(data) = frame?.into_data() {
+                        read += data.len() as u64;
+                        chunks.push_back(data);
+                    }
+                }
+            }
+        }
+        Ok(Upstream::Streaming {
+            head: chunks,
+            rest: IdleTimeout::new(body, limits.body_idle_timeout),
+        })
+    }
+}
+
+impl hyper::body::Body for Upstream {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        match self.get_mut() {
+            Upstream::Whole(chunks) => Poll::Ready(chunks.pop_front().map(|c| Ok(Frame::data(c)))),
+            Upstream::Streaming { head, rest } => match head.pop_front() {
+                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Upstream::Whole(chunks) => chunks.is_empty(),
+            Upstream::Streaming { head, rest } => head.is_empty() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let queued = |q: &VecDeque<Bytes>| q.iter().map(|c| c.len() as u64).sum::<u64>();
+        match self {
+            Upstream::Whole(chunks) => SizeHint::with_exact(queued(chunks)),
+            Upstream::Streaming { head, rest } => {
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(queued(head) + rest.lower());
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(queued(head) + upper);
+                }
+                hint
+            }
+        }
     }
 }
 
@@ -911,7 +997,9 @@ mod tests {
     //! needs bytes that a client library would normalise.
 
     use super::*;
+    use axum::extract::ConnectInfo;
     use axum::routing::get;
+    use std::convert::Infallible;
     use std::sync::atomic::AtomicBool;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -1083,7 +1171,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn forwards_x_forwarded_headers_keeps_host_and_strips_hop_by_hop() {
+    async fn forwarding_headers_are_the_edges_own_host_is_kept_hop_by_hop_stripped() {
         let echo = axum::Router::new().fallback(|headers: HeaderMap, uri: Uri| async move {
             let h = |name: &str| {
                 let values: Vec<_> = headers
@@ -1101,6 +1189,12 @@ mod tests {
                 h("x-forwarded-host"),
                 h("x-hop"),
                 h("x-kept"),
+                h("x-real-ip"),
+                h("forwarded"),
+                h("x-forwarded-ssl"),
+                h("x-forwarded-port"),
+                h("x-forwarded-protocol"),
+                h("x_forwarded_for"),
             ]
             .concat()
         });
@@ -1114,6 +1208,9 @@ mod tests {
         let response = raw(
             proxy,
             "GET /path?q=1 HTTP/1.1\r\nHost: App.example.com:8080\r\nX-Forwarded-For: 10.0.0.1\r\n\
+             X-Forwarded-For: 10.0.0.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\n\
+             X-Real-IP: 10.0.0.3\r\nForwarded: for=10.0.0.4;proto=https\r\nX-Forwarded-Ssl: on\r\n\
+             X-Forwarded-Port: 443\r\nX-Forwarded-Protocol: ssl\r\nX_Forwarded_For: 10.0.0.5\r\n\
              Connection: close, x-hop\r\nX-Hop: secret\r\nX-Kept: yes\r\n\r\n",
         )
         .await;
@@ -1121,11 +1218,17 @@ mod tests {
         for line in [
             "uri=/path?q=1\n",
             "host=App.example.com:8080\n",
-            "x-forwarded-for=10.0.0.1, 127.0.0.1\n",
+            "x-forwarded-for=127.0.0.1\n",
             "x-forwarded-proto=http\n",
             "x-forwarded-host=App.example.com:8080\n",
             "x-hop=\n",
             "x-kept=yes\n",
+            "x-real-ip=\n",
+            "forwarded=\n",
+            "x-forwarded-ssl=\n",
+            "x-forwarded-port=\n",
+            "x-forwarded-protocol=\n",
+            "x_forwarded_for=\n",
         ] {
             assert!(response.contains(line), "missing {line:?} in {response}");
         }
@@ -1514,6 +1617,171 @@ mod tests {
             .expect("tunnel closed");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
         wait_for("the tunnel guard to drop", || app.in_flight() == 0).await;
+    }
+
+    fn short_limits() -> ProxyOptions {
+        ProxyOptions {
+            limits: Limits {
+                header_timeout: Duration::from_millis(300),
+                body_idle_timeout: Duration::from_millis(300),
+                max_connections: 8,
+                max_buffered_body: 1 << 20,
+            },
+            ..ProxyOptions::default()
+        }
+    }
+
+    /// Reads until the peer closes (or `limit` passes) and says how long it took.
+    async fn closed_within(stream: &mut TcpStream, limit: Duration) -> (Duration, String) {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(limit, stream.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "still open after {limit:?}");
+        (start.elapsed(), String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[tokio::test]
+    async fn half_sent_headers_and_idle_keep_alive_are_closed_by_the_header_timeout() {
+        let proxy = start_proxy(RouteTable::new(), short_limits()).await;
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a")
+            .await
+            .unwrap();
+        let (took, _) = closed_within(&mut stream, WAIT).await;
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+
+        // A kept-alive connection that sends nothing more is closed too.
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: nope.example.com\r\n\r\n")
+            .await
+            .unwrap();
+        let (_, response) = closed_within(&mut stream, WAIT).await;
+        assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+
+        // The same on a router served by the admin side.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = listener.local_addr().unwrap();
+        let router = axum::Router::new().fallback(|| async { "admin" });
+        tokio::spawn(serve_router(
+            listener,
+            router,
+            short_limits().limits,
+            std::future::pending(),
+        ));
+        let mut stream = TcpStream::connect(admin).await.unwrap();
+        stream.write_all(b"POST /api HTTP/1.1\r\nHo").await.unwrap();
+        closed_within(&mut stream, WAIT).await;
+    }
+
+    /// A backend that counts the requests it got and answers with the body's length.
+    async fn start_counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        // Counted when the head arrives, before the body is read.
+        let router = axum::Router::new()
+            .fallback(|body: Bytes| async move { format!("got {} bytes", body.len()) })
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    next.run(req)
+                },
+            ));
+        let backend = start_backend(router).await;
+        (backend, seen)
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_reaches_the_app_only_once_complete_and_a_stalled_one_is_cut() {
+        let (backend, seen) = start_counting_backend().await;
+        let table = RouteTable::new();
+        table.set(&hosts(&["app.example.com"]), route("app", backend));
+        let proxy = start_proxy(table, short_limits()).await;
+
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"POST /up HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 10\r\nConnection: close\r\n\r\n01234")
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(seen.load(Ordering::SeqCst), 0, "the app saw half a body");
+            stream.write_all(b"5").await.unwrap();
+        }
+        stream.write_all(b"789").await.unwrap();
+        let (_, response) = closed_within(&mut stream, WAIT).await;
+        assert!(response.ends_with("got 10 bytes"), "{response}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+        // Chunked, and stalled past the body idle timeout: a 408, no request to the app.
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"POST /up HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+            .await
+            .unwrap();
+        let (_, response) = closed_within(&mut stream, WAIT).await;
+        assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+        assert!(response.contains("send the request again"), "{response}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn bodies_past_the_buffer_are_streamed_whole() {
+        let (backend, _) = start_counting_backend().await;
+        let table = RouteTable::new();
+        table.set(&hosts(&["app.example.com"]), route("app", backend));
+        let mut opts = short_limits();
+        opts.limits.max_buffered_body = 1000;
+        let proxy = start_proxy(table, opts).await;
+        let client = reqwest::Client::new();
+        for (len, chunked) in [(999, false), (5000, false), (5000, true)] {
+            let body = vec![b'x'; len];
+            let request = client
+                .post(format!("http://{proxy}/up"))
+                .header(header::HOST, "app.example.com");
+            let request = if chunked {
+                let chunks = body
+                    .chunks(700)
+                    .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)));
+                let chunks: Vec<_> = chunks.collect();
+                request.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                    chunks,
+                )))
+            } else {
+                request.body(body)
+            };
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.text().await.unwrap(), format!("got {len} bytes"));
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_for_a_free_slot() {
+        let table = RouteTable::new();
+        table.set(
+            &hosts(&["app.example.com"]),
+            route("app", start_text_backend("ok").await),
+        );
+        let mut opts = short_limits();
+        opts.limits.max_connections = 1;
+        opts.limits.header_timeout = Duration::from_secs(2);
+        let proxy = start_proxy(table, opts).await;
+        let mut first = TcpStream::connect(proxy).await.unwrap();
+        first.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let second = tokio::spawn(raw(
+            proxy,
+            "GET / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n",
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "a second connection was served past the cap"
+        );
+        drop(first);
+        let response = tokio::time::timeout(WAIT, second).await.unwrap().unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     }
 
     /// Not a test: the proxy under load for `bench/proxy.sh`, configured by

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::docker::Docker;
 use crate::git::{HookEnv, Repos};
-use crate::proxy::ProxyOptions;
+use crate::proxy::{Limits, ProxyOptions};
 use crate::store::Store;
 use std::future::Future;
 use std::path::PathBuf;
@@ -54,6 +54,40 @@ fn private(path: &std::path::Path, mode: u32) -> Result<(), StartError> {
             source,
         }
     })
+}
+
+/// Connections the admin listener keeps open at once (the owner, git, the
+/// hooks of deploys in flight).
+const ADMIN_MAX_CONNECTIONS: usize = 128;
+/// Open files kept for the daemon's own use (the store, the engine's
+/// socket, git, logs) whatever the connections take.
+const RESERVED_FILES: u64 = 512;
+
+/// The limits of the public and the admin listener. The soft cap on open
+/// files is raised to the hard one first; a proxied connection takes two
+/// files (client and app), so the public cap fits in what is left.
+fn connection_limits() -> (Limits, Limits) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut files = getrlimit(Resource::Nofile);
+    if files.maximum > files.current {
+        files.current = files.maximum;
+        if setrlimit(Resource::Nofile, files).is_err() {
+            files = getrlimit(Resource::Nofile);
+        }
+    }
+    let open_files = files.current.unwrap_or(u64::MAX);
+    let public_cap = open_files.saturating_sub(RESERVED_FILES + ADMIN_MAX_CONNECTIONS as u64) / 2;
+    let public = Limits {
+        max_connections: Limits::default()
+            .max_connections
+            .min(public_cap.max(64) as usize),
+        ..Limits::default()
+    };
+    let admin = Limits {
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        ..Limits::default()
+    };
+    (public, admin)
 }
 
 /// Open the state, connect to the engine, bind both listeners, reconcile,
@@ -155,6 +189,7 @@ pub async fn run(
         domain = %ctx.config.domain,
         "paas is serving"
     );
+    let (public_limits, admin_limits) = connection_limits();
     let proxy = crate::proxy::serve(
         http,
         ctx.routes.clone(),
@@ -162,14 +197,11 @@ pub async fn run(
             control_host: Some(ctx.config.control_host()),
             control: Some(router.clone()),
             upstream_timeout: Duration::from_secs(60),
+            limits: public_limits,
         },
         wait(stop_rx.clone()),
     );
-    let admin_srv = axum::serve(
-        admin,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(wait(stop_rx.clone()));
+    let admin_srv = crate::proxy::serve_router(admin, router, admin_limits, wait(stop_rx.clone()));
     let (a, b) = tokio::join!(proxy, admin_srv);
     if let Err(e) = a {
         tracing::error!("proxy: {e}");

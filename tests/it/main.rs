@@ -10,6 +10,7 @@ mod buildpack;
 mod cli;
 mod dashboard;
 mod data;
+mod edge;
 mod harness;
 mod procfile;
 mod run;
