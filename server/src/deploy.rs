@@ -31,6 +31,28 @@ pub const APP_UID: u32 = 10001;
 /// What every app container runs as (the buildpack's `app` user). Set at
 /// run time rather than by a `USER` step, which would cost a build step per push.
 pub const APP_USER: &str = "10001:10001";
+/// Every container of an app (web, Procfile processes, the release phase,
+/// `paas run`) starts from this: the owner's memory, CPU and pids limits,
+/// no Linux capability at all (gunicorn binds port 8000 as uid 10001 and
+/// needs none), no way to gain privileges (setuid binaries stay inert), and
+/// uid 10001. Callers fill in image, command, environment and the rest.
+pub fn confined_app(config: &crate::config::Config) -> ContainerSpec {
+    ContainerSpec {
+        memory_bytes: Some(config.memory_mb as i64 * 1024 * 1024),
+        nano_cpus: Some(nano_cpus(config.cpus)),
+        pids_limit: Some(config.pids_limit as i64),
+        capabilities: Some(Vec::new()),
+        no_new_privileges: true,
+        user: Some(APP_USER.into()),
+        ..Default::default()
+    }
+}
+
+/// CPUs as the engine counts them: billionths of a CPU.
+fn nano_cpus(cpus: f64) -> i64 {
+    (cpus * 1e9).round() as i64
+}
+
 /// Release images kept per app for rollback.
 pub const KEEP_IMAGES: usize = 5;
 /// Upper bound for the release phase (migrate).
@@ -757,6 +779,10 @@ async fn build_steps(run: &mut Run<'_>, req: &DeployRequest) -> Result<Prepared,
                     // build step (seconds on slow storage drivers).
                     labels: Vec::new(),
                     network_mode: ctx.config.build_network.as_deref(),
+                    limits: crate::docker::BuildLimits {
+                        memory_bytes: Some(ctx.config.build_memory_mb as i64 * 1024 * 1024),
+                        nano_cpus: Some(nano_cpus(ctx.config.build_cpus)),
+                    },
                 },
                 &mut on_line,
             )
@@ -872,9 +898,7 @@ async fn release_phase(
         binds: vec![format!("{}:/data", volume.display())],
         network: Some(network.clone()),
         restart_unless_stopped: false,
-        memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
-        user: Some(APP_USER.into()),
-        working_dir: None,
+        ..confined_app(&ctx.config)
     };
     // One container (buildpack::RELEASE_CHECK) shows `check --deploy`, never
     // fatal, then exits like `migrate --check`: non-zero when migrations are
@@ -1000,9 +1024,7 @@ async fn go_live(run: &mut Run<'_>, p: Prepared) -> Result<(), DeployFailed> {
         binds: vec![format!("{}:/data", volume.display())],
         network: Some(network.clone()),
         restart_unless_stopped: true,
-        memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
-        user: Some(APP_USER.into()),
-        working_dir: None,
+        ..confined_app(&ctx.config)
     };
     let id = ctx
         .docker
