@@ -1592,6 +1592,10 @@ fn build_context(
     let file = std::io::BufWriter::new(std::fs::File::create(out)?);
     let mut b = tar::Builder::new(file);
     b.follow_symlinks(false);
+    // The daemon's umask 077 left the exported tree 0600/0700 on disk; the
+    // image needs it readable by uid 10001: folders and executables 0755,
+    // other files 0644, owner root, a fixed time (what git's modes say).
+    b.mode(tar::HeaderMode::Deterministic);
     b.append_dir_all(".", dir)?;
     for link in symlinks {
         let mut h = tar::Header::new_gnu();
@@ -1772,6 +1776,53 @@ pub async fn reconcile(ctx: &Arc<Ctx>) {
 #[cfg(test)]
 mod tests {
     use super::telling_lines;
+
+    /// A tree exported under the daemon's umask 077 (0700 folders, 0600
+    /// files) reaches the image readable by the app's uid.
+    #[test]
+    fn the_build_context_is_readable_whatever_the_umask_left() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("notes")).unwrap();
+        let set = |p: &std::path::Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        std::fs::write(tree.join("manage.py"), "print()").unwrap();
+        std::fs::write(tree.join("run.sh"), "true").unwrap();
+        set(&tree.join("manage.py"), 0o600);
+        set(&tree.join("run.sh"), 0o700);
+        set(&tree.join("notes"), 0o700);
+        let out = tmp.path().join("context.tar");
+        super::build_context(&tree, &[], vec![(".paas/x".into(), b"x".to_vec())], &out).unwrap();
+        let mut modes = std::collections::BTreeMap::new();
+        let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let path = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            modes.insert(path, e.header().mode().unwrap());
+        }
+        assert_eq!(
+            modes.get("./manage.py").or(modes.get("manage.py")),
+            Some(&0o644),
+            "{modes:?}"
+        );
+        assert_eq!(
+            modes.get("./run.sh").or(modes.get("run.sh")),
+            Some(&0o755),
+            "{modes:?}"
+        );
+        assert_eq!(
+            modes.get("./notes").or(modes.get("notes")),
+            Some(&0o755),
+            "{modes:?}"
+        );
+    }
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(String::from).collect()
