@@ -32,6 +32,17 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Memory limit of each web container, in MiB (also sets WEB_CONCURRENCY).
     pub memory_mb: u64,
+    /// CPU limit of each app container, in CPUs (fractions allowed): one app
+    /// busy in a loop leaves the rest of the machine to the others.
+    pub cpus: f64,
+    /// Most processes (and threads) one app container may hold: a fork bomb
+    /// stops there instead of filling the host's process table.
+    pub pids_limit: u64,
+    /// Memory limit of each step of an image build, in MiB (swap included):
+    /// a build on a small VPS cannot push the live apps out of memory.
+    pub build_memory_mb: u64,
+    /// CPU limit of each step of an image build, in CPUs.
+    pub build_cpus: f64,
 }
 
 /// Values from the command line or environment, as clap produced them.
@@ -47,6 +58,10 @@ pub struct Overrides {
     pub image_pattern: Option<String>,
     pub drain_timeout_secs: Option<u64>,
     pub memory_mb: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<u64>,
+    pub build_memory_mb: Option<u64>,
+    pub build_cpus: Option<f64>,
 }
 
 /// The TOML file's shape: the same names as the flags.
@@ -61,6 +76,10 @@ struct FileConfig {
     image_pattern: Option<String>,
     drain_timeout_secs: Option<u64>,
     memory_mb: Option<u64>,
+    cpus: Option<f64>,
+    pids_limit: Option<u64>,
+    build_memory_mb: Option<u64>,
+    build_cpus: Option<f64>,
 }
 
 /// A configuration that cannot be used, said so the owner can fix it.
@@ -81,6 +100,12 @@ pub enum ConfigError {
     ImagePattern(String),
     #[error("memory-mb {0} is too small for a Django app; give at least 128")]
     Memory(u64),
+    #[error("{name} = {value} is not a CPU count paas can use; give a number from 0.1 to 1024, e.g. 1 or 0.5")]
+    Cpus { name: &'static str, value: f64 },
+    #[error("pids-limit {0} is too small for gunicorn and its workers; give at least 32")]
+    Pids(u64),
+    #[error("build-memory-mb {0} is out of range; give a number from 256 to 2047 (the engine's build API takes at most 2 GiB)")]
+    BuildMemory(u64),
 }
 
 impl Config {
@@ -130,6 +155,19 @@ impl Config {
         if memory_mb < 128 {
             return Err(ConfigError::Memory(memory_mb));
         }
+        let cpus = cpu_count("cpus", o.cpus.or(file.cpus).unwrap_or(1.0))?;
+        let pids_limit = o.pids_limit.or(file.pids_limit).unwrap_or(256);
+        if pids_limit < 32 {
+            return Err(ConfigError::Pids(pids_limit));
+        }
+        let build_memory_mb = o.build_memory_mb.or(file.build_memory_mb).unwrap_or(768);
+        if !(256..=2047).contains(&build_memory_mb) {
+            return Err(ConfigError::BuildMemory(build_memory_mb));
+        }
+        let build_cpus = cpu_count(
+            "build-cpus",
+            o.build_cpus.or(file.build_cpus).unwrap_or(1.0),
+        )?;
         let build_network = o
             .build_network
             .or(file.build_network)
@@ -147,6 +185,10 @@ impl Config {
                     .unwrap_or(30),
             ),
             memory_mb,
+            cpus,
+            pids_limit,
+            build_memory_mb,
+            build_cpus,
         })
     }
 
@@ -190,6 +232,14 @@ fn addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+fn cpu_count(name: &'static str, value: f64) -> Result<f64, ConfigError> {
+    if (0.1..=1024.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::Cpus { name, value })
+    }
+}
+
 fn valid_domain(d: &str) -> bool {
     !d.is_empty()
         && d.len() <= 200
@@ -218,6 +268,56 @@ mod tests {
         assert_eq!(c.domain, "localhost");
         assert_eq!(c.app_host("blog"), "blog.localhost");
         assert_eq!(c.control_host(), "paas.localhost");
+        assert_eq!((c.memory_mb, c.cpus, c.pids_limit), (512, 1.0, 256));
+        assert_eq!((c.build_memory_mb, c.build_cpus), (768, 1.0));
+    }
+
+    #[test]
+    fn container_limits_come_from_the_file_and_flags_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "cpus = 0.5\npids-limit = 100\nbuild-memory-mb = 1024\nbuild-cpus = 2\n",
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides {
+            config_file: Some(f),
+            data_dir: Some(dir.path().into()),
+            pids_limit: Some(64),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((c.cpus, c.pids_limit), (0.5, 64));
+        assert_eq!((c.build_memory_mb, c.build_cpus), (1024, 2.0));
+        let bad = |o: Overrides| {
+            Config::resolve(Overrides {
+                data_dir: Some("/nonexistent-paas".into()),
+                ..o
+            })
+            .unwrap_err()
+            .to_string()
+        };
+        let e = bad(Overrides {
+            cpus: Some(0.0),
+            ..Default::default()
+        });
+        assert!(e.contains("cpus = 0") && e.contains("give a number"), "{e}");
+        let e = bad(Overrides {
+            build_cpus: Some(f64::NAN),
+            ..Default::default()
+        });
+        assert!(e.contains("build-cpus"), "{e}");
+        let e = bad(Overrides {
+            pids_limit: Some(5),
+            ..Default::default()
+        });
+        assert!(e.contains("at least 32"), "{e}");
+        let e = bad(Overrides {
+            build_memory_mb: Some(4096),
+            ..Default::default()
+        });
+        assert!(e.contains("from 256 to 2047"), "{e}");
     }
 
     #[test]

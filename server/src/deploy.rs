@@ -40,6 +40,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 
+/// Every container of an app (web, Procfile processes, the release phase,
+/// `paas run`) starts from this: the owner's memory, CPU and pids limits,
+/// no Linux capability at all (gunicorn binds port 8000 as uid 10001 and
+/// needs none), no way to gain privileges (setuid binaries stay inert), and
+/// uid 10001. Callers fill in image, command, environment and the rest.
+pub fn confined_app(config: &crate::config::Config) -> ContainerSpec {
+    ContainerSpec {
+        memory_bytes: Some(config.memory_mb as i64 * 1024 * 1024),
+        nano_cpus: Some(nano_cpus(config.cpus)),
+        pids_limit: Some(config.pids_limit as i64),
+        capabilities: Some(Vec::new()),
+        no_new_privileges: true,
+        user: Some(APP_USER.into()),
+        ..Default::default()
+    }
+}
+
+/// CPUs as the engine counts them: billionths of a CPU.
+fn nano_cpus(cpus: f64) -> i64 {
+    (cpus * 1e9).round() as i64
+}
+
 /// Release images kept per app for rollback.
 pub const KEEP_IMAGES: usize = 5;
 /// Upper bound for the release phase (migrate).
@@ -752,6 +774,10 @@ async fn build_steps<E: Engine>(
                     // build step (seconds on slow storage drivers).
                     labels: Vec::new(),
                     network_mode: ctx.config.build_network.as_deref(),
+                    limits: crate::docker::BuildLimits {
+                        memory_bytes: Some(ctx.config.build_memory_mb as i64 * 1024 * 1024),
+                        nano_cpus: Some(nano_cpus(ctx.config.build_cpus)),
+                    },
                 },
                 &mut on_line,
             )
@@ -862,9 +888,7 @@ async fn release_phase<E: Engine>(
         binds: vec![format!("{}:/data", volume.display())],
         network: Some(network.clone()),
         restart_unless_stopped: false,
-        memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
-        user: Some(APP_USER.into()),
-        working_dir: None,
+        ..confined_app(&ctx.config)
     };
     // One container (buildpack::RELEASE_CHECK) shows `check --deploy`, never
     // fatal, then exits like `migrate --check`: non-zero when migrations are
@@ -997,9 +1021,7 @@ async fn go_live<E: Engine>(run: &mut Run<'_, E>, p: Prepared) -> Result<(), Dep
         binds: vec![format!("{}:/data", volume.display())],
         network: Some(network.clone()),
         restart_unless_stopped: true,
-        memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
-        user: Some(APP_USER.into()),
-        working_dir: None,
+        ..confined_app(&ctx.config)
     };
     let id = engine
         .start_container(&web)
@@ -1551,6 +1573,10 @@ fn build_context(
     let file = std::io::BufWriter::new(std::fs::File::create(out)?);
     let mut b = tar::Builder::new(file);
     b.follow_symlinks(false);
+    // The daemon's umask 077 left the exported tree 0600/0700 on disk; the
+    // image needs it readable by uid 10001: folders and executables 0755,
+    // other files 0644, owner root, a fixed time (what git's modes say).
+    b.mode(tar::HeaderMode::Deterministic);
     b.append_dir_all(".", dir)?;
     for link in symlinks {
         let mut h = tar::Header::new_gnu();
@@ -1727,6 +1753,53 @@ async fn reconcile_on<E: Engine>(ctx: &Arc<Ctx>, engine: E) {
 #[cfg(test)]
 mod path_tests {
     use crate::store::ReleaseMeta;
+
+    /// A tree exported under the daemon's umask 077 (0700 folders, 0600
+    /// files) reaches the image readable by the app's uid.
+    #[test]
+    fn the_build_context_is_readable_whatever_the_umask_left() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("notes")).unwrap();
+        let set = |p: &std::path::Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        std::fs::write(tree.join("manage.py"), "print()").unwrap();
+        std::fs::write(tree.join("run.sh"), "true").unwrap();
+        set(&tree.join("manage.py"), 0o600);
+        set(&tree.join("run.sh"), 0o700);
+        set(&tree.join("notes"), 0o700);
+        let out = tmp.path().join("context.tar");
+        super::build_context(&tree, &[], vec![(".paas/x".into(), b"x".to_vec())], &out).unwrap();
+        let mut modes = std::collections::BTreeMap::new();
+        let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let path = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            modes.insert(path, e.header().mode().unwrap());
+        }
+        assert_eq!(
+            modes.get("./manage.py").or(modes.get("manage.py")),
+            Some(&0o644),
+            "{modes:?}"
+        );
+        assert_eq!(
+            modes.get("./run.sh").or(modes.get("run.sh")),
+            Some(&0o755),
+            "{modes:?}"
+        );
+        assert_eq!(
+            modes.get("./notes").or(modes.get("notes")),
+            Some(&0o755),
+            "{modes:?}"
+        );
+    }
 
     #[test]
     fn build_paths_from_the_image_are_checked() {

@@ -22,16 +22,16 @@ use std::time::Duration;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, HostConfig,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, RestartPolicy,
-    RestartPolicyNameEnum,
+    HostConfigLogConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
-    InspectNetworkOptions, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    ResizeContainerTTYOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptions, BuildImageOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    InspectContainerOptions, InspectNetworkOptions, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, ResizeContainerTTYOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
@@ -46,6 +46,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const LONG_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 /// How long `ping` waits before calling the engine unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Log rotation of every container paas creates (json-file driver): at most
+/// `LOG_MAX_FILE` files of `LOG_MAX_SIZE` each, so no app's output fills the
+/// disk, whatever log driver the engine defaults to.
+const LOG_MAX_SIZE: &str = "10m";
+const LOG_MAX_FILE: &str = "3";
+/// CPU weight of a build step against the default 1024 of every container:
+/// when the CPU is contended, live apps get twice a build's share.
+const BUILD_CPU_SHARES: i32 = 512;
+/// The CFS period the build's CPU quota is a share of (100 ms, the kernel's default).
+const BUILD_CPU_PERIOD: i32 = 100_000;
 
 /// Errors from the Docker engine, each with a one-sentence `Display`.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +99,21 @@ pub struct BuildRequest<'a> {
     pub labels: Vec<(String, String)>,
     /// Network mode for the RUN steps (`host` where pip needs the network).
     pub network_mode: Option<&'a str>,
+    /// Memory and CPU of each RUN step.
+    pub limits: BuildLimits,
+}
+
+/// What each step of a build may use. The classic builder applies these to
+/// the container of every RUN step. Its API has no pids limit (and the
+/// CLI's `--ulimit nproc` counts a user's processes across the whole host,
+/// not per container, so it is no stand-in): a process storm in a build is
+/// held only by the memory and CPU limits here.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BuildLimits {
+    /// Memory of a step, swap included (the build API takes at most 2 GiB).
+    pub memory_bytes: Option<i64>,
+    /// CPU of a step, in billionths of a CPU (1_000_000_000 = one CPU).
+    pub nano_cpus: Option<i64>,
 }
 
 /// What container to create.
@@ -107,6 +132,17 @@ pub struct ContainerSpec {
     /// Restart policy `unless-stopped` (otherwise none).
     pub restart_unless_stopped: bool,
     pub memory_bytes: Option<i64>,
+    /// CPU limit in billionths of a CPU (`NanoCpus`; 1_000_000_000 = one CPU).
+    pub nano_cpus: Option<i64>,
+    /// Most processes and threads the container may hold at once: a fork
+    /// bomb stops there instead of filling the host's process table.
+    pub pids_limit: Option<i64>,
+    /// Linux capabilities. `None`: the engine's default set. `Some(list)`:
+    /// all are dropped and only `list` (e.g. `"CHOWN"`) is added back.
+    pub capabilities: Option<Vec<String>>,
+    /// `no-new-privileges`: no setuid binary or file capability can raise a
+    /// process's privileges inside the container.
+    pub no_new_privileges: bool,
     pub user: Option<String>,
     pub working_dir: Option<String>,
 }
@@ -430,17 +466,13 @@ impl Docker {
             }
             context @ BuildContext::File(_) => (context, managed_labels(req.labels)),
         };
-        let mut opts = BuildImageOptionsBuilder::new()
-            .dockerfile(req.dockerfile)
-            .t(req.tag)
-            .rm(true)
-            .forcerm(true);
-        if !option_labels.is_empty() {
-            opts = opts.labels(&option_labels);
-        }
-        if let Some(mode) = req.network_mode {
-            opts = opts.networkmode(mode);
-        }
+        let opts = build_options(
+            req.dockerfile,
+            req.tag,
+            &option_labels,
+            req.network_mode,
+            req.limits,
+        );
         let client = self.patient();
         let body = match context {
             BuildContext::Memory(bytes) => bollard::body_full(bytes::Bytes::from(bytes)),
@@ -457,7 +489,7 @@ impl Docker {
                 ))
             }
         };
-        let mut stream = client.build_image(opts.build(), None, Some(body));
+        let mut stream = client.build_image(opts, None, Some(body));
         let mut splitter = Lines::default();
         let mut last_line = String::new();
         // Remembers the last line a build step printed (not the builder's own
@@ -684,6 +716,24 @@ impl Docker {
                 maximum_retry_count: None,
             }),
             memory: spec.memory_bytes,
+            nano_cpus: spec.nano_cpus,
+            pids_limit: spec.pids_limit,
+            cap_drop: spec.capabilities.as_ref().map(|_| vec!["ALL".to_string()]),
+            cap_add: spec
+                .capabilities
+                .as_ref()
+                .filter(|keep| !keep.is_empty())
+                .cloned(),
+            security_opt: spec
+                .no_new_privileges
+                .then(|| vec!["no-new-privileges:true".to_string()]),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                    ("max-file".to_string(), LOG_MAX_FILE.to_string()),
+                ])),
+            }),
             ..Default::default()
         };
         ContainerCreateBody {
@@ -1324,6 +1374,39 @@ impl Docker {
 /// text that would need escaping): the caller then passes the labels as build
 /// options. The new Dockerfile is appended as a later archive entry of the same
 /// path, which wins when the engine unpacks the context.
+/// The classic builder's options for one build: tag, labels, network and
+/// the limits of every RUN step.
+fn build_options(
+    dockerfile: &str,
+    tag: &str,
+    labels: &HashMap<String, String>,
+    network_mode: Option<&str>,
+    limits: BuildLimits,
+) -> BuildImageOptions {
+    let mut opts = BuildImageOptionsBuilder::new()
+        .dockerfile(dockerfile)
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .cpushares(BUILD_CPU_SHARES);
+    if !labels.is_empty() {
+        opts = opts.labels(labels);
+    }
+    if let Some(mode) = network_mode {
+        opts = opts.networkmode(mode);
+    }
+    if let Some(bytes) = limits.memory_bytes {
+        // memswap = memory: no swap on top, a step that needs more fails.
+        let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
+        opts = opts.memory(bytes).memswap(bytes);
+    }
+    if let Some(nano) = limits.nano_cpus {
+        let quota = i32::try_from(nano / 10_000).unwrap_or(i32::MAX).max(1_000);
+        opts = opts.cpuperiod(BUILD_CPU_PERIOD).cpuquota(quota);
+    }
+    opts.build()
+}
+
 fn label_dockerfile(
     context: &[u8],
     dockerfile: &str,
@@ -1561,6 +1644,186 @@ mod tests {
     }
 
     #[test]
+    fn confinement_maps_to_the_engines_host_config() {
+        let spec = ContainerSpec {
+            image: BASE.into(),
+            memory_bytes: Some(512 << 20),
+            nano_cpus: Some(1_500_000_000),
+            pids_limit: Some(256),
+            capabilities: Some(Vec::new()),
+            no_new_privileges: true,
+            user: Some("10001:10001".into()),
+            ..Default::default()
+        };
+        let body = Docker::create_body(&spec);
+        assert_eq!(body.user.as_deref(), Some("10001:10001"));
+        let h = body.host_config.unwrap();
+        assert_eq!(h.memory, Some(512 << 20));
+        assert_eq!(h.nano_cpus, Some(1_500_000_000));
+        assert_eq!(h.pids_limit, Some(256));
+        assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(h.cap_add, None, "nothing added back");
+        assert_eq!(
+            h.security_opt,
+            Some(vec!["no-new-privileges:true".to_string()])
+        );
+        let log = h.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let opts = log.config.unwrap();
+        assert_eq!(opts.get("max-size").map(String::as_str), Some("10m"));
+        assert_eq!(opts.get("max-file").map(String::as_str), Some("3"));
+
+        // Some capabilities back (the PostgreSQL server's way).
+        let h = Docker::create_body(&ContainerSpec {
+            capabilities: Some(vec!["CHOWN".into(), "SETUID".into()]),
+            ..spec.clone()
+        })
+        .host_config
+        .unwrap();
+        assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(h.cap_add, Some(vec!["CHOWN".to_string(), "SETUID".into()]));
+
+        // Nothing asked: the engine's defaults, but logs still rotate.
+        let h = Docker::create_body(&ContainerSpec {
+            image: BASE.into(),
+            ..Default::default()
+        })
+        .host_config
+        .unwrap();
+        assert_eq!((h.cap_drop, h.cap_add, h.security_opt), (None, None, None));
+        assert_eq!((h.pids_limit, h.nano_cpus, h.memory), (None, None, None));
+        assert!(h
+            .log_config
+            .unwrap()
+            .config
+            .unwrap()
+            .contains_key("max-size"));
+    }
+
+    #[test]
+    fn build_limits_map_to_the_classic_builders_options() {
+        let limits = BuildLimits {
+            memory_bytes: Some(768 << 20),
+            nano_cpus: Some(500_000_000),
+        };
+        let o = build_options("Dockerfile", "paas/x:v1", &HashMap::new(), None, limits);
+        assert_eq!(o.memory, Some(768 << 20));
+        assert_eq!(o.memswap, Some(768 << 20), "no swap on top");
+        assert_eq!(o.cpuperiod, Some(100_000));
+        assert_eq!(o.cpuquota, Some(50_000), "half a CPU");
+        assert_eq!(o.cpushares, Some(512), "live apps weigh more");
+        assert!(o.rm && o.forcerm);
+        assert_eq!(o.t.as_deref(), Some("paas/x:v1"));
+
+        let o = build_options("D", "t", &HashMap::new(), Some("host"), Default::default());
+        assert_eq!((o.memory, o.memswap, o.cpuquota), (None, None, None));
+        assert_eq!(o.networkmode.as_deref(), Some("host"));
+        // Past the API's 2 GiB: clamped, never wrapped to a negative number.
+        let o = build_options(
+            "D",
+            "t",
+            &HashMap::new(),
+            None,
+            BuildLimits {
+                memory_bytes: Some(8 << 30),
+                nano_cpus: None,
+            },
+        );
+        assert_eq!(o.memory, Some(i32::MAX));
+    }
+
+    /// The limits hold in a real container: no capability, no new
+    /// privileges, and a fork loop stops at the pids limit.
+    #[tokio::test]
+    async fn a_confined_container_has_no_capabilities_and_stops_forking_at_its_limit() {
+        let d = engine().await;
+        let scope = Scope::new("confined");
+        let script = [
+            "import os, time",
+            "for l in open('/proc/self/status'):",
+            "    if l.startswith(('CapEff', 'CapBnd', 'NoNewPrivs')): print(' '.join(l.split()))",
+            "n = 0",
+            "try:",
+            "    while n < 500:",
+            "        if os.fork() == 0:",
+            "            time.sleep(5); os._exit(0)",
+            "        n += 1",
+            "except OSError as e:",
+            "    print('fork refused after', n, 'children:', e.strerror)",
+        ]
+        .join("\n");
+        let spec = ContainerSpec {
+            image: BASE.into(),
+            cmd: Some(vec!["python3".into(), "-c".into(), script]),
+            labels: scope.labels(),
+            pids_limit: Some(40),
+            nano_cpus: Some(500_000_000),
+            capabilities: Some(Vec::new()),
+            no_new_privileges: true,
+            user: Some("10001:10001".into()),
+            ..Default::default()
+        };
+        let mut lines = Vec::new();
+        let code = d
+            .run_to_completion(&spec, Duration::from_secs(120), &mut |l| {
+                lines.push(l.trim_end().to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "{lines:?}");
+        assert!(
+            lines.contains(&"CapEff: 0000000000000000".into()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"CapBnd: 0000000000000000".into()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"NoNewPrivs: 1".into()), "{lines:?}");
+        let refused = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("fork refused after "))
+            .unwrap_or_else(|| panic!("the fork loop was never stopped: {lines:?}"));
+        let n: u32 = refused.split(' ').next().unwrap().parse().unwrap();
+        assert!((30..40).contains(&n), "{refused}");
+    }
+
+    /// Every RUN step of a build sees the build's memory and CPU limits.
+    #[tokio::test]
+    async fn build_steps_run_under_the_build_limits() {
+        let d = engine().await;
+        let scope = Scope::new("buildlimits");
+        let tag = format!("paas-test/{}:v1", scope.id);
+        // The scope's id keeps the step out of the build cache.
+        let dockerfile = format!(
+            "FROM {BASE}\nRUN echo {id}; \
+             echo mem $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max); \
+             echo cpu $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max)\n",
+            id = scope.id
+        );
+        let mut lines = Vec::new();
+        d.build_image(
+            BuildRequest {
+                context: BuildContext::Memory(context(&[("Dockerfile", &dockerfile)])),
+                dockerfile: "Dockerfile",
+                tag: &tag,
+                labels: scope.labels(),
+                network_mode: None,
+                limits: BuildLimits {
+                    memory_bytes: Some(300 << 20),
+                    nano_cpus: Some(500_000_000),
+                },
+            },
+            &mut |l| lines.push(l.trim_end().to_string()),
+        )
+        .await
+        .unwrap();
+        let _ = d.remove_image(&tag).await;
+        assert!(lines.contains(&format!("mem {}", 300 << 20)), "{lines:?}");
+        assert!(lines.contains(&"cpu 50000".to_string()), "{lines:?}");
+    }
+
+    #[test]
     fn strips_ansi_colours() {
         assert_eq!(strip_ansi("\u{1b}[91mERROR: x"), "ERROR: x");
         assert_eq!(strip_ansi("\u{1b}[0mok\u{1b}[1;31m!"), "ok!");
@@ -1672,6 +1935,7 @@ mod tests {
                 ]
                 .concat(),
                 network_mode: Some("host"),
+                limits: BuildLimits::default(),
             },
             &mut on_line,
         )
@@ -1776,6 +2040,7 @@ mod tests {
                     tag: &tag,
                     labels: scope.labels(),
                     network_mode: None,
+                    limits: BuildLimits::default(),
                 },
                 &mut on_line,
             )
@@ -1814,6 +2079,7 @@ mod tests {
                         tag: &tag,
                         labels: scope.labels(),
                         network_mode: None,
+                        limits: BuildLimits::default(),
                     },
                     &mut |_| {},
                 )

@@ -331,6 +331,18 @@ struct ServeArgs {
     /// Memory limit of each app container, in MiB [default: 512].
     #[arg(long, env = "PAAS_MEMORY_MB")]
     memory_mb: Option<u64>,
+    /// CPU limit of each app container, in CPUs (e.g. 0.5) [default: 1].
+    #[arg(long, env = "PAAS_CPUS")]
+    cpus: Option<f64>,
+    /// Most processes and threads each app container may hold [default: 256].
+    #[arg(long, env = "PAAS_PIDS_LIMIT")]
+    pids_limit: Option<u64>,
+    /// Memory limit of each image build step, in MiB, swap included [default: 768].
+    #[arg(long, env = "PAAS_BUILD_MEMORY_MB")]
+    build_memory_mb: Option<u64>,
+    /// CPU limit of each image build step, in CPUs [default: 1].
+    #[arg(long, env = "PAAS_BUILD_CPUS")]
+    build_cpus: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -557,6 +569,10 @@ async fn serve(a: ServeArgs) -> ExitCode {
         image_pattern: a.image_pattern,
         drain_timeout_secs: a.drain_timeout_secs,
         memory_mb: a.memory_mb,
+        cpus: a.cpus,
+        pids_limit: a.pids_limit,
+        build_memory_mb: a.build_memory_mb,
+        build_cpus: a.build_cpus,
     }) {
         Ok(c) => c,
         Err(e) => {

@@ -29,6 +29,15 @@ pub const POSTGRES_IMAGE: &str = "postgres:17";
 pub const PG_ALIAS: &str = "paas-postgres";
 pub(crate) const PG_PORT: u16 = 5432;
 const PG_MEMORY_BYTES: i64 = 384 << 20;
+/// Processes of the server: `max_connections` (60) backends, its auxiliary
+/// processes (checkpointer, WAL writer, autovacuum and parallel workers,
+/// about 20 at most) and headroom.
+const PG_PIDS_LIMIT: i64 = 160;
+/// The capabilities the server's entrypoint needs: it starts as root, makes
+/// its data folder the `postgres` user's (CHOWN, FOWNER for chmod, and
+/// DAC_OVERRIDE to reach folders of another owner) and then drops to that
+/// user (SETUID, SETGID). Every other capability is dropped.
+const PG_CAPABILITIES: &[&str] = &["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"];
 /// Small-machine settings: modest caches, few connections.
 const PG_SETTINGS: &[&str] = &[
     "shared_buffers=48MB",
@@ -154,6 +163,9 @@ pub async fn ensure_server(ctx: &Ctx) -> Result<String, DataError> {
         network: Some(network),
         restart_unless_stopped: true,
         memory_bytes: Some(PG_MEMORY_BYTES),
+        pids_limit: Some(PG_PIDS_LIMIT),
+        capabilities: Some(PG_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+        no_new_privileges: true,
         ..Default::default()
     };
     ctx.docker.start_container(&spec).await?;

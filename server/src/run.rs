@@ -279,9 +279,7 @@ pub fn one_off_spec(
         binds: vec![format!("{}:/data", volume.display())],
         network: Some(crate::layout::network_name(&app.name)),
         restart_unless_stopped: false,
-        memory_bytes: Some(ctx.config.memory_mb as i64 * 1024 * 1024),
-        user: Some(crate::layout::APP_USER.into()),
-        working_dir: None,
+        ..crate::deploy::confined_app(&ctx.config)
     })
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod buildpack;
 mod cli;
+mod containers;
 mod dashboard;
 mod data;
 mod edge;

@@ -41,6 +41,10 @@ impl Fixture {
             image_pattern: "python:{version}-slim".into(),
             drain_timeout: Duration::from_millis(20),
             memory_mb: 256,
+            cpus: 1.0,
+            pids_limit: 256,
+            build_memory_mb: 768,
+            build_cpus: 1.0,
         };
         let store = Store::open(&data_dir.join("paas.db")).unwrap();
         store.create_app(APP, "not-a-secret").unwrap();
