@@ -73,8 +73,6 @@ impl AdminToken {
     /// Load `<data-dir>/admin.token`, creating it (0600) when missing.
     /// Returns the token and whether it was just created (print it then).
     pub fn load_or_create(data_dir: &Path) -> std::io::Result<(AdminToken, bool)> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = data_dir.join("admin.token");
         match std::fs::read_to_string(&path) {
             Ok(t) if !t.trim().is_empty() => Ok((
@@ -85,13 +83,7 @@ impl AdminToken {
             )),
             _ => {
                 let token = random_token(24);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                writeln!(f, "{token}")?;
+                crate::layout::write_private(&path, format!("{token}\n").as_bytes())?;
                 Ok((AdminToken { token }, true))
             }
         }
