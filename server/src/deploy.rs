@@ -57,6 +57,14 @@ pub fn confined_app(config: &crate::config::Config) -> ContainerSpec {
     }
 }
 
+/// A build that failed because a layer it used from the cache was removed
+/// under it (the engine's words for it), not because of the app.
+fn lost_a_cached_layer(e: &crate::docker::DockerError) -> bool {
+    let text = e.to_string();
+    text.contains("unknown parent image ID")
+        || (text.contains("failed to get digest") && text.contains("no such file or directory"))
+}
+
 /// CPUs as the engine counts them: billionths of a CPU.
 fn nano_cpus(cpus: f64) -> i64 {
     (cpus * 1e9).round() as i64
@@ -764,32 +772,35 @@ async fn build_steps<E: Engine>(
                 append_log(store, release_id, progress);
             }
         };
-        engine
-            .build_image(
-                crate::docker::BuildRequest {
-                    context: crate::docker::BuildContext::File(context),
-                    dockerfile: ".paas/Dockerfile",
-                    tag: &tag,
-                    // The tag names the image; a LABEL would be one more
-                    // build step (seconds on slow storage drivers).
-                    labels: Vec::new(),
-                    network_mode: ctx.config.build_network.as_deref(),
-                    limits: crate::docker::BuildLimits {
-                        memory_bytes: Some(ctx.config.build_memory_mb as i64 * 1024 * 1024),
-                        nano_cpus: Some(nano_cpus(ctx.config.build_cpus)),
-                    },
-                },
-                &mut on_line,
-            )
-            .await
-            .map_err(|e| match e {
-                e @ crate::docker::DockerError::Unreachable { .. } => {
-                    engine_failed(e, "push again")
-                }
-                e => DeployError::Failed(format!(
-                    "the image build failed: {e}. Fix the cause shown above and push again"
-                )),
-            })?;
+        let request = || crate::docker::BuildRequest {
+            context: crate::docker::BuildContext::File(context.clone()),
+            dockerfile: ".paas/Dockerfile",
+            tag: &tag,
+            // The tag names the image; a LABEL would be one more
+            // build step (seconds on slow storage drivers).
+            labels: Vec::new(),
+            network_mode: ctx.config.build_network.as_deref(),
+            limits: crate::docker::BuildLimits {
+                memory_bytes: Some(ctx.config.build_memory_mb as i64 * 1024 * 1024),
+                nano_cpus: Some(nano_cpus(ctx.config.build_cpus)),
+            },
+        };
+        let mut built = engine.build_image(request(), &mut on_line).await;
+        if built.as_ref().is_err_and(lost_a_cached_layer) {
+            // Another app's cleanup removed a cached layer this build stood
+            // on (builds of the same dependencies share them): once more,
+            // on what is there now.
+            on_line(
+                "A cached layer went away during the build (another app's cleanup): building again",
+            );
+            built = engine.build_image(request(), &mut on_line).await;
+        }
+        built.map_err(|e| match e {
+            e @ crate::docker::DockerError::Unreachable { .. } => engine_failed(e, "push again"),
+            e => DeployError::Failed(format!(
+                "the image build failed: {e}. Fix the cause shown above and push again"
+            )),
+        })?;
     }
     run.image = Some(tag.clone());
     run.timed("build", t);

@@ -63,6 +63,8 @@ pub struct State {
     /// Calls that fail, by name (`build_image`, `start_container`, …),
     /// after letting the given number through.
     failing: HashMap<&'static str, (usize, DockerError)>,
+    /// Calls that fail once, then behave.
+    fail_once: HashMap<&'static str, DockerError>,
     /// Exit codes of one-off containers whose command contains the key.
     exit_codes: Vec<(String, i64)>,
     /// Images whose web containers exit at start with this output.
@@ -102,6 +104,11 @@ impl MemoryEngine {
     /// `call` succeeds `n` more times, then fails with `error`.
     pub fn fail_after(&self, call: &'static str, n: usize, error: DockerError) {
         self.state().failing.insert(call, (n, error));
+    }
+
+    /// The next `call` fails with `error`; later ones behave.
+    pub fn fail_once(&self, call: &'static str, error: DockerError) {
+        self.state().fail_once.insert(call, error);
     }
 
     /// One-off containers whose command contains `needle` exit with `code`.
@@ -152,6 +159,9 @@ impl MemoryEngine {
             watch(name);
         }
         let mut s = self.state();
+        if let Some(e) = s.fail_once.remove(name) {
+            return Err(e);
+        }
         match s.failing.get_mut(name) {
             Some((0, e)) => Err(copy(e)),
             Some((n, _)) => {

@@ -637,6 +637,22 @@ async fn a_failed_build_leaves_the_live_release_and_its_route() {
 }
 
 #[tokio::test]
+async fn a_build_whose_cached_layer_was_removed_under_it_is_built_again() {
+    let f = Fixture::new();
+    f.with_v1_live().await;
+    f.engine.fail_once(
+        "build_image",
+        DockerError::Build {
+            message: "failed to export image: failed to set parent sha256:65fd: unknown parent image ID sha256:65fd".into(),
+        },
+    );
+    let (r, out) = f.push("2222222", &[]).await;
+    assert_eq!(r.unwrap().version, 2, "{out}");
+    assert!(out.contains("building again"), "{out}");
+    f.assert_serving(2);
+}
+
+#[tokio::test]
 async fn a_failed_migration_leaves_the_live_release_and_its_route() {
     let f = Fixture::new();
     let v1 = f.with_v1_live().await;
