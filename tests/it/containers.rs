@@ -182,11 +182,11 @@ impl Drop for Bomb {
 }
 
 /// A fork bomb in one app fills its container to the pids limit and holds
-/// it there (every child sleeps, and the loop keeps forking, so the count
-/// stays pinned at the limit instead of collapsing the way `f|f&` does when
-/// its forks fail: that version once fell to 5 processes mid-check in CI);
-/// `timeout` ends the loop after 40 s and the container's end kills the
-/// sleepers. Meanwhile another app answers through the proxy and the
+/// it there: every child sleeps and the parent keeps forking through the
+/// failures, so the count stays pinned at the limit. (A shell bomb does not:
+/// `f|f&` collapsed to 5 processes mid-check in CI, and dash exits at its
+/// first failed fork.) `timeout` ends the parent after 40 s and the
+/// container's end kills the sleepers. Meanwhile another app answers through the proxy and the
 /// daemon's API answers; the bomb's container is gone afterwards.
 #[test]
 fn a_fork_bomb_in_one_app_leaves_another_answering() {
@@ -234,7 +234,7 @@ fn a_fork_bomb_in_one_app_leaves_another_answering() {
             "--",
             "sh",
             "-c",
-            "timeout 40 sh -c 'while :; do sleep 60 & done' 2>/dev/null; echo bomb-over",
+            "timeout 40 python -c 'import os, time\nwhile True:\n    try:\n        os.fork() or (time.sleep(60), os._exit(0))\n    except OSError:\n        time.sleep(0.01)' 2>/dev/null; echo bomb-over",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
