@@ -105,6 +105,36 @@ impl AdminToken {
     }
 }
 
+/// Who a presented secret is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The admin token from `<data-dir>/admin.token`.
+    Admin,
+    /// The API token of this name, admin-scoped.
+    Token(String),
+    /// A deploy-only token: it may push to and read this one app, nothing
+    /// else (no config, no one-off commands, no tokens, no dashboard).
+    Deploy { name: String, app: String },
+}
+
+impl Credential {
+    /// The token's name (`None`: the admin token).
+    pub fn token_name(&self) -> Option<&str> {
+        match self {
+            Credential::Admin => None,
+            Credential::Token(name) | Credential::Deploy { name, .. } => Some(name),
+        }
+    }
+
+    /// The one app a deploy-only token is for (`None`: admin scope).
+    pub fn deploy_app(&self) -> Option<&str> {
+        match self {
+            Credential::Deploy { app, .. } => Some(app),
+            _ => None,
+        }
+    }
+}
+
 /// Dashboard sessions: random ids held in memory (a restart logs everyone
 /// out), each with its CSRF token for state-changing forms.
 #[derive(Default)]
@@ -173,6 +203,15 @@ impl Sessions {
             .retain(|_, s| s.token.as_deref() != Some(name));
     }
 
+    /// The API token a live session was opened with: `Some(None)` for the
+    /// admin token, `None` for no live session.
+    pub fn opened_with(&self, id: &str) -> Option<Option<String>> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(id)
+            .filter(|s| s.seen.elapsed() < SESSION_IDLE)
+            .map(|s| s.token.clone())
+    }
+
     /// End a session.
     pub fn remove(&self, id: &str) {
         self.inner
@@ -205,24 +244,39 @@ pub fn random_hex(bytes: usize) -> String {
     crate::layout::hex(&buf)
 }
 
-/// Failed logins per client address: after [`LoginLimiter::MAX_FAILURES`]
-/// within [`LoginLimiter::WINDOW`], that address is refused until the window
-/// passes.
-#[derive(Default)]
+/// Failed logins and wrong tokens per client address: after `max` within
+/// [`LoginLimiter::WINDOW`], that address is refused until the oldest ages
+/// out.
 pub struct LoginLimiter {
+    max: usize,
     failures: Mutex<HashMap<std::net::IpAddr, Vec<Instant>>>,
 }
 
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        LoginLimiter::new(Self::MAX_FAILURES)
+    }
+}
+
 impl LoginLimiter {
+    /// The default of `max`.
     pub const MAX_FAILURES: usize = 10;
     pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+
+    /// A limiter refusing an address after `max` failures in the window.
+    pub fn new(max: usize) -> LoginLimiter {
+        LoginLimiter {
+            max,
+            failures: Mutex::default(),
+        }
+    }
 
     /// Is this address allowed to try now?
     pub fn allowed(&self, ip: std::net::IpAddr) -> bool {
         let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let list = m.entry(ip).or_default();
         list.retain(|t| t.elapsed() < Self::WINDOW);
-        list.len() < Self::MAX_FAILURES
+        list.len() < self.max
     }
 
     /// Record a failed attempt.

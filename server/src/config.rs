@@ -43,6 +43,9 @@ pub struct Config {
     pub build_memory_mb: u64,
     /// CPU limit of each step of an image build, in CPUs.
     pub build_cpus: f64,
+    /// Failed logins and wrong tokens one address may send within 15
+    /// minutes; then it is refused until they age out.
+    pub auth_failure_limit: usize,
 }
 
 /// Values from the command line or environment, as clap produced them.
@@ -62,6 +65,7 @@ pub struct Overrides {
     pub pids_limit: Option<u64>,
     pub build_memory_mb: Option<u64>,
     pub build_cpus: Option<f64>,
+    pub auth_failure_limit: Option<usize>,
 }
 
 /// The TOML file's shape: the same names as the flags.
@@ -80,6 +84,7 @@ struct FileConfig {
     pids_limit: Option<u64>,
     build_memory_mb: Option<u64>,
     build_cpus: Option<f64>,
+    auth_failure_limit: Option<usize>,
 }
 
 /// A configuration that cannot be used, said so the owner can fix it.
@@ -106,6 +111,8 @@ pub enum ConfigError {
     Pids(u64),
     #[error("build-memory-mb {0} is out of range; give a number from 256 to 2047 (the engine's build API takes at most 2 GiB)")]
     BuildMemory(u64),
+    #[error("auth-failure-limit 0 would lock everyone out; give at least 1 (the default is 10)")]
+    AuthFailureLimit,
 }
 
 impl Config {
@@ -168,6 +175,13 @@ impl Config {
             "build-cpus",
             o.build_cpus.or(file.build_cpus).unwrap_or(1.0),
         )?;
+        let auth_failure_limit = o
+            .auth_failure_limit
+            .or(file.auth_failure_limit)
+            .unwrap_or(10);
+        if auth_failure_limit == 0 {
+            return Err(ConfigError::AuthFailureLimit);
+        }
         let build_network = o
             .build_network
             .or(file.build_network)
@@ -189,6 +203,7 @@ impl Config {
             pids_limit,
             build_memory_mb,
             build_cpus,
+            auth_failure_limit,
         })
     }
 

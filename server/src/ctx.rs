@@ -52,6 +52,7 @@ impl Ctx {
         token: AdminToken,
         hook: HookEnv,
     ) -> Ctx {
+        let login_limiter = LoginLimiter::new(config.auth_failure_limit);
         Ctx {
             config,
             store,
@@ -62,10 +63,26 @@ impl Ctx {
             token,
             sessions: Sessions::default(),
             hook,
-            login_limiter: LoginLimiter::default(),
+            login_limiter,
             history: History::default(),
             usage: UsageHistory::default(),
             pg_server: tokio::sync::Mutex::new(()),
         }
     }
+}
+
+/// Who is calling, as the guard established it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The token presented in `Authorization`, if any.
+    pub credential: Option<crate::auth::Credential>,
+    /// The dashboard session riding on the request's cookie, if live.
+    pub session: Option<Session>,
+}
+
+/// A live dashboard session: its id and its CSRF token (for rendering forms).
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: String,
+    pub csrf: String,
 }

@@ -274,10 +274,18 @@ async fn login(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return r;
     };
-    let id = ctx.sessions.create_for(match &who {
-        crate::tokens::Credential::Admin => None,
-        crate::tokens::Credential::Token(name) => Some(name),
-    });
+    if let crate::tokens::Credential::Deploy { name, app } = &who {
+        tracing::warn!(%ip, token = %name, "a deploy-only token tried the dashboard");
+        let mut c = Context::new();
+        c.insert(
+            "error",
+            &format!("The token {name} may only deploy and read the app {app}; it cannot open the dashboard. Log in with the admin token or a token made without --app."),
+        );
+        let mut r = render("login.html", c, None);
+        *r.status_mut() = StatusCode::FORBIDDEN;
+        return r;
+    }
+    let id = ctx.sessions.create_for(who.token_name());
     (
         [(
             header::SET_COOKIE,

@@ -118,6 +118,15 @@ async fn remove_everything(ctx: &Ctx, app: &App) -> Result<(usize, usize), DataE
     ctx.store
         .delete_app(name)
         .map_err(|e| DataError::internal(e.to_string()))?;
+    // Its deploy-only tokens die with it: a leftover CI secret must not
+    // create a new app of the same name with its first push.
+    let tokens = ctx
+        .store
+        .revoke_app_tokens(name)
+        .map_err(|e| DataError::internal(e.to_string()))?;
+    for t in &tokens {
+        ctx.sessions.remove_for_token(t);
+    }
     tracing::info!(app = %name, containers = containers.len(), images, "app destroyed");
     Ok((containers.len(), images))
 }

@@ -227,6 +227,7 @@ enum Command {
     /// List the API tokens: name, created, last used (never the secret).
     Tokens(ClientArgs),
     /// Create an API token for the API, git and the dashboard; prints it once.
+    /// With --app, a deploy-only token: it may push to and read that app, nothing else.
     #[command(name = "tokens:create")]
     TokensCreate {
         #[command(flatten)]
@@ -234,8 +235,11 @@ enum Command {
         /// A name to tell it by, e.g. laptop.
         #[arg(long)]
         name: String,
+        /// Make a deploy-only token for this app (for CI): git push and read-only API.
+        #[arg(long = "app", value_name = "APP")]
+        scope_app: Option<String>,
     },
-    /// Revoke an API token: it stops working at once.
+    /// Revoke an API token, and every token it made: they stop working at once.
     #[command(name = "tokens:revoke")]
     TokensRevoke {
         #[command(flatten)]
@@ -343,6 +347,10 @@ struct ServeArgs {
     /// CPU limit of each image build step, in CPUs [default: 1].
     #[arg(long, env = "PAAS_BUILD_CPUS")]
     build_cpus: Option<f64>,
+    /// Failed logins and wrong tokens one address may send in 15 minutes
+    /// before it is refused until they age out [default: 10].
+    #[arg(long, env = "PAAS_AUTH_FAILURE_LIMIT")]
+    auth_failure_limit: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -524,9 +532,13 @@ async fn run_client(command: Command) -> client::Result<()> {
             data::restore(&t, &app, &id, confirm.as_deref()).await
         }
         Command::Tokens(c) => tokens::list(&target(&c)?).await,
-        Command::TokensCreate { client, name } => {
+        Command::TokensCreate {
+            client,
+            name,
+            scope_app,
+        } => {
             tokens::check_name(&name)?;
-            tokens::create(&target(&client)?, &name).await
+            tokens::create(&target(&client)?, &name, scope_app.as_deref()).await
         }
         Command::TokensRevoke { client, name } => tokens::revoke(&target(&client)?, &name).await,
         Command::Login { url, token } => login::login(&url, token).await,
@@ -573,6 +585,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
         pids_limit: a.pids_limit,
         build_memory_mb: a.build_memory_mb,
         build_cpus: a.build_cpus,
+        auth_failure_limit: a.auth_failure_limit,
     }) {
         Ok(c) => c,
         Err(e) => {

@@ -5,10 +5,10 @@
 //! again and no body or query is parsed for a stranger. What it learned
 //! travels to the handler as a [`Caller`] extension.
 
+use crate::auth::Credential;
 use crate::auth::{constant_time_eq, session_cookie};
 use crate::ctx::Ctx;
 use crate::http_error::{unauthorized, ApiError};
-use crate::tokens::Credential;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -93,21 +93,7 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("POST", "/{app}.git/git-receive-pack", Guard::Git),
 ];
 
-/// Who is calling, as the guard established it.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    /// The token presented in `Authorization`, if any.
-    pub credential: Option<Credential>,
-    /// The dashboard session riding on the request's cookie, if live.
-    pub session: Option<Session>,
-}
-
-/// A live dashboard session: its id and its CSRF token (for rendering forms).
-#[derive(Clone, Debug)]
-pub struct Session {
-    pub id: String,
-    pub csrf: String,
-}
+pub use crate::ctx::{Caller, Session};
 
 /// The whole control-plane router.
 pub fn router(ctx: Arc<Ctx>) -> Router {
@@ -137,13 +123,73 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .with_state(ctx)
 }
 
+/// What a deploy-only token may read besides git for its app: its app's
+/// state, never its config, data, one-off commands, tokens or pages.
+pub const DEPLOY_READS: &[&str] = &[
+    "/api/apps/{app}",
+    "/api/apps/{app}/releases",
+    "/api/apps/{app}/releases/{version}",
+    "/api/apps/{app}/ps",
+    "/api/apps/{app}/logs",
+    "/api/apps/{app}/domains",
+];
+
+/// May a deploy-only token for `app` make this request? Git for its app
+/// (push and fetch), and GETs of [`DEPLOY_READS`] for its app.
+fn deploy_token_may(
+    kind: Guard,
+    method: &Method,
+    matched: Option<&str>,
+    path: &str,
+    app: &str,
+) -> bool {
+    match kind {
+        Guard::Git => crate::api::split_git_path(path).is_some_and(|(a, _)| a == app),
+        Guard::Api => {
+            matches!(*method, Method::GET | Method::HEAD)
+                && matched.is_some_and(|m| DEPLOY_READS.contains(&m))
+                && path.split('/').nth(3) == Some(app)
+        }
+        _ => false,
+    }
+}
+
+/// The peer's address (unspecified when the server gave none, as in unit tests).
+fn peer_ip(req: &Request) -> std::net::IpAddr {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
 /// The credential in the request's `Authorization` header (bearer or basic
-/// password): the admin token or a live API token.
-pub fn header_credential(ctx: &Ctx, headers: &HeaderMap) -> Option<Credential> {
+/// password): the admin token or a live API token. A wrong secret counts
+/// against the peer's address like a failed login; an address over the
+/// limit is refused (429) before its secret is even checked.
+fn header_credential(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    ip: std::net::IpAddr,
+) -> Result<Option<Credential>, Box<Response>> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    crate::auth::presented_secret(auth).and_then(|s| crate::tokens::check_secret(ctx, &s))
+    let Some(secret) = crate::auth::presented_secret(auth) else {
+        return Ok(None);
+    };
+    if !ctx.login_limiter.allowed(ip) {
+        return Err(Box::new(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong tokens and failed logins from your address: wait 15 minutes, then use the admin token (admin.token in paas's data directory) or a live API token".into(),
+        )
+        .into_response()));
+    }
+    let found = crate::tokens::check_secret(ctx, &secret);
+    if found.is_none() {
+        ctx.login_limiter.failed(ip);
+        tracing::warn!(%ip, "a wrong token was presented");
+    }
+    Ok(found)
 }
 
 fn live_session(ctx: &Ctx, headers: &HeaderMap) -> Option<Session> {
@@ -190,8 +236,36 @@ async fn guard(
         // 404/405 without running a handler.
         return next.run(req).await;
     };
+    let ip = peer_ip(&req);
     let headers = req.headers();
-    let credential = header_credential(&ctx, headers);
+    // The hook's secret is not a token: it is checked below, on its own.
+    let credential = if kind == Guard::Hook {
+        None
+    } else {
+        match header_credential(&ctx, headers, ip) {
+            Ok(c) => c,
+            Err(refused) => return *refused,
+        }
+    };
+    // Pages and forms go by the session alone; where a token counts, a
+    // deploy-only one reaches its own app's git and reads only.
+    let token_counts = matches!(kind, Guard::Api | Guard::Token | Guard::Git);
+    if let (true, Some(Credential::Deploy { name, app })) = (token_counts, &credential) {
+        if !deploy_token_may(
+            kind,
+            req.method(),
+            matched.as_deref(),
+            req.uri().path(),
+            app,
+        ) {
+            tracing::warn!(token = %name, %app, path = req.uri().path(), "a deploy-only token was refused");
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                format!("the token {name} may only deploy and read the app {app}: use the admin token, or a token made without --app, for this"),
+            )
+            .into_response();
+        }
+    }
     let session = live_session(&ctx, headers);
     match kind {
         Guard::Hook => {
@@ -369,6 +443,58 @@ mod tests {
             Some("a+b")
         );
         assert_eq!(form_field(b"version=3", "csrf"), None);
+    }
+
+    #[test]
+    fn a_deploy_token_reaches_git_and_the_reads_of_its_own_app_only() {
+        let get = Method::GET;
+        let may = |kind, method: &Method, matched: Option<&str>, path: &str| {
+            deploy_token_may(kind, method, matched, path, "blog")
+        };
+        assert!(may(
+            Guard::Git,
+            &Method::POST,
+            None,
+            "/blog.git/git-receive-pack"
+        ));
+        assert!(may(Guard::Git, &get, None, "/blog.git/info/refs"));
+        assert!(!may(Guard::Git, &get, None, "/blog2.git/info/refs"));
+        assert!(!may(Guard::Git, &get, None, "/shop.git/info/refs"));
+        let own = Some("/api/apps/{app}/releases");
+        assert!(may(Guard::Api, &get, own, "/api/apps/blog/releases"));
+        assert!(may(
+            Guard::Api,
+            &Method::HEAD,
+            own,
+            "/api/apps/blog/releases"
+        ));
+        assert!(!may(Guard::Api, &get, own, "/api/apps/shop/releases"));
+        assert!(!may(Guard::Api, &get, own, "/api/apps/blog%2f/releases"));
+        let config = Some("/api/apps/{app}/config");
+        assert!(!may(Guard::Api, &get, config, "/api/apps/blog/config"));
+        assert!(!may(
+            Guard::Api,
+            &Method::POST,
+            Some("/api/apps/{app}/restart"),
+            "/api/apps/blog/restart"
+        ));
+        assert!(!may(Guard::Api, &get, Some("/api/apps"), "/api/apps"));
+        assert!(!may(
+            Guard::Token,
+            &get,
+            Some("/api/apps/{app}/run/tty"),
+            "/api/apps/blog/run/tty"
+        ));
+        assert!(!may(Guard::Page, &get, Some("/apps/{app}"), "/apps/blog"));
+        // Every read it is given is a real GET route of the table.
+        for r in DEPLOY_READS {
+            assert!(
+                ROUTES
+                    .iter()
+                    .any(|(m, p, g)| *m == "GET" && p == r && *g == Guard::Api),
+                "{r} is not a GET API route"
+            );
+        }
     }
 
     #[test]

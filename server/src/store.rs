@@ -61,6 +61,14 @@ CREATE TABLE api_tokens (
     last_used_at  INTEGER
 );
 "#,
+    // A token's scope: `app` NULL is an admin-scoped token (what every token
+    // made before this was); an app's name makes a deploy-only token for it.
+    // `created_by` names the token that minted it (NULL: the admin token),
+    // so revoking a token revokes what it made.
+    r#"
+ALTER TABLE api_tokens ADD COLUMN app TEXT;
+ALTER TABLE api_tokens ADD COLUMN created_by TEXT;
+"#,
 ];
 
 /// Where a release is in its deploy. Stored as its lower-case name.
@@ -199,6 +207,18 @@ pub struct ApiToken {
     pub name: String,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// `None`: admin scope. `Some(app)`: may only deploy and read that app.
+    pub app: Option<String>,
+    /// The token that minted this one (`None`: the admin token).
+    pub created_by: Option<String>,
+}
+
+/// A live token, as a presented secret resolves to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenScope {
+    pub name: String,
+    /// `None`: admin scope; `Some(app)`: deploy-only for that app.
+    pub app: Option<String>,
 }
 
 /// The state database.
@@ -517,12 +537,21 @@ impl Store {
 
     // ---- API tokens ----
 
-    /// Record a token by the SHA-256 hex of its secret.
-    pub fn create_token(&self, name: &str, hash: &str) -> Result<ApiToken, StoreError> {
+    /// Record a token by the SHA-256 hex of its secret: admin-scoped when
+    /// `app` is `None`, else deploy-only for that app; `created_by` is the
+    /// minting token's name (`None`: the admin token).
+    pub fn create_token(
+        &self,
+        name: &str,
+        hash: &str,
+        app: Option<&str>,
+        created_by: Option<&str>,
+    ) -> Result<ApiToken, StoreError> {
         let created_at = now();
         let n = self.db().execute(
-            "INSERT OR IGNORE INTO api_tokens (name, hash, created_at) VALUES (?1, ?2, ?3)",
-            params![name, hash, created_at],
+            "INSERT OR IGNORE INTO api_tokens (name, hash, created_at, app, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, hash, created_at, app, created_by],
         )?;
         if n == 0 {
             return Err(StoreError::TokenExists(name.into()));
@@ -531,44 +560,94 @@ impl Store {
             name: name.into(),
             created_at,
             last_used_at: None,
+            app: app.map(str::to_string),
+            created_by: created_by.map(str::to_string),
         })
     }
 
     /// Every token, by name.
     pub fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         let db = self.db();
-        let mut st =
-            db.prepare("SELECT name, created_at, last_used_at FROM api_tokens ORDER BY name")?;
+        let mut st = db.prepare(
+            "SELECT name, created_at, last_used_at, app, created_by FROM api_tokens ORDER BY name",
+        )?;
         let rows = st.query_map([], |r| {
             Ok(ApiToken {
                 name: r.get(0)?,
                 created_at: r.get(1)?,
                 last_used_at: r.get(2)?,
+                app: r.get(3)?,
+                created_by: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Delete a token: it stops working with the next request.
-    pub fn revoke_token(&self, name: &str) -> Result<(), StoreError> {
-        let n = self
-            .db()
-            .execute("DELETE FROM api_tokens WHERE name = ?1", [name])?;
-        if n == 0 {
+    /// Delete a token and every token minted by it, or by those, and so on:
+    /// they stop working with the next request. Answers the names deleted,
+    /// the named one first.
+    pub fn revoke_token(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let names: Vec<String> = {
+            let mut st = tx.prepare(
+                "WITH RECURSIVE doomed(name, depth) AS (
+                     SELECT name, 0 FROM api_tokens WHERE name = ?1
+                     UNION
+                     SELECT t.name, d.depth + 1 FROM api_tokens t JOIN doomed d ON t.created_by = d.name
+                 )
+                 SELECT name FROM doomed ORDER BY depth, name",
+            )?;
+            let rows = st.query_map([name], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if names.is_empty() {
             return Err(StoreError::NoSuchToken(name.into()));
         }
-        Ok(())
+        for n in &names {
+            tx.execute("DELETE FROM api_tokens WHERE name = ?1", [n])?;
+        }
+        tx.commit()?;
+        Ok(names)
     }
 
-    /// The name of the token with this hash, if any; marks it used.
-    pub fn use_token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+    /// Delete the deploy-only tokens of an app (the app is gone): answers
+    /// their names.
+    pub fn revoke_app_tokens(&self, app: &str) -> Result<Vec<String>, StoreError> {
+        let names: Vec<String> = {
+            let db = self.db();
+            let mut st = db.prepare("SELECT name FROM api_tokens WHERE app = ?1 ORDER BY name")?;
+            let rows = st.query_map([app], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut gone = Vec::new();
+        for n in names {
+            match self.revoke_token(&n) {
+                Ok(mut list) => gone.append(&mut list),
+                // Revoked already, as a descendant of an earlier one.
+                Err(StoreError::NoSuchToken(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(gone)
+    }
+
+    /// The token with this hash, if any; marks it used.
+    pub fn use_token(&self, hash: &str) -> Result<Option<TokenScope>, StoreError> {
         let db = self.db();
-        let name: Option<String> = db
-            .query_row("SELECT name FROM api_tokens WHERE hash = ?1", [hash], |r| {
-                r.get(0)
-            })
+        let found: Option<TokenScope> = db
+            .query_row(
+                "SELECT name, app FROM api_tokens WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(TokenScope {
+                        name: r.get(0)?,
+                        app: r.get(1)?,
+                    })
+                },
+            )
             .optional()?;
-        if name.is_some() {
+        if found.is_some() {
             // At most one write a minute per token, not one per request.
             db.execute(
                 "UPDATE api_tokens SET last_used_at = ?2 WHERE hash = ?1
@@ -576,7 +655,7 @@ impl Store {
                 params![hash, now()],
             )?;
         }
-        Ok(name)
+        Ok(found)
     }
 
     // ---- domains ----
@@ -715,18 +794,42 @@ mod tests {
     #[test]
     fn tokens_are_created_listed_used_and_revoked() {
         let s = Store::open_in_memory().unwrap();
-        s.create_token("laptop", "h1").unwrap();
-        let e = s.create_token("laptop", "h2").unwrap_err();
+        s.create_token("laptop", "h1", None, None).unwrap();
+        let e = s.create_token("laptop", "h2", None, None).unwrap_err();
         assert!(e.to_string().contains("exists already"), "{e}");
-        assert_eq!(s.use_token("h1").unwrap().as_deref(), Some("laptop"));
+        let used = s.use_token("h1").unwrap().unwrap();
+        assert_eq!((used.name.as_str(), used.app), ("laptop", None));
         assert_eq!(s.use_token("h2").unwrap(), None);
         let list = s.tokens().unwrap();
         assert_eq!(list.len(), 1);
         assert!(list[0].last_used_at.is_some());
-        s.revoke_token("laptop").unwrap();
+        assert_eq!(s.revoke_token("laptop").unwrap(), vec!["laptop"]);
         assert_eq!(s.use_token("h1").unwrap(), None);
         let e = s.revoke_token("laptop").unwrap_err();
         assert!(matches!(e, StoreError::NoSuchToken(_)), "{e}");
+    }
+
+    #[test]
+    fn revoking_a_token_revokes_what_it_minted_and_an_app_takes_its_deploy_tokens() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_token("ops", "h-ops", None, None).unwrap();
+        s.create_token("ci", "h-ci", Some("blog"), Some("ops"))
+            .unwrap();
+        s.create_token("ops2", "h-ops2", None, Some("ops")).unwrap();
+        s.create_token("deep", "h-deep", Some("shop"), Some("ops2"))
+            .unwrap();
+        s.create_token("other", "h-other", Some("blog"), None)
+            .unwrap();
+        let scope = s.use_token("h-ci").unwrap().unwrap();
+        assert_eq!(scope.app.as_deref(), Some("blog"));
+        assert_eq!(
+            s.revoke_token("ops").unwrap(),
+            vec!["ops", "ci", "ops2", "deep"]
+        );
+        let left: Vec<String> = s.tokens().unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(left, vec!["other"]);
+        assert_eq!(s.revoke_app_tokens("blog").unwrap(), vec!["other"]);
+        assert!(s.tokens().unwrap().is_empty());
     }
 
     #[test]

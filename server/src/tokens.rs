@@ -1,27 +1,22 @@
-//! API tokens: `POST /api/tokens {"name": "laptop"}` makes one and answers
-//! its secret once; `GET /api/tokens` lists names and dates, never secrets;
-//! `DELETE /api/tokens/{name}` revokes one at once, with the dashboard
-//! sessions opened with it.
+//! API tokens: `POST /api/tokens {"name": "laptop"}` makes an admin-scoped
+//! one and answers its secret once; `{"name": "ci", "app": "blog"}` makes a
+//! deploy-only token, which may push to and read that app and nothing else
+//! (the router's guard enforces it). `GET /api/tokens` lists names, scopes
+//! and dates, never secrets; `DELETE /api/tokens/{name}` revokes one at
+//! once, with every token it minted and the dashboard sessions opened with
+//! them. Only the admin token and admin-scoped tokens reach these routes.
 
+pub use crate::auth::Credential;
 use crate::auth::{hash_token, new_api_token};
-use crate::ctx::Ctx;
-use crate::http_error::ApiError;
+use crate::ctx::{Caller, Ctx};
+use crate::http_error::{find_app, ApiError};
 use crate::store::{ApiToken, StoreError};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
-
-/// Who a presented secret is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credential {
-    /// The admin token from `<data-dir>/admin.token`.
-    Admin,
-    /// The API token of this name.
-    Token(String),
-}
 
 /// Check a presented secret against the admin token and the API tokens.
 pub fn check_secret(ctx: &Ctx, secret: &str) -> Option<Credential> {
@@ -32,7 +27,10 @@ pub fn check_secret(ctx: &Ctx, secret: &str) -> Option<Credential> {
         return Some(Credential::Admin);
     }
     match ctx.store.use_token(&hash_token(secret)) {
-        Ok(name) => name.map(Credential::Token),
+        Ok(found) => found.map(|t| match t.app {
+            None => Credential::Token(t.name),
+            Some(app) => Credential::Deploy { name: t.name, app },
+        }),
         Err(e) => {
             tracing::error!("checking an API token: {e}");
             None
@@ -83,29 +81,52 @@ async fn list(
 struct CreateBody {
     #[serde(default)]
     name: String,
+    /// A deploy-only token for this app; none: admin scope.
+    #[serde(default)]
+    app: Option<String>,
+}
+
+/// The token a caller presented or opened its dashboard session with
+/// (`None`: the admin token).
+fn minted_by(ctx: &Ctx, caller: &Caller) -> Option<String> {
+    match (&caller.credential, &caller.session) {
+        (Some(c), _) => c.token_name().map(str::to_string),
+        (None, Some(s)) => ctx.sessions.opened_with(&s.id).flatten(),
+        (None, None) => None,
+    }
 }
 
 async fn create(
     State(ctx): State<Arc<Ctx>>,
-    _headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Option<Json<CreateBody>>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let name = body.map(|Json(b)| b.name).unwrap_or_default();
+    let (name, app) = body.map(|Json(b)| (b.name, b.app)).unwrap_or_default();
     validate_name(&name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    if let Some(app) = &app {
+        find_app(&ctx, app)?;
+    }
+    let by = minted_by(&ctx, &caller);
     let secret = new_api_token();
     let t = ctx
         .store
-        .create_token(&name, &hash_token(&secret))
+        .create_token(&name, &hash_token(&secret), app.as_deref(), by.as_deref())
         .map_err(store_error)?;
-    tracing::info!(token = %name, "API token created");
+    tracing::info!(token = %name, app = app.as_deref().unwrap_or("(admin scope)"), by = by.as_deref().unwrap_or("the admin token"), "API token created");
+    let scope = match &app {
+        Some(app) => format!("it may only push to and read the app {app}"),
+        None => "it may do anything the admin token does".into(),
+    };
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
             "name": t.name,
             "created_at": t.created_at,
             "last_used_at": t.last_used_at,
+            "app": t.app,
+            "created_by": t.created_by,
             "token": secret,
-            "message": format!("token {name} created; it is shown only now, so keep it (e.g. export PAAS_TOKEN=...)"),
+            "message": format!("token {name} created; {scope}; it is shown only now, so keep it (e.g. export PAAS_TOKEN=...)"),
         })),
     ))
 }
@@ -113,14 +134,20 @@ async fn create(
 async fn revoke(
     State(ctx): State<Arc<Ctx>>,
     Path(name): Path<String>,
-    _headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    ctx.store.revoke_token(&name).map_err(store_error)?;
-    ctx.sessions.remove_for_token(&name);
-    tracing::info!(token = %name, "API token revoked");
+    let gone = ctx.store.revoke_token(&name).map_err(store_error)?;
+    for n in &gone {
+        ctx.sessions.remove_for_token(n);
+    }
+    tracing::info!(token = %name, revoked = ?gone, "API token revoked");
+    let also = match gone.len() {
+        1 => String::new(),
+        _ => format!(", and so are the tokens it made: {}", gone[1..].join(", ")),
+    };
     Ok(Json(serde_json::json!({
         "name": name,
-        "message": format!("token {name} revoked: it no longer works for the API, git or the dashboard"),
+        "revoked": gone,
+        "message": format!("token {name} revoked: it no longer works for the API, git or the dashboard{also}"),
     })))
 }
 

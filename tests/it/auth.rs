@@ -138,7 +138,8 @@ fn api_tokens_work_everywhere_until_revoked() {
     let r = d.admin_request("GET", "/api/apps", &[("Authorization", &with)], None);
     assert_eq!(r.status, 200, "{}", r.text());
 
-    // The list: name and dates, used now, never the secret nor its hash.
+    // The list: name, scope, maker and dates, used now, never the secret
+    // nor its hash.
     let r = d.admin_request("GET", "/api/tokens", &[("Authorization", &admin)], None);
     assert_eq!(r.status, 200);
     let list = json(&r);
@@ -147,7 +148,15 @@ fn api_tokens_work_everywhere_until_revoked() {
     assert!(list[0]["created_at"].as_i64().unwrap() > 0);
     assert!(list[0]["last_used_at"].as_i64().is_some(), "{list:#}");
     let keys: Vec<&String> = list[0].as_object().unwrap().keys().collect();
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(
+        keys,
+        ["app", "created_at", "created_by", "last_used_at", "name"],
+        "names, scope, maker and dates only"
+    );
+    assert_eq!(
+        (&list[0]["app"], &list[0]["created_by"]),
+        (&serde_json::Value::Null, &serde_json::Value::Null)
+    );
     assert!(!r.text().contains(&secret));
 
     // Git, with the token as the password.
@@ -203,16 +212,50 @@ fn api_tokens_work_everywhere_until_revoked() {
     );
 }
 
+/// `POST /api/tokens` with `body`, sent with the `Authorization` value `by`.
+fn mint(d: &Daemon, by: &str, body: serde_json::Value) -> HttpResponse {
+    d.admin_request(
+        "POST",
+        "/api/tokens",
+        &[("Authorization", by), JSON],
+        Some(body.to_string().as_bytes()),
+    )
+}
+
+/// `POST /api/apps`: an empty app.
+fn create_app(d: &Daemon, name: &str) {
+    let auth = bearer(&d.token);
+    let body = serde_json::json!({ "name": name }).to_string();
+    let r = d.admin_request(
+        "POST",
+        "/api/apps",
+        &[("Authorization", &auth), JSON],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
 /// Every route in `paas::api::ROUTES` (which a unit test keeps complete):
 /// no credentials, a wrong token, a revoked token → 401 or the login page;
+/// a deploy-only token of another app → 403 (pages ignore it: login page);
 /// the right one gets through; a state change on a session without its
-/// CSRF token → 403; 20 bad logins from one address → 429.
+/// CSRF token → 403. (The rate limit on wrong tokens is lifted here: this
+/// test sends a hundred on purpose. `wrong_tokens_and_failed_logins_…`
+/// checks it.)
 #[test]
 fn auth_matrix() {
-    let d = Daemon::start();
+    let d = Daemon::start_with_env(&[("PAAS_AUTH_FAILURE_LIMIT", "100000")]);
     let admin = bearer(&d.token);
     let live = create_token(&d, "live");
     let gone = create_token(&d, "gone");
+    create_app(&d, "scoped");
+    let r = mint(
+        &d,
+        &admin,
+        serde_json::json!({ "name": "ci", "app": "scoped" }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let deploy_only = json(&r)["token"].as_str().unwrap().to_string();
     let session = login(&d, &d.token);
     let gone_session = login(&d, &gone);
     assert_eq!(revoke(&d, "gone").status, 200);
@@ -253,6 +296,14 @@ fn auth_matrix() {
             "a made-up session".into(),
             vec![("Cookie", "paas_session=forged".into())],
         ),
+        (
+            "a deploy-only token of another app (bearer)".into(),
+            vec![("Authorization", bearer(&deploy_only))],
+        ),
+        (
+            "a deploy-only token of another app (basic)".into(),
+            vec![("Authorization", basic(&deploy_only))],
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -271,7 +322,9 @@ fn auth_matrix() {
             let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let r = d.admin_request(method, &path, &h, None);
             checked += 1;
+            let scoped = what.starts_with("a deploy-only token");
             let ok = match guard {
+                Guard::Api | Guard::Token | Guard::Git if scoped => r.status == 403,
                 Guard::Api | Guard::Token | Guard::Git | Guard::Hook => r.status == 401,
                 Guard::Page | Guard::Form => to_login(&r),
                 Guard::LoginPage | Guard::Login => unreachable!(),
@@ -359,8 +412,8 @@ fn auth_matrix() {
     );
     assert!(to_login(&r), "logout: {}", r.status);
 
-    // Logins: a wrong and a revoked token are refused; then 20 bad tries
-    // from one address end in 429, and then even the right token waits.
+    // Logins: a wrong and a revoked token are refused, a deploy-only token
+    // cannot open the dashboard.
     for secret in [wrong, gone.as_str()] {
         let r = d.admin_request(
             "POST",
@@ -370,27 +423,245 @@ fn auth_matrix() {
         );
         assert_eq!(r.status, 401, "login with {secret}: {}", r.text());
     }
-    let statuses: Vec<u16> = (0..20)
-        .map(|_| {
-            d.admin_request("POST", "/login", &[FORM], Some(b"token=guess"))
-                .status
-        })
-        .collect();
-    assert!(
-        statuses.iter().all(|s| *s == 401 || *s == 429) && statuses[19] == 429,
-        "{statuses:?}"
-    );
-    let first_429 = statuses.iter().position(|s| *s == 429).unwrap();
-    assert!(
-        statuses[first_429..].iter().all(|s| *s == 429),
-        "{statuses:?}"
-    );
     let r = d.admin_request(
         "POST",
         "/login",
         &[FORM],
-        Some(format!("token={live}").as_bytes()),
+        Some(format!("token={deploy_only}").as_bytes()),
     );
-    assert_eq!(r.status, 429, "even the right token waits out the window");
-    assert!(r.text().contains("wait 15 minutes"), "{}", r.text());
+    assert_eq!(
+        r.status,
+        403,
+        "login with a deploy-only token: {}",
+        r.text()
+    );
+    assert!(r.text().contains("may only deploy"), "{}", r.text());
+}
+
+/// Wrong tokens count like failed logins, per address, whatever the door:
+/// bearer on the API, basic on git, the login form. After 10 the address
+/// waits out the window, even with the right token; requests that carry no
+/// credential at all count nothing.
+#[test]
+fn wrong_tokens_and_failed_logins_from_one_address_are_rate_limited() {
+    let d = Daemon::start();
+    let admin = bearer(&d.token);
+    let basic = |secret: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("paas:{secret}"))
+        )
+    };
+    for _ in 0..20 {
+        let r = d.admin_request("GET", "/api/apps", &[], None);
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    let r = d.admin_request("GET", "/api/apps", &[("Authorization", &admin)], None);
+    assert_eq!(r.status, 200, "no credential counted: {}", r.text());
+
+    let wrong = "paas_wrongwrongwrongwrongwrongwrongwrongwrong";
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let r = match i % 3 {
+            0 => d.admin_request(
+                "GET",
+                "/api/apps",
+                &[("Authorization", &bearer(wrong))],
+                None,
+            ),
+            1 => d.admin_request(
+                "GET",
+                "/blog.git/info/refs?service=git-upload-pack",
+                &[("Authorization", &basic(wrong))],
+                None,
+            ),
+            _ => d.admin_request(
+                "POST",
+                "/login",
+                &[FORM],
+                Some(format!("token={wrong}").as_bytes()),
+            ),
+        };
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 429, 429],
+        "ten wrong secrets pass as 401s, then the address is refused"
+    );
+    for (what, r) in [
+        (
+            "the admin token",
+            d.admin_request("GET", "/api/apps", &[("Authorization", &admin)], None),
+        ),
+        (
+            "a login with the admin token",
+            d.admin_request(
+                "POST",
+                "/login",
+                &[FORM],
+                Some(format!("token={}", d.token).as_bytes()),
+            ),
+        ),
+    ] {
+        assert_eq!(r.status, 429, "{what} waits out the window: {}", r.text());
+        assert!(r.text().contains("wait 15 minutes"), "{}", r.text());
+    }
+}
+
+/// A deploy-only token (`paas tokens:create --app`) pushes to its app and
+/// reads its state, and nothing else: not another app, not the list of
+/// apps, not config (secrets), not a one-off command, not tokens. Revoking
+/// the token that minted it revokes it; destroying its app revokes it.
+#[test]
+fn deploy_only_tokens_push_and_read_their_app_and_nothing_else() {
+    let mut d = Daemon::start();
+    let admin = bearer(&d.token);
+    let app = d.app("ci");
+    let other = d.app("other");
+    create_app(&d, &app);
+    create_app(&d, &other);
+    // An admin-scoped token mints the deploy token: revoking it cascades.
+    let ops = create_token(&d, "ops");
+    let r = mint(
+        &d,
+        &bearer(&ops),
+        serde_json::json!({ "name": "ci", "app": app }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(json(&r)["created_by"], "ops");
+    let ci = json(&r)["token"].as_str().unwrap().to_string();
+    let ci_auth = bearer(&ci);
+    let r = mint(
+        &d,
+        &admin,
+        serde_json::json!({ "name": "x", "app": "nosuch" }),
+    );
+    assert_eq!(r.status, 404, "a deploy token for no app: {}", r.text());
+
+    // It pushes its app, which goes live.
+    let p = Project::from_fixture("blog");
+    let remote = |app: &str| format!("http://paas:{ci}@127.0.0.1:{}/{app}.git", d.admin);
+    let (ok, out) = p.push(&remote(&app));
+    assert!(ok, "push with the deploy token rejected:\n{out}");
+    d.assert_serves(&app, "Notes");
+    // Not another app's repository, either way.
+    let (ok, out) = p.push(&remote(&other));
+    assert!(!ok && out.contains("403"), "push to another app: {out}");
+    let out = std::process::Command::new("git")
+        .args(["ls-remote", &remote(&other)])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "fetch of another app's repository");
+
+    // It reads its app.
+    for path in [
+        format!("/api/apps/{app}"),
+        format!("/api/apps/{app}/releases"),
+        format!("/api/apps/{app}/releases/1"),
+        format!("/api/apps/{app}/ps"),
+        format!("/api/apps/{app}/domains"),
+    ] {
+        let r = d.admin_request("GET", &path, &[("Authorization", &ci_auth)], None);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+    }
+    // And nothing else.
+    let refused: Vec<(&str, String, Option<&str>)> = vec![
+        ("GET", "/api/apps".into(), None),
+        ("GET", format!("/api/apps/{other}"), None),
+        ("GET", format!("/api/apps/{app}/config"), None),
+        (
+            "PATCH",
+            format!("/api/apps/{app}/config"),
+            Some(r#"{"A":"1"}"#),
+        ),
+        ("POST", format!("/api/apps/{app}/restart"), None),
+        ("POST", format!("/api/apps/{app}/rollback"), Some("{}")),
+        (
+            "POST",
+            format!("/api/apps/{app}/run"),
+            Some(r#"{"command":["true"]}"#),
+        ),
+        ("GET", format!("/api/apps/{app}/run/tty"), None),
+        ("GET", format!("/api/apps/{app}/backups"), None),
+        ("DELETE", format!("/api/apps/{app}"), None),
+        ("GET", "/api/tokens".into(), None),
+        ("POST", "/api/tokens".into(), Some(r#"{"name":"more"}"#)),
+        ("DELETE", "/api/tokens/ops".into(), None),
+        ("GET", "/metrics".into(), None),
+    ];
+    for (method, path, body) in &refused {
+        let r = d.admin_request(
+            method,
+            path,
+            &[("Authorization", &ci_auth), JSON],
+            body.map(str::as_bytes),
+        );
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.text());
+        assert!(
+            r.text().contains("may only deploy and read the app"),
+            "{method} {path}: {}",
+            r.text()
+        );
+    }
+    assert!(!d.get(&app, "/").text().is_empty(), "the app still serves");
+
+    // The token list shows its scope and maker.
+    let r = d.admin_request("GET", "/api/tokens", &[("Authorization", &admin)], None);
+    let list = json(&r);
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (row["app"].as_str(), row["created_by"].as_str()),
+        (Some(app.as_str()), Some("ops"))
+    );
+
+    // Revoking its maker revokes it.
+    let r = revoke(&d, "ops");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json(&r)["revoked"], serde_json::json!(["ops", "ci"]));
+    let r = d.admin_request(
+        "GET",
+        &format!("/api/apps/{app}"),
+        &[("Authorization", &ci_auth)],
+        None,
+    );
+    assert_eq!(
+        r.status,
+        401,
+        "the minted token outlived its maker: {}",
+        r.text()
+    );
+
+    // Destroying an app revokes its deploy tokens.
+    let r = mint(
+        &d,
+        &admin,
+        serde_json::json!({ "name": "ci2", "app": other }),
+    );
+    let ci2 = json(&r)["token"].as_str().unwrap().to_string();
+    let confirm = serde_json::json!({ "confirm": other }).to_string();
+    let r = d.admin_request(
+        "DELETE",
+        &format!("/api/apps/{other}"),
+        &[("Authorization", &admin), JSON],
+        Some(confirm.as_bytes()),
+    );
+    assert!(r.status < 300, "destroy: {} {}", r.status, r.text());
+    let r = d.admin_request("GET", "/api/tokens", &[("Authorization", &admin)], None);
+    assert!(!r.text().contains("\"ci2\""), "{}", r.text());
+    let r = d.admin_request(
+        "GET",
+        &format!("/api/apps/{other}"),
+        &[("Authorization", &bearer(&ci2))],
+        None,
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
 }

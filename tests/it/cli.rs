@@ -147,6 +147,29 @@ fn cli_infers_the_app_speaks_json_and_manages_tokens() {
         r.stdout
     );
     assert!(!r.stdout.contains(&secret));
+    // A deploy-only token: its scope shows, and past it, it is refused.
+    let r = paas(
+        &cli,
+        here,
+        &[],
+        &["tokens:create", "--name", "ci", "--app", &app],
+    )
+    .ok("tokens:create --app");
+    assert!(
+        r.stderr
+            .contains(&format!("may only push to and read the app {app}")),
+        "{}",
+        r.stderr
+    );
+    let ci = r.stdout.trim().to_string();
+    let with_ci = [("PAAS_TOKEN", ci.as_str())];
+    paas(&cli, here, &with_ci, &["releases"]).ok("releases with the deploy token");
+    paas(&cli, here, &with_ci, &["config"]).fails(1, "may only deploy and read the app");
+    paas(&cli, here, &with_ci, &["tokens:create", "--name", "more"])
+        .fails(1, "may only deploy and read the app");
+    let r = paas(&cli, here, &[], &["tokens"]).ok("tokens");
+    assert!(r.stdout.contains(&format!("deploy {app}")), "{}", r.stdout);
+    paas(&cli, here, &[], &["tokens:revoke", "ci"]).ok("tokens:revoke ci");
     paas(&cli, here, &[], &["tokens:revoke", "laptop"]).ok("tokens:revoke");
     paas(&cli, here, &[], &["tokens:revoke", "laptop"]).fails(1, "no token named \"laptop\"");
     paas(&cli, elsewhere.path(), &with, &["apps"]).fails(

@@ -45,6 +45,7 @@ impl Fixture {
             pids_limit: 256,
             build_memory_mb: 768,
             build_cpus: 1.0,
+            auth_failure_limit: 10,
         };
         let store = Store::open(&data_dir.join("paas.db")).unwrap();
         store.create_app(APP, "not-a-secret").unwrap();

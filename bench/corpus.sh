@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The corpus benchmark: real public Django projects, pushed unmodified, each
+# to a fresh daemon, as a new user would. Prints a table: case, result,
+# seconds, page status, the push output's last line. Asserts nothing.
+#
+#   bash bench/corpus.sh                    # every case of bench/corpus.txt
+#   bash bench/corpus.sh djangox bakery     # cases whose name contains a word
+#   CORPUS_MIRRORS=/work/.mirror KEEP=1 bash bench/corpus.sh
+#
+# Needs what the tests need (bash tests/setup.sh, as root) and the corpus's
+# repositories as bare git dirs in $CORPUS_MIRRORS/<owner>+<name>/repo, at the
+# pinned commits (their code is not part of this repository). Push logs and
+# daemon logs land in $OUT (default /tmp/paas-corpus): read them for causes.
+#
+# A result is one of:
+#   ok          the page answered 200 with the expected text
+#   refused     the push was refused, as expected, with one sentence
+#   REFUSED     refused although the project should deploy (see the log)
+#   FAILED      the push failed past detection, or the page is wrong
+#   missing     the repository is not fetched
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LIST=${LIST:-bench/corpus.txt}
+MIRRORS=${CORPUS_MIRRORS:-/work/.mirror}
+OUT=${OUT:-/tmp/paas-corpus}
+mkdir -p "$OUT"
+cargo build --release --quiet --bin paas || exit 1
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/paas
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pid=""
+app=""
+work=""
+cleanup_case() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    pid=""
+    if [ -n "$app" ] && [ -z "${KEEP:-}" ]; then
+        docker rm -f $(docker ps -aq --filter "label=paas.app=$app") >/dev/null 2>&1
+        docker network rm "paas-$app" >/dev/null 2>&1
+        docker rmi $(docker images -q "paas/$app") >/dev/null 2>&1
+        docker volume rm $(docker volume ls -q --filter "label=paas.app=$app") >/dev/null 2>&1
+    fi
+    [ -n "$work" ] && rm -rf "$work"
+    work=""
+}
+trap cleanup_case EXIT
+
+rows=()
+ok=0
+total=0
+while read -r repo commit path text vars; do
+    case "$repo" in '' | '#'*) continue ;; esac
+    if [ $# -gt 0 ]; then
+        hit=""
+        for w in "$@"; do case "$repo" in *"$w"*) hit=1 ;; esac; done
+        [ -n "$hit" ] || continue
+    fi
+    total=$((total + 1))
+    name=${repo#*/}
+    src=$MIRRORS/${repo/\//+}/repo
+    if ! git -C "$src" cat-file -e "$commit^{commit}" 2>/dev/null; then
+        rows+=("$(printf '%-44s %-8s %6s %6s  %s' "$repo" missing - - "fetch $repo at $commit")")
+        continue
+    fi
+    app=$(echo "$name" | tr 'A-Z_.' 'a-z--' | cut -c1-20 | sed 's/-*$//')-$RANDOM
+    work=$(mktemp -d /tmp/paas-corpus-case.XXXXXX)
+    data=$work/data
+    HTTP=$(port)
+    ADMIN=$(port)
+    PAAS_LOG=info "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN \
+        --domain localhost --build-network host >"$OUT/$name.daemon.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do [ -f "$data/admin.token" ] && break; sleep 0.1; done
+    token=$(cat "$data/admin.token")
+    api() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
+    for _ in $(seq 1 50); do [ "$(api "http://127.0.0.1:$ADMIN/api/apps")" = 200 ] && break; sleep 0.1; done
+    git clone -q --no-checkout "$src" "$work/proj" && git -C "$work/proj" checkout -q -B main "$commit"
+    if [ -n "$vars" ]; then
+        api -X POST -d "{\"name\":\"$app\"}" "http://127.0.0.1:$ADMIN/api/apps" >/dev/null
+        body=$(python3 -c 'import json,sys; print(json.dumps(dict(kv.split("=",1) for kv in sys.argv[1:])))' $vars)
+        api -X PATCH -d "$body" "http://127.0.0.1:$ADMIN/api/apps/$app/config" >/dev/null
+    fi
+    t0=$(date +%s.%N)
+    git -C "$work/proj" push "http://paas:$token@127.0.0.1:$ADMIN/$app.git" main >"$OUT/$name.push.log" 2>&1
+    pushed=$?
+    secs=$(printf '%.0f' "$(echo "$(date +%s.%N) - $t0" | bc)")
+    last=$(grep '^remote: ' "$OUT/$name.push.log" | sed 's/^remote: *//; s/\x1b\[[0-9;]*[A-Za-z]//g' | grep -v '^\s*$' | tail -n1 | cut -c1-110)
+    want=${text//+/ }
+    status=-
+    if [ "$pushed" -eq 0 ]; then
+        body_file=$work/page
+        status=$(curl -s -o "$body_file" -w '%{http_code}' --max-time 30 -H "Host: $app.localhost" "http://127.0.0.1:$HTTP$path")
+        if [ "$text" != refused ] && [ "$status" = 200 ] && grep -qF "$want" "$body_file"; then
+            result=ok
+        else
+            result=FAILED
+        fi
+    elif [ "$text" = refused ]; then
+        result=refused
+    elif ! grep -q 'remote: .*Installing\|remote: .*Step \|remote: .*pip install' "$OUT/$name.push.log"; then
+        result=REFUSED
+    else
+        result=FAILED
+    fi
+    case $result in ok | refused) ok=$((ok + 1)) ;; esac
+    rows+=("$(printf '%-44s %-8s %6s %6s  %s' "$repo" "$result" "$secs" "$status" "$last")")
+    printf '%s\n' "${rows[-1]}" >&2
+    cleanup_case
+    app=""
+done <"$LIST"
+
+echo
+printf '%-44s %-8s %6s %6s  %s\n' case result secs page "last line of the push output"
+printf '%s\n' "${rows[@]}"
+echo
+echo "deployed or refused as expected: $ok of $total (logs in $OUT)"
