@@ -12,6 +12,8 @@
 # pinned commits (their code is not part of this repository). Push logs and
 # daemon logs land in $OUT (default /tmp/paas-corpus): read them for causes.
 #
+# Each case pushes the pinned commit's tree as a single commit.
+#
 # A result is one of:
 #   ok          the page answered 200 with the expected text
 #   refused     the push was refused, as expected, with one sentence
@@ -74,7 +76,12 @@ while read -r repo commit path text vars; do
     token=$(cat "$data/admin.token")
     api() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
     for _ in $(seq 1 50); do [ "$(api "http://127.0.0.1:$ADMIN/api/apps")" = 200 ] && break; sleep 0.1; done
-    git clone -q --no-checkout "$src" "$work/proj" && git -C "$work/proj" checkout -q -B main "$commit"
+    # The pinned commit's tree as one commit: fetched snapshots may lack
+    # objects of old history, which a push of the whole history would need.
+    git clone -q --no-checkout "$src" "$work/proj" &&
+        git -C "$work/proj" checkout -q --orphan main "$commit" &&
+        git -C "$work/proj" -c user.name=corpus -c user.email=corpus@localhost \
+            commit -q -m "$repo at $commit"
     if [ -n "$vars" ]; then
         api -X POST -d "{\"name\":\"$app\"}" "http://127.0.0.1:$ADMIN/api/apps" >/dev/null
         body=$(python3 -c 'import json,sys; print(json.dumps(dict(kv.split("=",1) for kv in sys.argv[1:])))' $vars)

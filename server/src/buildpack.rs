@@ -935,6 +935,25 @@ fn parse_wsgi_application(settings: &str) -> Option<String> {
 /// Python versions paas knows how to pick between (`3.minor`).
 const KNOWN_MINORS: std::ops::RangeInclusive<u32> = 8..=14;
 
+/// The Python versions (`3.x`) whose base image is among `tags`, newest
+/// first, for an image pattern like `python:{version}-slim`.
+pub fn local_pythons(tags: &[String], pattern: &str) -> Vec<String> {
+    let Some((before, after)) = pattern.split_once("{version}") else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u32, String)> = tags
+        .iter()
+        .filter_map(|t| t.strip_prefix(before)?.strip_suffix(after))
+        .filter_map(|v| {
+            let minor: u32 = v.strip_prefix("3.")?.parse().ok()?;
+            Some((minor, v.to_string()))
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found.into_iter().rev().map(|(_, v)| v).collect()
+}
+
 /// The newest Python a Django release supports (`major.minor` → `3.x`).
 fn newest_python_for_django(django: &str) -> Option<&'static str> {
     let mut parts = django.split('.');
@@ -1494,6 +1513,29 @@ fn read(p: &Path, shown: &str) -> Result<String, DetectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_pythons_are_read_off_the_engines_tags_newest_first() {
+        let tags: Vec<String> = [
+            "python:3.11-slim",
+            "python:3.13-slim",
+            "python:3.11-slim",
+            "python:3.12",
+            "python:3.9-slim-bookworm",
+            "postgres:17",
+            "paas/blog:v3",
+            "python:latest-slim",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            local_pythons(&tags, "python:{version}-slim"),
+            vec!["3.13", "3.11"]
+        );
+        assert_eq!(local_pythons(&tags, "python:{version}"), vec!["3.12"]);
+        assert!(local_pythons(&tags, "no-placeholder").is_empty());
+    }
 
     fn opts() -> BuildOptions {
         BuildOptions {

@@ -470,6 +470,40 @@ fn engine_failed(e: crate::docker::DockerError, again: &'static str) -> DeployEr
     }
 }
 
+/// Pulls the build's base image unless the engine has it; when it cannot
+/// be pulled (no registry reachable), the deploy fails before the build
+/// with the Pythons whose images are on this server.
+async fn ensure_base_image<E: Engine>(
+    engine: &E,
+    plan: &buildpack::BuildPlan,
+    pattern: &str,
+    progress: &mut Progress,
+) -> Result<(), DeployError> {
+    let image = &plan.base_image;
+    if engine.image_exists(image).await.unwrap_or(false) {
+        return Ok(());
+    }
+    progress.step(&format!("Pulling the base image {image}"));
+    let Err(e) = engine.ensure_image(image).await else {
+        return Ok(());
+    };
+    if matches!(e, crate::docker::DockerError::Unreachable { .. }) {
+        return Err(engine_failed(e, "push again"));
+    }
+    let here = buildpack::local_pythons(&engine.image_tags().await.unwrap_or_default(), pattern);
+    let pin = match here.as_slice() {
+        [] => String::new(),
+        list => format!(
+            ", or pin a Python whose image is on this server ({}) in .python-version",
+            list.join(", ")
+        ),
+    };
+    Err(DeployError::Failed(format!(
+        "Python {} needs the base image {image}, which is not on this server and cannot be pulled ({e}): give the server access to its image registry{pin}",
+        plan.python_version
+    )))
+}
+
 /// Which release a build-less deploy starts again, checked before any
 /// release is recorded: a mistyped version leaves no failed release behind.
 async fn resolve<E: Engine>(
@@ -753,6 +787,7 @@ async fn build_steps<E: Engine>(
         .await
         .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?
         .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?;
+    ensure_base_image(engine, &plan, &ctx.config.image_pattern, &mut run.progress).await?;
     let tag = format!("paas/{app}:v{version}");
     run.progress.step(&format!("Building image {tag}"));
     run.flush_log();

@@ -33,6 +33,12 @@ pub trait Engine: Clone + Send + Sync + 'static {
 
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, DockerError>> + Send;
 
+    /// Pulls `image` (`name:tag`) unless it is here.
+    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
+
+    /// Every `name:tag` the engine holds.
+    fn image_tags(&self) -> impl Future<Output = Result<Vec<String>, DockerError>> + Send;
+
     /// Removes an image by name; gone already is fine.
     fn remove_image(&self, image: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
 
@@ -138,6 +144,18 @@ impl Engine for Docker {
 
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
         Docker::image_exists(self, image).await
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), DockerError> {
+        Docker::ensure_image(self, image).await
+    }
+
+    async fn image_tags(&self) -> Result<Vec<String>, DockerError> {
+        Ok(Docker::list_images(self, &[])
+            .await?
+            .into_iter()
+            .flat_map(|i| i.tags)
+            .collect())
     }
 
     async fn remove_image(&self, image: &str) -> Result<(), DockerError> {

@@ -256,6 +256,25 @@ impl Engine for MemoryEngine {
         Ok(self.call("image_exists", image)?.images.contains_key(image))
     }
 
+    /// A "pull" that always finds the image (arrange a failure to model an
+    /// unreachable registry).
+    async fn ensure_image(&self, image: &str) -> Result<(), DockerError> {
+        self.call("ensure_image", image)?
+            .images
+            .entry(image.to_string())
+            .or_default();
+        Ok(())
+    }
+
+    async fn image_tags(&self) -> Result<Vec<String>, DockerError> {
+        Ok(self
+            .call("image_tags", "")?
+            .images
+            .keys()
+            .cloned()
+            .collect())
+    }
+
     async fn remove_image(&self, image: &str) -> Result<(), DockerError> {
         self.call("remove_image", image)?.images.remove(image);
         Ok(())

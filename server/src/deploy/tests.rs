@@ -638,6 +638,64 @@ async fn a_failed_build_leaves_the_live_release_and_its_route() {
 }
 
 #[tokio::test]
+async fn a_base_image_that_cannot_be_pulled_fails_before_the_build_naming_the_local_pythons() {
+    let f = Fixture::new();
+    let v1 = f.with_v1_live().await;
+    // The engine holds only an older Python; the pull of the wanted one fails.
+    f.engine.state().images.clear();
+    f.engine
+        .state()
+        .images
+        .insert("python:3.9-slim".into(), Default::default());
+    f.engine.fail(
+        "ensure_image",
+        DockerError::Engine("cannot pull the image python:3.11-slim (no such host)".into()),
+    );
+    let builds = f.engine.calls_to("build_image").len();
+    let (r, out) = f.push("2222222", &[]).await;
+    let e = r.unwrap_err();
+    assert!(
+        out.contains("Pulling the base image python:3.11-slim"),
+        "{out}"
+    );
+    assert!(
+        e.to_string().starts_with("Python 3.11 needs the base image python:3.11-slim, which is not on this server and cannot be pulled"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .ends_with("or pin a Python whose image is on this server (3.9) in .python-version"),
+        "{e}"
+    );
+    assert_eq!(
+        f.engine.calls_to("build_image").len(),
+        builds,
+        "no build ran"
+    );
+    assert_eq!(f.assert_serving(1), v1);
+}
+
+#[tokio::test]
+async fn a_missing_base_image_is_pulled_then_built_on() {
+    let f = Fixture::new();
+    let (r, out) = f.push("1111111", &[]).await;
+    assert_eq!(r.unwrap().version, 1, "{out}");
+    assert_eq!(
+        f.engine.calls_to("ensure_image"),
+        ["ensure_image python:3.11-slim"]
+    );
+    assert!(
+        out.contains("Pulling the base image python:3.11-slim"),
+        "{out}"
+    );
+    // Pulled once: the next push finds it.
+    let (r, out) = f.push("2222222", &[]).await;
+    assert_eq!(r.unwrap().version, 2, "{out}");
+    assert_eq!(f.engine.calls_to("ensure_image").len(), 1);
+    assert!(!out.contains("Pulling"), "{out}");
+}
+
+#[tokio::test]
 async fn a_build_whose_cached_layer_was_removed_under_it_is_built_again() {
     let f = Fixture::new();
     f.with_v1_live().await;
