@@ -319,6 +319,9 @@ struct ServeArgs {
     /// Apps are served at <app>.<domain> [default: localhost].
     #[arg(long, env = "PAAS_DOMAIN")]
     domain: Option<String>,
+    /// The HTTPS listener for paas.<domain>, or off [default: off; paas does not speak TLS yet].
+    #[arg(long, env = "PAAS_HTTPS")]
+    https: Option<String>,
     /// Docker network mode for image builds (e.g. host), when builds need it to reach PyPI.
     #[arg(long, env = "PAAS_BUILD_NETWORK")]
     build_network: Option<String>,
@@ -565,6 +568,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
         http: a.http,
         admin: a.admin,
         domain: a.domain,
+        https: a.https,
         build_network: a.build_network,
         image_pattern: a.image_pattern,
         drain_timeout_secs: a.drain_timeout_secs,
