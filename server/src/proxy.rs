@@ -664,10 +664,7 @@ impl Proxy {
                 listener::call_router(control.clone(), req, remote, idle).await
             }
             ControlAccess::Redirect(base) => {
-                let path = req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", PathAndQuery::as_str);
+                let path = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
                 Response::builder()
                     .status(StatusCode::PERMANENT_REDIRECT)
                     .header(header::LOCATION, format!("{base}{path}"))
@@ -1247,7 +1244,11 @@ mod tests {
         let proxy = start_proxy(RouteTable::new(), walled).await;
         let response = get_host(proxy, "paas.example.com", "/api").await;
         assert_eq!(response.status(), 403);
-        assert!(response.text().await.unwrap().contains("apps' own networks"));
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("apps' own networks"));
     }
 
     #[tokio::test]
@@ -1822,7 +1823,10 @@ mod tests {
             let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut got))
                 .await
                 .expect("the listener closes or answers at once");
-            (read.map_err(|e| e.kind()), String::from_utf8_lossy(&got).into_owned())
+            (
+                read.map_err(|e| e.kind()),
+                String::from_utf8_lossy(&got).into_owned(),
+            )
         };
         let open = serve_admin(AppNets::default()).await;
         let (read, text) = ask(open).await;

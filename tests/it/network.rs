@@ -138,7 +138,10 @@ fn apps_reach_neither_the_admin_port_nor_each_other() {
     for (p, app) in [(&pa, &a), (&pb, &b)] {
         let (ok, out) = p.push(&d.remote(app));
         assert!(ok, "push of {app} rejected:\n{out}");
-        assert!(p.git(&["remote", "add", "paas", &d.remote(app)]).status.success());
+        assert!(p
+            .git(&["remote", "add", "paas", &d.remote(app)])
+            .status
+            .success());
     }
     d.assert_serves(&a, "");
     d.assert_serves(&b, "");
@@ -189,7 +192,8 @@ fn apps_reach_neither_the_admin_port_nor_each_other() {
     let v = verdict(&out, "admin");
     assert!(v.contains("ANSWERED HTTP/1.1"), "{v}\n{out}");
     assert!(
-        d.log_text().contains("refused a connection to the control plane from an app's network"),
+        d.log_text()
+            .contains("refused a connection to the control plane from an app's network"),
         "the refusal is in the daemon's log"
     );
 }
@@ -204,7 +208,12 @@ fn public_port_refuses_the_control_plane() {
     let bearer = format!("Bearer {}", d.token);
     let auth = [("Authorization", bearer.as_str())];
     for host in ["paas.localhost", "PAAS.localhost:80"] {
-        for path in ["/", "/api/apps", "/login", "/x.git/info/refs?service=git-receive-pack"] {
+        for path in [
+            "/",
+            "/api/apps",
+            "/login",
+            "/x.git/info/refs?service=git-receive-pack",
+        ] {
             let r = http(d.http, "GET", host, path, &auth, None);
             assert_eq!(r.status, 421, "{host}{path}: {}", r.text());
             assert!(
