@@ -29,6 +29,13 @@ enum Command {
         #[command(subcommand)]
         hook: HookCommand,
     },
+    /// Git's credential helper (set up by `paas login`; git runs it):
+    /// answers `get` with the saved login's token for its URL.
+    #[command(name = "git-credential", hide = true)]
+    GitCredential {
+        /// get, store or erase (git's operations; only get answers).
+        operation: String,
+    },
     /// List the apps, their URL and live release.
     Apps(ClientArgs),
     /// Release history of an app.
@@ -388,6 +395,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "paas", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        Command::GitCredential { operation } => finish(client::credential::run(&operation)),
         client => finish(rt.block_on(run_client(client))),
     }
 }
@@ -428,7 +436,10 @@ fn env_pairs(env: Vec<String>) -> client::Result<BTreeMap<String, String>> {
 async fn run_client(command: Command) -> client::Result<()> {
     use client::{apps, config, data, domains, login, releases, run, tokens};
     match command {
-        Command::Serve(_) | Command::Hook { .. } | Command::Completions { .. } => {
+        Command::Serve(_)
+        | Command::Hook { .. }
+        | Command::GitCredential { .. }
+        | Command::Completions { .. } => {
             unreachable!("handled in main")
         }
         Command::Apps(c) => apps::list(&target(&c)?).await,
