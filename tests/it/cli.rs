@@ -377,7 +377,7 @@ fn git_remotes_carry_no_token_after_paas_login() {
     let login = cli.home.path().join(".config/paas/login.json");
     let json = serde_json::json!({ "url": url, "token": "not-the-token" }).to_string();
     std::fs::write(&login, json).unwrap();
-    p.replace("Blog", "Blog!");
+    p.replace("Notes v1", "Notes v2");
     p.commit("second");
     let (ok, out) = user_git(&cli, here, &["push", "paas", "main"]);
     assert!(!ok, "{out}");
