@@ -5,7 +5,9 @@
 # to upgrade. Environment knobs (first install only):
 #   PAAS_DOMAIN  apps are served at <app>.<domain>   (default: localhost)
 #   PAAS_HTTP    public proxy address                  (default: 0.0.0.0:80)
-#   PAAS_ADMIN   git, API and dashboard address        (default: 0.0.0.0:8300)
+#   PAAS_ADMIN   git, API and dashboard address        (default: 127.0.0.1:8300;
+#                reach it from your laptop through an SSH tunnel: it speaks
+#                plain HTTP, so a wider address sends the token in clear)
 set -euo pipefail
 
 DATA_DIR=/var/lib/paas
@@ -38,7 +40,7 @@ if [ ! -f "$DATA_DIR/paas.toml" ]; then
 # paas configuration: the same names as the flags of \`paas serve\`.
 domain = "${PAAS_DOMAIN:-localhost}"
 http = "${PAAS_HTTP:-0.0.0.0:80}"
-admin = "${PAAS_ADMIN:-0.0.0.0:8300}"
+admin = "${PAAS_ADMIN:-127.0.0.1:8300}"
 TOML
 fi
 
@@ -80,12 +82,32 @@ token=$(cat "$DATA_DIR/admin.token")
 admin=$(grep -E '^admin' "$DATA_DIR/paas.toml" | sed -E 's/.*"(.*)".*/\1/')
 port=${admin##*:}
 host=$(hostname -f 2>/dev/null || hostname)
+# The control plane speaks plain HTTP: reach it through an SSH tunnel, so
+# the token never crosses the network in clear. Remotes carry no token:
+# `paas login` makes paas git's credential helper for that URL.
 cat <<DONE
 
-paas is installed. In your Django project:
+paas is installed. Your admin token (also in $DATA_DIR/admin.token):
 
-  git remote add paas http://paas:$token@$host:$port/myapp.git
+  $token
+
+The control plane (git, API, dashboard) listens on $admin, plain HTTP.
+From your laptop, open an SSH tunnel to it and leave it running:
+
+  ssh -N -L $port:127.0.0.1:$port root@$host
+
+Then, with the paas binary on your laptop, in your Django project:
+
+  paas login http://127.0.0.1:$port        # paste the token; git gets it from paas
+  git remote add paas http://127.0.0.1:$port/myapp.git
   git push paas main
 
-Dashboard: http://$host:$port/ (log in with the token above; it is in $DATA_DIR/admin.token)
+(Without the paas binary, git asks on push: user paas, password the token.)
+Dashboard: http://127.0.0.1:$port/ through the tunnel; log in with the token.
 DONE
+case "$admin" in
+  127.*|localhost:*|"[::1]:"*) ;;
+  *) echo
+     echo "WARNING: $DATA_DIR/paas.toml binds the control plane to $admin: the token crosses the network in clear."
+     echo "         Set admin = \"127.0.0.1:$port\" there, run bash install.sh again, and use the SSH tunnel." ;;
+esac

@@ -22,6 +22,10 @@ pub struct Config {
     pub admin: SocketAddr,
     /// Apps are served at `<app>.<domain>`; the control plane at `paas.<domain>`.
     pub domain: String,
+    /// The HTTPS listener (`--https ADDR`, or `off`). Off by default until
+    /// paas speaks TLS; while it is off, `paas.<domain>` on the public port
+    /// is refused, and once on, plain HTTP there redirects to it.
+    pub https: Option<SocketAddr>,
     /// Docker network mode for image builds (`None`: the engine's default).
     /// Machines whose package index is reachable only from the host's
     /// network namespace set this to `host`.
@@ -57,6 +61,7 @@ pub struct Overrides {
     pub http: Option<String>,
     pub admin: Option<String>,
     pub domain: Option<String>,
+    pub https: Option<String>,
     pub build_network: Option<String>,
     pub image_pattern: Option<String>,
     pub drain_timeout_secs: Option<u64>,
@@ -76,6 +81,7 @@ struct FileConfig {
     http: Option<String>,
     admin: Option<String>,
     domain: Option<String>,
+    https: Option<String>,
     build_network: Option<String>,
     image_pattern: Option<String>,
     drain_timeout_secs: Option<u64>,
@@ -143,6 +149,10 @@ impl Config {
                 .as_deref()
                 .unwrap_or("127.0.0.1:8300"),
         )?;
+        let https = match o.https.or(file.https).as_deref().map(str::trim) {
+            None | Some("off") | Some("") => None,
+            Some(a) => Some(addr("https", a)?),
+        };
         let domain = o
             .domain
             .or(file.domain)
@@ -191,6 +201,7 @@ impl Config {
             http,
             admin,
             domain,
+            https,
             build_network,
             image_pattern,
             drain_timeout: Duration::from_secs(
@@ -210,6 +221,16 @@ impl Config {
     /// The host name the control plane answers to through the proxy.
     pub fn control_host(&self) -> String {
         format!("paas.{}", self.domain)
+    }
+
+    /// Where plain HTTP for the control host goes once HTTPS is on:
+    /// `https://paas.<domain>`, with the port when it is not 443.
+    pub fn control_https_base(&self) -> Option<String> {
+        let https = self.https?;
+        Some(match https.port() {
+            443 => format!("https://{}", self.control_host()),
+            port => format!("https://{}:{port}", self.control_host()),
+        })
     }
 
     /// The default host of an app.
@@ -281,6 +302,7 @@ mod tests {
         assert_eq!(c.http.to_string(), "0.0.0.0:80");
         assert_eq!(c.admin.to_string(), "127.0.0.1:8300");
         assert_eq!(c.domain, "localhost");
+        assert_eq!(c.https, None, "HTTPS is off until paas speaks TLS");
         assert_eq!(c.app_host("blog"), "blog.localhost");
         assert_eq!(c.control_host(), "paas.localhost");
         assert_eq!((c.memory_mb, c.cpus, c.pids_limit), (512, 1.0, 256));

@@ -36,6 +36,7 @@ use bollard::query_parameters::{
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
 use crate::lines::Lines;
+use crate::peers::{AppNets, Subnet};
 
 /// The label every object created by paas carries.
 pub const MANAGED_LABEL: (&str, &str) = ("paas.managed", "true");
@@ -284,6 +285,9 @@ pub struct Docker {
     /// Serialises `ensure_network`: engine 20.10 happily creates two networks
     /// with the same name when asked concurrently.
     network_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The address ranges of paas's networks: a network's ranges are added
+    /// before `ensure_network` returns, so before any container runs on it.
+    app_nets: AppNets,
 }
 
 impl std::fmt::Debug for Docker {
@@ -314,6 +318,16 @@ fn managed_labels(labels: impl IntoIterator<Item = (String, String)>) -> HashMap
     let mut map: HashMap<String, String> = labels.into_iter().collect();
     map.insert(MANAGED_LABEL.0.to_string(), MANAGED_LABEL.1.to_string());
     map
+}
+
+/// Every address range (IPv4 and IPv6) of a network's IPAM configuration.
+fn ipam_subnets(ipam: Option<bollard::models::Ipam>) -> Vec<Subnet> {
+    ipam.and_then(|i| i.config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.subnet)
+        .filter_map(|s| Subnet::parse(&s))
+        .collect()
 }
 
 fn label_filters(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
@@ -391,6 +405,7 @@ impl Docker {
             inner,
             addr: addr.into(),
             network_lock: Arc::new(tokio::sync::Mutex::new(())),
+            app_nets: AppNets::default(),
         })
     }
 
@@ -599,7 +614,9 @@ impl Docker {
     }
 
     /// Makes sure a bridge network with this name exists (creating it with the
-    /// given labels plus `paas.managed=true`). Idempotent.
+    /// given labels plus `paas.managed=true`). Idempotent. Its address ranges
+    /// join [`Docker::app_nets`] before this returns: a network whose ranges
+    /// cannot be read is an error, so no container runs on an unlisted one.
     pub async fn ensure_network(
         &self,
         name: &str,
@@ -611,7 +628,10 @@ impl Docker {
             .inspect_network(name, None::<InspectNetworkOptions>)
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(info) => {
+                self.app_nets.add(ipam_subnets(info.ipam));
+                return Ok(());
+            }
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(self.err(e)),
         }
@@ -622,11 +642,64 @@ impl Docker {
             ..Default::default()
         };
         match self.inner.create_network(req).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             // Created meanwhile by someone else: fine.
-            Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) => Err(self.err(e)),
+            Err(e) if is_status(&e, 409) => {}
+            Err(e) => return Err(self.err(e)),
         }
+        let info = self
+            .inner
+            .inspect_network(name, None::<InspectNetworkOptions>)
+            .await
+            .map_err(|e| self.err(e))?;
+        let subnets = ipam_subnets(info.ipam);
+        if subnets.is_empty() {
+            return Err(DockerError::Engine(format!(
+                "the engine gave the network {name} no address range paas can read; remove it (docker network rm {name}) and try again"
+            )));
+        }
+        self.app_nets.add(subnets);
+        Ok(())
+    }
+
+    /// The address ranges of the networks app code runs on (a handle; the
+    /// engine wrapper keeps it up to date).
+    pub fn app_nets(&self) -> AppNets {
+        self.app_nets.clone()
+    }
+
+    /// Reads the ranges of every network paas made (label `paas.managed`),
+    /// plus those of `extra` networks (the one image builds run on), and
+    /// makes them the whole of [`Docker::app_nets`]: ranges of networks
+    /// removed since drop out. A network in `extra` that does not exist is
+    /// skipped.
+    pub async fn refresh_app_nets(&self, extra: &[String]) -> Result<(), DockerError> {
+        let _guard = self.network_lock.lock().await;
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+            .filters(&label_filters(&[MANAGED_LABEL]))
+            .build();
+        let mut subnets = Vec::new();
+        for n in self
+            .inner
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| self.err(e))?
+        {
+            subnets.extend(ipam_subnets(n.ipam));
+        }
+        for name in extra {
+            match self
+                .inner
+                .inspect_network(name, None::<InspectNetworkOptions>)
+                .await
+            {
+                Ok(info) => subnets.extend(ipam_subnets(info.ipam)),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        self.app_nets.set(subnets);
+        Ok(())
     }
 
     /// Pulls an image unless it is already here (`name:tag`). Where no

@@ -8,6 +8,7 @@
 //! - [`layout`]: names and paths (networks, labels, release dirs, volumes).
 //! - [`lines`]: byte streams cut into lines, one way for every stream.
 //! - [`beneath`]: files below a root, reached without following symlinks (app volumes).
+//! - [`peers`]: the address ranges of the networks app code runs on.
 //!
 //! Engines — each wraps one outside thing:
 //! - [`store`]: SQLite state (apps, releases, config vars, domains, tokens).
@@ -45,6 +46,7 @@ pub mod beneath;
 pub mod config;
 pub mod layout;
 pub mod lines;
+pub mod peers;
 
 pub mod auth;
 pub mod buildpack;

@@ -29,6 +29,13 @@ enum Command {
         #[command(subcommand)]
         hook: HookCommand,
     },
+    /// Git's credential helper (set up by `paas login`; git runs it):
+    /// answers `get` with the saved login's token for its URL.
+    #[command(name = "git-credential", hide = true)]
+    GitCredential {
+        /// get, store or erase (git's operations; only get answers).
+        operation: String,
+    },
     /// List the apps, their URL and live release.
     Apps(ClientArgs),
     /// Release history of an app.
@@ -323,6 +330,9 @@ struct ServeArgs {
     /// Apps are served at <app>.<domain> [default: localhost].
     #[arg(long, env = "PAAS_DOMAIN")]
     domain: Option<String>,
+    /// The HTTPS listener for paas.<domain>, or off [default: off; paas does not speak TLS yet].
+    #[arg(long, env = "PAAS_HTTPS")]
+    https: Option<String>,
     /// Docker network mode for image builds (e.g. host), when builds need it to reach PyPI.
     #[arg(long, env = "PAAS_BUILD_NETWORK")]
     build_network: Option<String>,
@@ -393,6 +403,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "paas", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        Command::GitCredential { operation } => finish(client::credential::run(&operation)),
         client => finish(rt.block_on(run_client(client))),
     }
 }
@@ -433,7 +444,10 @@ fn env_pairs(env: Vec<String>) -> client::Result<BTreeMap<String, String>> {
 async fn run_client(command: Command) -> client::Result<()> {
     use client::{apps, config, data, domains, login, releases, run, tokens};
     match command {
-        Command::Serve(_) | Command::Hook { .. } | Command::Completions { .. } => {
+        Command::Serve(_)
+        | Command::Hook { .. }
+        | Command::GitCredential { .. }
+        | Command::Completions { .. } => {
             unreachable!("handled in main")
         }
         Command::Apps(c) => apps::list(&target(&c)?).await,
@@ -577,6 +591,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
         http: a.http,
         admin: a.admin,
         domain: a.domain,
+        https: a.https,
         build_network: a.build_network,
         image_pattern: a.image_pattern,
         drain_timeout_secs: a.drain_timeout_secs,

@@ -11,8 +11,12 @@
 //! [`Route::drain`] waits for streaming responses and WebSocket tunnels, and
 //! closes the tunnels that are still open at the deadline.
 //!
-//! Requests whose Host is the control host go to the control [`axum::Router`]
-//! (dashboard, API, git), so the whole product is reachable on one port.
+//! Requests whose Host is the control host (`paas.<domain>`) are the control
+//! plane's (dashboard, API, git), and [`ControlAccess`] says what this
+//! listener does with them: on plain HTTP they would carry tokens and
+//! session cookies in clear, so there they are refused (or, once paas
+//! speaks HTTPS, redirected to it); only a TLS listener serves them. A peer
+//! on an app's network never reaches the control plane, on any listener.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -37,6 +41,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Notify;
+
+use crate::peers::AppNets;
 use tokio_util::sync::CancellationToken;
 
 mod files;
@@ -497,13 +503,32 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
     }
 }
 
+/// What a listener does with requests for the control host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlAccess {
+    /// Hand them to the control router: for a listener that speaks TLS.
+    Serve,
+    /// Answer with a permanent redirect to this base (`https://paas.<domain>`,
+    /// with a port when not 443), path and query kept: plain HTTP when the
+    /// daemon speaks HTTPS.
+    Redirect(String),
+    /// Answer 421 with the sentence saying where the control plane is:
+    /// plain HTTP while the daemon has no HTTPS.
+    Refuse,
+}
+
 /// What [`serve`] needs besides the route table.
 #[derive(Clone)]
 pub struct ProxyOptions {
-    /// Requests for this host go to `control` (any case, port ignored).
+    /// Requests for this host are the control plane's (any case, port ignored).
     pub control_host: Option<String>,
     /// The dashboard, API and git server; gets `ConnectInfo<SocketAddr>`.
     pub control: Option<axum::Router>,
+    /// Serve, redirect or refuse requests for the control host.
+    pub control_access: ControlAccess,
+    /// Peers on these networks (the apps') get 403 for the control host
+    /// whatever `control_access` says; they still reach the apps' sites.
+    pub app_nets: AppNets,
     /// How long to wait for a backend's response headers before a 504.
     pub upstream_timeout: Duration,
     /// Timeouts, the connection cap and the body buffer.
@@ -515,11 +540,20 @@ impl Default for ProxyOptions {
         ProxyOptions {
             control_host: None,
             control: None,
+            control_access: ControlAccess::Refuse,
+            app_nets: AppNets::default(),
             upstream_timeout: Duration::from_secs(60),
             limits: Limits::default(),
         }
     }
 }
+
+/// The answer to a control-host request on plain HTTP before paas speaks HTTPS.
+pub const CONTROL_REFUSED: &str = "The paas control plane is not served on the public port over plain HTTP, which would send your token in clear: use the admin address instead (paas serve --admin, 127.0.0.1:8300 by default), from your laptop through an SSH tunnel: ssh -N -L 8300:127.0.0.1:8300 root@YOUR-SERVER, then http://127.0.0.1:8300/\n";
+
+/// The answer to a control-host request from an app's own network.
+pub const CONTROL_FROM_APP: &str =
+    "The paas control plane does not answer the apps' own networks.\n";
 
 /// Serves the public port until `shutdown` resolves, then stops accepting
 /// and gives open connections a short grace period to finish.
@@ -535,7 +569,7 @@ pub async fn serve(
         let proxy = proxy.clone();
         async move { proxy.handle(req, remote).await }
     };
-    listener::serve_with(listener, limits, handle, shutdown).await
+    listener::serve_with(listener, limits, None, handle, shutdown).await
 }
 
 /// Shared state of the serving connections.
@@ -543,6 +577,8 @@ struct Proxy {
     table: RouteTable,
     control_host: Option<String>,
     control: Option<axum::Router>,
+    control_access: ControlAccess,
+    app_nets: AppNets,
     upstream_timeout: Duration,
     limits: Limits,
     client: Client<HttpConnector, Upstream>,
@@ -563,6 +599,8 @@ impl Proxy {
             table,
             control_host: opts.control_host.map(|h| normalize_host(&h).into_owned()),
             control: opts.control,
+            control_access: opts.control_access,
+            app_nets: opts.app_nets,
             upstream_timeout: opts.upstream_timeout,
             limits: opts.limits,
             client,
@@ -596,8 +634,7 @@ impl Proxy {
         let host = request_host(&req);
         if let (Some(control_host), Some(control)) = (&self.control_host, &self.control) {
             if normalize_host(&host) == control_host.as_str() {
-                let idle = self.limits.body_idle_timeout;
-                let response = listener::call_router(control.clone(), req, remote, idle).await;
+                let response = self.control(control, req, remote).await;
                 return (response, None);
             }
         }
@@ -609,6 +646,33 @@ impl Proxy {
             None => self.forward(&route, req, remote, &host).await,
         };
         (response, Some(route))
+    }
+
+    /// A request for the control host: served, redirected or refused.
+    async fn control(
+        &self,
+        control: &axum::Router,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        if self.app_nets.contains(remote.ip()) {
+            return plain(StatusCode::FORBIDDEN, CONTROL_FROM_APP);
+        }
+        match &self.control_access {
+            ControlAccess::Serve => {
+                let idle = self.limits.body_idle_timeout;
+                listener::call_router(control.clone(), req, remote, idle).await
+            }
+            ControlAccess::Redirect(base) => {
+                let path = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+                Response::builder()
+                    .status(StatusCode::PERMANENT_REDIRECT)
+                    .header(header::LOCATION, format!("{base}{path}"))
+                    .body(Body::empty())
+                    .expect("a redirect's parts are valid")
+            }
+            ControlAccess::Refuse => plain(StatusCode::MISDIRECTED_REQUEST, CONTROL_REFUSED),
+        }
     }
 
     async fn forward(
@@ -1162,12 +1226,69 @@ mod tests {
         let opts = ProxyOptions {
             control_host: Some("paas.example.com".into()),
             control: Some(control),
+            control_access: ControlAccess::Serve,
             ..ProxyOptions::default()
         };
-        let proxy = start_proxy(RouteTable::new(), opts).await;
+        let proxy = start_proxy(RouteTable::new(), opts.clone()).await;
         let response = get_host(proxy, "PAAS.example.com:80", "/api").await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.text().await.unwrap(), "control sees 127.0.0.1");
+
+        // Peers on an app's network never reach it, whatever the mode.
+        let app_nets = AppNets::default();
+        app_nets.add(crate::peers::Subnet::parse("127.0.0.0/8"));
+        let walled = ProxyOptions {
+            app_nets,
+            ..opts.clone()
+        };
+        let proxy = start_proxy(RouteTable::new(), walled).await;
+        let response = get_host(proxy, "paas.example.com", "/api").await;
+        assert_eq!(response.status(), 403);
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("apps' own networks"));
+    }
+
+    #[tokio::test]
+    async fn control_host_on_plain_http_is_refused_or_redirected() {
+        let control = axum::Router::new().fallback(|| async { "control" });
+        let refuse = ProxyOptions {
+            control_host: Some("paas.example.com".into()),
+            control: Some(control),
+            ..ProxyOptions::default()
+        };
+        assert_eq!(refuse.control_access, ControlAccess::Refuse);
+        let proxy = start_proxy(RouteTable::new(), refuse.clone()).await;
+        let response = get_host(proxy, "paas.example.com", "/api/apps").await;
+        assert_eq!(response.status(), 421);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("ssh -N -L 8300:127.0.0.1:8300"), "{text}");
+        assert_ne!(text, "control", "the router was not asked");
+        // Other hosts are the apps' as ever.
+        let response = get_host(proxy, "nope.example.com", "/").await;
+        assert_eq!(response.status(), 404);
+
+        let redirect = ProxyOptions {
+            control_access: ControlAccess::Redirect("https://paas.example.com".into()),
+            ..refuse
+        };
+        let proxy = start_proxy(RouteTable::new(), redirect).await;
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("http://{proxy}/apps/blog?x=1"))
+            .header(header::HOST, "paas.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 308);
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "https://paas.example.com/apps/blog?x=1"
+        );
     }
 
     #[tokio::test]
@@ -1668,11 +1789,60 @@ mod tests {
             listener,
             router,
             short_limits().limits,
+            AppNets::default(),
             std::future::pending(),
         ));
         let mut stream = TcpStream::connect(admin).await.unwrap();
         stream.write_all(b"POST /api HTTP/1.1\r\nHo").await.unwrap();
         closed_within(&mut stream, WAIT).await;
+    }
+
+    /// The admin listener resets a peer on an app's network before
+    /// answering anything, and answers the others.
+    #[tokio::test]
+    async fn admin_listener_resets_peers_on_the_apps_networks() {
+        let serve_admin = |refuse: AppNets| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let router = axum::Router::new().fallback(|| async { "admin" });
+            tokio::spawn(serve_router(
+                listener,
+                router,
+                Limits::default(),
+                refuse,
+                std::future::pending(),
+            ));
+            addr
+        };
+        let ask = |addr: SocketAddr| async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let _ = stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut got))
+                .await
+                .expect("the listener closes or answers at once");
+            (
+                read.map_err(|e| e.kind()),
+                String::from_utf8_lossy(&got).into_owned(),
+            )
+        };
+        let open = serve_admin(AppNets::default()).await;
+        let (read, text) = ask(open).await;
+        assert!(read.is_ok() && text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("admin"), "{text}");
+
+        let walled_nets = AppNets::default();
+        walled_nets.add(crate::peers::Subnet::parse("127.0.0.0/8"));
+        let walled = serve_admin(walled_nets).await;
+        let (read, text) = ask(walled).await;
+        // Reset: the read fails, or ends at once if the write saw it first.
+        assert_eq!(text, "", "no byte of an answer ({read:?})");
+        assert!(
+            matches!(read, Ok(_) | Err(std::io::ErrorKind::ConnectionReset)),
+            "{read:?}"
+        );
     }
 
     /// A backend that counts the requests it got and answers with the body's length.

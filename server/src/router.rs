@@ -332,7 +332,7 @@ async fn guard(
                 return (
                     StatusCode::UNAUTHORIZED,
                     [(header::WWW_AUTHENTICATE, "Basic realm=\"paas\"")],
-                    "Authentication required: use the admin token or an API token as the password, e.g. git remote add paas http://paas:TOKEN@HOST/app.git\n",
+                    "Authentication required: run `paas login http://HOST:8300` once (git then gets the token from paas, and remotes need none: git remote add paas http://HOST:8300/APP.git), or give the admin token or an API token as the password when git asks.\n",
                 )
                     .into_response();
             }

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::docker::Docker;
 use crate::git::{HookEnv, Repos};
-use crate::proxy::{Limits, ProxyOptions};
+use crate::proxy::{ControlAccess, Limits, ProxyOptions};
 use crate::store::Store;
 use std::future::Future;
 use std::path::PathBuf;
@@ -43,6 +43,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Git(#[from] crate::git::GitError),
+    #[error("https = {0}: this paas does not speak HTTPS yet; remove --https (or set it to off) and reach the control plane on the admin address, from elsewhere through an SSH tunnel (ssh -N -L 8300:127.0.0.1:8300 root@SERVER)")]
+    NoTls(std::net::SocketAddr),
 }
 
 /// Sets `path`'s mode (the daemon's own files: never a link an app made).
@@ -90,12 +92,44 @@ fn connection_limits() -> (Limits, Limits) {
     (public, admin)
 }
 
+/// How often the apps' network ranges are read again from the engine (new
+/// networks are added as paas makes them; this drops removed ones).
+const APP_NETS_REFRESH: Duration = Duration::from_secs(60);
+
+/// The network image builds run on, whose ranges the control plane refuses
+/// too (a build runs a pushed tree's setup code): the engine's default
+/// bridge unless `build-network` names another. With `host` a build shares
+/// the host's own addresses and cannot be told apart.
+fn build_network_name(config: &Config) -> Vec<String> {
+    match config.build_network.as_deref() {
+        None => vec!["bridge".into()],
+        Some(name) if name == "host" || name == "none" || name.contains(':') => vec![],
+        Some(name) => vec![name.to_string()],
+    }
+}
+
+fn spawn_app_nets_refresh(docker: Docker, extra: Vec<String>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(APP_NETS_REFRESH).await;
+            if let Err(e) = docker.refresh_app_nets(&extra).await {
+                tracing::warn!("cannot read the apps' networks from the engine: {e}");
+            }
+        }
+    });
+}
+
 /// Open the state, connect to the engine, bind both listeners, reconcile,
 /// and serve until `shutdown` resolves.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    if let Some(addr) = config.https {
+        // The proxy is ready (ControlAccess::Redirect for plain HTTP, Serve
+        // for the TLS listener); the TLS listener itself is not written yet.
+        return Err(StartError::NoTls(addr));
+    }
     let data_dir = config.data_dir.clone();
     // Secrets at rest: whatever installed paas, everything the daemon makes
     // from here on is its own (0600 files, 0700 folders), and the data
@@ -128,6 +162,13 @@ pub async fn run(
     }
     let docker = Docker::connect()?;
     docker.ping().await?;
+    // The apps' networks, known before either listener takes a connection.
+    let build_net = build_network_name(&config);
+    docker.refresh_app_nets(&build_net).await?;
+    tracing::info!(
+        ranges = ?docker.app_nets().list().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "the control plane refuses peers on the apps' networks"
+    );
     let admin = TcpListener::bind(config.admin)
         .await
         .map_err(|source| StartError::Listen {
@@ -155,6 +196,7 @@ pub async fn run(
     crate::schedule::spawn_scheduler(ctx.clone());
     crate::sampler::spawn_request_sampler(ctx.clone());
     crate::sampler::spawn_usage_sampler(ctx.clone());
+    spawn_app_nets_refresh(ctx.docker.clone(), build_net);
 
     let router = crate::router::router(ctx.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -196,12 +238,23 @@ pub async fn run(
         ProxyOptions {
             control_host: Some(ctx.config.control_host()),
             control: Some(router.clone()),
+            control_access: match ctx.config.control_https_base() {
+                Some(base) => ControlAccess::Redirect(base),
+                None => ControlAccess::Refuse,
+            },
+            app_nets: ctx.docker.app_nets(),
             upstream_timeout: Duration::from_secs(60),
             limits: public_limits,
         },
         wait(stop_rx.clone()),
     );
-    let admin_srv = crate::proxy::serve_router(admin, router, admin_limits, wait(stop_rx.clone()));
+    let admin_srv = crate::proxy::serve_router(
+        admin,
+        router,
+        admin_limits,
+        ctx.docker.app_nets(),
+        wait(stop_rx.clone()),
+    );
     let (a, b) = tokio::join!(proxy, admin_srv);
     if let Err(e) = a {
         tracing::error!("proxy: {e}");

@@ -301,3 +301,108 @@ fn cli_login_then_apps_create_and_destroy() {
     let r = paas(&cli, here, &env, &["apps", "--json"]).ok("apps");
     assert!(!r.stdout.contains(&name), "{}", r.stdout);
 }
+
+/// `git` in `dir` as the test's client user: its own home (the global git
+/// config `paas login` writes), no system config, never a prompt.
+fn user_git(cli: &CliEnv, dir: &Path, args: &[&str]) -> (bool, String) {
+    let mut cmd = std::process::Command::new("git");
+    cli.apply(&mut cmd, dir);
+    let mut child = cmd
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    // A credential exchange that hangs is a failure of its own: bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("git {args:?} still runs after 300 s: a credential prompt or a hang");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// After `paas login`, git gets the token from `paas git-credential`: a
+/// remote without a token pushes and deploys, and neither the repository's
+/// nor the user's git config holds the token; a wrong saved token is git's
+/// authentication failure at once, not a prompt or a hang.
+#[test]
+fn git_remotes_carry_no_token_after_paas_login() {
+    let mut d = Daemon::start();
+    let app = d.app("cred");
+    let cli = d.cli();
+    let p = Project::from_fixture("blog");
+    let here = p.dir.path();
+    let url = cli.url.clone();
+
+    let r = paas(&cli, here, &[], &["login", &url, "--token", &d.token]).ok("login");
+    assert!(r.stdout.contains("credential helper"), "{}", r.stdout);
+    assert!(!r.stdout.contains(&d.token), "{}", r.stdout);
+    let remote = format!("{url}/{app}.git");
+    assert!(user_git(&cli, here, &["remote", "add", "paas", &remote]).0);
+    let (ok, out) = user_git(&cli, here, &["push", "paas", "main"]);
+    assert!(ok, "push through the credential helper:\n{out}");
+    assert!(out.contains(&format!("{app} v1 is live")), "{out}");
+    d.assert_serves(&app, "");
+
+    // The helper is there, the token is not, in any git config.
+    let global = std::fs::read_to_string(cli.home.path().join(".gitconfig"))
+        .expect("paas login wrote the user's global git config");
+    assert!(global.contains("git-credential"), "{global}");
+    assert!(global.contains("username = paas"), "{global}");
+    let local = std::fs::read_to_string(here.join(".git/config")).unwrap();
+    for (name, text) in [("global", &global), (".git/config", &local)] {
+        assert!(
+            !text.contains(&d.token),
+            "the token is in the {name} git config"
+        );
+    }
+    assert!(!cli.home.path().join(".git-credentials").exists());
+    // The CLI takes the app from the remote and the token from the login.
+    let r = paas(&cli, here, &[], &["releases", "--json"]).ok("releases");
+    assert_eq!(r.json()[0]["version"], 1, "{}", r.stdout);
+
+    // The helper answers for the saved URL only.
+    let helper = |request: &str| {
+        use std::io::Write;
+        let mut child = cli
+            .command(here)
+            .args(["git-credential", "get"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(request.as_bytes())
+            .unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let host = url.trim_start_matches("http://");
+    let answer = helper(&format!("protocol=http\nhost={host}\n\n"));
+    assert_eq!(answer, format!("username=paas\npassword={}\n", d.token));
+    assert_eq!(helper("protocol=http\nhost=203.0.113.9:8300\n\n"), "");
+
+    // A wrong saved token: git's own authentication failure, no hang.
+    let login = cli.home.path().join(".config/paas/login.json");
+    let json = serde_json::json!({ "url": url, "token": "not-the-token" }).to_string();
+    std::fs::write(&login, json).unwrap();
+    p.replace("Notes v1", "Notes v2");
+    p.commit("second");
+    let (ok, out) = user_git(&cli, here, &["push", "paas", "main"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("Authentication failed"), "{out}");
+}

@@ -52,6 +52,8 @@ pub struct Daemon {
     pub apps: Vec<String>,
     /// Extra environment of the daemon process (e.g. DOCKER_HOST).
     pub env: Vec<(String, String)>,
+    /// The address both listeners bind (127.0.0.1 unless a test asks).
+    pub bind: String,
     log: PathBuf,
 }
 
@@ -105,6 +107,12 @@ impl Daemon {
 
     /// A daemon whose process gets these extra environment variables.
     pub fn start_with_env(env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_bound(env, "127.0.0.1")
+    }
+
+    /// A daemon whose public and admin listeners bind `ip` (e.g. 0.0.0.0,
+    /// as an owner may bind them) instead of 127.0.0.1.
+    pub fn start_bound(env: &[(&str, &str)], ip: &str) -> Daemon {
         require_parts();
         keep_panic_messages();
         let data = tempfile::Builder::new()
@@ -123,6 +131,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            bind: ip.to_string(),
         };
         d.spawn();
         d.token = std::fs::read_to_string(d.data.path().join("admin.token"))
@@ -151,8 +160,8 @@ impl Daemon {
             .arg("serve")
             .arg("--data-dir")
             .arg(self.data.path())
-            .args(["--http", &format!("127.0.0.1:{}", self.http)])
-            .args(["--admin", &format!("127.0.0.1:{}", self.admin)])
+            .args(["--http", &format!("{}:{}", self.bind, self.http)])
+            .args(["--admin", &format!("{}:{}", self.bind, self.admin)])
             .args(["--domain", "localhost"])
             .args(["--build-network", "host"])
             .args(["--drain-timeout", "5"])

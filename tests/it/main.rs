@@ -13,6 +13,7 @@ mod dashboard;
 mod data;
 mod edge;
 mod harness;
+mod network;
 mod procfile;
 mod run;
 mod symlinks;

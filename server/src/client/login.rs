@@ -1,5 +1,7 @@
 //! `paas login URL`: check a token against a daemon and keep both (0600,
-//! `$XDG_CONFIG_HOME/paas/login.json` or `~/.config/paas/login.json`).
+//! `$XDG_CONFIG_HOME/paas/login.json` or `~/.config/paas/login.json`), and
+//! make this binary git's credential helper for the URL, so git remotes
+//! name the app without the token.
 
 use super::{ClientError, Result, Target};
 use std::path::PathBuf;
@@ -82,5 +84,13 @@ pub async fn login(url: &str, token: Option<String>) -> Result<()> {
         ClientError::Server(format!("cannot save the login in {}: {e}", file.display()))
     })?;
     println!("Logged in to {url}; saved in {}.", file.display());
+    match super::credential::register(&url) {
+        Ok(()) => println!(
+            "git pushes to {url} get the token from paas (credential helper in your global git config): git remote add paas {url}/APP.git"
+        ),
+        Err(e) => eprintln!(
+            "paas: could not set paas as git's credential helper for {url} ({e}); git will ask for the token on push (user paas, password the token)"
+        ),
+    }
     Ok(())
 }

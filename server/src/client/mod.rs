@@ -11,6 +11,7 @@
 
 pub mod apps;
 pub mod config;
+pub mod credential;
 pub mod data;
 pub mod domains;
 pub mod login;

@@ -37,6 +37,7 @@ impl Fixture {
             http: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
             domain: "paas.test".into(),
+            https: None,
             build_network: None,
             image_pattern: "python:{version}-slim".into(),
             drain_timeout: Duration::from_millis(20),

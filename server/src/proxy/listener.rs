@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,6 +22,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+use crate::peers::AppNets;
 
 /// How long [`serve_with`] waits for open connections after `shutdown` resolves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -54,10 +57,12 @@ impl Default for Limits {
 
 /// Accepts connections on `listener` until `shutdown` resolves, serving each
 /// request with `handle(request, peer)` under `limits`; then stops accepting
-/// and gives open connections a short grace period to finish.
+/// and gives open connections a short grace period to finish. A peer in
+/// `refuse` gets its connection reset at once, before a byte is read.
 pub(crate) async fn serve_with<H, F>(
     listener: tokio::net::TcpListener,
     limits: Limits,
+    refuse: Option<AppNets>,
     handle: H,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -93,6 +98,10 @@ where
             },
             () = &mut shutdown => break,
         };
+        if refuse.as_ref().is_some_and(|r| r.contains(remote.ip())) {
+            refused(stream, remote);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
         let builder = builder.clone();
@@ -119,18 +128,45 @@ where
     Ok(())
 }
 
+/// Closes a connection from an app's network with a reset (no answer, no
+/// lingering), and says so in the log at most once a minute: a hostile app
+/// knocking in a loop must not fill the journal.
+fn refused(stream: tokio::net::TcpStream, remote: SocketAddr) {
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    let _ = stream.set_zero_linger();
+    drop(stream);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    if now >= last + 60
+        && LAST_WARNED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            %remote,
+            "refused a connection to the control plane from an app's network (said once a minute)"
+        );
+    } else {
+        tracing::debug!(%remote, "refused a connection from an app's network");
+    }
+}
+
 /// Serves an axum router (the admin listener) under `limits`; handlers get
-/// `ConnectInfo<SocketAddr>`.
+/// `ConnectInfo<SocketAddr>`. Peers on the apps' networks (`refuse`) are
+/// reset at once: the control plane never answers app code.
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     limits: Limits,
+    refuse: AppNets,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handle = move |req: Request<Incoming>, remote: SocketAddr| {
         call_router(router.clone(), req, remote, limits.body_idle_timeout)
     };
-    serve_with(listener, limits, handle, shutdown).await
+    serve_with(listener, limits, Some(refuse), handle, shutdown).await
 }
 
 /// One request to `router`, its body under the idle timeout.
