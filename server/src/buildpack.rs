@@ -1750,6 +1750,10 @@ fn pins(lines: &[String]) -> Option<BTreeMap<String, String>> {
         .collect()
 }
 
+/// A lock and the requirements file that agrees with it: ((kind, lock
+/// file), requirements file, how many packages both pin).
+type Agreement = ((DependencyKind, String), String, usize);
+
 /// requirements.txt beside one lock file (Pipfile.lock, poetry.lock,
 /// uv.lock) that pin exactly the same packages (the file was exported from
 /// the lock): they agree, and the lock is used. Some((lock, requirements
@@ -1757,7 +1761,7 @@ fn pins(lines: &[String]) -> Option<BTreeMap<String, String>> {
 fn sources_agree(
     root: &Path,
     found: &[(DependencyKind, String)],
-) -> Result<Option<((DependencyKind, String), String, usize)>, DetectError> {
+) -> Result<Option<Agreement>, DetectError> {
     let [a, b] = found else { return Ok(None) };
     let (req, lock) = match (a.0, b.0) {
         (DependencyKind::Requirements, _) => (a, b),
