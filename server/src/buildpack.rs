@@ -11,6 +11,7 @@
 
 mod deps;
 mod native;
+mod statements;
 
 pub use native::Native;
 
@@ -49,6 +50,8 @@ const SKIP_DIRS: &[&str] = &[
 ];
 /// Where generated pinned requirements go in the build context (and under /paas/deps/ in the image).
 pub const GENERATED_REQUIREMENTS: &str = ".paas/requirements.lock.txt";
+/// Where requirements files paas rewrote go in the build context, by their path.
+pub const REWRITTEN_REQUIREMENTS: &str = ".paas/requirements";
 /// Settings modules of a settings package preferred for deploys, in order.
 const PREFERRED_SETTINGS: &[&str] = &["production", "prod"];
 
@@ -162,7 +165,14 @@ impl DependencyKind {
 pub enum Dependencies {
     /// A pip requirements file, relative to the repository root, plus the
     /// files it pulls in with `-r`/`-c` (also relative to the root).
-    Requirements { path: String, includes: Vec<String> },
+    /// `rewritten` holds the files whose installed copy differs from the
+    /// pushed one (path, content): an index line naming the public index is
+    /// commented out so the build's configured index (a mirror) serves it.
+    Requirements {
+        path: String,
+        includes: Vec<String>,
+        rewritten: Vec<(String, String)>,
+    },
     /// Requirements generated at detect time from `source` (a lock file,
     /// Pipfile or pyproject.toml, relative to the root) and shipped as
     /// [`GENERATED_REQUIREMENTS`]: the dependency layer stays a cached `pip install -r`.
@@ -252,6 +262,17 @@ pub enum DetectError {
         "Unsupported Python version {value:?} (from {source_name}): write a version like 3.11."
     )]
     BadPythonVersion { value: String, source_name: String },
+    #[error("Django {django} supports Python {supports} only, older than every Python paas builds with (3.{lo} to 3.{hi}): upgrade Django to 4.2 LTS or later in your dependencies and push again.", lo = KNOWN_MINORS.start(), hi = KNOWN_MINORS.end())]
+    DjangoTooOld { django: String, supports: String },
+    #[error("{settings} lists {dir} in STATICFILES_DIRS, but {dir} is not in the pushed code: it is built by `npm run build` ({package_json}), and paas does not run Node, so commit the built files, or skip collectstatic with `paas config:set DISABLE_COLLECTSTATIC=1` and serve static files another way.")]
+    NodeStaticMissing {
+        settings: String,
+        dir: String,
+        package_json: String,
+    },
+    /// Every blocker detection found, in the order met; each is printed on its own line.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" "))]
+    Several(Vec<DetectError>),
     #[error("The path {0:?} has characters paas does not accept in build paths: rename it using letters, digits, '.', '_', '-' and '/'.")]
     UnsafePath(String),
     #[error(
@@ -285,48 +306,89 @@ pub fn detect_with(
     let project_dir = found.dir.clone();
     check_safe_path(&project_dir)?;
     let project = root.join(&project_dir);
+    // Every blocker detection can see is reported in one push: each step
+    // that does not need a failed one still runs.
+    let mut errors: Vec<DetectError> = Vec::new();
 
-    let settings_module = settings_module(root, &found, opts, &mut notes)?;
-    let (wsgi_module, wsgi_callable) =
-        find_wsgi(&project, &project_dir, &settings_module, &mut notes)?;
+    let settings = settings_module(root, &found, opts, &mut notes).and_then(|m| {
+        let wsgi = find_wsgi(&project, &project_dir, &m, &mut notes)?;
+        Ok((m, wsgi))
+    });
+    let settings = settings.map_err(|e| errors.push(e)).ok();
 
-    let deps = find_dependencies(root, &project_dir, vars, &mut notes)?;
-    let names: Vec<String> = deps
-        .lines
+    let deps = find_dependencies(root, &project_dir, vars, &mut notes)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let lines: &[String] = deps.as_ref().map(|d| d.lines.as_slice()).unwrap_or(&[]);
+    let names: Vec<String> = lines
         .iter()
         .filter_map(|l| deps::requirement_name(l))
         .collect();
-    if !names.iter().any(|n| n == "django") {
-        notes.push(format!(
-            "warning: {} does not list Django; the build will fail unless another listed package brings it",
-            deps.shown
-        ));
+    if let Some(d) = &deps {
+        if !names.iter().any(|n| n == "django") {
+            notes.push(format!(
+                "warning: {} does not list Django; the build will fail unless another listed package brings it",
+                d.shown
+            ));
+        }
     }
-    let django = pinned_version(&deps.lines, "django");
+    let django = pinned_version(lines, "django");
 
     let python_version = python_version(
         root,
         &project_dir,
         opts,
-        deps.python.as_ref(),
+        deps.as_ref().and_then(|d| d.python.as_ref()),
         django.as_deref(),
         &mut notes,
-    )?;
-    let base_image = opts.image_pattern.replace("{version}", &python_version);
+    )
+    .map_err(|e| errors.push(e))
+    .ok();
 
-    let mut native = native::needs(&deps.lines);
+    let mut native = native::needs(lines);
+    if let Some(py) = &python_version {
+        let minor: u32 = py[2..].parse().unwrap_or(0);
+        if let Some(v) = pinned_version(lines, "psycopg2-binary") {
+            if statements::psycopg2_binary_newest_wheel(&v).is_some_and(|w| w < minor) {
+                native.compile_like("psycopg2", "psycopg2-binary");
+                notes.push(format!(
+                    "psycopg2-binary {v} has no wheel for Python {py}: pip builds it from source, like psycopg2"
+                ));
+            }
+        }
+    }
     for (var, value, build) in [
         ("PAAS_BUILD_PACKAGES", &vars.build_packages, true),
         ("PAAS_RUNTIME_PACKAGES", &vars.runtime_packages, false),
     ] {
         if let Some(v) = value {
-            let packages = native::parse_packages(v).ok_or_else(|| DetectError::BadPackages {
-                var,
-                value: v.clone(),
-            })?;
-            native.configure(&packages, build);
+            match native::parse_packages(v) {
+                Some(packages) => native.configure(&packages, build),
+                None => errors.push(DetectError::BadPackages {
+                    var,
+                    value: v.clone(),
+                }),
+            }
         }
     }
+    let collectstatic = !vars.disable_collectstatic;
+    if let (true, Some((module, _))) = (collectstatic, &settings) {
+        if let Err(e) = check_node_static(root, &project_dir, module) {
+            errors.push(e);
+        }
+    }
+    match errors.len() {
+        0 => {}
+        1 => return Err(errors.remove(0)),
+        _ => return Err(DetectError::Several(errors)),
+    }
+    let (Some((settings_module, (wsgi_module, wsgi_callable))), Some(deps), Some(python_version)) =
+        (settings, deps, python_version)
+    else {
+        unreachable!("every step without an error has its result");
+    };
+    let base_image = opts.image_pattern.replace("{version}", &python_version);
+
     let runtime = if native.runtime_packages.is_empty() {
         "the installed packages".to_string()
     } else {
@@ -365,7 +427,6 @@ pub fn detect_with(
             "{POSTGRES_DRIVER} added: DATABASE_URL points at PostgreSQL and the project lists no driver"
         ));
     }
-    let collectstatic = !vars.disable_collectstatic;
     if !collectstatic {
         notes.push("collectstatic skipped: the DISABLE_COLLECTSTATIC config var is set".into());
     }
@@ -443,11 +504,19 @@ struct RequirementFile {
 /// The Dockerfile for `plan` (build context: the checkout plus [`context_files`]).
 pub fn render_dockerfile(plan: &BuildPlan) -> String {
     let (requirement_files, mut pip_args) = match &plan.dependencies {
-        Dependencies::Requirements { path, includes } => (
+        Dependencies::Requirements {
+            path,
+            includes,
+            rewritten,
+        } => (
             std::iter::once(path)
                 .chain(includes)
                 .map(|file| RequirementFile {
-                    from: file.clone(),
+                    from: if rewritten.iter().any(|(f, _)| f == file) {
+                        format!("{REWRITTEN_REQUIREMENTS}/{file}")
+                    } else {
+                        file.clone()
+                    },
                     to: file.clone(),
                 })
                 .collect(),
@@ -548,10 +617,79 @@ pub fn context_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
             requirements.as_bytes().to_vec(),
         ));
     }
+    if let Dependencies::Requirements { rewritten, .. } = &plan.dependencies {
+        for (file, text) in rewritten {
+            files.push((
+                format!("{REWRITTEN_REQUIREMENTS}/{file}"),
+                text.as_bytes().to_vec(),
+            ));
+        }
+    }
     if !plan.has_manage_py {
         files.push((".paas/manage.py".into(), MANAGE_PY.as_bytes().to_vec()));
     }
     files
+}
+
+// ---- static files built by Node ----
+
+/// A project whose static files are built by Node (a package.json with a
+/// `build` script at the root or in the project folder) and whose
+/// STATICFILES_DIRS names a folder missing from the pushed code: the build
+/// output was not committed, and collectstatic would fail after a long install.
+fn check_node_static(root: &Path, project_dir: &str, settings: &str) -> Result<(), DetectError> {
+    let Some(package_json) = dedup_dirs(project_dir)
+        .into_iter()
+        .map(|d| join_rel(&d, "package.json"))
+        .find(|rel| {
+            is_file(&root.join(rel))
+                && read(&root.join(rel), rel)
+                    .ok()
+                    .and_then(|t| statements::node_build_script(&t))
+                    .is_some()
+        })
+    else {
+        return Ok(());
+    };
+    let project = root.join(project_dir);
+    let module_path = settings.replace('.', "/");
+    let file = [
+        format!("{module_path}.py"),
+        format!("{module_path}/__init__.py"),
+    ]
+    .into_iter()
+    .find(|f| is_file(&project.join(f)));
+    let Some(file) = file else { return Ok(()) };
+    // The settings file, then its siblings (a settings package's base.py).
+    let mut files = vec![project.join(&file)];
+    if let Some(Ok(entries)) = project.join(&file).parent().map(std::fs::read_dir) {
+        let mut siblings: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                *p != project.join(&file) && p.extension().is_some_and(|e| e == "py") && is_file(p)
+            })
+            .collect();
+        siblings.sort();
+        files.extend(siblings);
+    }
+    for f in files {
+        let shown = f.strip_prefix(root).map(rel_string).unwrap_or_default();
+        let text = read(&f, &shown)?;
+        for dir in statements::staticfiles_dirs(&text) {
+            let present = [project.join(&dir), root.join(&dir)]
+                .iter()
+                .any(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+            if !present {
+                return Err(DetectError::NodeStaticMissing {
+                    settings: shown,
+                    dir: join_rel(project_dir, &dir),
+                    package_json,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---- project folder ----
@@ -698,13 +836,71 @@ fn settings_module(
             break;
         }
     }
-    let (module, source) = match named {
-        Some((m, f)) => {
-            if !is_dotted_path(&m) {
-                return Err(DetectError::BadSettingsModule(m));
-            }
-            (m, f)
+    if let Some((m, _)) = &named {
+        if !is_dotted_path(m) {
+            return Err(DetectError::BadSettingsModule(m.clone()));
         }
+    }
+    // What the deploy manifests set, for modules that exist in the project.
+    let manifests: Vec<(String, String)> = manifest_settings(root)?
+        .into_iter()
+        .filter(|(m, _)| module_exists(&project, m))
+        .collect();
+    let first = |p: statements::Purpose| {
+        manifests
+            .iter()
+            .find(|(m, _)| statements::purpose(m) == p)
+            .cloned()
+    };
+    use statements::Purpose;
+    let named_purpose = named.as_ref().map(|(m, _)| statements::purpose(m));
+    let from_manifest = |(m, f): (String, String)| {
+        let why = match &named {
+            Some((n, nf)) if *n != m => {
+                format!("DJANGO_SETTINGS_MODULE in {f}, a deploy manifest, over {nf}'s default {n}")
+            }
+            _ => format!("DJANGO_SETTINGS_MODULE in {f}"),
+        };
+        (m, why)
+    };
+    // A manifest naming a module inside manage.py's settings package picks within it.
+    let inside_named = manifests
+        .iter()
+        .find(|(m, _)| {
+            named
+                .as_ref()
+                .is_some_and(|(n, _)| m.starts_with(&format!("{n}.")))
+                && statements::purpose(m) == Purpose::Other
+        })
+        .cloned();
+    let decided = if let Some(prod) = first(Purpose::Production) {
+        Some(from_manifest(prod))
+    } else if let Some(inside) = inside_named {
+        Some(from_manifest(inside))
+    } else if named.is_some() && named_purpose != Some(Purpose::Development) {
+        named.clone()
+    } else if let Some(other) = first(Purpose::Other) {
+        Some(from_manifest(other))
+    } else if let Some((dev, f)) = named.clone() {
+        // A development default: its package's production module, when there is one.
+        let sibling = dev.rsplit_once('.').and_then(|(pkg, _)| {
+            PREFERRED_SETTINGS
+                .iter()
+                .map(|p| format!("{pkg}.{p}"))
+                .find(|m| is_file(&project.join(format!("{}.py", m.replace('.', "/")))))
+        });
+        Some(match sibling {
+            Some(m) => {
+                let why = format!("beside {dev}, the development default of {f}");
+                (m, why)
+            }
+            None => (dev, f),
+        })
+    } else {
+        None
+    };
+    let (module, source) = match decided {
+        Some(d) => d,
         None => {
             let m = search_settings(&project, &found.entry)?;
             let how = format!(
@@ -723,6 +919,55 @@ fn settings_module(
         ));
     }
     Ok(resolved)
+}
+
+/// Whether `module` is a module or package of the project.
+fn module_exists(project: &Path, module: &str) -> bool {
+    let path = module.replace('.', "/");
+    is_dotted_path(module)
+        && (is_file(&project.join(format!("{path}.py")))
+            || std::fs::symlink_metadata(project.join(&path)).is_ok_and(|m| m.is_dir()))
+}
+
+/// Every `DJANGO_SETTINGS_MODULE` the project's deploy manifests set
+/// (Dockerfiles, compose files, app.json, heroku.yml, render.yaml, fly.toml,
+/// nixpacks.toml, railway files, Procfile up to three levels deep, and
+/// `.do/*.yaml`): (module, file), shallowest files first.
+fn manifest_settings(root: &Path) -> Result<Vec<(String, String)>, DetectError> {
+    let mut files: Vec<String> = Vec::new();
+    let mut dirs: Vec<PathBuf> = dirs_by_level(root, 3).into_iter().flatten().collect();
+    dirs.push(PathBuf::from(".do"));
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        let in_do = dir == Path::new(".do");
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                statements::is_manifest_name(n)
+                    || (in_do && (n.ends_with(".yaml") || n.ends_with(".yml")))
+            })
+            .collect();
+        names.sort();
+        for n in names {
+            let rel = join_rel(&rel_string(&dir), &n);
+            if is_file(&root.join(&rel)) {
+                files.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let text = read(&root.join(&f), &f)?;
+        for m in statements::manifest_settings(&text) {
+            if !out.iter().any(|(o, _): &(String, String)| *o == m) {
+                out.push((m, f.clone()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The one `settings.py` or `settings/` package within two levels of the project folder.
@@ -932,7 +1177,7 @@ fn parse_wsgi_application(settings: &str) -> Option<String> {
 
 // ---- Python version ----
 
-/// Python versions paas knows how to pick between (`3.minor`).
+/// Pythons paas builds with (`3.minor`): the official images of these exist.
 const KNOWN_MINORS: std::ops::RangeInclusive<u32> = 8..=14;
 
 /// The Python versions (`3.x`) whose base image is among `tags`, newest
@@ -954,31 +1199,126 @@ pub fn local_pythons(tags: &[String], pattern: &str) -> Vec<String> {
     found.into_iter().rev().map(|(_, v)| v).collect()
 }
 
-/// The newest Python a Django release supports (`major.minor` → `3.x`).
-fn newest_python_for_django(django: &str) -> Option<&'static str> {
-    let mut parts = django.split('.');
-    let major: u32 = parts.next()?.parse().ok()?;
-    let minor: u32 = parts
-        .next()
-        .and_then(|m| {
-            m.chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect::<String>()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
-    Some(match (major, minor) {
-        (2, 2) | (3, 0) | (3, 1) => "3.9",
-        (3, 2) | (4, 0) => "3.10",
-        (4, 1) => "3.11",
-        (4, 2) | (5, 0) => "3.12",
-        (5, 1) | (5, 2) => "3.13",
-        (6, 0) => "3.14",
-        _ => return None,
-    })
+/// A Python the project states, in the order the buildpack reads them.
+struct Stated {
+    /// `3.11`, or the value as written when it is no version.
+    value: String,
+    /// Where it was read, for the push output.
+    source: String,
 }
 
+/// Files whose version is used as written (after the config var): the
+/// project pins its Python there for tools that install exactly that one.
+fn pinned_pythons(
+    root: &Path,
+    project_dir: &str,
+    hint: Option<&(deps::PythonHint, String)>,
+) -> Result<Vec<Stated>, DetectError> {
+    let mut out = Vec::new();
+    for file in [".python-version", "runtime.txt", ".tool-versions"] {
+        for dir in dedup_dirs(project_dir) {
+            let rel = join_rel(&dir, file);
+            let path = root.join(&rel);
+            if !is_file(&path) {
+                continue;
+            }
+            let text = read(&path, &rel)?;
+            let value = if file == ".tool-versions" {
+                match statements::tool_versions_python(&text) {
+                    Some(v) => v,
+                    None => continue,
+                }
+            } else {
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            out.push(Stated { value, source: rel });
+        }
+    }
+    if let Some((deps::PythonHint::Exact(v), file)) = hint {
+        out.push(Stated {
+            value: v.clone(),
+            source: file.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Pythons the project runs elsewhere: its Dockerfiles' `FROM python:X.Y`,
+/// then its CI configs; used when Django (and requires-python) allow them.
+fn running_pythons(root: &Path, project_dir: &str) -> Result<Vec<Stated>, DetectError> {
+    let mut out = Vec::new();
+    let mut dockerfiles: Vec<String> = Vec::new();
+    for level in dirs_by_level(root, 3) {
+        for dir in level {
+            let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| statements::is_dockerfile_name(n))
+                .collect();
+            names.sort();
+            for n in names {
+                let rel = join_rel(&rel_string(&dir), &n);
+                if is_file(&root.join(&rel)) {
+                    dockerfiles.push(rel);
+                }
+            }
+        }
+    }
+    // The project folder's own first, then production ones, then the rest (shallowest first).
+    let rank = |f: &String| {
+        let here = Path::new(f).parent().map(rel_string).unwrap_or_default() == project_dir;
+        let prod = statements::purpose(&f.to_ascii_lowercase().replace(['/', '-'], "_"))
+            == statements::Purpose::Production
+            || f.to_ascii_lowercase().contains("prod");
+        (!here && !prod, !prod, f.matches('/').count())
+    };
+    dockerfiles.sort_by_key(rank);
+    for f in dockerfiles {
+        let text = read(&root.join(&f), &f)?;
+        for v in statements::dockerfile_pythons(&text) {
+            out.push(Stated {
+                value: v.clone(),
+                source: format!("FROM python:{v} in {f}"),
+            });
+        }
+    }
+    let mut ci: Vec<String> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(root.join(".github/workflows")) {
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
+            .collect();
+        names.sort();
+        ci.extend(names.into_iter().map(|n| format!(".github/workflows/{n}")));
+    }
+    ci.push(".gitlab-ci.yml".into());
+    for f in ci {
+        if !is_file(&root.join(&f)) {
+            continue;
+        }
+        let text = read(&root.join(&f), &f)?;
+        for v in statements::ci_pythons(&text) {
+            out.push(Stated {
+                value: v.clone(),
+                source: format!("python-version {v} in {f}"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The Python of the build: the project's own statements first (the config
+/// var, then pins, then what its Dockerfile and CI run, within Django's
+/// support and requires-python), else the newest Python the pinned Django
+/// supports, else the default.
 fn python_version(
     root: &Path,
     project_dir: &str,
@@ -987,61 +1327,111 @@ fn python_version(
     django: Option<&str>,
     notes: &mut Vec<String>,
 ) -> Result<String, DetectError> {
-    let mut sources: Vec<(String, String)> = Vec::new();
-    if let Some(v) = &opts.python_version {
-        sources.push((v.clone(), "the PYTHON_VERSION config var".to_string()));
-    }
-    for file in [".python-version", "runtime.txt"] {
-        for dir in dedup_dirs(project_dir) {
-            let rel = join_rel(&dir, file);
-            let path = root.join(&rel);
-            if is_file(&path) {
-                let text = read(&path, &rel)?;
-                let first = text
-                    .lines()
-                    .map(str::trim)
-                    .find(|l| !l.is_empty() && !l.starts_with('#'))
-                    .unwrap_or("")
-                    .to_string();
-                sources.push((first, rel));
-            }
+    let support = django.and_then(statements::django_support);
+    let lowest = *KNOWN_MINORS.start();
+    if let (Some(s), Some(d), None) = (support, django, &opts.python_version) {
+        if s.hi < (3, lowest) {
+            return Err(DetectError::DjangoTooOld {
+                django: d.to_string(),
+                supports: s.shown(),
+            });
         }
     }
-    if let Some((deps::PythonHint::Exact(v), file)) = hint {
-        sources.push((v.clone(), file.clone()));
+    let mut pins = Vec::new();
+    if let Some(v) = &opts.python_version {
+        pins.push(Stated {
+            value: v.clone(),
+            source: "the PYTHON_VERSION config var".to_string(),
+        });
     }
-    if let Some((value, source_name)) = sources.into_iter().next() {
-        let v = parse_python_version(&value).ok_or_else(|| DetectError::BadPythonVersion {
-            value: value.clone(),
-            source_name: source_name.clone(),
+    pins.extend(pinned_pythons(root, project_dir, hint)?);
+    if let Some(pin) = pins.into_iter().next() {
+        let v = parse_python_version(&pin.value).ok_or_else(|| DetectError::BadPythonVersion {
+            value: pin.value.clone(),
+            source_name: pin.source.clone(),
         })?;
-        notes.push(format!("Python {v} (from {source_name})"));
+        notes.push(format!("Python {v} (from {})", pin.source));
+        let minor: u32 = v[2..].parse().unwrap_or(0);
+        if let (Some(s), Some(d)) = (support, django) {
+            if !s.allows(minor) {
+                notes.push(format!(
+                    "warning: Django {d} supports Python {}, not {v}: the build may fail (pin a supported Python, or upgrade Django)",
+                    s.shown()
+                ));
+            }
+        }
         return Ok(v);
     }
-    let cap = django.and_then(newest_python_for_django);
-    let preferred = cap.unwrap_or(DEFAULT_PYTHON);
+    let constraint = match hint {
+        Some((deps::PythonHint::Constraint(c), file)) => Some((c, file)),
+        _ => None,
+    };
+    let allowed: Vec<u32> = KNOWN_MINORS
+        .filter(|m| support.is_none_or(|s| s.allows(*m)))
+        .filter(|m| constraint.is_none_or(|(c, _)| python_allows(c, *m).unwrap_or(true)))
+        .collect();
+    if allowed.is_empty() {
+        return Err(match (constraint, django) {
+            (Some((c, file)), _) => DetectError::BadPythonVersion {
+                value: c.clone(),
+                source_name: match (support, django) {
+                    (Some(s), Some(d)) => format!(
+                        "requires-python in {file}, with Django {d}, which supports Python {}",
+                        s.shown()
+                    ),
+                    _ => format!("requires-python in {file}"),
+                },
+            },
+            (None, d) => DetectError::DjangoTooOld {
+                django: d.unwrap_or("?").to_string(),
+                supports: support.map(|s| s.shown()).unwrap_or_default(),
+            },
+        });
+    }
+    let mut ignored = Vec::new();
+    for stated in running_pythons(root, project_dir)? {
+        let Some(v) = parse_python_version(&stated.value) else {
+            continue;
+        };
+        let minor: u32 = v[2..].parse().unwrap_or(0);
+        if allowed.contains(&minor) {
+            let why = match (support, django) {
+                (Some(s), Some(d)) => format!(", which Django {d} supports ({})", s.shown()),
+                _ => String::new(),
+            };
+            notes.push(format!(
+                "Python {v} (from {}{why}; pin another with .python-version)",
+                stated.source
+            ));
+            return Ok(v);
+        }
+        ignored.push(stated.source);
+    }
+    if !ignored.is_empty() {
+        let why = match (constraint, django) {
+            (_, Some(d)) if support.is_some() => format!("Django {d} or requires-python"),
+            _ => "requires-python".to_string(),
+        };
+        notes.push(format!(
+            "{} ignored: {why} does not allow it",
+            join_and(&ignored)
+        ));
+    }
+    let cap = support.map(|s| s.hi.1.min(*KNOWN_MINORS.end()));
+    let default_minor: u32 = DEFAULT_PYTHON[2..].parse().unwrap_or(11);
+    let pref_minor = cap.unwrap_or(default_minor);
     let why_preferred = match (cap, django) {
         (Some(_), Some(d)) => format!("the newest Python Django {d} supports"),
         _ => "the default".to_string(),
     };
-    if let Some((deps::PythonHint::Constraint(c), file)) = hint {
-        let allowed: Vec<u32> = KNOWN_MINORS
-            .filter(|m| python_allows(c, *m).unwrap_or(true))
-            .collect();
-        let pref_minor: u32 = preferred[2..].parse().unwrap_or(11);
-        let Some(pick) = allowed
-            .iter()
-            .rev()
-            .find(|m| **m <= pref_minor)
-            .or(allowed.first())
-        else {
-            return Err(DetectError::BadPythonVersion {
-                value: c.clone(),
-                source_name: format!("requires-python in {file}"),
-            });
-        };
-        let v = format!("3.{pick}");
-        let how = if *pick == pref_minor {
+    let pick = *allowed
+        .iter()
+        .rev()
+        .find(|m| **m <= pref_minor)
+        .unwrap_or(&allowed[0]);
+    let v = format!("3.{pick}");
+    if let Some((c, file)) = constraint {
+        let how = if pick == pref_minor {
             format!("{why_preferred}, allowed by requires-python {c:?} in {file}")
         } else {
             format!("requires-python {c:?} in {file}")
@@ -1049,18 +1439,20 @@ fn python_version(
         notes.push(format!(
             "Python {v} ({how}; pin another with .python-version)"
         ));
-        return Ok(v);
-    }
-    if let (Some(v), Some(d)) = (cap, django) {
+    } else if let (Some(_), Some(d)) = (cap, django) {
         notes.push(format!(
             "Python {v} (the newest Python the pinned Django {d} supports; pin another with .python-version)"
         ));
-        return Ok(v.to_string());
+    } else if pick == default_minor {
+        notes.push(format!(
+            "Python {v} (default; pin another with .python-version)"
+        ));
+    } else {
+        notes.push(format!(
+            "Python {v} (the default {DEFAULT_PYTHON} is not one Django supports; pin another with .python-version)"
+        ));
     }
-    notes.push(format!(
-        "Python {DEFAULT_PYTHON} (default; pin another with .python-version)"
-    ));
-    Ok(DEFAULT_PYTHON.to_string())
+    Ok(v)
 }
 
 /// Whether Python `3.minor` (any patch release) satisfies a `requires-python`
@@ -1217,10 +1609,18 @@ fn find_dependencies(
                 seen.extend(found.into_iter().map(|f| f.1));
             }
             None if found.len() > 1 => {
+                if let Some((lock, req, n)) = sources_agree(root, &found)? {
+                    notes.push(format!(
+                        "{req} and {} name the same {n} pinned packages: installing from {}",
+                        lock.1, lock.1
+                    ));
+                    chosen = Some(lock);
+                    break;
+                }
                 return Err(DetectError::AmbiguousDependencies {
                     kinds: found.iter().map(|f| f.0.name().to_string()).collect(),
                     files: found.into_iter().map(|f| f.1).collect(),
-                })
+                });
             }
             None => {
                 if let Some(c) = found.into_iter().next() {
@@ -1262,12 +1662,13 @@ fn find_dependencies(
         None => "",
     };
     if kind == DependencyKind::Requirements {
-        let (includes, lines) = read_requirements(root, &file)?;
+        let (includes, lines, rewritten) = read_requirements(root, &file, notes)?;
         notes.push(format!("Dependencies from {file}{how}"));
         return Ok(Deps {
             dependencies: Dependencies::Requirements {
                 path: file.clone(),
                 includes,
+                rewritten,
             },
             lines,
             shown: file,
@@ -1356,16 +1757,118 @@ fn find_dependencies(
     })
 }
 
+/// Pinned versions by package name (`name==1.2`), or None when a line is not pinned.
+fn pins(lines: &[String]) -> Option<BTreeMap<String, String>> {
+    lines
+        .iter()
+        .map(|l| {
+            let name = deps::requirement_name(l)?;
+            let version = pinned_version(std::slice::from_ref(l), &name)?;
+            Some((name, version))
+        })
+        .collect()
+}
+
+/// A lock and the requirements file that agrees with it: ((kind, lock
+/// file), requirements file, how many packages both pin).
+type Agreement = ((DependencyKind, String), String, usize);
+
+/// requirements.txt beside one lock file (Pipfile.lock, poetry.lock,
+/// uv.lock) that pin exactly the same packages (the file was exported from
+/// the lock): they agree, and the lock is used. Some((lock, requirements
+/// file, how many packages)); None when they differ or the pair is another.
+fn sources_agree(
+    root: &Path,
+    found: &[(DependencyKind, String)],
+) -> Result<Option<Agreement>, DetectError> {
+    let [a, b] = found else { return Ok(None) };
+    let (req, lock) = match (a.0, b.0) {
+        (DependencyKind::Requirements, _) => (a, b),
+        (_, DependencyKind::Requirements) => (b, a),
+        _ => return Ok(None),
+    };
+    if !lock.1.ends_with(".lock") {
+        return Ok(None);
+    }
+    let text = read(&root.join(&lock.1), &lock.1)?;
+    let resolved = match lock.0 {
+        DependencyKind::Pipfile => deps::pipfile_lock(&text),
+        DependencyKind::Uv => deps::uv_lock(&text),
+        DependencyKind::Poetry => {
+            let dir = Path::new(&lock.1)
+                .parent()
+                .map(rel_string)
+                .unwrap_or_default();
+            let py = join_rel(&dir, "pyproject.toml");
+            let pyproject = if is_file(&root.join(&py)) {
+                deps::pyproject(&read(&root.join(&py), &py)?).ok()
+            } else {
+                None
+            };
+            deps::poetry_lock(&text, pyproject.as_ref())
+        }
+        _ => return Ok(None),
+    };
+    // An unreadable lock is no agreement: the refusal names both files.
+    let Ok(resolved) = resolved else {
+        return Ok(None);
+    };
+    let (_, req_lines, _) = read_requirements(root, &req.1, &mut Vec::new())?;
+    match (pins(&req_lines), pins(&resolved.lines)) {
+        (Some(r), Some(l)) if !r.is_empty() && r == l => {
+            Ok(Some((lock.clone(), req.1.clone(), r.len())))
+        }
+        _ => Ok(None),
+    }
+}
+
 // ---- requirements ----
 
-/// (included files, requirement lines of every file), paths relative to the root.
-fn read_requirements(root: &Path, req: &str) -> Result<(Vec<String>, Vec<String>), DetectError> {
+/// Requirement files read: (included files, requirement lines of every
+/// file, files rewritten for the build), paths relative to the root.
+type ReadRequirements = (Vec<String>, Vec<String>, Vec<(String, String)>);
+
+/// Reads `req` and its includes. An `-i`/`--index-url`/`--extra-index-url`
+/// line naming the public index is commented out in the installed copy:
+/// the build's configured index (the operator's mirror, or the public
+/// index itself) serves those packages. A private index stays as written.
+fn read_requirements(
+    root: &Path,
+    req: &str,
+    notes: &mut Vec<String>,
+) -> Result<ReadRequirements, DetectError> {
     let req = req.to_string();
     let mut lines = Vec::new();
     let mut includes: Vec<String> = Vec::new();
+    let mut rewritten = Vec::new();
     let mut queue = vec![req.clone()];
     while let Some(file) = queue.pop() {
         let text = read(&root.join(&file), &file)?;
+        let mut copy = String::new();
+        let mut changed = Vec::new();
+        for raw in text.lines() {
+            let option = statements::index_option(raw.trim());
+            match option {
+                Some((flag, url)) if statements::is_public_index(url) => {
+                    copy.push_str("# paas: the build's package index serves the public index: ");
+                    changed.push(format!("{flag} {url}"));
+                }
+                Some((flag, url)) => notes.push(format!(
+                    "{file} names the package index {}: pip uses it as written ({flag})",
+                    shown_url(url)
+                )),
+                None => {}
+            }
+            copy.push_str(raw);
+            copy.push('\n');
+        }
+        if !changed.is_empty() {
+            notes.push(format!(
+                "{file} names the public package index ({}): installing from the build's configured index instead, which serves the same packages",
+                changed.join(", ")
+            ));
+            rewritten.push((file.clone(), copy));
+        }
         let base = Path::new(&file).parent().unwrap_or(Path::new(""));
         for line in text.lines() {
             let line = match line.find(" #") {
@@ -1402,7 +1905,22 @@ fn read_requirements(root: &Path, req: &str) -> Result<(Vec<String>, Vec<String>
         }
     }
     includes.sort();
-    Ok((includes, lines))
+    rewritten.sort();
+    Ok((includes, lines, rewritten))
+}
+
+/// A URL without its password, for the push output.
+fn shown_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((auth, host)) if !auth.contains('/') => {
+                let user = auth.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 /// The file named by `-r FILE`, `-rFILE`, `--requirement=FILE`, `-c FILE`, `--constraint FILE`.
@@ -1604,7 +2122,8 @@ mod tests {
             plan.dependencies,
             Dependencies::Requirements {
                 path: "requirements.txt".into(),
-                includes: vec![]
+                includes: vec![],
+                rewritten: vec![],
             }
         );
         assert!(plan
@@ -1948,6 +2467,7 @@ mod tests {
                     "requirements/base.txt".into(),
                     "requirements/constraints.txt".into()
                 ],
+                rewritten: vec![],
             }
         );
         let d = project("", &[("requirements.txt", "-r ../outside.txt\n")]);
@@ -2066,6 +2586,23 @@ mod tests {
             disable_collectstatic: true,
             ..BuildVars::default()
         };
+        let binary_no_wheel = project(
+            "",
+            &[
+                (
+                    "requirements.txt",
+                    "Django==4.2.8\npsycopg2-binary==2.9.6\n",
+                ),
+                (".python-version", "3.12\n"),
+            ],
+        );
+        let public_index = project(
+            "",
+            &[(
+                "requirements.txt",
+                "-i https://pypi.org/simple\nDjango==5.1.3\n",
+            )],
+        );
         let cases = [
             ("blog", detect(&fixture("blog"), &opts()).unwrap()),
             (
@@ -2109,6 +2646,14 @@ mod tests {
                 detect(&fixture("tool-pyproject"), &opts()).unwrap(),
             ),
             ("uploads", detect(&fixture("uploads"), &opts()).unwrap()),
+            (
+                "psycopg2-binary-without-wheel",
+                detect(binary_no_wheel.path(), &opts()).unwrap(),
+            ),
+            (
+                "public-index-requirements",
+                detect(public_index.path(), &opts()).unwrap(),
+            ),
         ];
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks/django/golden");
         let update = std::env::var("PAAS_UPDATE_GOLDEN").is_ok_and(|v| v == "1");
@@ -2428,7 +2973,7 @@ mod tests {
     fn python_follows_the_pinned_django() {
         for (req, want) in [
             ("Django==3.2.25", "3.10"),
-            ("django[argon2]==4.2.7", "3.12"),
+            ("django[argon2]==4.2.7", "3.11"),
             ("Django==5.0.1", "3.12"),
             ("Django==5.2", "3.13"),
             ("Django>=4.2,<5.0", DEFAULT_PYTHON),
@@ -2438,9 +2983,9 @@ mod tests {
             let plan = detect(d.path(), &opts()).unwrap();
             assert_eq!(plan.python_version, want, "{req}");
         }
-        let d = project("", &[("requirements.txt", "Django==4.2.7")]);
+        let d = project("", &[("requirements.txt", "Django==4.2.8")]);
         let plan = detect(d.path(), &opts()).unwrap();
-        assert!(plan.notes.iter().any(|n| n == "Python 3.12 (the newest Python the pinned Django 4.2.7 supports; pin another with .python-version)"), "{:?}", plan.notes);
+        assert!(plan.notes.iter().any(|n| n == "Python 3.12 (the newest Python the pinned Django 4.2.8 supports; pin another with .python-version)"), "{:?}", plan.notes);
         // A pin in the repository wins.
         let d = project(
             "",
@@ -2718,5 +3263,380 @@ mod tests {
             .notes
             .iter()
             .any(|n| n == "collectstatic skipped: the DISABLE_COLLECTSTATIC config var is set"));
+    }
+
+    // ---- v4: what the project says about itself (issue 10) ----
+
+    fn notes_have(plan: &BuildPlan, want: &str) {
+        assert!(
+            plan.notes.iter().any(|n| n == want),
+            "no note {want:?} in {:#?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn python_comes_from_the_projects_own_dockerfile_and_ci_within_djangos_support() {
+        // Django 4.2.3 supports 3.8–3.11 (3.12 only from 4.2.8); the project's Dockerfile runs 3.11.
+        let d = project(
+            "",
+            &[
+                (
+                    "requirements.txt",
+                    "Django==4.2.3\npsycopg2-binary==2.9.6\n",
+                ),
+                (
+                    "Dockerfile",
+                    "FROM python:3.11-slim-bookworm\nENV PYTHONUNBUFFERED=1\n",
+                ),
+            ],
+        );
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.python_version, "3.11");
+        notes_have(&plan, "Python 3.11 (from FROM python:3.11 in Dockerfile, which Django 4.2.3 supports (3.8 to 3.11); pin another with .python-version)");
+        assert!(!plan.native.needs_build_stage(), "{:?}", plan.native);
+        // Without the Dockerfile: the newest Python 4.2.3 supports, not 4.2's newest.
+        std::fs::remove_file(d.path().join("Dockerfile")).unwrap();
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.python_version, "3.11");
+        for (django, want) in [
+            ("4.2.8", "3.12"),
+            ("5.1.2", "3.12"),
+            ("5.1.3", "3.13"),
+            ("5.2.8", "3.14"),
+            ("2.2.28", "3.9"),
+        ] {
+            let d = project("", &[("requirements.txt", &format!("Django=={django}\n"))]);
+            assert_eq!(
+                detect(d.path(), &opts()).unwrap().python_version,
+                want,
+                "{django}"
+            );
+        }
+        // A Dockerfile Python that Django does not support is ignored, and said so.
+        let d = project(
+            "",
+            &[
+                ("requirements.txt", "Django==5.0.4\n"),
+                ("docker/Dockerfile", "FROM python:3.8\n"),
+            ],
+        );
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.python_version, "3.12");
+        notes_have(&plan, "FROM python:3.8 in docker/Dockerfile ignored: Django 5.0.4 or requires-python does not allow it");
+        // CI: the newest of a matrix Django supports.
+        let d = project(
+            "",
+            &[
+                ("requirements.txt", "Django==5.0.4\n"),
+                (".github/workflows/test.yml", "jobs:\n  t:\n    strategy:\n      matrix:\n        python-version: ['3.10', '3.11', '3.12', '3.13']\n"),
+            ],
+        );
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.python_version, "3.12");
+        notes_have(&plan, "Python 3.12 (from python-version 3.12 in .github/workflows/test.yml, which Django 5.0.4 supports (3.10 to 3.12); pin another with .python-version)");
+        // The documented order: .tool-versions before the Dockerfile; .python-version before both.
+        let d = project(
+            "",
+            &[
+                ("requirements.txt", "Django==4.2.3\n"),
+                (".tool-versions", "nodejs 20.1.0\npython 3.10.4\n"),
+                ("Dockerfile", "FROM python:3.11\n"),
+            ],
+        );
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.python_version, "3.10");
+        notes_have(&plan, "Python 3.10 (from .tool-versions)");
+        std::fs::write(d.path().join(".python-version"), "3.12\n").unwrap();
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.python_version, "3.12");
+        notes_have(&plan, "warning: Django 4.2.3 supports Python 3.8 to 3.11, not 3.12: the build may fail (pin a supported Python, or upgrade Django)");
+        // …and then psycopg2-binary 2.9.6 has no 3.12 wheel: it compiles like psycopg2.
+        std::fs::write(
+            d.path().join("requirements.txt"),
+            "Django==4.2.3\npsycopg2-binary==2.9.6\n",
+        )
+        .unwrap();
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert!(plan.native.needs_build_stage());
+        assert_eq!(plan.native.build_packages, ["libpq-dev"]);
+        assert_eq!(plan.native.runtime_packages, ["libpq5"]);
+        notes_have(&plan, "psycopg2-binary 2.9.6 has no wheel for Python 3.12: pip builds it from source, like psycopg2");
+        notes_have(&plan, "psycopg2-binary compiled in a build stage (gcc, libpq-dev); the app's image gets only libpq5");
+        assert!(render_dockerfile(&plan).contains(" AS build\n"));
+    }
+
+    #[test]
+    fn a_django_too_old_for_every_python_is_refused_before_any_install() {
+        for (req, shown) in [
+            ("Django==1.11.29\n", "1.11.29"),
+            ("django==2.1.15 ; python_version < '3.8'\n", "2.1.15"),
+        ] {
+            let d = project("", &[("requirements.txt", req)]);
+            let err = detect(d.path(), &opts()).unwrap_err();
+            let supports = statements::django_support(shown).unwrap().shown();
+            assert_eq!(
+                err.to_string(),
+                format!("Django {shown} supports Python {supports} only, older than every Python paas builds with (3.8 to 3.14): upgrade Django to 4.2 LTS or later in your dependencies and push again.")
+            );
+        }
+        // The PYTHON_VERSION config var is the way around it.
+        let d = project("", &[("requirements.txt", "Django==1.11.29\n")]);
+        let o = BuildOptions {
+            python_version: Some("3.7".into()),
+            ..opts()
+        };
+        assert_eq!(detect(d.path(), &o).unwrap().python_version, "3.7");
+        // Django 2.2.28 runs on 3.9: built.
+        let d = project("", &[("requirements.txt", "Django==2.2.28\n")]);
+        detect(d.path(), &opts()).unwrap();
+    }
+
+    /// manage.py defaults to development settings; the deploy manifests say production.
+    fn settings_package_project(manage_default: &str, extra: &[(&str, &str)]) -> tempfile::TempDir {
+        let manage = format!(
+            "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', '{manage_default}')\n"
+        );
+        let mut files: Vec<(&str, &str)> = vec![
+            ("manage.py", &manage),
+            ("mysite/settings.py", ""),
+            ("mysite/settings/__init__.py", ""),
+            (
+                "mysite/settings/base.py",
+                "WSGI_APPLICATION = 'mysite.wsgi.application'\n",
+            ),
+            ("mysite/settings/dev.py", "from .base import *\n"),
+            ("mysite/settings/production.py", "from .base import *\n"),
+            ("mysite/settings/staging.py", "from .base import *\n"),
+        ];
+        files.extend_from_slice(extra);
+        let d = project("", &files);
+        std::fs::remove_file(d.path().join("mysite/settings.py")).unwrap();
+        d
+    }
+
+    #[test]
+    fn deploy_manifests_choose_production_settings_over_a_development_default() {
+        let d = settings_package_project(
+            "mysite.settings.dev",
+            &[(
+                "Dockerfile",
+                "FROM python:3.11\nENV DJANGO_SETTINGS_MODULE=mysite.settings.production\n",
+            )],
+        );
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.settings_module, "mysite.settings.production");
+        notes_have(&plan, "Settings mysite.settings.production (from DJANGO_SETTINGS_MODULE in Dockerfile, a deploy manifest, over manage.py's default mysite.settings.dev)");
+        // The config var still wins.
+        let o = BuildOptions {
+            settings_module: Some("mysite.settings.staging".into()),
+            ..opts()
+        };
+        assert_eq!(
+            detect(d.path(), &o).unwrap().settings_module,
+            "mysite.settings.staging"
+        );
+        // A manifest naming a module the project does not have is no decision.
+        let d = settings_package_project(
+            "mysite.settings",
+            &[
+                ("mysite/settings/production.py", ""),
+                ("fly.toml", "[env]\n  DJANGO_SETTINGS_MODULE = 'other.settings.prod'\n"),
+                ("render.yaml", "services:\n  - envVars:\n      - key: DJANGO_SETTINGS_MODULE\n        value: mysite.settings.staging\n"),
+                ("docker-compose.yml", "services:\n  web:\n    environment:\n      - DJANGO_SETTINGS_MODULE=mysite.settings.dev\n"),
+            ],
+        );
+        std::fs::remove_file(d.path().join("mysite/settings/production.py")).unwrap();
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.settings_module, "mysite.settings.staging");
+        notes_have(&plan, "Settings mysite.settings.staging (from DJANGO_SETTINGS_MODULE in render.yaml, a deploy manifest, over manage.py's default mysite.settings)");
+        // A development default without manifests: its package's production module.
+        let d = settings_package_project("mysite.settings.dev", &[]);
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(plan.settings_module, "mysite.settings.production");
+        notes_have(&plan, "Settings mysite.settings.production (from beside mysite.settings.dev, the development default of manage.py)");
+        // Nothing decides: the one-line fix.
+        let d = settings_package_project(
+            "mysite.settings",
+            &[(
+                ".do/app.yaml",
+                "envs:\n  - key: DJANGO_SETTINGS_MODULE\n    value: mysite.settings.dev\n",
+            )],
+        );
+        std::fs::remove_file(d.path().join("mysite/settings/production.py")).unwrap();
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(
+            matches!(err, DetectError::AmbiguousSettingsPackage { .. }),
+            "{err}"
+        );
+        std::fs::write(
+            d.path().join(".do/app.yaml"),
+            "envs:\n  - key: DJANGO_SETTINGS_MODULE\n    value: mysite.settings.staging\n",
+        )
+        .unwrap();
+        assert_eq!(
+            detect(d.path(), &opts()).unwrap().settings_module,
+            "mysite.settings.staging"
+        );
+    }
+
+    #[test]
+    fn static_files_built_by_node_but_not_pushed_are_refused() {
+        let settings = "from pathlib import Path\nBASE_DIR = Path(__file__).resolve().parent.parent\nWSGI_APPLICATION = 'mysite.wsgi.application'\nSTATICFILES_DIRS = [BASE_DIR / 'frontend' / 'dist']\n";
+        let d = project(
+            "",
+            &[
+                ("mysite/settings.py", settings),
+                ("package.json", r#"{"scripts": {"build": "vite build"}}"#),
+                ("frontend/src/main.js", "console.log(1)\n"),
+            ],
+        );
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert_eq!(err.to_string(), "mysite/settings.py lists frontend/dist in STATICFILES_DIRS, but frontend/dist is not in the pushed code: it is built by `npm run build` (package.json), and paas does not run Node, so commit the built files, or skip collectstatic with `paas config:set DISABLE_COLLECTSTATIC=1` and serve static files another way.");
+        // The documented way out, and committed build output, both pass.
+        let off = BuildVars {
+            disable_collectstatic: true,
+            ..BuildVars::default()
+        };
+        detect_with(d.path(), &opts(), &off).unwrap();
+        std::fs::create_dir_all(d.path().join("frontend/dist")).unwrap();
+        detect(d.path(), &opts()).unwrap();
+        // Without a Node build, a missing folder is Django's business (a warning).
+        std::fs::remove_dir(d.path().join("frontend/dist")).unwrap();
+        std::fs::write(
+            d.path().join("package.json"),
+            r#"{"scripts": {"lint": "eslint ."}}"#,
+        )
+        .unwrap();
+        detect(d.path(), &opts()).unwrap();
+    }
+
+    #[test]
+    fn an_exported_requirements_txt_that_agrees_with_its_lock_is_no_conflict() {
+        let lock = r#"{"_meta": {"requires": {"python_version": "3.11"}}, "default": {
+            "django": {"version": "==4.2.16", "markers": "python_version >= '3.8'"},
+            "asgiref": {"version": "==3.8.1"}}, "develop": {"pytest": {"version": "==8.3.3"}}}"#;
+        let exported = "-i https://pypi.org/simple\nasgiref==3.8.1\ndjango==4.2.16 ; python_version >= '3.8'\n";
+        let d = with_deps(&[
+            ("Pipfile", "[packages]\ndjango = \"*\"\n"),
+            ("Pipfile.lock", lock),
+            ("requirements.txt", exported),
+        ]);
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(generated(&plan).1, "Pipfile.lock");
+        notes_have(&plan, "requirements.txt and Pipfile.lock name the same 2 pinned packages: installing from Pipfile.lock");
+        // Different pins are still two sources.
+        std::fs::write(
+            d.path().join("requirements.txt"),
+            "asgiref==3.8.1\ndjango==4.2.15\n",
+        )
+        .unwrap();
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(
+            matches!(err, DetectError::AmbiguousDependencies { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_blocker_detection_sees_is_reported_at_once() {
+        let d = with_deps(&[
+            ("manage.py", "import os\n"),
+            (
+                "mysite/settings.py",
+                "WSGI_APPLICATION = 'mysite.wsgi.application'\n",
+            ),
+            ("other/settings.py", ""),
+            ("requirements.txt", "Django==4.2.16\n"),
+            ("poetry.lock", ""),
+        ]);
+        let bad = BuildVars {
+            runtime_packages: Some("libpq5; x".into()),
+            ..BuildVars::default()
+        };
+        let err = detect_with(d.path(), &opts(), &bad).unwrap_err();
+        let DetectError::Several(all) = &err else {
+            panic!("several blockers expected: {err}")
+        };
+        let kinds: Vec<String> = all.iter().map(|e| e.to_string()).collect();
+        assert_eq!(kinds.len(), 3, "{kinds:#?}");
+        assert!(
+            kinds[0]
+                .starts_with("Found several settings modules (mysite.settings, other.settings)"),
+            "{kinds:#?}"
+        );
+        assert!(
+            kinds[1].starts_with("Found requirements.txt and poetry.lock"),
+            "{kinds:#?}"
+        );
+        assert!(
+            kinds[2].starts_with("The PAAS_RUNTIME_PACKAGES config var"),
+            "{kinds:#?}"
+        );
+        // Without the config var: the other two.
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(
+            matches!(err, DetectError::Several(ref v) if v.len() == 2),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_public_index_named_by_requirements_gives_way_to_the_builds_index() {
+        let d = project(
+            "",
+            &[
+                ("requirements.txt", "-i https://pypi.python.org/simple\n-r requirements/base.txt\n"),
+                ("requirements/base.txt", "--index-url=https://pypi.org/simple/\n--extra-index-url https://deploy:s3cret@pkgs.example.com/simple\nDjango==5.1.3\n"),
+            ],
+        );
+        let plan = detect(d.path(), &opts()).unwrap();
+        let Dependencies::Requirements {
+            rewritten,
+            includes,
+            ..
+        } = &plan.dependencies
+        else {
+            panic!("{:?}", plan.dependencies)
+        };
+        assert_eq!(includes, &["requirements/base.txt"]);
+        let files: Vec<&str> = rewritten.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(files, ["requirements.txt", "requirements/base.txt"]);
+        assert_eq!(
+            rewritten[1].1,
+            "# paas: the build's package index serves the public index: --index-url=https://pypi.org/simple/\n--extra-index-url https://deploy:s3cret@pkgs.example.com/simple\nDjango==5.1.3\n"
+        );
+        notes_have(&plan, "requirements.txt names the public package index (--index-url https://pypi.python.org/simple): installing from the build's configured index instead, which serves the same packages");
+        notes_have(&plan, "requirements/base.txt names the package index https://deploy:***@pkgs.example.com/simple: pip uses it as written (--extra-index-url)");
+        let file = render_dockerfile(&plan);
+        assert!(
+            file.contains("COPY .paas/requirements/requirements.txt /paas/deps/requirements.txt\n"),
+            "{file}"
+        );
+        assert!(
+            file.contains(
+                "COPY .paas/requirements/requirements/base.txt /paas/deps/requirements/base.txt\n"
+            ),
+            "{file}"
+        );
+        let ctx: Vec<String> = context_files(&plan).into_iter().map(|f| f.0).collect();
+        assert!(
+            ctx.contains(&".paas/requirements/requirements/base.txt".to_string()),
+            "{ctx:?}"
+        );
+        // A private index alone: nothing rewritten.
+        let d = project(
+            "",
+            &[(
+                "requirements.txt",
+                "-i https://pkgs.example.com/simple\nDjango\n",
+            )],
+        );
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert!(
+            matches!(&plan.dependencies, Dependencies::Requirements { rewritten, .. } if rewritten.is_empty())
+        );
+        assert!(render_dockerfile(&plan)
+            .contains("COPY requirements.txt /paas/deps/requirements.txt\n"));
     }
 }

@@ -751,8 +751,24 @@ async fn build_steps<E: Engine>(
         settings_module: vars.get("DJANGO_SETTINGS_MODULE").cloned(),
     };
     let build_vars = buildpack::BuildVars::from_config_vars(&vars);
-    let plan = buildpack::detect_with(&tree, &opts, &build_vars)
-        .map_err(|e| DeployError::Failed(e.to_string()))?;
+    let plan = match buildpack::detect_with(&tree, &opts, &build_vars) {
+        Ok(plan) => plan,
+        Err(buildpack::DetectError::Several(blockers)) => {
+            // Every blocker on its own line, so one push shows them all.
+            run.progress.step(&format!(
+                "{} problems stop this push before the build",
+                blockers.len()
+            ));
+            for (i, b) in blockers.iter().enumerate() {
+                run.progress.info(&format!("{}. {b}", i + 1));
+            }
+            return Err(DeployError::Failed(format!(
+                "{} problems stop this push (each is on its own line above): fix them all, then push again",
+                blockers.len()
+            )));
+        }
+        Err(e) => return Err(DeployError::Failed(e.to_string())),
+    };
     // The optional paas.toml at the project root: checked before the build,
     // so a typo costs seconds, not a build.
     let repo_file = tree.join("paas.toml");

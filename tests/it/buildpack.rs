@@ -360,3 +360,227 @@ fn ambiguous_projects_are_rejected_with_the_fix() {
         );
     }
 }
+
+// ---- issue 10: real projects pushed unmodified (each on the blog base) ----
+
+/// The blog fixture with `files` written over it, committed.
+fn blog_with(files: &[(&str, &str)]) -> Project {
+    let p = Project::from_fixture("blog");
+    for (path, content) in files {
+        p.write(path, content);
+    }
+    p.commit("the project's own files");
+    p
+}
+
+/// Pushes `p` and expects a refusal before any install: the last line says
+/// `sentence`, and nothing was built or installed.
+fn assert_refused_before_install(d: &Daemon, app: &str, p: &Project, sentence: &str) {
+    let (ok, out) = p.push(&d.remote(app));
+    assert!(!ok, "push accepted:\n{out}");
+    let last = crate::harness::last_line(&out);
+    assert!(
+        last.contains(sentence),
+        "last line {last:?} should say {sentence:?}; output:\n{out}"
+    );
+    for step in ["Building image", "pip install", "Collecting "] {
+        assert!(!out.contains(step), "{step:?} ran:\n{out}");
+    }
+}
+
+/// Django 4.2.3 supports Python up to 3.11 (3.12 only from 4.2.8) and the
+/// project's own Dockerfile runs 3.11: the build uses 3.11, where
+/// psycopg2-binary 2.9.6 has a wheel (no compiler needed).
+#[test]
+fn python_follows_the_projects_dockerfile_within_djangos_support() {
+    let mut d = Daemon::start();
+    let app = d.app("pyown");
+    let p = blog_with(&[
+        (
+            "requirements.txt",
+            "Django==4.2.3\npsycopg2-binary==2.9.6\n",
+        ),
+        (
+            "Dockerfile",
+            "FROM python:3.11-slim-bookworm\nCOPY . /srv\nCMD [\"gunicorn\"]\n",
+        ),
+    ]);
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert!(
+        out.contains("Python 3.11 (from FROM python:3.11 in Dockerfile, which Django 4.2.3 supports (3.8 to 3.11)"),
+        "{out}"
+    );
+    assert!(!out.contains("compiled in a build stage"), "{out}");
+    assert_live(&d, &app, "Notes v1");
+}
+
+/// manage.py defaults to development settings that cannot even load here;
+/// the project's Dockerfile sets the production ones, which are deployed.
+#[test]
+fn production_settings_named_by_the_projects_dockerfile_win_over_a_dev_default() {
+    let mut d = Daemon::start();
+    let app = d.app("prodset");
+    let p = Project::from_fixture("blog");
+    let manage = std::fs::read_to_string(p.dir.path().join("manage.py")).unwrap();
+    p.write(
+        "manage.py",
+        &manage.replace("'mysite.settings'", "'mysite.settings_dev'"),
+    );
+    p.write(
+        "mysite/settings_dev.py",
+        "from mysite.settings import *  # noqa\nimport debug_toolbar  # development only: not installed\n",
+    );
+    p.write(
+        "mysite/settings_production.py",
+        "from mysite.settings import *  # noqa\nDEBUG = False\n",
+    );
+    p.write(
+        "Dockerfile",
+        "FROM python:3.11-slim\nENV PYTHONUNBUFFERED=1 \\\n    DJANGO_SETTINGS_MODULE=mysite.settings_production\n",
+    );
+    p.commit("development and production settings");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert!(
+        out.contains("Settings mysite.settings_production (from DJANGO_SETTINGS_MODULE in Dockerfile, a deploy manifest, over manage.py's default mysite.settings_dev)"),
+        "{out}"
+    );
+    assert_live(&d, &app, "Notes v1");
+}
+
+/// Django 1.11 runs on no Python paas builds with: refused in one sentence
+/// before anything is installed (it used to install for a minute, then die
+/// in collectstatic on `cannot import name 'Iterator' from 'collections'`).
+#[test]
+fn a_django_too_old_for_every_python_is_refused_before_any_install() {
+    let mut d = Daemon::start();
+    let app = d.app("oldjango");
+    let p = blog_with(&[("requirements.txt", "Django==1.11.29\n")]);
+    assert_refused_before_install(
+        &d,
+        &app,
+        &p,
+        "Django 1.11.29 supports Python 2.7 to 3.7 only, older than every Python paas builds with (3.8 to 3.14): upgrade Django to 4.2 LTS or later in your dependencies and push again.",
+    );
+}
+
+/// Static files built by Node whose output is not committed: refused before
+/// any install, naming both ways out.
+#[test]
+fn static_files_built_by_node_but_not_committed_are_refused_before_any_install() {
+    let mut d = Daemon::start();
+    let app = d.app("nodestatic");
+    let p = Project::from_fixture("blog");
+    let settings = std::fs::read_to_string(p.dir.path().join("mysite/settings.py")).unwrap();
+    p.write(
+        "mysite/settings.py",
+        &format!("{settings}\nSTATICFILES_DIRS = [BASE_DIR / 'frontend' / 'dist']\n"),
+    );
+    p.write(
+        "package.json",
+        r#"{"name": "blog", "scripts": {"build": "vite build --outDir frontend/dist"}}"#,
+    );
+    p.write("frontend/src/main.js", "console.log('notes')\n");
+    p.commit("a Node build for the static files");
+    assert_refused_before_install(
+        &d,
+        &app,
+        &p,
+        "mysite/settings.py lists frontend/dist in STATICFILES_DIRS, but frontend/dist is not in the pushed code: it is built by `npm run build` (package.json), and paas does not run Node, so commit the built files, or skip collectstatic with `paas config:set DISABLE_COLLECTSTATIC=1` and serve static files another way.",
+    );
+}
+
+const PIPFILE_LOCK: &str = r#"{
+    "_meta": {"requires": {"python_version": "3.11"}, "sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": true}]},
+    "default": {
+        "asgiref": {"hashes": [], "version": "==3.8.1"},
+        "django": {"hashes": [], "index": "pypi", "version": "==4.2.16"},
+        "sqlparse": {"hashes": [], "version": "==0.5.1"}
+    },
+    "develop": {"pytest": {"hashes": [], "version": "==8.3.3"}}
+}
+"#;
+
+/// Pipfile, its lock and a requirements.txt exported from it: they agree,
+/// the lock is used. Before that, one push shows every blocker at once.
+#[test]
+fn agreeing_dependency_sources_deploy_and_every_blocker_shows_in_one_push() {
+    let mut d = Daemon::start();
+    let app = d.app("agree");
+    let p = blog_with(&[
+        (
+            "Pipfile",
+            "[packages]\ndjango = \"~=4.2\"\n\n[requires]\npython_version = \"3.11\"\n",
+        ),
+        ("Pipfile.lock", PIPFILE_LOCK),
+        // Exported from another lock: not the same pins.
+        (
+            "requirements.txt",
+            "-i https://pypi.org/simple\nasgiref==3.8.1\ndjango==4.2.15\nsqlparse==0.5.1\n",
+        ),
+        ("package.json", r#"{"scripts": {"build": "webpack"}}"#),
+        (
+            "mysite/settings.py",
+            &format!(
+                "{}\nSTATICFILES_DIRS = [BASE_DIR / 'assets' / 'bundles']\n",
+                std::fs::read_to_string(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/fixtures/blog/mysite/settings.py")
+                )
+                .unwrap()
+            ),
+        ),
+    ]);
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(!ok, "push accepted:\n{out}");
+    assert!(
+        out.contains("2 problems stop this push before the build"),
+        "{out}"
+    );
+    assert!(out.contains("1. Found requirements.txt and Pipfile.lock: paas installs dependencies from one source"), "{out}");
+    assert!(
+        out.contains("2. mysite/settings.py lists assets/bundles in STATICFILES_DIRS"),
+        "{out}"
+    );
+    assert!(
+        crate::harness::last_line(&out).contains("2 problems stop this push (each is on its own line above): fix them all, then push again"),
+        "{out}"
+    );
+    assert!(!out.contains("Building image"), "{out}");
+
+    // Both fixed: the export matches the lock, the bundles are committed.
+    p.write(
+        "requirements.txt",
+        "-i https://pypi.org/simple\nasgiref==3.8.1\ndjango==4.2.16\nsqlparse==0.5.1\n",
+    );
+    p.write("assets/bundles/app.js", "console.log('built')\n");
+    p.commit("export again and commit the bundles");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert!(
+        out.contains("requirements.txt and Pipfile.lock name the same 3 pinned packages: installing from Pipfile.lock"),
+        "{out}"
+    );
+    assert_live(&d, &app, "Notes v1");
+}
+
+/// A requirements file naming the public index by its old host name (which
+/// this machine cannot resolve: builds reach packages only through the
+/// operator's index) installs from the build's configured index instead.
+#[test]
+fn the_public_index_named_by_requirements_gives_way_to_the_builds_index() {
+    let mut d = Daemon::start();
+    let app = d.app("pubindex");
+    let p = blog_with(&[(
+        "requirements.txt",
+        "-i https://pypi.python.org/simple\nDjango>=4.2,<5.0\n",
+    )]);
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert!(
+        out.contains("requirements.txt names the public package index (--index-url https://pypi.python.org/simple): installing from the build's configured index instead"),
+        "{out}"
+    );
+    assert_live(&d, &app, "Notes v1");
+}

@@ -479,6 +479,14 @@ impl Project {
         );
     }
 
+    /// Writes `content` to `path` in the work tree (folders made as needed):
+    /// a test's own files on top of a base fixture.
+    pub fn write(&self, path: &str, content: &str) {
+        let p = self.dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
     /// Replace text in whichever file holds it.
     pub fn replace(&self, from: &str, to: &str) {
         let mut hits = 0;

@@ -104,6 +104,29 @@ impl Native {
     }
 }
 
+impl Native {
+    /// `shown` (a `*-binary` package without a wheel for the build's
+    /// Python) compiles from source: it needs what its source twin `twin` needs.
+    pub fn compile_like(&mut self, twin: &str, shown: &str) {
+        let Some(k) = KNOWN.iter().find(|k| k.name == twin) else {
+            return;
+        };
+        for p in k.build {
+            if !self.build_packages.iter().any(|b| b == p) {
+                self.build_packages.push(p.to_string());
+            }
+        }
+        for p in k.runtime {
+            if !self.runtime_packages.iter().any(|r| r == p) {
+                self.runtime_packages.push(p.to_string());
+            }
+        }
+        if !self.compiles.iter().any(|c| c == shown) {
+            self.compiles.push(shown.to_string());
+        }
+    }
+}
+
 /// Debian package names from a config var (separated by spaces or commas);
 /// None when one is not a package name (which also keeps shell out of the RUN step).
 pub fn parse_packages(value: &str) -> Option<Vec<String>> {
@@ -226,6 +249,14 @@ mod tests {
         for bad in ["libpq5;rm -rf /", "$(id)", "LibPQ", "a", "-y"] {
             assert!(parse_packages(bad).is_none(), "{bad}");
         }
+        // A -binary package that must compile gets its source twin's packages.
+        let mut n = needs(&lines(&["psycopg2-binary==2.9.6"]));
+        assert!(n.is_empty());
+        n.compile_like("psycopg2", "psycopg2-binary");
+        assert!(n.needs_build_stage());
+        assert_eq!(n.build_packages, ["libpq-dev"]);
+        assert_eq!(n.runtime_packages, ["libpq5"]);
+        assert_eq!(n.stage_for(), "psycopg2-binary");
         let n = needs(&lines(&["mysqlclient==2.2", "uWSGI==2.0.28", "psycopg2"]));
         assert_eq!(n.compiles, ["mysqlclient", "uwsgi", "psycopg2"]);
         assert_eq!(
