@@ -64,6 +64,10 @@ pub struct BuildOptions {
     pub python_version: Option<String>,
     /// The `DJANGO_SETTINGS_MODULE` config var, if set; wins over manage.py.
     pub settings_module: Option<String>,
+    /// Pythons (`3.x`) whose base image is already on this server: when the
+    /// project pins none, the newest of them it allows is taken before a
+    /// newer one that would be pulled (see [`local_pythons`]).
+    pub local_pythons: Vec<String>,
 }
 
 /// Further config vars the buildpack reads; `Default` is "none set".
@@ -1429,6 +1433,24 @@ fn python_version(
         .rev()
         .find(|m| **m <= pref_minor)
         .unwrap_or(&allowed[0]);
+    // A Python whose image is on this server already, when the project
+    // allows one: no pull, and the layers other apps use are shared.
+    let here = allowed
+        .iter()
+        .rev()
+        .find(|m| **m <= pref_minor && opts.local_pythons.iter().any(|l| *l == format!("3.{m}")));
+    if let Some(local) = here.filter(|m| **m != pick) {
+        let v = format!("3.{local}");
+        notes.push(format!(
+            "Python {v} (the newest Python {} allows whose image is on this server; 3.{pick} would be downloaded first: pin it with .python-version to have it)",
+            match (constraint, django) {
+                (Some((c, file)), _) => format!("requires-python {c:?} in {file}"),
+                (None, Some(d)) if support.is_some() => format!("the pinned Django {d}"),
+                _ => "paas".to_string(),
+            }
+        ));
+        return Ok(v);
+    }
     let v = format!("3.{pick}");
     if let Some((c, file)) = constraint {
         let how = if pick == pref_minor {
@@ -2060,6 +2082,7 @@ mod tests {
             image_pattern: "python:{version}-slim".into(),
             python_version: None,
             settings_module: None,
+            local_pythons: Vec::new(),
         }
     }
 
@@ -2344,6 +2367,50 @@ mod tests {
         let d = project("", &[(".python-version", "pypy3.10")]);
         let err = detect(d.path(), &opts()).unwrap_err();
         assert!(err.to_string().contains("from .python-version"), "{err}");
+    }
+
+    #[test]
+    fn a_python_whose_image_is_here_is_taken_before_one_to_download_unless_pinned() {
+        let d = project("", &[("requirements.txt", "Django==5.0.1\n")]);
+        let with = |local: &[&str]| BuildOptions {
+            local_pythons: local.iter().map(|s| s.to_string()).collect(),
+            ..opts()
+        };
+        // Nothing here, or the newest it allows is here: the newest.
+        assert_eq!(detect(d.path(), &with(&[])).unwrap().python_version, "3.12");
+        assert_eq!(
+            detect(d.path(), &with(&["3.13", "3.12"]))
+                .unwrap()
+                .python_version,
+            "3.12"
+        );
+        // 3.13 is too new for Django 5.0; 3.11 is here: no download.
+        let plan = detect(d.path(), &with(&["3.13", "3.11"])).unwrap();
+        assert_eq!(plan.python_version, "3.11");
+        assert!(
+            plan.notes.iter().any(|n| n.starts_with("Python 3.11 (the newest Python the pinned Django 5.0.1 allows whose image is on this server; 3.12 would be downloaded first")),
+            "{:?}",
+            plan.notes
+        );
+        // Too old for it (Django 5.0 needs 3.10+): the newest allowed, pulled.
+        assert_eq!(
+            detect(d.path(), &with(&["3.9", "3.8"]))
+                .unwrap()
+                .python_version,
+            "3.12"
+        );
+        // What the project pins is used as written.
+        let d = project(
+            "",
+            &[
+                ("requirements.txt", "Django==5.0.1\n"),
+                (".python-version", "3.12\n"),
+            ],
+        );
+        assert_eq!(
+            detect(d.path(), &with(&["3.11"])).unwrap().python_version,
+            "3.12"
+        );
     }
 
     #[test]

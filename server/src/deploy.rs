@@ -749,6 +749,10 @@ async fn build_steps<E: Engine>(
         image_pattern: ctx.config.image_pattern.clone(),
         python_version: vars.get("PYTHON_VERSION").cloned(),
         settings_module: vars.get("DJANGO_SETTINGS_MODULE").cloned(),
+        local_pythons: buildpack::local_pythons(
+            &engine.image_tags().await.unwrap_or_default(),
+            &ctx.config.image_pattern,
+        ),
     };
     let build_vars = buildpack::BuildVars::from_config_vars(&vars);
     let plan = match buildpack::detect_with(&tree, &opts, &build_vars) {
