@@ -1574,7 +1574,14 @@ fn sources_in(root: &Path, dir: &str) -> Result<Vec<(DependencyKind, String)>, D
         is_file(&root.join(&rel)).then_some(rel)
     };
     let mut out = Vec::new();
-    if let Some(f) = here("requirements.txt") {
+    // No requirements.txt, but a requirements/ folder split by environment
+    // (cookiecutter-django and many others): its production list.
+    let split = || {
+        ["production.txt", "prod.txt", "base.txt"]
+            .iter()
+            .find_map(|f| here(&format!("requirements/{f}")))
+    };
+    if let Some(f) = here("requirements.txt").or_else(split) {
         out.push((DependencyKind::Requirements, f));
     }
     if let Some(f) = here("Pipfile.lock").or_else(|| here("Pipfile")) {
@@ -2542,6 +2549,46 @@ mod tests {
             detect(d.path(), &opts()),
             Err(DetectError::MissingInclude { .. })
         ));
+    }
+
+    #[test]
+    fn a_requirements_folder_split_by_environment_installs_its_production_list() {
+        let d = project(
+            "",
+            &[
+                ("requirements/base.txt", "Django==5.1.8\n"),
+                (
+                    "requirements/local.txt",
+                    "-r base.txt\ndjango-debug-toolbar\n",
+                ),
+                (
+                    "requirements/production.txt",
+                    "-r base.txt\ngunicorn==23.0.0\n",
+                ),
+            ],
+        );
+        std::fs::remove_file(d.path().join("requirements.txt")).unwrap();
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(
+            plan.dependencies,
+            Dependencies::Requirements {
+                path: "requirements/production.txt".into(),
+                includes: vec!["requirements/base.txt".into()],
+                rewritten: vec![],
+            }
+        );
+        assert!(!plan.adds_gunicorn);
+        // Without a production list, the base one; a root requirements.txt wins.
+        std::fs::remove_file(d.path().join("requirements/production.txt")).unwrap();
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert!(
+            matches!(&plan.dependencies, Dependencies::Requirements { path, .. } if path == "requirements/base.txt")
+        );
+        std::fs::write(d.path().join("requirements.txt"), "Django\n").unwrap();
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert!(
+            matches!(&plan.dependencies, Dependencies::Requirements { path, .. } if path == "requirements.txt")
+        );
     }
 
     #[test]
