@@ -33,12 +33,22 @@ for t in "${tests[@]}"; do
   : >"$work/findings"
   start=$(date +%s.%N)
   runs=0
+  # A first short run measures the pace; each next run gets the cases that
+  # fit the time left (at most $cases), so slow properties keep the budget.
+  n=$((cases < 50 ? cases : 50))
   while :; do
     now=$(date +%s.%N)
     awk -v a="$start" -v b="$now" -v s="$seconds" 'BEGIN { exit !(b - a < s) }' || break
     runs=$((runs + 1))
-    if ! PAAS_FUZZ_COUNTS="$counts" PROPTEST_CASES="$cases" RUST_BACKTRACE=0 \
-      "$bin" --exact "$t" --test-threads 1 -q >"$work/out" 2>&1; then
+    t0=$(date +%s.%N)
+    ok=1
+    PAAS_FUZZ_COUNTS="$counts" PROPTEST_CASES="$n" RUST_BACKTRACE=0 \
+      "$bin" --exact "$t" --test-threads 1 -q >"$work/out" 2>&1 || ok=0
+    t1=$(date +%s.%N)
+    n=$(awk -v n="$n" -v a="$t0" -v b="$t1" -v st="$start" -v s="$seconds" -v max="$cases" 'BEGIN {
+      d = b - a; if (d < 0.05) d = 0.05; left = s - (b - st);
+      m = int(n / d * left); if (m > max) m = max; if (m < 10) m = 10; print m }')
+    if [ "$ok" = 0 ]; then
       # The property's message and the shrunk input (fuzz::check's panic).
       finding=$(sed -n '/panicked at/{n;p}; /^minimal failing input/p' "$work/out" | head -c 600)
       [ -n "$finding" ] || finding=$(tail -n 5 "$work/out")
