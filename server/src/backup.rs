@@ -177,6 +177,18 @@ pub fn file_sum(path: &Path) -> std::io::Result<FileSum> {
 /// Checks every file of a backup against its manifest.
 pub fn verify(dir: &Path, m: &Manifest) -> Result<(), String> {
     for f in &m.files {
+        // A name is one file of the backup's folder: never `..`, `/…` or `a/b`.
+        let mut parts = Path::new(&f.name).components();
+        let plain = matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(n)), None) if n == f.name.as_str()
+        );
+        if !plain {
+            return Err(format!(
+                "its manifest names {:?}, which is not a file of the backup's folder",
+                f.name
+            ));
+        }
         let actual =
             file_sum(&dir.join(&f.name)).map_err(|e| format!("{} cannot be read ({e})", f.name))?;
         if actual.sha256 != f.sha256 || actual.size != f.size {
@@ -803,6 +815,29 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_naming_files_outside_its_folder_is_refused() {
+        // Found by the property test `props::fuzz_verify`: the checksum of
+        // a file outside the backup's folder passed for one of its files.
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("backup");
+        std::fs::create_dir(&backup).unwrap();
+        std::fs::write(dir.path().join("secret"), b"abc").unwrap();
+        std::fs::write(backup.join("db.dump"), b"abc").unwrap();
+        let outside = dir.path().join("secret").display().to_string();
+        for name in ["../secret", outside.as_str(), "./db.dump", "db.dump/", ""] {
+            let mut sum = file_sum(&backup.join("db.dump")).unwrap();
+            sum.name = name.to_string();
+            let mut m = manifest("x", 1, Status::Ok);
+            m.files = vec![sum];
+            let err = verify(&backup, &m).unwrap_err();
+            assert!(
+                err.contains("not a file of the backup's folder"),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn sqlite_backup_and_restore_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("db.sqlite3");
@@ -877,5 +912,323 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(!names.iter().any(|n| n.starts_with(".paas-")), "{names:?}");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    //! Property tests: backup manifests and the media archives restored
+    //! into an app's volume.
+
+    use super::*;
+    use crate::fuzz::{check, ensure};
+    use proptest::prelude::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
+    fn manifest() -> impl Strategy<Value = Manifest> {
+        let file = (any::<String>(), any::<u64>(), "[0-9a-f]{64}")
+            .prop_map(|(name, size, sha256)| FileSum { name, size, sha256 });
+        (
+            (
+                "[a-z0-9-]{1,20}",
+                "[a-z][a-z0-9-]{0,10}",
+                any::<bool>(),
+                0u8..3,
+            ),
+            (any::<String>(), any::<i64>(), any::<u64>(), any::<u64>()),
+            ("[0-9a-f]{64}", prop::collection::vec(file, 0..3)),
+            (
+                prop::option::of(any::<String>()),
+                prop::option::of(any::<i64>()),
+            ),
+        )
+            .prop_map(
+                |(
+                    (id, app, pg, status),
+                    (trigger, created_at, duration_ms, size),
+                    (sha256, files),
+                    (error, release),
+                )| Manifest {
+                    id,
+                    app,
+                    kind: if pg { Kind::Postgres } else { Kind::Sqlite },
+                    status: [Status::Running, Status::Ok, Status::Failed][status as usize],
+                    trigger,
+                    created_at,
+                    duration_ms,
+                    size,
+                    sha256,
+                    files,
+                    error,
+                    release,
+                },
+            )
+    }
+
+    #[test]
+    fn fuzz_manifest_round_trip() {
+        check("manifest_round_trip", 256, manifest(), |m| {
+            let json = serde_json::to_vec_pretty(&m).unwrap();
+            let back: Result<Manifest, _> = serde_json::from_slice(&json);
+            ensure(back.as_ref().ok() == Some(&m), || {
+                format!("{m:?} read back as {back:?}")
+            })
+        });
+        let text = prop_oneof![
+            any::<String>(),
+            "\\{\"id\":\"[a-z]{0,3}\",\"kind\":\"(sqlite|postgres|x)\",\"status\":\"(ok|failed)\",\"files\":\\[(\\{\"name\":\"[./a-z]{0,6}\",\"size\":-?[0-9]{1,3},\"sha256\":\"\"\\})?\\]\\}",
+        ];
+        check("manifest_text", 256, text, |text| {
+            // Whatever is on disk: a manifest or none, never a panic.
+            let _ = serde_json::from_str::<Manifest>(&text);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_verify() {
+        let name = prop::sample::select(vec![
+            "db.dump",
+            "media.tar",
+            "../outside/secret",
+            "OUTSIDE_ABS",
+            "db.dump/../../outside/secret",
+            "./db.dump",
+            "sub/x",
+            ".",
+            "..",
+            "",
+        ]);
+        check("verify", 96, prop::collection::vec(name, 0..4), |names| {
+            let sandbox = tempfile::tempdir().unwrap();
+            let s = sandbox.path();
+            let dir = s.join("backup");
+            std::fs::create_dir_all(dir.join("sub")).unwrap();
+            std::fs::create_dir_all(s.join("outside")).unwrap();
+            std::fs::write(dir.join("db.dump"), "dump").unwrap();
+            std::fs::write(dir.join("media.tar"), "tar").unwrap();
+            std::fs::write(dir.join("sub/x"), "x").unwrap();
+            std::fs::write(s.join("outside/secret"), "SECRET").unwrap();
+            let abs = s.join("outside/secret").display().to_string();
+            // Each name with the checksum of what it would reach.
+            let files: Vec<FileSum> = names
+                .iter()
+                .map(|n| {
+                    let name = n.replace("OUTSIDE_ABS", &abs);
+                    let sum = file_sum(&dir.join(&name)).ok();
+                    FileSum {
+                        name,
+                        size: sum.as_ref().map_or(0, |f| f.size),
+                        sha256: sum.map(|f| f.sha256).unwrap_or_default(),
+                    }
+                })
+                .collect();
+            let m = Manifest {
+                id: "x".into(),
+                app: "blog".into(),
+                kind: Kind::Postgres,
+                status: Status::Ok,
+                trigger: "manual".into(),
+                created_at: 0,
+                duration_ms: 0,
+                size: 0,
+                sha256: String::new(),
+                files: files.clone(),
+                error: None,
+                release: None,
+            };
+            let got = verify(&dir, &m);
+            if got.is_ok() {
+                for f in &files {
+                    let comps: Vec<_> = Path::new(&f.name).components().collect();
+                    ensure(
+                        comps.len() == 1
+                            && matches!(comps[0], std::path::Component::Normal(_))
+                            && comps[0].as_os_str() == f.name.as_str(),
+                        || {
+                            format!("verify accepted the file {:?}, which is not a name in the backup's folder", f.name)
+                        },
+                    )?;
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// One tar entry, written byte for byte as a hostile archive would.
+    #[derive(Debug, Clone)]
+    enum Entry {
+        File(&'static str, Vec<u8>),
+        Dir(&'static str),
+        Symlink(&'static str, &'static str),
+        Hardlink(&'static str, &'static str),
+        Fifo(&'static str),
+        CharDevice(&'static str),
+    }
+
+    fn tar_entry() -> impl Strategy<Value = Entry> {
+        let name = prop::sample::select(vec![
+            "a",
+            "b/c",
+            "../escape",
+            "/abs",
+            "a/../../escape",
+            "./a",
+            "a//b",
+            "l/x",
+            "l",
+            "h",
+            ".",
+            "d/",
+            "up/pwn",
+            "d/e/f",
+        ]);
+        let target = prop::sample::select(vec![
+            "/",
+            "../outside",
+            ".",
+            "a",
+            "OUTSIDE_ABS",
+            "../../outside/secret",
+        ]);
+        prop_oneof![
+            3 => (name.clone(), "[a-z]{0,8}").prop_map(|(n, c)| Entry::File(n, c.into_bytes())),
+            1 => name.clone().prop_map(Entry::Dir),
+            2 => (name.clone(), target.clone()).prop_map(|(n, t)| Entry::Symlink(n, t)),
+            2 => (name.clone(), target).prop_map(|(n, t)| Entry::Hardlink(n, t)),
+            1 => name.clone().prop_map(Entry::Fifo),
+            1 => name.prop_map(Entry::CharDevice),
+        ]
+    }
+
+    fn raw_tar(entries: &[Entry], outside_abs: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            let (name, kind, link, data): (&str, tar::EntryType, Option<&str>, &[u8]) = match e {
+                Entry::File(n, c) => (n, tar::EntryType::Regular, None, c),
+                Entry::Dir(n) => (n, tar::EntryType::Directory, None, b""),
+                Entry::Symlink(n, t) => (n, tar::EntryType::Symlink, Some(t), b""),
+                Entry::Hardlink(n, t) => (n, tar::EntryType::Link, Some(t), b""),
+                Entry::Fifo(n) => (n, tar::EntryType::Fifo, None, b""),
+                Entry::CharDevice(n) => (n, tar::EntryType::Char, None, b""),
+            };
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name.as_bytes());
+            if let Some(l) = link {
+                let l = l.replace("OUTSIDE_ABS", outside_abs);
+                old.linkname[..l.len()].copy_from_slice(l.as_bytes());
+            }
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o6777);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Every path below `dir` (not following links): (path, metadata).
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let is_dir = m.is_dir();
+            out.push((p.clone(), m));
+            if is_dir {
+                walk(&p, out);
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_untar_replacing() {
+        let input = (prop::collection::vec(tar_entry(), 0..8), any::<bool>());
+        check("untar_replacing", 128, input, |(entries, planted_link)| {
+            let sandbox = tempfile::tempdir().unwrap();
+            let s = sandbox.path();
+            std::fs::create_dir(s.join("outside")).unwrap();
+            std::fs::write(s.join("outside/secret"), "SECRET").unwrap();
+            let volume = s.join("volume");
+            std::fs::create_dir(&volume).unwrap();
+            let media = volume.join("media");
+            if planted_link {
+                std::os::unix::fs::symlink(s.join("outside"), &media).unwrap();
+            } else {
+                std::fs::create_dir(&media).unwrap();
+                std::fs::write(media.join("old.txt"), "old").unwrap();
+            }
+            let abs = s.join("outside").display().to_string();
+            let tar_file = s.join("media.tar");
+            std::fs::write(&tar_file, raw_tar(&entries, &abs)).unwrap();
+
+            let got = untar_replacing(&tar_file, &media);
+
+            let outside: Vec<_> = std::fs::read_dir(s.join("outside")).unwrap().collect();
+            let secret = std::fs::symlink_metadata(s.join("outside/secret")).unwrap();
+            ensure(
+                outside.len() == 1
+                    && std::fs::read(s.join("outside/secret")).unwrap() == b"SECRET"
+                    && secret.nlink() == 1
+                    && secret.uid() == 0,
+                || format!("restoring {entries:?} reached the folder outside (result {got:?})"),
+            )?;
+            let mut top: Vec<String> = std::fs::read_dir(s)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            top.sort();
+            ensure(top == ["media.tar", "outside", "volume"], || {
+                format!("restoring {entries:?} wrote beside the volume: {top:?}")
+            })?;
+            let around: Vec<String> = std::fs::read_dir(&volume)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            ensure(around == ["media"], || {
+                format!("restoring {entries:?} left {around:?} in the volume (result {got:?})")
+            })?;
+            let meta = std::fs::symlink_metadata(&media).unwrap();
+            if got.is_err() {
+                // Nothing replaced: the old folder (or the planted link) stays.
+                let unchanged = if planted_link {
+                    meta.file_type().is_symlink()
+                } else {
+                    meta.is_dir() && std::fs::read(media.join("old.txt")).is_ok_and(|c| c == b"old")
+                };
+                return ensure(unchanged, || {
+                    format!("a failed restore of {entries:?} changed the media folder")
+                });
+            }
+            ensure(meta.is_dir() && meta.uid() == APP_UID, || {
+                format!("after restoring {entries:?} media is {meta:?}")
+            })?;
+            let mut all = Vec::new();
+            walk(&media, &mut all);
+            for (p, m) in &all {
+                let t = m.file_type();
+                ensure(t.is_dir() || t.is_file() || t.is_symlink(), || {
+                    format!("restoring {entries:?} made the special file {p:?}")
+                })?;
+                ensure(m.uid() == APP_UID && m.gid() == APP_UID, || {
+                    format!(
+                        "restoring {entries:?} left {p:?} owned by {}:{}",
+                        m.uid(),
+                        m.gid()
+                    )
+                })?;
+                ensure(
+                    m.mode() & 0o7000 == 0 && m.mode() & 0o022 == 0 || t.is_symlink(),
+                    || format!("restoring {entries:?} left {p:?} with mode {:o}", m.mode()),
+                )?;
+                ensure(!t.is_file() || m.nlink() == 1, || {
+                    format!("restoring {entries:?} made a hard link {p:?}")
+                })?;
+            }
+            Ok(())
+        });
     }
 }

@@ -1083,7 +1083,10 @@ fn parse_settings_module(manage_py: &str) -> Option<String> {
         let Some(at) = line.find(KEY) else { continue };
         let rest = &line[at + KEY.len()..];
         // The key's closing quote, then `, ` or `] = `, then the quoted value.
-        let rest = rest.strip_prefix(['"', '\''])?;
+        // Not the key in quotes (a docstring or a print naming it): read on.
+        let Some(rest) = rest.strip_prefix(['"', '\'']) else {
+            continue;
+        };
         let rest = rest
             .trim_start_matches(|c: char| c.is_whitespace() || c == ',' || c == ']' || c == '=');
         if let Some(value) = quoted(rest) {
@@ -1433,12 +1436,14 @@ fn python_version(
         .rev()
         .find(|m| **m <= pref_minor)
         .unwrap_or(&allowed[0]);
-    // A Python whose image is on this server already, when the project
-    // allows one: no pull, and the layers other apps use are shared.
-    let here = allowed
-        .iter()
-        .rev()
-        .find(|m| **m <= pref_minor && opts.local_pythons.iter().any(|l| *l == format!("3.{m}")));
+    // A Python whose image is on this server already, when the pinned
+    // Django is known to support it: no pull, and the layers other apps use
+    // are shared. (With no Django pin, the default stands.)
+    let here = allowed.iter().rev().find(|m| {
+        support.is_some()
+            && **m <= pref_minor
+            && opts.local_pythons.iter().any(|l| *l == format!("3.{m}"))
+    });
     if let Some(local) = here.filter(|m| **m != pick) {
         let v = format!("3.{local}");
         notes.push(format!(
@@ -1763,6 +1768,7 @@ fn find_dependencies(
     if resolved.lines.is_empty() {
         return Err(bad("it lists no packages to install".to_string()));
     }
+    let resolved = one_line_each(resolved).map_err(bad)?;
     notes.push(format!(
         "Dependencies from {file}{how}: {} packages, installed with pip from {GENERATED_REQUIREMENTS}",
         resolved.lines.len()
@@ -1848,6 +1854,18 @@ fn sources_agree(
             Ok(Some((lock.clone(), req.1.clone(), r.len())))
         }
         _ => Ok(None),
+    }
+}
+
+/// Each requirement goes on its own line of the generated requirements
+/// file: a value with a line break in it would add lines (a pip option, or
+/// another package) that the file it came from does not list.
+fn one_line_each(resolved: deps::Resolved) -> Result<deps::Resolved, String> {
+    match resolved.lines.iter().find(|l| l.contains(['\n', '\r'])) {
+        Some(l) => Err(format!(
+            "the requirement {l:?} spans several lines: write each package and its version on one line"
+        )),
+        None => Ok(resolved),
     }
 }
 
@@ -2228,6 +2246,15 @@ mod tests {
         assert_eq!(
             parse_settings_module("# DJANGO_SETTINGS_MODULE 'x'\nimport os"),
             None
+        );
+        // Found by `props::fuzz_settings_module`: a docstring naming the
+        // key above the real line hid it.
+        assert_eq!(
+            parse_settings_module(
+                "\"\"\"Sets DJANGO_SETTINGS_MODULE below.\"\"\"\nprint(DJANGO_SETTINGS_MODULE)\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'a.settings')"
+            )
+            .as_deref(),
+            Some("a.settings")
         );
     }
 
@@ -2880,6 +2907,21 @@ mod tests {
             "{:?}",
             r.notes
         );
+        // Found by `props::fuzz_pipfile`: a version without its operator
+        // ran into the name and named another package (`django4.2`).
+        let err = deps::pipfile("[packages]\ndjango = \"4.2\"\n").unwrap_err();
+        assert!(err.contains("write it like \"==4.2\""), "{err}");
+        let err = deps::pipfile("[packages]\ndjango = { version = \"4.2\" }\n").unwrap_err();
+        assert!(err.contains("has no operator"), "{err}");
+        let err = deps::pipfile_lock(r#"{"default": {"django": {"version": "4.2"}}}"#).unwrap_err();
+        assert!(err.contains("has no operator"), "{err}");
+        // And one with a line break in it would add lines to the generated file.
+        let d = with_deps(&[(
+            "Pipfile",
+            "[packages]\ndjango = \"==4.2\\n--extra-index-url http://x\"\n",
+        )]);
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert!(err.to_string().contains("spans several lines"), "{err}");
         let d = with_deps(&[("Pipfile.lock", "{not json")]);
         let err = detect(d.path(), &opts()).unwrap_err();
         assert!(
@@ -3752,5 +3794,637 @@ mod tests {
         );
         assert!(render_dockerfile(&plan)
             .contains("COPY requirements.txt /paas/deps/requirements.txt\n"));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    //! Property tests: what a push's files say to the buildpack —
+    //! requirement lines and includes, Pipfile / pyproject / lock files,
+    //! Python versions, manage.py — and the Dockerfile they end up in.
+
+    use super::*;
+    use crate::fuzz::{check, ensure};
+    use proptest::prelude::*;
+
+    fn pkg_name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9]([A-Za-z0-9._-]{0,8}[A-Za-z0-9])?"
+    }
+
+    fn requirement_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (
+                "[ \t]{0,2}",
+                pkg_name(),
+                "(\\[[a-z,]{1,8}\\])?",
+                "( ?(==|>=|<|~=|!=) ?[0-9][0-9.]{0,5})?",
+                "( ; python_version [<>]= \"3\\.[0-9]+\")?",
+                "( #.{0,6})?"
+            )
+                .prop_map(|(a, n, e, v, m, c)| format!("{a}{n}{e}{v}{m}{c}")),
+            any::<String>(),
+        ]
+    }
+
+    #[test]
+    fn fuzz_requirement_name() {
+        check("requirement_name", 1024, requirement_line(), |line| {
+            let Some(name) = deps::requirement_name(&line) else {
+                return Ok(());
+            };
+            ensure(
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                || format!("{line:?} names the package {name:?}"),
+            )?;
+            ensure(
+                deps::requirement_name(&name).as_deref() == Some(name.as_str()),
+                || format!("{name:?} is not its own name"),
+            )?;
+            ensure(deps::normalize_name(&name) == name, || {
+                format!("{name:?} is not normalised")
+            })?;
+            // The name is the line's own, as written, in another case or spelling.
+            let start = line.trim_start();
+            ensure(
+                start.len() >= name.len() && deps::normalize_name(&start[..name.len()]) == name,
+                || format!("{line:?} does not start with {name:?}"),
+            )?;
+            // The pin of the name, if any, is read without a panic and is a version.
+            if let Some(v) = pinned_version(std::slice::from_ref(&line), &name) {
+                ensure(
+                    !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'),
+                    || format!("{line:?} pins {name} to {v:?}"),
+                )?;
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_include_target() {
+        let line = prop_oneof![
+            (
+                prop::sample::select(vec![
+                    "-r",
+                    "-c",
+                    "--requirement",
+                    "--constraint",
+                    "-e",
+                    "--r",
+                    "-rr"
+                ]),
+                prop::sample::select(vec!["", " ", "=", "\t", "  "]),
+                "[a-z./ -]{0,12}",
+            )
+                .prop_map(|(f, sep, v)| format!("{f}{sep}{v}")),
+            any::<String>(),
+        ];
+        check("include_target", 1024, line, |line| {
+            let Some(target) = include_target(&line) else {
+                return Ok(());
+            };
+            ensure(!target.is_empty() && target.trim() == target, || {
+                format!("{line:?} includes {target:?}")
+            })?;
+            ensure(line.trim_end().ends_with(target), || {
+                format!("{line:?} does not end in {target:?}")
+            })?;
+            ensure(
+                ["-r", "-c", "--requirement", "--constraint"]
+                    .iter()
+                    .any(|f| line.starts_with(f)),
+                || format!("{line:?} is no include, yet names {target:?}"),
+            )
+        });
+    }
+
+    #[test]
+    fn fuzz_normalize_path() {
+        let part = prop::sample::select(vec!["a", "b", "..", ".", "", "/", "c.txt", "é"]);
+        let path = prop::collection::vec(part, 0..7).prop_map(|p| p.join("/"));
+        check("normalize_path", 1024, path, |p| {
+            let Some(n) = normalize(Path::new(&p)) else {
+                return Ok(());
+            };
+            let root = Path::new("/srv/checkout");
+            let joined = root.join(&n);
+            ensure(
+                !p.starts_with('/')
+                    && joined.starts_with(root)
+                    && Path::new(&n)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_))),
+                || format!("{p:?} normalises to {n:?}, which leaves the checkout"),
+            )
+        });
+    }
+
+    /// A checkout with requirement files that include each other, files
+    /// outside it, links and odd names.
+    #[test]
+    fn fuzz_read_requirements() {
+        let line = prop_oneof![
+            prop::sample::select(vec![
+                "-r base.txt",
+                "-r ../outside.txt",
+                "-r OUTSIDE_ABS",
+                "-r link.txt",
+                "-r linkdir/x.txt",
+                "-r sub/../base.txt",
+                "-rsub/dev.txt",
+                "--requirement=sub/dev.txt",
+                "-c sub/../../outside.txt",
+                "-r requirements.txt",
+                "-r a b.txt",
+                "-r sub",
+                "-r .",
+                "-r https://example.com/r.txt",
+                "-e .",
+                "django==4.2",
+                "requests # note",
+                "# comment",
+                "",
+            ])
+            .prop_map(str::to_string),
+            requirement_line(),
+        ];
+        let files = prop::collection::vec(prop::collection::vec(line, 0..5), 3);
+        check("read_requirements", 128, files, |files| {
+            let sandbox = tempfile::tempdir().unwrap();
+            let s = sandbox.path();
+            let root = s.join("checkout");
+            std::fs::create_dir_all(root.join("sub")).unwrap();
+            std::fs::write(s.join("outside.txt"), "OUTSIDE==1\n").unwrap();
+            std::fs::create_dir(s.join("dir")).unwrap();
+            std::fs::write(s.join("dir/x.txt"), "OUTSIDE==2\n").unwrap();
+            std::fs::write(root.join("a b.txt"), "spaced==1\n").unwrap();
+            std::os::unix::fs::symlink(s.join("outside.txt"), root.join("link.txt")).unwrap();
+            std::os::unix::fs::symlink(s.join("dir"), root.join("linkdir")).unwrap();
+            let abs = s.join("outside.txt").display().to_string();
+            for (name, lines) in ["requirements.txt", "base.txt", "sub/dev.txt"]
+                .iter()
+                .zip(&files)
+            {
+                let text = lines.join("\n").replace("OUTSIDE_ABS", &abs);
+                std::fs::write(root.join(name), text).unwrap();
+            }
+            let Ok((includes, lines, _)) =
+                read_requirements(&root, "requirements.txt", &mut Vec::new())
+            else {
+                return Ok(());
+            };
+            ensure(!lines.iter().any(|l| l.contains("OUTSIDE")), || {
+                format!("lines from outside the checkout were read: {lines:?}")
+            })?;
+            for inc in &includes {
+                ensure(
+                    check_safe_path(inc).is_ok()
+                        && is_file_below(&root, inc)
+                        && Path::new(inc)
+                            .components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_))),
+                    || format!("{inc:?} was included"),
+                )?;
+            }
+            Ok(())
+        });
+    }
+
+    fn version_spec() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("*".to_string()),
+            Just("".to_string()),
+            "(==|>=|~=)[0-9]\\.[0-9]{1,2}",
+            Just("==1.0\n--extra-index-url http://x".to_string()),
+            Just(">=1 ; os_name == 'nt'\r\nother".to_string()),
+            any::<String>(),
+        ]
+    }
+
+    /// Every line is one requirement, of one of the packages the file names.
+    fn one_per_package(
+        lines: &[String],
+        names: &[String],
+        what: &str,
+    ) -> Result<(), TestCaseError> {
+        for l in lines {
+            ensure(!l.contains(['\n', '\r']), || {
+                format!("{what}: the requirement {l:?} spans lines")
+            })?;
+            let n = deps::requirement_name(l);
+            ensure(n.as_ref().is_some_and(|n| names.contains(n)), || {
+                format!("{what}: {l:?} is not one of the packages {names:?}")
+            })?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fuzz_pipfile() {
+        let input = prop::collection::btree_map(pkg_name(), (version_spec(), any::<bool>()), 0..5);
+        check("pipfile", 256, input, |packages| {
+            let mut table = toml::Table::new();
+            for (name, (spec, as_table)) in &packages {
+                let v = if *as_table {
+                    let mut t = toml::Table::new();
+                    t.insert("version".into(), spec.clone().into());
+                    t.insert("markers".into(), "python_version >= '3.8'".into());
+                    toml::Value::Table(t)
+                } else {
+                    spec.clone().into()
+                };
+                table.insert(name.clone(), v);
+            }
+            let mut doc = toml::Table::new();
+            doc.insert("packages".into(), toml::Value::Table(table));
+            let text = toml::to_string(&doc).unwrap();
+            let names: Vec<String> = packages.keys().map(|n| deps::normalize_name(n)).collect();
+            if let Ok(r) = deps::pipfile(&text).and_then(one_line_each) {
+                one_per_package(&r.lines, &names, "Pipfile")?;
+            }
+            // The same packages as a Pipfile.lock.
+            let lock = serde_json::json!({
+                "default": packages.iter().map(|(n, (spec, _))| (n.clone(), serde_json::json!({"version": spec, "markers": "os_name == 'posix'"}))).collect::<serde_json::Map<_, _>>(),
+            });
+            if let Ok(r) = deps::pipfile_lock(&lock.to_string()).and_then(one_line_each) {
+                one_per_package(&r.lines, &names, "Pipfile.lock")?;
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_pyproject_and_locks() {
+        let input = prop::collection::vec((pkg_name(), version_spec()), 1..5);
+        check("pyproject_and_locks", 256, input, |packages| {
+            let names: Vec<String> = packages
+                .iter()
+                .map(|(n, _)| deps::normalize_name(n))
+                .collect();
+            // A PEP 508 string names its package itself (`a` + `A` is `aA`).
+            let pep508: Vec<String> = packages
+                .iter()
+                .filter_map(|(n, v)| deps::requirement_name(&format!("{n}{v}")))
+                .collect();
+            // pyproject.toml: [project].dependencies, as the generated file's lines.
+            let mut project = toml::Table::new();
+            let list: Vec<toml::Value> = packages
+                .iter()
+                .map(|(n, v)| format!("{n}{v}").into())
+                .collect();
+            project.insert("dependencies".into(), toml::Value::Array(list));
+            let mut doc = toml::Table::new();
+            doc.insert("project".into(), toml::Value::Table(project));
+            let py = deps::pyproject(&toml::to_string(&doc).unwrap());
+            if let Ok(py) = &py {
+                let lines = deps::Resolved {
+                    lines: py.dependencies.clone(),
+                    ..deps::Resolved::default()
+                };
+                if let Ok(r) = one_line_each(lines) {
+                    one_per_package(&r.lines, &pep508, "pyproject.toml")?;
+                }
+            }
+            // poetry.lock (format 2.1: groups) and uv.lock.
+            let mut poetry = String::new();
+            let mut uv = String::from(
+                "version = 1\n[[package]]\nname = \"site\"\nversion = \"0\"\nsource = { virtual = \".\" }\ndependencies = [",
+            );
+            for (n, _) in &packages {
+                uv.push_str(&format!("{{ name = {:?} }}, ", n));
+            }
+            uv.push_str("]\n");
+            for (n, v) in &packages {
+                let v = toml::Value::String(v.clone());
+                poetry.push_str(&format!(
+                    "[[package]]\nname = {n:?}\nversion = {v}\ngroups = [\"main\"]\n"
+                ));
+                uv.push_str(&format!("[[package]]\nname = {n:?}\nversion = {v}\nsource = {{ registry = \"https://pypi.example\" }}\n"));
+            }
+            if let Ok(r) = deps::poetry_lock(&poetry, py.as_ref().ok()).and_then(one_line_each) {
+                one_per_package(&r.lines, &names, "poetry.lock")?;
+            }
+            if let Ok(r) = deps::uv_lock(&uv).and_then(one_line_each) {
+                one_per_package(&r.lines, &names, "uv.lock")?;
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_dependency_files_text() {
+        let text = prop_oneof![
+            any::<String>(),
+            "\\[\\[package\\]\\]\nname = \"[a-z]{1,4}\"\n(version = \"[0-9.]{1,4}\"\n)?(source = \\{ (editable|virtual|git|url) = \"[.a-z:/#?=]{0,10}\" \\}\n)?(dependencies = \\[\\{ name = \"[a-z]{1,4}\"( , extra = \\[\"[a-z]\"\\])? \\}\\]\n)?(groups = \\[\"main\"\\]\n)?",
+            "\\[(packages|requires|project|tool\\.poetry\\.dependencies)\\]\n[a-z]{1,4} = (\"[^\"\n]{0,6}\"|\\{ version = \"[0-9]\" \\}|\\[\\]|1)\n",
+        ];
+        check("dependency_files_text", 512, text, |text| {
+            // Whatever a push holds: an answer or a reason, never a panic.
+            let py = deps::pyproject(&text).ok();
+            let _ = deps::pipfile(&text);
+            let _ = deps::pipfile_lock(&text);
+            let _ = deps::poetry_lock(&text, py.as_ref());
+            let _ = deps::uv_lock(&text);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_python_version() {
+        let value = prop_oneof![
+            (
+                0u32..40,
+                prop::option::of(0u32..30),
+                "(python-|python|)",
+                "[ \t]{0,2}"
+            )
+                .prop_map(|(m, p, pre, pad)| match p {
+                    Some(p) => format!("{pad}{pre}3.{m}.{p}{pad}"),
+                    None => format!("{pad}{pre}3.{m}{pad}"),
+                }),
+            any::<String>(),
+            "[0-9.a-z-]{0,12}",
+        ];
+        check("python_version", 1024, value, |value| {
+            let Some(v) = parse_python_version(&value) else {
+                return Ok(());
+            };
+            let minor = v.strip_prefix("3.");
+            ensure(
+                minor.is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit())),
+                || format!("{value:?} reads as Python {v:?}"),
+            )?;
+            // It names an image tag.
+            let image = "python:{version}-slim".replace("{version}", &v);
+            ensure(
+                image
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":.-".contains(&b)),
+                || format!("{value:?} makes the image {image:?}"),
+            )?;
+            ensure(value.contains(&v), || {
+                format!("{value:?} reads as {v:?}, which it does not say")
+            })
+        });
+    }
+
+    #[test]
+    fn fuzz_python_allows() {
+        let clause = (
+            prop::sample::select(vec![">=", "<", "==", "!=", "~=", "<=", ">"]),
+            3u32..4,
+            prop::option::of(5u32..16),
+            prop::sample::select(vec!["", ".*", ".0", ".4"]),
+            "[ ]{0,1}",
+        );
+        let spec = (prop::collection::vec(clause, 1..4), 8u32..15);
+        check("python_allows", 1024, spec, |(clauses, minor)| {
+            let texts: Vec<String> = clauses
+                .iter()
+                .map(|(op, maj, min, tail, sp)| match min {
+                    Some(m) => format!("{op}{sp}{maj}.{m}{tail}"),
+                    None => format!("{op}{sp}{maj}"),
+                })
+                .collect();
+            let spec = texts.join(",");
+            let all = python_allows(&spec, minor);
+            // A conjunction holds when each clause does.
+            let each: Option<Vec<bool>> = texts.iter().map(|c| python_allows(c, minor)).collect();
+            ensure(all == each.as_ref().map(|e| e.iter().all(|b| *b)), || {
+                format!("{spec:?} for 3.{minor}: {all:?}, clause by clause {each:?}")
+            })?;
+            // The clauses whose meaning is plain, with `3.M` or `3.M.*`.
+            for ((op, _, min, tail, _), text) in clauses.iter().zip(&texts) {
+                let (Some(m), "" | ".*") = (min, *tail) else {
+                    continue;
+                };
+                let want = match (*op, *tail) {
+                    (">=", "") => minor >= *m,
+                    ("<", "") => minor < *m,
+                    ("<=", _) => minor <= *m,
+                    ("==", _) => minor == *m,
+                    ("!=", _) => minor != *m,
+                    ("~=", "") => minor >= *m,
+                    _ => continue,
+                };
+                let got = python_allows(text, minor);
+                ensure(got == Some(want), || {
+                    format!("{text:?} for 3.{minor}: {got:?}, not {want}")
+                })?;
+            }
+            Ok(())
+        });
+        check("python_allows_text", 1024, any::<String>(), |spec| {
+            let _ = python_allows(&spec, 11);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_settings_module() {
+        let noise = prop::collection::vec(
+            prop_oneof![
+                prop::sample::select(vec![
+                    "#!/usr/bin/env python",
+                    "\"\"\"Django's command-line utility; sets DJANGO_SETTINGS_MODULE below.\"\"\"",
+                    "import os, sys",
+                    "# DJANGO_SETTINGS_MODULE 'commented.out'",
+                    "print(DJANGO_SETTINGS_MODULE)",
+                    "def main():",
+                    "    from django.core.management import execute_from_command_line",
+                    "",
+                ])
+                .prop_map(str::to_string),
+                "[^\n]{0,20}".prop_filter("not the key", |l| !l.contains("DJANGO_SETTINGS_MODULE")),
+            ],
+            0..5,
+        );
+        let module = "[a-z_][a-z0-9_]{0,6}(\\.[a-z_][a-z0-9_]{0,6}){0,2}";
+        let style = prop::sample::select(vec![
+            "os.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"{}\")",
+            "    os.environ.setdefault('DJANGO_SETTINGS_MODULE', '{}')",
+            "os.environ['DJANGO_SETTINGS_MODULE'] = '{}'",
+            "os.environ[\"DJANGO_SETTINGS_MODULE\"]=\"{}\"",
+        ]);
+        check(
+            "settings_module",
+            512,
+            (noise, module, style),
+            |(noise, module, style)| {
+                let text = format!("{}\n{}\n", noise.join("\n"), style.replace("{}", &module));
+                let got = parse_settings_module(&text);
+                ensure(got.as_deref() == Some(module.as_str()), || {
+                    format!("manage.py {text:?} names the settings {got:?}, not {module:?}")
+                })
+            },
+        );
+        check("settings_module_text", 512, any::<String>(), |text| {
+            if let Some(m) = parse_settings_module(&text) {
+                ensure(!m.contains(['\n', '"', '\'']) && text.contains(&m), || {
+                    format!("{text:?} names the settings {m:?}")
+                })?;
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_dotted_paths_and_packages() {
+        check("dotted_paths", 1024, any::<String>(), |s| {
+            if is_dotted_path(&s) {
+                ensure(
+                    s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                        && !s.starts_with('.')
+                        && !s.ends_with('.')
+                        && !s.contains(".."),
+                    || format!("{s:?} passed as a dotted Python path"),
+                )?;
+            }
+            if let Some(pkgs) = native::parse_packages(&s) {
+                for p in pkgs {
+                    ensure(
+                        p.len() >= 2
+                            && p.starts_with(|c: char| {
+                                c.is_ascii_lowercase() || c.is_ascii_digit()
+                            })
+                            && p.bytes().all(|b| {
+                                b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b)
+                            }),
+                        || format!("{s:?} passed the Debian package {p:?}"),
+                    )?;
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// A push's project with names and values a hostile push could pick.
+    #[test]
+    fn fuzz_dockerfile_from_a_push() {
+        let dir = prop::sample::select(vec![
+            "", "site", "my site", "a\nRUN x", "src/app", "-x", "é", "a.b",
+        ]);
+        let module = prop::sample::select(vec!["mysite", "my-site", "a b", "x\nRUN y", "_m"]);
+        let wsgi = prop::option::of(prop::sample::select(vec![
+            "mysite.wsgi.application",
+            "x.y\", \"--bind",
+            "a.b c",
+            "mysite.wsgi.app\nRUN z",
+            "wsgi",
+        ]));
+        let python = prop::option::of(prop::sample::select(vec![
+            "3.12",
+            "3.12\nRUN a",
+            "python-3.11.4",
+            "3.x",
+            " 3.13 ",
+        ]));
+        let req = prop::collection::vec(
+            prop::sample::select(vec![
+                "django==4.2",
+                "-r base.txt",
+                "-r a b.txt",
+                "-r sub/../base.txt",
+                "psycopg[binary]>=3",
+                "gunicorn",
+                "-r x$(id).txt",
+            ]),
+            0..4,
+        );
+        let packages = prop::option::of(prop::sample::select(vec![
+            "libpq-dev",
+            "a;rm -rf /",
+            "gcc, make",
+            "$(id)",
+        ]));
+        let input = (dir, module, wsgi, python, req, packages, any::<bool>());
+        check(
+            "dockerfile_from_a_push",
+            128,
+            input,
+            |(dir, module, wsgi, python, req, packages, postgres)| {
+                let sandbox = tempfile::tempdir().unwrap();
+                let root = sandbox.path();
+                let put = |rel: String, text: &str| {
+                    let p = root.join(rel);
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(p, text).unwrap();
+                };
+                let at = |f: &str| join_rel(dir, f);
+                put(at("manage.py"), &format!("import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', '{module}.settings')\n"));
+                let settings = match wsgi {
+                    Some(w) => format!("WSGI_APPLICATION = '{w}'\n"),
+                    None => String::new(),
+                };
+                put(at(&format!("{module}/settings.py")), &settings);
+                put(
+                    at(&format!("{module}/wsgi.py")),
+                    "from django.core.wsgi import get_wsgi_application\n",
+                );
+                put(at(&format!("{module}/__init__.py")), "");
+                put("requirements.txt".into(), &req.join("\n"));
+                put("base.txt".into(), "django==5.0\n");
+                put("a b.txt".into(), "x==1\n");
+                put("x$(id).txt".into(), "x==1\n");
+                if let Some(v) = python {
+                    put(".python-version".into(), v);
+                }
+                let vars = BuildVars {
+                    build_packages: packages.map(str::to_string),
+                    postgres,
+                    ..BuildVars::default()
+                };
+                let opts = BuildOptions {
+                    image_pattern: "python:{version}-slim".into(),
+                    ..BuildOptions::default()
+                };
+                let Ok(plan) = detect_with(root, &opts, &vars) else {
+                    return Ok(());
+                };
+                let dockerfile = render_dockerfile(&plan);
+                const INSTRUCTIONS: &[&str] = &[
+                    "FROM",
+                    "ENV",
+                    "RUN",
+                    "COPY",
+                    "WORKDIR",
+                    "EXPOSE",
+                    "ENTRYPOINT",
+                    "CMD",
+                    "ARG",
+                ];
+                let mut continued = false;
+                for line in dockerfile.lines() {
+                    let t = line.trim_start();
+                    let ok = continued
+                        || t.is_empty()
+                        || t.starts_with('#')
+                        || INSTRUCTIONS.iter().any(|i| t.starts_with(&format!("{i} ")));
+                    ensure(ok, || {
+                        format!("the Dockerfile has the line {line:?}:\n{dockerfile}")
+                    })?;
+                    continued = t.ends_with('\\');
+                }
+                ensure(
+                    !dockerfile.contains('\r')
+                        && !dockerfile.contains("$(id)")
+                        && !dockerfile.contains("a;rm"),
+                    || format!("the push's values reach the Dockerfile:\n{dockerfile}"),
+                )?;
+                for line in dockerfile.lines() {
+                    if let Some(json) = line.strip_prefix("CMD ") {
+                        let argv: Result<Vec<String>, _> = serde_json::from_str(json);
+                        ensure(argv.as_ref().is_ok_and(|a| a.len() == 6), || {
+                            format!("CMD is not the one gunicorn command: {line:?}")
+                        })?;
+                    }
+                }
+                Ok(())
+            },
+        );
     }
 }

@@ -2479,3 +2479,169 @@ mod tests {
         assert!(left.is_empty(), "containers left behind: {left:?}");
     }
 }
+
+#[cfg(test)]
+mod props {
+    //! Property tests: the tar an app's image hands back for its static
+    //! files (the app built that image: its entries are hostile input).
+
+    use super::*;
+    use crate::fuzz::{check, ensure};
+    use proptest::prelude::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[derive(Debug, Clone)]
+    enum Entry {
+        File(String, Vec<u8>),
+        Dir(String),
+        Symlink(String, &'static str),
+        Hardlink(String, &'static str),
+        Fifo(String),
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let name = (
+            prop::sample::select(vec![
+                "static/",
+                "static/",
+                "static/",
+                "",
+                "/",
+                "./static/",
+                "../",
+            ]),
+            prop::sample::select(vec![
+                "a",
+                "b/c",
+                "../escape",
+                "l",
+                "l/x",
+                "l/l/y",
+                "d/",
+                "..",
+                ".",
+                "up/pwn",
+                "OUTSIDE_ABS/z",
+            ]),
+        )
+            .prop_map(|(top, rest)| format!("{top}{rest}"));
+        let target = prop::sample::select(vec![
+            "/",
+            "../outside",
+            ".",
+            "a",
+            "OUTSIDE_ABS",
+            "b/../..",
+            "static/a",
+            "static/../outside/secret",
+            "OUTSIDE_ABS/secret",
+            "x/../../outside/secret",
+            "",
+        ]);
+        prop_oneof![
+            3 => (name.clone(), "[a-z]{0,6}").prop_map(|(n, c)| Entry::File(n, c.into_bytes())),
+            1 => name.clone().prop_map(Entry::Dir),
+            2 => (name.clone(), target.clone()).prop_map(|(n, t)| Entry::Symlink(n, t)),
+            2 => (name.clone(), target).prop_map(|(n, t)| Entry::Hardlink(n, t)),
+            1 => name.prop_map(Entry::Fifo),
+        ]
+    }
+
+    fn raw_tar(entries: &[Entry], outside: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            let (name, kind, link, data): (&str, tar::EntryType, Option<&str>, &[u8]) = match e {
+                Entry::File(n, c) => (n, tar::EntryType::Regular, None, c),
+                Entry::Dir(n) => (n, tar::EntryType::Directory, None, b""),
+                Entry::Symlink(n, t) => (n, tar::EntryType::Symlink, Some(t), b""),
+                Entry::Hardlink(n, t) => (n, tar::EntryType::Link, Some(t), b""),
+                Entry::Fifo(n) => (n, tar::EntryType::Fifo, None, b""),
+            };
+            let name = name.replace("OUTSIDE_ABS", outside);
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name.as_bytes());
+            if let Some(l) = link {
+                let l = l.replace("OUTSIDE_ABS", outside);
+                old.linkname[..l.len()].copy_from_slice(l.as_bytes());
+            }
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o6777);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let is_dir = m.is_dir();
+            out.push((p.clone(), m));
+            if is_dir {
+                walk(&p, out);
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_unpack_stripped() {
+        check(
+            "unpack_stripped",
+            128,
+            prop::collection::vec(entry(), 0..8),
+            |entries| {
+                let sandbox = tempfile::tempdir().unwrap();
+                let s = sandbox.path();
+                std::fs::create_dir(s.join("outside")).unwrap();
+                std::fs::write(s.join("outside/secret"), "SECRET").unwrap();
+                let dest = s.join("release/static");
+                let outside = s.join("outside").display().to_string();
+                let tar = raw_tar(&entries, &outside);
+                let got = unpack_stripped(&tar, &dest);
+
+                let secret = std::fs::symlink_metadata(s.join("outside/secret")).unwrap();
+                let listing = std::fs::read_dir(s.join("outside")).unwrap().count();
+                ensure(
+                    listing == 1
+                        && secret.nlink() == 1
+                        && std::fs::read(s.join("outside/secret")).unwrap() == b"SECRET",
+                    || format!("unpacking {entries:?} reached the folder outside (result {got:?})"),
+                )?;
+                let mut top: Vec<String> = std::fs::read_dir(s)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                top.sort();
+                ensure(top == ["outside", "release"], || {
+                    format!("unpacking {entries:?} wrote beside its folder: {top:?}")
+                })?;
+                let beside: Vec<_> = std::fs::read_dir(s.join("release")).unwrap().collect();
+                ensure(beside.len() == 1, || {
+                    format!("unpacking {entries:?} wrote beside static/")
+                })?;
+                let root = dest.canonicalize().unwrap();
+                let mut all = Vec::new();
+                walk(&dest, &mut all);
+                for (p, m) in &all {
+                    let t = m.file_type();
+                    ensure(t.is_dir() || t.is_file() || t.is_symlink(), || {
+                        format!("unpacking {entries:?} made the special file {p:?}")
+                    })?;
+                    ensure(m.mode() & 0o7000 == 0 || t.is_symlink(), || {
+                        format!("unpacking {entries:?} left {p:?} with mode {:o}", m.mode())
+                    })?;
+                    // A link that resolves at all resolves inside the folder.
+                    if let Ok(real) = p.canonicalize() {
+                        ensure(real.starts_with(&root), || {
+                            format!("unpacking {entries:?} left {p:?} leading to {real:?}")
+                        })?;
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+}

@@ -209,3 +209,82 @@ mod tests {
         assert!(validate("example.net", "paas.example.net").is_ok());
     }
 }
+
+#[cfg(test)]
+mod props {
+    //! Property tests: what `domains:add` accepts.
+
+    use super::validate;
+    use crate::fuzz::{check, ensure};
+    use proptest::prelude::*;
+
+    fn label_ok(l: &str) -> bool {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    }
+
+    fn typed() -> impl Strategy<Value = String> {
+        let label = "[a-zA-Z0-9]([a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?";
+        prop_oneof![
+            (
+                prop::collection::vec(label, 1..5),
+                "[ \t]{0,2}",
+                "\\.?",
+                "[ \t]{0,2}"
+            )
+                .prop_map(|(l, a, dot, b)| format!("{a}{}{dot}{b}", l.join("."))),
+            "[a-zA-Z0-9.:/_@ -]{0,30}",
+            "[0-9.]{1,16}",
+            "([a-z0-9-]{1,4}\\.){0,3}paas\\.Example\\.net\\.?",
+            any::<String>(),
+        ]
+    }
+
+    #[test]
+    fn fuzz_domains() {
+        let platform =
+            prop::sample::select(vec!["paas.example.net", "PAAS.example.net", "example.net"]);
+        check("domains", 1024, (typed(), platform), |(typed, platform)| {
+            let got = validate(&typed, platform);
+            let Ok(host) = got else {
+                // Refused: was it a name under the rules, then it was for the
+                // platform's own domain or for being an address.
+                let clean = typed.trim().trim_end_matches('.').to_ascii_lowercase();
+                let labels: Vec<&str> = clean.split('.').collect();
+                let fine =
+                    clean.len() <= 253 && labels.len() >= 2 && labels.iter().all(|l| label_ok(l));
+                let platform = platform.to_ascii_lowercase();
+                let reserved = clean == platform
+                    || clean.ends_with(&format!(".{platform}"))
+                    || labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+                return ensure(!fine || reserved, || {
+                    format!("{typed:?} is a domain name, yet it was refused: {got:?}")
+                });
+            };
+            let labels: Vec<&str> = host.split('.').collect();
+            ensure(
+                host.len() <= 253 && labels.len() >= 2 && labels.iter().all(|l| label_ok(l)),
+                || format!("{typed:?} was accepted as {host:?}, which is not a domain name"),
+            )?;
+            ensure(
+                !labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())),
+                || format!("{typed:?} was accepted as {host:?}, an address"),
+            )?;
+            let platform_l = platform.to_ascii_lowercase();
+            ensure(
+                host != platform_l && !host.ends_with(&format!(".{platform_l}")),
+                || format!("{typed:?} was accepted as {host:?}, under paas's own {platform}"),
+            )?;
+            ensure(
+                host.eq_ignore_ascii_case(typed.trim().trim_end_matches('.')),
+                || format!("{typed:?} was stored as another name, {host:?}"),
+            )?;
+            ensure(validate(&host, platform).as_ref() == Ok(&host), || {
+                format!("{host:?} is not accepted again as itself")
+            })
+        });
+    }
+}

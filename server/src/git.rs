@@ -488,7 +488,14 @@ pub fn export_tree(src: &CommitSource, dest: &Path, limit: u64) -> Result<Export
     // Attributes come from the tree being exported, as with `git archive`:
     // an in-memory index of it is where libgit2 looks for .gitattributes.
     let mut index = git2::Index::new()?;
-    index.read_tree(&tree)?;
+    // libgit2 refuses the paths git never checks out (a `.git` anywhere …).
+    index.read_tree(&tree).map_err(|e| match e.class() {
+        git2::ErrorClass::Index => {
+            let path = e.message().split('\'').nth(1).unwrap_or(e.message());
+            GitError::BadPath(path.to_string())
+        }
+        _ => GitError::Repo(e),
+    })?;
     repo.set_index(&mut index)?;
     let odb = repo.odb()?;
     std::fs::create_dir(dest)?;
@@ -512,6 +519,7 @@ pub fn export_tree(src: &CommitSource, dest: &Path, limit: u64) -> Result<Export
             let name = std::str::from_utf8(entry.name_bytes())
                 .ok()
                 .filter(|n| !n.is_empty() && *n != "." && *n != ".." && !n.contains('/'))
+                .filter(|n| !n.eq_ignore_ascii_case(".git"))
                 .ok_or_else(|| {
                     GitError::BadPath(format!(
                         "{prefix}{}",
@@ -909,5 +917,441 @@ mod tests {
             let e = validate_app_name(bad).unwrap_err();
             assert!(e.contains("lower-case letter"), "{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod props {
+    //! Property tests: app names, and the tree of a hostile push (raw git
+    //! objects, as `git receive-pack` stores them without fsck) exported
+    //! to disk.
+
+    use super::*;
+    use crate::fuzz::{check, ensure};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A path component of a Docker image reference: alphanumeric runs
+    /// joined by `.`, `_`, `__` or dashes.
+    fn docker_ref_component(s: &str) -> bool {
+        let b = s.as_bytes();
+        let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+            return false;
+        }
+        let mut i = 0;
+        while i < b.len() {
+            if alnum(b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && !alnum(b[i]) {
+                i += 1;
+            }
+            let sep = &s[start..i];
+            let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn fuzz_app_names() {
+        let input = prop_oneof![
+            "[a-z][a-z0-9-]{0,28}[a-z0-9]",
+            "[a-z]",
+            "[a-zA-Z0-9._/ -]{0,40}",
+            any::<String>(),
+        ];
+        check("app_names", 1024, input, |name| {
+            let grammar = name.len() <= 30
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && !name.ends_with('-')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            let accepted = validate_app_name(&name).is_ok();
+            ensure(accepted == (grammar && name != "paas"), || {
+                format!(
+                    "{name:?}: accepted {accepted}, the rule says {}",
+                    grammar && name != "paas"
+                )
+            })?;
+            if !accepted {
+                return Ok(());
+            }
+            // A DNS label: <app>.<domain> is its default host.
+            ensure(
+                (1..=63).contains(&name.len()) && !name.starts_with('-') && !name.ends_with('-'),
+                || format!("{name:?} is not a DNS label"),
+            )?;
+            // Docker: image paas/<app>, network and container names paas-<app>…
+            ensure(docker_ref_component(&name), || {
+                format!("paas/{name} is not a Docker image name")
+            })?;
+            let container = format!("{}-web-1", crate::layout::network_name(&name));
+            ensure(
+                container
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)),
+                || format!("{container} is not a Docker container name"),
+            )?;
+            // Folders: exactly one level below apps/, repos/, backups/.
+            let data = Path::new("/var/lib/paas");
+            let vol = crate::layout::volume_dir(data, &name);
+            ensure(
+                vol.strip_prefix(data.join("apps")).ok()
+                    == Some(Path::new(&name).join("data").as_path()),
+                || format!("{name:?} puts its volume at {vol:?}"),
+            )?;
+            let repo = Repos::new(data.join("repos"), PathBuf::from("/bin/true")).path(&name);
+            ensure(repo.parent() == Some(data.join("repos").as_path()), || {
+                format!("{name:?} puts its repository at {repo:?}")
+            })
+        });
+    }
+
+    /// A tree as a push may carry it: any names, kinds and duplicates.
+    #[derive(Debug, Clone)]
+    enum Node {
+        File(Vec<u8>, bool),
+        Link(Vec<u8>),
+        Submodule,
+        Dir(Vec<(Vec<u8>, Node)>),
+    }
+
+    fn entry_name() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            8 => "[a-c]{1,2}".prop_map(String::into_bytes),
+            1 => prop::sample::select(vec![
+                &b""[..], b".", b"..", b"a/b", b"../x", b"/abs", b".git", b"\xff\xfe",
+                "é 1".as_bytes(), b"-rf", b"a\\b", b"..."
+            ])
+            .prop_map(<[u8]>::to_vec),
+        ]
+    }
+
+    fn tree() -> impl Strategy<Value = Node> {
+        let leaf = prop_oneof![
+            ("[a-z ]{0,12}", any::<bool>()).prop_map(|(c, x)| Node::File(c.into_bytes(), x)),
+            prop::sample::select(vec![
+                "../../outside/secret",
+                "/etc/passwd",
+                ".",
+                "a",
+                "../",
+                "b/c"
+            ])
+            .prop_map(|t| Node::Link(t.as_bytes().to_vec())),
+            Just(Node::Submodule),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop::collection::vec((entry_name(), inner), 0..5).prop_map(Node::Dir)
+        })
+        .prop_map(|n| match n {
+            Node::Dir(_) => n,
+            other => Node::Dir(vec![(b"top".to_vec(), other)]),
+        })
+    }
+
+    /// Writes `node` as raw objects; its (mode, id).
+    fn write(repo: &git2::Repository, node: &Node) -> (u32, git2::Oid) {
+        match node {
+            Node::File(content, exec) => (
+                if *exec { 0o100755 } else { 0o100644 },
+                repo.blob(content).unwrap(),
+            ),
+            Node::Link(target) => (0o120000, repo.blob(target).unwrap()),
+            Node::Submodule => (
+                0o160000,
+                git2::Oid::from_str("1111111111111111111111111111111111111111").unwrap(),
+            ),
+            Node::Dir(entries) => {
+                let mut raw: Vec<(Vec<u8>, u32, git2::Oid)> = entries
+                    .iter()
+                    .map(|(name, child)| {
+                        let (mode, oid) = write(repo, child);
+                        (name.clone(), mode, oid)
+                    })
+                    .collect();
+                raw.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut bytes = Vec::new();
+                for (name, mode, oid) in raw {
+                    bytes.extend_from_slice(format!("{mode:o} ").as_bytes());
+                    bytes.extend_from_slice(&name);
+                    bytes.push(0);
+                    bytes.extend_from_slice(oid.as_bytes());
+                }
+                let odb = repo.odb().unwrap();
+                (0o40000, odb.write(git2::ObjectType::Tree, &bytes).unwrap())
+            }
+        }
+    }
+
+    /// What a faithful export holds: files (content, executable), folders,
+    /// symlinks; `None` when the tree cannot be exported.
+    #[derive(Debug, Default, PartialEq)]
+    struct Expected {
+        files: BTreeMap<String, (Vec<u8>, bool)>,
+        dirs: Vec<String>,
+        symlinks: Vec<(String, Vec<u8>)>,
+        bytes: u64,
+    }
+
+    fn expect(node: &Node, prefix: &str, out: &mut Expected) -> bool {
+        let Node::Dir(entries) = node else {
+            unreachable!()
+        };
+        let mut on_disk = std::collections::BTreeSet::new();
+        for (name, child) in entries {
+            // `.git` anywhere is refused, as git refuses to check it out.
+            let Some(name) = std::str::from_utf8(name)
+                .ok()
+                .filter(|n| !n.is_empty() && *n != "." && *n != ".." && !n.contains('/'))
+                .filter(|n| !n.eq_ignore_ascii_case(".git"))
+            else {
+                return false;
+            };
+            let path = format!("{prefix}{name}");
+            if !matches!(child, Node::Link(_)) && !on_disk.insert(name) {
+                return false;
+            }
+            match child {
+                Node::File(c, x) => {
+                    out.bytes += c.len() as u64;
+                    out.files.insert(path, (c.clone(), *x));
+                }
+                Node::Link(t) => out.symlinks.push((path, t.clone())),
+                Node::Submodule => out.dirs.push(path),
+                Node::Dir(_) => {
+                    out.dirs.push(path.clone());
+                    if !expect(child, &format!("{path}/"), out) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Bytes of every file in the tree, wherever the export stops.
+    fn total_bytes(node: &Node) -> u64 {
+        match node {
+            Node::File(c, _) => c.len() as u64,
+            Node::Dir(entries) => entries.iter().map(|(_, c)| total_bytes(c)).sum(),
+            _ => 0,
+        }
+    }
+
+    fn has_empty_name(node: &Node) -> bool {
+        match node {
+            Node::Dir(entries) => entries
+                .iter()
+                .any(|(n, c)| n.is_empty() || has_empty_name(c)),
+            _ => false,
+        }
+    }
+
+    /// Everything below `dir`: (relative path, kind, content, mode).
+    fn on_disk(dir: &Path, prefix: &str, out: &mut Vec<(String, &'static str, Vec<u8>, u32)>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let rel = format!("{prefix}{}", name.to_string_lossy());
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.is_dir() {
+                out.push((rel.clone(), "dir", vec![], mode));
+                on_disk(&path, &format!("{rel}/"), out);
+            } else if meta.is_file() {
+                out.push((rel, "file", std::fs::read(&path).unwrap(), mode));
+            } else {
+                out.push((rel, "other", vec![], mode));
+            }
+        }
+    }
+
+    /// The export of `root` (raw objects) into a fresh folder.
+    fn export_raw(root: &Node) -> Result<Export, GitError> {
+        let s = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init_bare(s.path().join("repo.git")).unwrap();
+        let (_, tree_id) = write(&repo, root);
+        let commit = format!(
+            "tree {tree_id}\nauthor A <a@example.com> 0 +0000\ncommitter A <a@example.com> 0 +0000\n\nx\n"
+        );
+        let commit = repo
+            .odb()
+            .unwrap()
+            .write(git2::ObjectType::Commit, commit.as_bytes())
+            .unwrap();
+        let src = CommitSource {
+            repo: s.path().join("repo.git"),
+            rev: commit.to_string(),
+            objects: None,
+        };
+        export_tree(&src, &s.path().join("dest"), u64::MAX)
+    }
+
+    #[test]
+    fn a_dot_git_in_a_pushed_tree_is_a_bad_path() {
+        // Found by `fuzz_export_tree`: an empty `.git` folder was exported,
+        // and one with files failed as "reading the repository failed".
+        let file = Node::File(b"x".to_vec(), false);
+        let dir = |entries: Vec<(&str, Node)>| {
+            Node::Dir(
+                entries
+                    .into_iter()
+                    .map(|(n, c)| (n.as_bytes().to_vec(), c))
+                    .collect(),
+            )
+        };
+        for (tree, path) in [
+            (dir(vec![(".git", dir(vec![]))]), ".git"),
+            (dir(vec![(".GIT", dir(vec![]))]), ".GIT"),
+            (
+                dir(vec![(
+                    "a",
+                    dir(vec![(".git", dir(vec![("config", file.clone())]))]),
+                )]),
+                "a/.git/config",
+            ),
+        ] {
+            match export_raw(&tree) {
+                Err(GitError::BadPath(p)) => assert_eq!(p, path),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        assert!(export_raw(&dir(vec![("a.git", dir(vec![("x", file)]))])).is_ok());
+    }
+
+    #[test]
+    fn fuzz_export_tree() {
+        let input = (tree(), prop_oneof![Just(u64::MAX), 0u64..40]);
+        check("export_tree", 64, input, |(root, limit)| {
+            let sandbox = tempfile::tempdir().unwrap();
+            let s = sandbox.path();
+            std::fs::create_dir(s.join("outside")).unwrap();
+            std::fs::write(s.join("outside/secret"), "SECRET").unwrap();
+            let repo = git2::Repository::init_bare(s.join("repo.git")).unwrap();
+            let (_, tree_id) = write(&repo, &root);
+            let commit = format!(
+                "tree {tree_id}\nauthor A <a@example.com> 0 +0000\ncommitter A <a@example.com> 0 +0000\n\nfuzz\n"
+            );
+            let commit = repo
+                .odb()
+                .unwrap()
+                .write(git2::ObjectType::Commit, commit.as_bytes())
+                .unwrap();
+            let src = CommitSource {
+                repo: s.join("repo.git"),
+                rev: commit.to_string(),
+                objects: None,
+            };
+            let dest = s.join("dest");
+            let got = export_tree(&src, &dest, limit);
+
+            let mut expected = Expected::default();
+            let exportable = expect(&root, "", &mut expected);
+            let fits = total_bytes(&root) <= limit;
+            // Nothing outside dest changed, whatever happened.
+            let mut around: Vec<String> = std::fs::read_dir(s)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            around.sort();
+            around.retain(|n| n != "dest");
+            ensure(around == ["outside", "repo.git"], || {
+                format!("the export wrote next to its folder: {around:?}")
+            })?;
+            let outside: Vec<_> = std::fs::read_dir(s.join("outside")).unwrap().collect();
+            ensure(
+                outside.len() == 1 && std::fs::read(s.join("outside/secret")).unwrap() == b"SECRET",
+                || "the export touched the folder next to it".to_string(),
+            )?;
+            let mut disk = Vec::new();
+            if dest.is_dir() {
+                on_disk(&dest, "", &mut disk);
+            }
+            ensure(disk.iter().all(|(_, kind, _, _)| *kind != "other"), || {
+                format!("the export left a symlink or special file on disk: {disk:?}")
+            })?;
+            let out = match got {
+                // A bad name or a clash is said as such, not as a failure to read.
+                Err(e) => {
+                    // (A tree entry without a name is an object libgit2 cannot parse.)
+                    return ensure(
+                        (!exportable && matches!(e, GitError::BadPath(_) | GitError::Io(_)))
+                            || (!fits && matches!(e, GitError::TooLarge(_)))
+                            || (has_empty_name(&root) && matches!(e, GitError::Repo(_))),
+                        || format!("the tree failed with {e:?} (expected {expected:?})"),
+                    );
+                }
+                Ok(out) => out,
+            };
+            ensure(exportable && fits, || {
+                format!("a tree with a bad name, a clash or too many bytes was exported: {out:?}")
+            })?;
+            let links: Vec<(String, Vec<u8>)> = out
+                .symlinks
+                .iter()
+                .map(|l| (l.path.clone(), l.target.clone()))
+                .collect();
+            // Sorted by path; links of the same name stay in tree order.
+            expected.symlinks.sort_by(|a, b| a.0.cmp(&b.0));
+            ensure(links == expected.symlinks, || {
+                format!("symlinks {links:?}, expected {:?}", expected.symlinks)
+            })?;
+            let mut want: Vec<(String, &str, Vec<u8>, u32)> = expected
+                .files
+                .iter()
+                .map(|(p, (c, x))| (p.clone(), "file", c.clone(), if *x { 0o755 } else { 0o644 }))
+                .chain(
+                    expected
+                        .dirs
+                        .iter()
+                        .map(|d| (d.clone(), "dir", vec![], 0o755)),
+                )
+                .collect();
+            want.sort();
+            disk.sort();
+            // Submodule folders keep the process's umask: compare kinds and
+            // contents, and the modes of files.
+            let strip =
+                |v: &[(String, &str, Vec<u8>, u32)]| -> Vec<(String, String, Vec<u8>, u32)> {
+                    v.iter()
+                        .map(|(p, k, c, m)| {
+                            (
+                                p.clone(),
+                                k.to_string(),
+                                c.clone(),
+                                if *k == "dir" { 0 } else { *m },
+                            )
+                        })
+                        .collect()
+                };
+            ensure(strip(&disk) == strip(&want), || {
+                format!("on disk {disk:?}, expected {want:?}")
+            })?;
+            ensure(
+                out.files == expected.files.len() as u64 && out.bytes == expected.bytes,
+                || {
+                    format!(
+                        "counted {} files / {} bytes, wrote {} / {}",
+                        out.files,
+                        out.bytes,
+                        expected.files.len(),
+                        expected.bytes
+                    )
+                },
+            )
+        });
     }
 }

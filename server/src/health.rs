@@ -129,6 +129,17 @@ fn check_path(p: &str) -> Result<(), &'static str> {
     if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("contains spaces or control characters");
     }
+    // The probe asks for exactly this path: it must be one as HTTP sends it.
+    let asked = format!("http://127.0.0.1{p}").parse::<hyper::Uri>();
+    if asked
+        .ok()
+        .and_then(|u| u.path_and_query().map(|pq| pq.as_str() == p))
+        != Some(true)
+    {
+        return Err(
+            "is not a URL path (percent-encode what a URL cannot carry as it is, like ` and #)",
+        );
+    }
     Ok(())
 }
 
@@ -429,6 +440,10 @@ mod tests {
             ("[healthcheck]\nattempts = \"three\"\n", "not valid"),
             ("[healthcheck]\npaht = \"/\"\n", "unknown field `paht`"),
             ("[healthcheck\n", "not valid"),
+            // Found by `props::fuzz_paas_toml_table`: paths the probe's
+            // request cannot carry were accepted, and every probe failed.
+            ("[healthcheck]\npath = \"/`\"\n", "is not a URL path"),
+            ("[healthcheck]\npath = \"/up#x\"\n", "is not a URL path"),
         ] {
             let e = parse_repo_file(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");
@@ -441,6 +456,7 @@ mod tests {
             ("PAAS_HEALTHCHECK_TIMEOUT", "-1"),
             ("PAAS_HEALTHCHECK_INTERVAL", "100"),
             ("PAAS_HEALTHCHECK_PATH", "x y"),
+            ("PAAS_HEALTHCHECK_PATH", "/`x`"),
         ] {
             let vars = [(k.to_string(), v.to_string())].into_iter().collect();
             let e = settings(&HealthTable::default(), &vars).unwrap_err();
@@ -558,5 +574,149 @@ mod tests {
         .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(e.to_string().contains("exited with code 1"));
+    }
+}
+
+#[cfg(test)]
+mod props {
+    //! Property tests: the `[healthcheck]` table of a pushed paas.toml.
+
+    use super::*;
+    use crate::fuzz::{check, ensure};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(serde::Serialize)]
+    struct Wrapper<'a> {
+        healthcheck: &'a HealthTable,
+    }
+
+    fn table() -> impl Strategy<Value = HealthTable> {
+        (
+            prop::option::of(prop_oneof!["/[a-zA-Z0-9/._~?=&%-]{0,20}", any::<String>()]),
+            prop::option::of(prop_oneof![0.0f64..70.0, any::<f64>()]),
+            prop::option::of(prop_oneof![0u64..4000, any::<u64>()]),
+            prop::option::of(prop_oneof![0u32..120, any::<u32>()]),
+        )
+            .prop_map(|(path, interval, timeout, attempts)| HealthTable {
+                path,
+                interval,
+                timeout,
+                attempts,
+            })
+    }
+
+    /// The probe's request for `path` can be made, and asks for that path.
+    fn probe_target(path: &str) -> Result<(), String> {
+        let req = Request::get(format!("http://127.0.0.1:8000{path}"))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let asked = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
+        if asked == path {
+            Ok(())
+        } else {
+            Err(format!("the probe would ask for {asked:?}"))
+        }
+    }
+
+    #[test]
+    fn fuzz_paas_toml_table() {
+        check("paas_toml_table", 512, table(), |t| {
+            // TOML has no integers past i64::MAX.
+            let Ok(text) = toml::to_string(&Wrapper { healthcheck: &t }) else {
+                return Ok(());
+            };
+            let Ok(back) = parse_repo_file(&text) else {
+                return Ok(());
+            };
+            ensure(back == t, || {
+                format!("{text:?} read back as {back:?}, not {t:?}")
+            })?;
+            if let Some(p) = &back.path {
+                ensure(probe_target(p).is_ok(), || {
+                    format!(
+                        "path {p:?} was accepted, but the probe cannot ask for it: {:?}",
+                        probe_target(p)
+                    )
+                })?;
+            }
+            // An accepted table makes a health check, never a panic.
+            let check = settings(&back, &BTreeMap::new());
+            ensure(check.is_ok(), || {
+                format!("{back:?} was accepted, then refused: {check:?}")
+            })?;
+            let c = check.unwrap();
+            ensure(
+                c.timeout <= c.deadline && c.required >= 1 && c.interval > Duration::ZERO,
+                || format!("{back:?} makes {c:?}"),
+            )
+        });
+    }
+
+    #[test]
+    fn fuzz_paas_toml_text() {
+        let text = prop_oneof![
+            any::<String>(),
+            "\\[healthcheck\\]\n(path|interval|timeout|attempts|other) = (\"[^\"\n]{0,10}\"|-?[0-9.e+-]{1,8}|nan|inf|-inf|true|\\[\\])\n",
+            "\\[(healthcheck|other|healthcheck\\.x)\\]\n[a-z]{1,8} = [0-9]{1,3}\n",
+        ];
+        check("paas_toml_text", 512, text, |text| {
+            let Ok(t) = parse_repo_file(&text) else {
+                return Ok(());
+            };
+            if let Some(p) = &t.path {
+                ensure(probe_target(p).is_ok(), || {
+                    format!(
+                        "path {p:?} was accepted, but the probe cannot ask for it: {:?}",
+                        probe_target(p)
+                    )
+                })?;
+            }
+            ensure(settings(&t, &BTreeMap::new()).is_ok(), || {
+                format!("{text:?} was accepted as {t:?}, then refused")
+            })
+        });
+    }
+
+    #[test]
+    fn fuzz_health_config_vars() {
+        let value = prop_oneof![
+            any::<String>(),
+            "-?[0-9]{0,4}(\\.[0-9]{0,3})?",
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            Just("1e400".to_string()),
+            "/[^ ]{0,10}",
+        ];
+        let key = prop::sample::select(vec![
+            "PAAS_HEALTHCHECK_PATH",
+            "PAAS_HEALTHCHECK_INTERVAL",
+            "PAAS_HEALTHCHECK_TIMEOUT",
+            "PAAS_HEALTHCHECK_ATTEMPTS",
+        ]);
+        let vars = prop::collection::btree_map(key.prop_map(str::to_string), value, 0..4);
+        check("health_config_vars", 512, (table(), vars), |(t, vars)| {
+            // The table as a push can set it: through paas.toml's checks.
+            let t = toml::to_string(&Wrapper { healthcheck: &t })
+                .ok()
+                .and_then(|text| parse_repo_file(&text).ok())
+                .unwrap_or_default();
+            let Ok(c) = settings(&t, &vars) else {
+                return Ok(());
+            };
+            ensure(probe_target(&c.path).is_ok(), || {
+                format!(
+                    "config {vars:?} set path {:?}, which the probe cannot ask for",
+                    c.path
+                )
+            })?;
+            ensure(
+                c.timeout <= c.deadline
+                    && c.required >= 1
+                    && c.interval >= Duration::from_millis(50)
+                    && c.interval <= Duration::from_secs(60),
+                || format!("config {vars:?} made {c:?}"),
+            )
+        });
     }
 }

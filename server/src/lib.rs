@@ -72,6 +72,8 @@ pub mod sampler;
 pub mod schedule;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod layers;
 
 pub mod api;

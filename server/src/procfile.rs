@@ -304,3 +304,94 @@ mod tests {
         assert_eq!(back.command("clock"), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    //! Property tests: the Procfile of a push.
+
+    use super::*;
+    use crate::fuzz::{check, ensure};
+    use proptest::prelude::*;
+
+    fn render(p: &Procfile) -> String {
+        p.processes
+            .iter()
+            .map(|(n, c)| format!("{n}: {c}\n"))
+            .collect()
+    }
+
+    fn processes() -> impl Strategy<Value = BTreeMap<String, String>> {
+        prop::collection::btree_map(
+            "[a-z0-9_-]{1,30}".prop_filter("not reserved", |n| !RESERVED.contains(&n.as_str())),
+            "[^\n\r]{0,40}".prop_filter_map("a command", |c| {
+                let c = c.trim().to_string();
+                (!c.is_empty()).then_some(c)
+            }),
+            0..6,
+        )
+    }
+
+    #[test]
+    fn fuzz_procfile_round_trip() {
+        check("procfile_round_trip", 256, processes(), |processes| {
+            let p = Procfile { processes };
+            let text = render(&p);
+            let back = Procfile::parse(&text, "Procfile");
+            ensure(back.as_ref() == Ok(&p), || {
+                format!("{text:?} parsed as {back:?}")
+            })
+        });
+    }
+
+    fn procfile_text() -> impl Strategy<Value = String> {
+        let line = prop_oneof![
+            "[a-zA-Z0-9_-]{1,8}:[ \t]?[a-z $:;&|#]{0,16}",
+            "[ \t]*#[^\n]{0,10}",
+            "[ \t]*",
+            "(run|data|RUN|web|Web|worker)\\s*:\\s*[a-z]{0,4}",
+            "[^\n]{0,24}",
+        ];
+        (
+            prop::collection::vec(line, 0..8),
+            prop::sample::select(vec!["\n", "\r\n", "\r"]),
+        )
+            .prop_map(|(lines, eol)| lines.join(eol))
+    }
+
+    #[test]
+    fn fuzz_procfile_parse() {
+        check("procfile_parse", 512, procfile_text(), |text| {
+            let Ok(p) = Procfile::parse(&text, "Procfile") else {
+                return Ok(());
+            };
+            for (name, command) in &p.processes {
+                ensure(
+                    !name.is_empty()
+                        && name.len() <= MAX_NAME
+                        && name.bytes().all(|b| {
+                            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                        }),
+                    || format!("{text:?} names a process {name:?}"),
+                )?;
+                ensure(!RESERVED.contains(&name.as_str()), || {
+                    format!("{text:?} takes the reserved name {name:?}")
+                })?;
+                ensure(
+                    !command.is_empty() && command.trim() == command && !command.contains('\n'),
+                    || format!("{text:?} gives {name:?} the command {command:?}"),
+                )?;
+                // The command runs as one shell script, verbatim.
+                let argv = shell_command(command);
+                ensure(
+                    argv.len() == 3 && argv[2].ends_with(command.as_str()),
+                    || format!("{command:?} runs as {argv:?}"),
+                )?;
+            }
+            // What was read is what a Procfile of those lines says.
+            let again = Procfile::parse(&render(&p), "Procfile");
+            ensure(again.as_ref() == Ok(&p), || {
+                format!("{text:?} read as {p:?}, written back and read as {again:?}")
+            })
+        });
+    }
+}

@@ -495,7 +495,9 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
     } else {
         host.split(':').next().unwrap_or(host)
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
+    // Blanks before the port and the root's dot(s) go too, so a name
+    // normalises to itself.
+    let host = host.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -1171,6 +1173,17 @@ mod tests {
         assert!(table.get("a.example.com").is_none());
         assert!(table.get("b.example.com").is_some());
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        // Found by `props::fuzz_normalize_host`: a blank before the port or
+        // a second dot stayed, so the name was not a fixed point.
+        for host in [
+            "b.example.com :80",
+            "b.example.com..",
+            "B.example.com\t:1",
+            "b.example.com. ",
+        ] {
+            assert_eq!(normalize_host(host), "b.example.com", "{host:?}");
+            assert_eq!(table.get(host).unwrap().app(), "b", "{host:?}");
+        }
     }
 
     #[test]
@@ -1989,5 +2002,409 @@ mod tests {
             .await
             .unwrap();
         });
+    }
+}
+
+#[cfg(test)]
+mod props {
+    //! Property tests of what the network sends: request paths below a
+    //! static or media mount, and Host headers into the route table.
+
+    use super::*;
+    use crate::fuzz::{check, ensure};
+    use hyper::Method;
+    use proptest::prelude::*;
+    use std::path::{Component, Path};
+
+    /// Request path segments that matter to a file lookup.
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("%2e%2e".to_string()),
+            Just("%2E.".to_string()),
+            Just("%2f".to_string()),
+            Just("a%2F..".to_string()),
+            Just("%00".to_string()),
+            Just("%".to_string()),
+            Just("%zz".to_string()),
+            Just("%ff".to_string()),
+            Just("%C3%A9".to_string()),
+            Just("a%20b".to_string()),
+            "[a-z0-9._~+@-]{1,8}",
+            any::<String>(),
+        ]
+    }
+
+    fn request_path() -> impl Strategy<Value = String> {
+        prop::collection::vec(segment(), 1..6).prop_map(|s| s.join("/"))
+    }
+
+    /// A decoded segment is a plain name when the path parser sees exactly
+    /// that one ordinary name in it.
+    fn plain_name(decoded: &str) -> bool {
+        let comps: Vec<Component> = Path::new(decoded).components().collect();
+        !decoded.contains('\0') && comps == [Component::Normal(decoded.as_ref())]
+    }
+
+    #[test]
+    fn fuzz_relative_path() {
+        check("relative_path", 256, request_path(), |rest| {
+            let decoded: Vec<Option<String>> = rest
+                .split('/')
+                .map(|s| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8()
+                        .ok()
+                        .map(|d| d.into_owned())
+                })
+                .collect();
+            let all_plain = decoded.iter().all(|d| d.as_deref().is_some_and(plain_name));
+            let got = files::relative_path(&rest);
+            ensure(got.is_some() == all_plain, || {
+                format!("{rest:?} gave {got:?}, but its segments are {decoded:?}")
+            })?;
+            let Some(rel) = got else { return Ok(()) };
+            let comps: Vec<Component> = rel.components().collect();
+            ensure(comps.len() == decoded.len(), || {
+                format!("{rest:?} → {rel:?} lost or merged segments")
+            })?;
+            ensure(
+                comps.iter().all(|c| matches!(c, Component::Normal(_))),
+                || format!("{rest:?} → {rel:?} has a component that is not a name"),
+            )?;
+            let root = Path::new("/srv/site/static");
+            let joined = root.join(&rel);
+            ensure(joined.starts_with(root) && joined != root, || {
+                format!("{rest:?} → {joined:?} leaves {root:?}")
+            })?;
+            // Encoding each name again finds the same file.
+            let again: Vec<String> = comps
+                .iter()
+                .map(|c| {
+                    percent_encoding::utf8_percent_encode(
+                        &c.as_os_str().to_string_lossy(),
+                        percent_encoding::NON_ALPHANUMERIC,
+                    )
+                    .to_string()
+                })
+                .collect();
+            let again = files::relative_path(&again.join("/"));
+            ensure(again.as_ref() == Some(&rel), || {
+                format!("{rel:?} encoded again reads as {again:?}")
+            })
+        });
+    }
+
+    #[test]
+    fn fuzz_static_plain_path() {
+        check("static_plain_path", 256, request_path(), |rest| {
+            // The cache keys its files by the raw path: it must name the very
+            // file the file server would open.
+            if static_cache::plain_path(&rest) {
+                let rel = files::relative_path(&rest);
+                ensure(rel.as_deref() == Some(Path::new(&rest)), || {
+                    format!("the cache takes {rest:?} as it is, the file server as {rel:?}")
+                })?;
+            }
+            Ok(())
+        });
+    }
+
+    /// `static/` with files, a precompressed variant and planted links; a
+    /// secret next to it that must never be served.
+    fn static_site() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("static/sub")).unwrap();
+        std::fs::create_dir_all(d.join("outside")).unwrap();
+        std::fs::write(d.join("outside/secret.txt"), "SECRET").unwrap();
+        std::fs::write(d.join("static/a.css"), "A").unwrap();
+        std::fs::write(d.join("static/a.css.gz"), "A-GZIP").unwrap();
+        std::fs::write(d.join("static/sub/b.js"), "B").unwrap();
+        std::os::unix::fs::symlink("../outside/secret.txt", d.join("static/link.css")).unwrap();
+        std::os::unix::fs::symlink("../outside", d.join("static/dirlink")).unwrap();
+        std::os::unix::fs::symlink(d.join("outside/secret.txt"), d.join("static/abs.css")).unwrap();
+        std::os::unix::fs::symlink("b.js", d.join("static/sub/c.js")).unwrap();
+        dir
+    }
+
+    /// The file a path names when it is reached through no link at all.
+    fn model_file(root: &Path, rest: &str) -> Option<std::path::PathBuf> {
+        let rel = files::relative_path(rest)?;
+        let mut at = root.to_path_buf();
+        let comps: Vec<_> = rel.components().collect();
+        for (i, c) in comps.iter().enumerate() {
+            at.push(c);
+            let meta = std::fs::symlink_metadata(&at).ok()?;
+            let last = i + 1 == comps.len();
+            if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
+                return None;
+            }
+        }
+        Some(at)
+    }
+
+    #[test]
+    fn fuzz_static_lookup() {
+        let site = static_site();
+        let root = site.path().join("static");
+        let cache = static_cache::StaticCache::new(root.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let name = prop_oneof![
+            Just("a.css"),
+            Just("a.css.gz"),
+            Just("sub"),
+            Just("b.js"),
+            Just("c.js"),
+            Just("link.css"),
+            Just("dirlink"),
+            Just("secret.txt"),
+            Just("abs.css"),
+            Just("outside"),
+            Just(".."),
+            Just("."),
+            Just(""),
+            Just("%2e%2e"),
+            Just("%61.css"),
+        ];
+        let input = (
+            prop::collection::vec(name, 1..5),
+            any::<bool>(),
+            prop::sample::select(vec![Method::GET, Method::HEAD, Method::POST]),
+        );
+        check("static_lookup", 128, input, |(names, gzip, method)| {
+            let rest = names.join("/");
+            let mut headers = HeaderMap::new();
+            if gzip {
+                headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            let (status, encoding, body, cached) = rt.block_on(async {
+                let r = files::serve(&root, &rest, &method, &headers, true).await;
+                let status = r.status();
+                let encoding = r.headers().get(header::CONTENT_ENCODING).cloned();
+                let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                let cached = match cache.lookup(&method, &rest, &headers).await {
+                    static_cache::Lookup::Hit(r) => Some(r),
+                    static_cache::Lookup::Pass => None,
+                };
+                (status, encoding, body, cached)
+            });
+            let expected = model_file(&root, &rest);
+            let servable = expected.is_some() && method != Method::POST;
+            ensure((status == StatusCode::OK) == servable, || {
+                format!("{method} {rest:?} answered {status}; the file reached through no link is {expected:?}")
+            })?;
+            ensure(!body.windows(6).any(|w| w == b"SECRET"), || {
+                format!("{method} {rest:?} served the secret outside the static folder")
+            })?;
+            if let (StatusCode::OK, Some(file)) = (status, &expected) {
+                let gz = std::path::PathBuf::from(format!("{}.gz", file.display()));
+                let want = match encoding {
+                    Some(_) => std::fs::read(gz).unwrap(),
+                    None => std::fs::read(file).unwrap(),
+                };
+                let want: &[u8] = if method == Method::HEAD { b"" } else { &want };
+                ensure(body == want, || {
+                    format!("{method} {rest:?} served {body:?}, not the file's {want:?}")
+                })?;
+            }
+            if let Some(hit) = cached {
+                ensure(
+                    hit.status() == status
+                        && hit.headers().get(header::CONTENT_ENCODING) == encoding.as_ref()
+                        && *hit.body() == body,
+                    || {
+                        format!(
+                            "{method} {rest:?}: the cache answered {} {:?}, the file server {status} {body:?}",
+                            hit.status(),
+                            hit.body()
+                        )
+                    },
+                )?;
+            }
+            Ok(())
+        });
+    }
+
+    /// DNS labels in any case.
+    fn label() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9]([a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?"
+    }
+
+    fn domain() -> impl Strategy<Value = String> {
+        (prop::collection::vec(label(), 1..4), "[a-zA-Z]{2,6}")
+            .prop_map(|(labels, tld)| format!("{}.{tld}", labels.join(".")))
+    }
+
+    /// What a client may send as Host for a name: any case, a port, the
+    /// root's dot, stray blanks.
+    fn host_header(name: String) -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(any::<bool>(), name.len()),
+            prop::option::of(any::<u16>()),
+            any::<bool>(),
+            "[ \t]{0,2}",
+            "[ \t]{0,2}",
+        )
+            .prop_map(move |(upper, port, dot, lead, trail)| {
+                let mut h: String = name
+                    .chars()
+                    .zip(upper)
+                    .map(|(c, u)| {
+                        if u {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c.to_ascii_lowercase()
+                        }
+                    })
+                    .collect();
+                if dot {
+                    h.push('.');
+                }
+                if let Some(p) = port {
+                    h.push_str(&format!(":{p}"));
+                }
+                format!("{lead}{h}{trail}")
+            })
+    }
+
+    fn any_host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[ \t]*\\[?[a-zA-Z0-9:.\\]-]{0,20}[ \t.:]*",
+            domain().prop_flat_map(host_header),
+        ]
+    }
+
+    #[test]
+    fn fuzz_normalize_host() {
+        check("normalize_host", 512, any_host(), |host| {
+            let once = normalize_host(&host).into_owned();
+            let twice = normalize_host(&once).into_owned();
+            ensure(once == twice, || {
+                format!("{host:?} → {once:?} → {twice:?}: not a fixed point")
+            })?;
+            ensure(!once.bytes().any(|b| b.is_ascii_uppercase()), || {
+                format!("{host:?} → {once:?} keeps upper case")
+            })?;
+            ensure(once.trim() == once && !once.ends_with('.'), || {
+                format!("{host:?} → {once:?} keeps blanks or a trailing dot")
+            })?;
+            ensure(once.starts_with('[') || !once.contains(':'), || {
+                format!("{host:?} → {once:?} keeps a port")
+            })
+        });
+    }
+
+    #[test]
+    fn fuzz_route_table() {
+        let backend: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let input = (
+            prop::collection::vec(domain(), 1..4),
+            prop::collection::vec(domain(), 1..4),
+        )
+            .prop_flat_map(|(mine, theirs)| {
+                // (who sent it: 0 a host of mine, 1 of theirs, 2 anything)
+                let asks = prop::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(mine.clone())
+                            .prop_flat_map(host_header)
+                            .prop_map(|h| (0u8, h)),
+                        prop::sample::select(theirs.clone())
+                            .prop_flat_map(host_header)
+                            .prop_map(|h| (1u8, h)),
+                        any_host().prop_map(|h| (2u8, h)),
+                    ],
+                    1..8,
+                );
+                (Just(mine), Just(theirs), asks)
+            });
+        check("route_table", 128, input, |(mine, theirs, asks)| {
+            let table = RouteTable::new();
+            let route =
+                |app: &str| Arc::new(Route::new(app.into(), backend, None, None, None, None));
+            table.set(&mine, route("mine"));
+            // A name both apps list stays mine: set() gives it to one app only.
+            let theirs: Vec<String> = theirs
+                .into_iter()
+                .filter(|t| !mine.iter().any(|m| m.eq_ignore_ascii_case(t)))
+                .collect();
+            table.set(&theirs, route("theirs"));
+            let ours = |ask: &str| {
+                let bare = ask
+                    .trim()
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches('.')
+                    .trim();
+                mine.iter().any(|m| m.eq_ignore_ascii_case(bare))
+            };
+            for (from, ask) in asks {
+                let got = table.get(&ask);
+                let got = got.as_ref().map(|r| r.app());
+                let want = match from {
+                    0 => Some("mine"),
+                    1 if ours(&ask) => Some("mine"),
+                    1 => Some("theirs"),
+                    // Anything else reaches an app only by one of its names.
+                    _ => match got {
+                        Some(app) => {
+                            let names = if app == "mine" { &mine } else { &theirs };
+                            let key = normalize_host(&ask);
+                            ensure(names.iter().any(|n| n.eq_ignore_ascii_case(&key)), || {
+                                format!("Host {ask:?} reached {app}, which does not have that name")
+                            })?;
+                            got
+                        }
+                        None => None,
+                    },
+                };
+                ensure(got == want, || {
+                    format!("Host {ask:?} went to {got:?}, not {want:?}")
+                })?;
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn fuzz_custom_domains_route() {
+        // A domain `domains:add` accepts is routed for every way a browser
+        // may write it in the Host header.
+        let backend: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let input =
+            domain().prop_flat_map(|d| (Just(d.clone()), host_header(d.clone()), host_header(d)));
+        check(
+            "custom_domains_route",
+            128,
+            input,
+            |(typed, as_typed, asked)| {
+                let Ok(host) = crate::domains::validate(&as_typed, "paas.example.net") else {
+                    return Ok(());
+                };
+                ensure(host == typed.to_ascii_lowercase(), || {
+                    format!("{as_typed:?} was stored as {host:?}")
+                })?;
+                ensure(normalize_host(&host) == host, || {
+                    format!("the stored {host:?} is not a route table key")
+                })?;
+                let table = RouteTable::new();
+                table.set(
+                    std::slice::from_ref(&host),
+                    Arc::new(Route::new("app".into(), backend, None, None, None, None)),
+                );
+                ensure(table.get(&asked).is_some(), || {
+                    format!("{host:?} was added, but Host {asked:?} does not reach it")
+                })
+            },
+        );
     }
 }

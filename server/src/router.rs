@@ -511,3 +511,224 @@ mod tests {
         assert_eq!(guard_of(&Method::GET, None, "/nothing"), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    //! Property tests: concrete request paths against [`ROUTES`], through
+    //! axum's own matching, as the guard middleware sees them.
+
+    use super::*;
+    use crate::fuzz::{check, ensure};
+    use axum::extract::MatchedPath;
+    use axum::routing::MethodFilter;
+    use proptest::prelude::*;
+    use tower::ServiceExt;
+
+    /// A router with every route of [`ROUTES`] (git's in the fallback, as
+    /// in the product) whose middleware reports `guard_of` in `x-guard`.
+    fn mirror() -> Router {
+        let mut by_path: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (m, p, g) in ROUTES {
+            if *g == Guard::Git {
+                continue;
+            }
+            match by_path.iter_mut().find(|(q, _)| q == p) {
+                Some((_, ms)) => ms.push(m),
+                None => by_path.push((p, vec![m])),
+            }
+        }
+        let mut router = Router::new();
+        for (path, methods) in by_path {
+            let mut mr = axum::routing::MethodRouter::new();
+            for m in methods {
+                let filter = match m {
+                    "GET" => MethodFilter::GET,
+                    "POST" => MethodFilter::POST,
+                    "PATCH" => MethodFilter::PATCH,
+                    "DELETE" => MethodFilter::DELETE,
+                    "PUT" => MethodFilter::PUT,
+                    other => panic!("ROUTES has a method {other} the mirror lacks"),
+                };
+                mr = mr.on(filter, || async { "route" });
+            }
+            router = router.route(path, mr);
+        }
+        router
+            .fallback(|| async { "fallback" })
+            .layer(axum::middleware::from_fn(
+                |req: Request, next: axum::middleware::Next| async move {
+                    let matched = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(|m| m.as_str().to_string());
+                    let g = guard_of(req.method(), matched.as_deref(), req.uri().path());
+                    let mut res = next.run(req).await;
+                    let v = format!("{g:?}");
+                    res.headers_mut().insert(
+                        "x-guard",
+                        v.parse().expect("a guard name is a header value"),
+                    );
+                    res
+                },
+            ))
+    }
+
+    /// (body, x-guard) of a request through the mirror; None when the path
+    /// is not a URI at all.
+    fn send(
+        rt: &tokio::runtime::Runtime,
+        router: &Router,
+        method: &str,
+        path: &str,
+    ) -> Option<(String, String)> {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .ok()?;
+        rt.block_on(async {
+            let res = router.clone().oneshot(req).await.unwrap();
+            let guard = res.headers()["x-guard"].to_str().unwrap().to_string();
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            Some((String::from_utf8_lossy(&body).into_owned(), guard))
+        })
+    }
+
+    /// A path segment a client may send in place of `{app}`, `{id}` …
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9._~-]{1,12}",
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("x.git".to_string()),
+            any::<String>()
+                .prop_filter("a value", |s| !s.is_empty())
+                .prop_map(|s| percent_encoding::utf8_percent_encode(
+                    &s,
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+                .to_string()),
+        ]
+    }
+
+    #[test]
+    fn fuzz_route_guards() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let router = mirror();
+        let input = (
+            prop::sample::select(ROUTES.to_vec()),
+            prop::collection::vec(value(), 3),
+            any::<bool>(),
+        );
+        check(
+            "route_guards",
+            256,
+            input,
+            |((method, pattern, guard), values, head)| {
+                let mut values = values.into_iter();
+                let path: String = pattern
+                    .split('/')
+                    .map(|seg| match (seg.find('{'), seg.find('}')) {
+                        (Some(a), Some(b)) => {
+                            format!("{}{}{}", &seg[..a], values.next().unwrap(), &seg[b + 1..])
+                        }
+                        _ => seg.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let method = if head && method == "GET" {
+                    "HEAD"
+                } else {
+                    method
+                };
+                let Some((body, got)) = send(&rt, &router, method, &path) else {
+                    return Ok(());
+                };
+                let want = format!("{:?}", Some(guard));
+                ensure(got == want, || {
+                    format!("{method} {path} (route {pattern}) is guarded by {got}, not {want}")
+                })?;
+                let served_by = if guard == Guard::Git {
+                    "fallback"
+                } else {
+                    "route"
+                };
+                ensure(body == served_by || method == "HEAD", || {
+                    format!("{method} {path} (route {pattern}) reached the {body}")
+                })
+            },
+        );
+    }
+
+    #[test]
+    fn fuzz_every_served_path_has_a_guard() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let router = mirror();
+        let word = prop_oneof![
+            prop::sample::select(vec![
+                "api",
+                "apps",
+                "blog",
+                "releases",
+                "3",
+                "config",
+                "tokens",
+                "domains",
+                "run",
+                "tty",
+                "login",
+                "logout",
+                "status",
+                "metrics",
+                "internal",
+                "deploy",
+                "x.git",
+                ".git",
+                "info",
+                "refs",
+                "git-receive-pack",
+                "backups",
+                "restore",
+                "",
+                ".",
+                "..",
+            ])
+            .prop_map(str::to_string),
+            value(),
+        ];
+        let input = (
+            prop::collection::vec(word, 1..7),
+            prop::sample::select(vec![
+                "GET", "HEAD", "POST", "PATCH", "DELETE", "PUT", "OPTIONS",
+            ]),
+        );
+        check("served_paths_guarded", 256, input, |(words, method)| {
+            let path = format!("/{}", words.join("/"));
+            let git = crate::api::split_git_path(&path);
+            if let Some((repo, rest)) = git {
+                ensure(
+                    !repo.contains('/') && format!("/{repo}.git{rest}") == path,
+                    || format!("{path} split as {repo:?} + {rest:?}"),
+                )?;
+            }
+            let Some((body, got)) = send(&rt, &router, method, &path) else {
+                return Ok(());
+            };
+            // The product's fallback serves git for exactly these paths.
+            let served = body == "route" || (body == "fallback" && git.is_some());
+            ensure(!served || got != "None", || {
+                format!("{method} {path} reached a handler ({body}) with no guard")
+            })?;
+            ensure(
+                body != "fallback" || git.is_none() || got == "Some(Git)",
+                || format!("{method} {path} is git's, but its guard is {got}"),
+            )
+        });
+    }
+}

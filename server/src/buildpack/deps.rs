@@ -65,6 +65,23 @@ fn str_list(v: Option<&toml::Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A Pipfile's version for `name`, as it follows the name on a requirement
+/// line: empty for `*`, else a specifier starting with its operator
+/// (`==4.2`, `>=1,<2`, `~=3.1`). A bare `4.2` would run into the name
+/// (`django4.2`, another package).
+fn pipfile_version(name: &str, v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.is_empty() || v == "*" {
+        Ok(String::new())
+    } else if v.starts_with(['=', '<', '>', '!', '~']) {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "the version of {name} is {v:?}, which has no operator: write it like \"=={v}\" (or \"*\" for any)"
+        ))
+    }
+}
+
 fn parse_toml(text: &str) -> Result<toml::Table, String> {
     text.parse::<toml::Table>()
         .map_err(|e| format!("it is not valid TOML ({})", e.message()))
@@ -114,10 +131,10 @@ pub fn pipfile_lock(text: &str) -> Result<Resolved, String> {
             ));
             continue;
         } else {
-            match s("version").filter(|v| *v != "*") {
-                Some(v) => format!("{head}{v}"),
-                None => head,
-            }
+            format!(
+                "{head}{}",
+                pipfile_version(name, s("version").unwrap_or(""))?
+            )
         };
         out.lines
             .push(format!("{spec}{}", marker_suffix(s("markers"))));
@@ -143,8 +160,7 @@ pub fn pipfile(text: &str) -> Result<Resolved, String> {
     };
     for (name, spec) in packages {
         let line = match spec {
-            toml::Value::String(v) if v.trim() == "*" || v.trim().is_empty() => name.clone(),
-            toml::Value::String(v) => format!("{name}{}", v.trim()),
+            toml::Value::String(v) => format!("{name}{}", pipfile_version(name, v)?),
             toml::Value::Table(tb) => {
                 let s = |k: &str| tb.get(k).and_then(|v| v.as_str());
                 let head = format!("{name}{}", extras_suffix(&str_list(tb.get("extras"))));
@@ -160,10 +176,10 @@ pub fn pipfile(text: &str) -> Result<Resolved, String> {
                     ));
                     continue;
                 } else {
-                    match s("version").filter(|v| *v != "*") {
-                        Some(v) => format!("{head}{v}"),
-                        None => head,
-                    }
+                    format!(
+                        "{head}{}",
+                        pipfile_version(name, s("version").unwrap_or(""))?
+                    )
                 };
                 format!("{body}{}", marker_suffix(s("markers")))
             }

@@ -148,7 +148,7 @@ fn hex16(digest: &[u8]) -> String {
 }
 
 /// Only names that need no decoding and cannot leave the dir: the common case.
-fn plain_path(rest: &str) -> bool {
+pub(super) fn plain_path(rest: &str) -> bool {
     !rest.is_empty()
         && !rest.ends_with('/')
         && rest.split('/').all(|seg| {
