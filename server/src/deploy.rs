@@ -970,7 +970,10 @@ async fn release_phase<E: Engine>(
         let progress = &mut run.progress;
         let mut on_line = |line: &str| {
             if !line.trim().is_empty() {
-                progress.info(line.trim_end());
+                progress.log_only(line.trim_end());
+            }
+            if let Some(shown) = build_log::check_line(line) {
+                progress.pusher_only(build_log::Shown::Info(shown));
             }
         };
         engine

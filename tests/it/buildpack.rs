@@ -65,7 +65,7 @@ fn pipenv_poetry_and_uv_projects_deploy_unmodified() {
 }
 
 /// `docker run --rm IMAGE sh -c SCRIPT`: (exit success, output).
-fn run_in_image(image: &str, script: &str) -> (bool, String) {
+pub(crate) fn run_in_image(image: &str, script: &str) -> (bool, String) {
     let out = std::process::Command::new("docker")
         .args(["run", "--rm", image, "sh", "-c", script])
         .output()
@@ -129,7 +129,12 @@ fn psycopg2_from_source_builds_without_a_compiler_in_the_image() {
 }
 
 /// A request to the control-plane API with the admin token: (status, JSON).
-fn api(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+pub(crate) fn api(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
     let auth = format!("Bearer {}", d.token);
     let mut headers = vec![("Authorization", auth.as_str())];
     if body.is_some() {

@@ -14,6 +14,7 @@ mod data;
 mod edge;
 mod harness;
 mod procfile;
+mod real_projects;
 mod run;
 mod symlinks;
 mod zero_downtime;

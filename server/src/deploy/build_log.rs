@@ -79,6 +79,8 @@ fn requirement_name(spec: &str) -> String {
 /// Docker's own lines: never shown.
 fn plumbing(t: &str) -> bool {
     t.starts_with("---> ")
+        // paas_inspect's record of what it wrote to /paas/meta.json
+        || t.starts_with("-----> paas metadata: ")
         || t.starts_with("Removing intermediate container")
         || t.starts_with("Successfully built ")
         || t.starts_with("Successfully tagged ")
@@ -227,6 +229,30 @@ impl Condenser {
     }
 }
 
+/// A line of `manage.py check --deploy` as the pusher sees it: Django's
+/// headers and hints stay in the release log, each issue keeps its id and
+/// first sentence. None: not shown.
+pub fn check_line(raw: &str) -> Option<String> {
+    let t = raw.trim();
+    if t.is_empty()
+        || t == "WARNINGS:"
+        || t == "ERRORS:"
+        || t.starts_with("HINT:")
+        || t == "System check identified some issues:"
+        || (t.starts_with("System check identified ") && t.contains(" issue"))
+            && !t.contains("no issues")
+    {
+        return None;
+    }
+    // `?: (security.W004) You have not set …. If your entire site …`
+    if t.contains(": (") && t.contains(") ") {
+        if let Some(end) = t.find(". ") {
+            return Some(t[..=end].trim_end().to_string());
+        }
+    }
+    Some(raw.trim_end().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +351,32 @@ Step 4/4 : RUN sh /paas/collectstatic.sh
                 "       ERROR: Could not find a version that satisfies the requirement nonexistent-package-xyz (from versions: none)",
                 "-----> collectstatic failed (the error is above): fix it",
             ]
+        );
+    }
+
+    #[test]
+    fn check_deploy_keeps_one_line_per_issue() {
+        let raw = "System check identified some issues:
+
+WARNINGS:
+?: (security.W004) You have not set a value for the SECURE_HSTS_SECONDS setting. If your entire site is served only over SSL, you may want to consider it.
+?: (security.W018) You should not have DEBUG set to True in deployment.
+\tHINT: Set it in the environment.
+notes.Note: (models.W042) Auto-created primary key used when not defining a primary key type.
+
+System check identified 3 issues (0 silenced).";
+        let shown: Vec<String> = raw.lines().filter_map(check_line).collect();
+        assert_eq!(
+            shown,
+            [
+                "?: (security.W004) You have not set a value for the SECURE_HSTS_SECONDS setting.",
+                "?: (security.W018) You should not have DEBUG set to True in deployment.",
+                "notes.Note: (models.W042) Auto-created primary key used when not defining a primary key type.",
+            ]
+        );
+        assert_eq!(
+            check_line("System check identified no issues (0 silenced)."),
+            Some("System check identified no issues (0 silenced).".into())
         );
     }
 
