@@ -19,7 +19,9 @@ enum StepKind {
 }
 
 fn step_kind(instruction: &str) -> StepKind {
-    if !instruction.starts_with("RUN ") {
+    if !instruction.starts_with("RUN ") || instruction.contains("dpkg-query") {
+        // The app image's check of the compiled packages' libraries says
+        // something only when it fails.
         StepKind::Other
     } else if instruction.contains("pip install") {
         StepKind::Dependencies
@@ -108,6 +110,7 @@ fn pip_chatter(t: &str) -> bool {
         "Uninstalling ",
         "Looking in indexes",
         "Saved ",
+        "DEPRECATION: ",
     ]
     .iter()
     .any(|p| t.starts_with(p))
@@ -169,6 +172,14 @@ impl Condenser {
                 .map(|n| n.trim().to_string())
                 .filter(|n| !n.is_empty())
                 .collect();
+            return out;
+        }
+        // Older pips build a package without a wheel in place.
+        if let Some(rest) = t.strip_prefix("Running setup.py install for ") {
+            let name = rest.split(':').next().unwrap_or(rest).trim().to_string();
+            if !self.compiling.contains(&name) {
+                self.compiling.push(name);
+            }
             return out;
         }
         if let Some(done) = t.strip_prefix("Successfully installed ") {
@@ -239,18 +250,42 @@ pub fn check_line(raw: &str) -> Option<String> {
         || t == "ERRORS:"
         || t.starts_with("HINT:")
         || t == "System check identified some issues:"
-        || (t.starts_with("System check identified ") && t.contains(" issue"))
-            && !t.contains("no issues")
+        || (t.starts_with("System check identified ")
+            && t.contains(" issue")
+            && !t.contains("no issues"))
     {
         return None;
     }
     // `?: (security.W004) You have not set …. If your entire site …`
-    if t.contains(": (") && t.contains(") ") {
+    if is_check_issue(t) {
         if let Some(end) = t.find(". ") {
             return Some(t[..=end].trim_end().to_string());
         }
     }
     Some(raw.trim_end().to_string())
+}
+
+/// `<object>: (<tag>.<W|E|C|I><digits>) <message>`, Django's way of naming
+/// a check's issue; anything else (a traceback, a driver's error) is not cut.
+fn is_check_issue(t: &str) -> bool {
+    let Some((object, rest)) = t.split_once(": (") else {
+        return false;
+    };
+    let Some((id, _)) = rest.split_once(") ") else {
+        return false;
+    };
+    let Some((tag, code)) = id.rsplit_once('.') else {
+        return false;
+    };
+    !object.is_empty()
+        && !object.contains(' ')
+        && !tag.is_empty()
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+        && code.len() >= 2
+        && code.starts_with(['W', 'E', 'C', 'I'])
+        && code[1..].chars().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -292,6 +327,9 @@ Building wheels for collected packages: uwsgi
   Stored in directory: /tmp/pip-ephem-wheel-cache
 Successfully built uwsgi
 Installing collected packages: uwsgi, gunicorn, Django
+  DEPRECATION: psycopg2 is being installed using the legacy 'setup.py install' method
+  Running setup.py install for psycopg2: started
+  Running setup.py install for psycopg2: finished with status 'done'
 Successfully installed Django-4.2.16 gunicorn-23.0.0 uwsgi-2.0.28
 Removing intermediate container 5c1d2e3f4a5b
  ---> 7d9c0a1b2c3d
@@ -310,7 +348,7 @@ Successfully tagged paas/blog:v1";
             [
                 "-----> Installing dependencies with pip",
                 "       Fetched 3 packages: Django, gunicorn, uwsgi",
-                "       Compiled from source: uwsgi",
+                "       Compiled from source: uwsgi, psycopg2",
                 "       Installed 3 packages: Django-4.2.16, gunicorn-23.0.0, uwsgi-2.0.28",
                 "       130 static files copied to '/app/staticfiles'.",
             ]
@@ -319,9 +357,12 @@ Successfully tagged paas/blog:v1";
 
     #[test]
     fn a_cached_dependency_layer_is_said_once() {
-        let raw = "Step 5/14 : RUN pip install --no-cache-dir -r /paas/deps/requirements.txt
+        let raw = "Step 5/14 : RUN pip install --no-cache-dir -r /paas/deps/requirements.txt  && mkdir -p /opt/venv/.paas  && for lib in $(find /opt/venv -exec ldd {} +); do echo; done | xargs -r dpkg -S >/opt/venv/.paas/runtime-packages
  ---> Using cache
  ---> 7d9c0a1b2c3d
+Step 7/14 : RUN missing=$(for p in $(cat /opt/venv/.paas/runtime-packages); do dpkg-query -W \"$p\"; done)  && if [ -n \"$missing\" ]; then apt-get update -qq; fi
+ ---> Running in 0a1b2c3d4e5f
+Removing intermediate container 0a1b2c3d4e5f
 Step 9/14 : RUN pip install --no-cache-dir -r /paas/deps/requirements.txt
  ---> Using cache
  ---> 7d9c0a1b2c3d
@@ -374,6 +415,9 @@ System check identified 3 issues (0 silenced).";
                 "notes.Note: (models.W042) Auto-created primary key used when not defining a primary key type.",
             ]
         );
+        // Not an issue line: shown whole.
+        let error = "django.db.utils.OperationalError: connection to server at \"db\" (172.18.0.2), port 5432 failed. FATAL: no pg_hba.conf entry";
+        assert_eq!(check_line(error), Some(error.to_string()));
         assert_eq!(
             check_line("System check identified no issues (0 silenced)."),
             Some("System check identified no issues (0 silenced).".into())
