@@ -198,31 +198,31 @@ impl Progress {
     }
 
     fn line(&mut self, text: &str) {
-        self.to_pusher(text);
-        self.to_log(text);
+        self.send_to_pusher(text);
+        self.append_to_log(text);
     }
 
     /// A raw line of the image build: kept in the release log (the
     /// dashboard's release page shows it whole), not sent to the pusher.
     fn log_only(&mut self, text: &str) {
-        self.to_log(&format!("       {text}"));
+        self.append_to_log(&format!("       {text}"));
     }
 
     /// What the pusher sees of the build instead (see [`build_log`]).
     fn pusher_only(&mut self, shown: build_log::Shown) {
         match shown {
-            build_log::Shown::Step(t) => self.to_pusher(&format!("-----> {t}")),
-            build_log::Shown::Info(t) => self.to_pusher(&format!("       {t}")),
+            build_log::Shown::Step(t) => self.send_to_pusher(&format!("-----> {t}")),
+            build_log::Shown::Info(t) => self.send_to_pusher(&format!("       {t}")),
         }
     }
 
-    fn to_pusher(&mut self, text: &str) {
+    fn send_to_pusher(&mut self, text: &str) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(format!("{text}\n"));
         }
     }
 
-    fn to_log(&mut self, text: &str) {
+    fn append_to_log(&mut self, text: &str) {
         self.buffer.push_str(text);
         self.buffer.push('\n');
     }
