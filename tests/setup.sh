@@ -53,11 +53,22 @@ install_packages() {
   fi
 }
 
-# build_python_image TAG SUITE: a python image from Debian's python3, laid out
-# like the official one where it matters (python3 -m venv works, python on PATH).
+# Bump when the images' contents change: a machine that kept older images
+# (CI runs where a session ran) rebuilds them instead of testing against
+# something the product no longer expects.
+PYTHON_IMAGE_REVISION=2
+
+# build_python_image TAG SUITE VERSION: python VERSION (3.x) from Debian's
+# packages, laid out like the official image where paas relies on it:
+# `python3 -m venv` works and gives VERSION, `python` is on PATH, the headers
+# are there (Python.h, as in the official images), and so is the shared
+# libpython3.x.so.1.0 (the official images link python against it; a uwsgi
+# compiled in a build stage needs it in the app's image).
 build_python_image() {
-  local tag=$1 suite=$2
-  if docker image inspect "$tag" >/dev/null 2>&1; then
+  local tag=$1 suite=$2 version=$3
+  local have
+  have=$(docker image inspect -f '{{index .Config.Labels "org.paas.offline-base"}}' "$tag" 2>/dev/null || true)
+  if [ "$have" = "$PYTHON_IMAGE_REVISION" ]; then
     echo "setup: $tag present"
     return
   fi
@@ -65,24 +76,47 @@ build_python_image() {
   local root
   root=$(mktemp -d /tmp/paas-rootfs.XXXXXX)
   debootstrap --variant=minbase \
-    --include=python3,python3-venv,python3-pip,ca-certificates \
+    --include="python3,python3-venv,python3-pip,python$version,python$version-venv,python$version-dev,ca-certificates" \
     "$suite" "$root" "$(mirror)" >"$root.log" 2>&1 || {
       echo "debootstrap of $suite failed; its log:" >&2; tail -n 20 "$root.log" >&2; exit 1; }
   # pip inside builds must trust what this host trusts.
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
-  ln -sf /usr/bin/python3 "$root/usr/local/bin/python"
+  ln -sf "/usr/bin/python$version" "$root/usr/local/bin/python"
+  # Where the suite's default python3 is another version, python3 on PATH
+  # (the buildpack's `python3 -m venv`) must still be $version.
+  if [ "$(readlink -f "$root/usr/bin/python3")" != "$root/usr/bin/python$version" ]; then
+    ln -sf "/usr/bin/python$version" "$root/usr/local/bin/python3"
+  fi
+  # Checked, not assumed: what the buildpack and the tests rely on.
+  local arch_lib
+  arch_lib=$(ls -d "$root"/usr/lib/*-linux-gnu | head -n1)
+  [ -e "$arch_lib/libpython$version.so.1.0" ] || {
+    echo "Debian $suite gave no libpython$version.so.1.0: the $tag image would not be faithful to the official one." >&2; exit 1; }
+  [ -f "$root/usr/include/python$version/Python.h" ] || {
+    echo "Debian $suite gave no Python.h for $version: the $tag image would not be faithful to the official one." >&2; exit 1; }
   # debootstrap left /etc/apt/sources.list pointing at this host's mirror: kept,
   # so apt-get in a build (the buildpack's stage for native dependencies)
   # works as it does in the official images. Checked, not assumed.
   grep -q '^deb ' "$root/etc/apt/sources.list" || {
     echo "debootstrap of $suite left no apt source in /etc/apt/sources.list: builds with native dependencies would fail." >&2; exit 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  # Imported under a temporary tag, then retagged: tests running on this
+  # machine meanwhile never find the tag missing.
+  local tmp="paas-setup/${tag//[:\/]/-}:$$"
   tar -C "$root" -c . | docker import \
     -c 'ENV LANG=C.UTF-8' \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'LABEL org.paas.offline-base=1' \
-    -c 'CMD ["python3"]' - "$tag" >/dev/null
+    -c "LABEL org.paas.offline-base=$PYTHON_IMAGE_REVISION" \
+    -c 'CMD ["python3"]' - "$tmp" >/dev/null
   rm -rf "$root" "$root.log"
+  local got
+  got=$(docker run --rm "$tmp" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  if [ "$got" != "$version" ]; then
+    docker rmi "$tmp" >/dev/null
+    echo "the image built for $tag runs Python $got, not $version." >&2; exit 1
+  fi
+  docker tag "$tmp" "$tag"
+  docker rmi "$tmp" >/dev/null
   echo "setup: built $tag"
 }
 
@@ -166,13 +200,18 @@ ENTRYPOINT
 
 need_root
 install_packages
-build_python_image python:3.11-slim bookworm &
+# In parallel: each is mostly waiting on the mirror.
+build_python_image python:3.11-slim bookworm 3.11 &
 p1=$!
-build_python_image python:3.13-slim trixie &
+build_python_image python:3.13-slim trixie 3.13 &
 p2=$!
-build_postgres_image postgres:17 trixie 17 &
+# Debian's unstable suite is where the newest Python is packaged.
+build_python_image python:3.14-slim sid 3.14 &
 p3=$!
+build_postgres_image postgres:17 trixie 17 &
+p4=$!
 wait $p1
 wait $p2
 wait $p3
+wait $p4
 echo "setup: ready"

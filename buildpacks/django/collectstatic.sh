@@ -23,4 +23,9 @@ else
         exit "$installed"
     fi
 fi
+# What this step wrote into the app's folder (the collected files) belongs
+# to the app like the rest of it (see the Dockerfile's COPY --chown): a
+# collectstatic at boot can update it. -h and find's default: no symlink is
+# followed, so nothing outside /app changes owner.
+find /app -xdev ! -user 10001 -exec chown -h 10001:10001 {} +
 exec python /paas/paas_inspect.py meta /paas/meta.json

@@ -413,13 +413,9 @@ pub(crate) async fn internal_deploy(
     let task_ctx = ctx.clone();
     tokio::spawn(async move {
         let result = deploy::deploy(&task_ctx, req, Progress::new(Some(tx.clone()))).await;
+        // The deploy's own output already said where the release is live.
         let last = match result {
-            Ok(rel) => format!(
-                "-----> {} v{} is live at {}\n{RESULT_OK}\n",
-                rel.app,
-                rel.version,
-                app_url(&task_ctx, &rel.app)
-            ),
+            Ok(_) => format!("{RESULT_OK}\n"),
             Err(e) => format!("{RESULT_FAILED}{}\n", e.to_string().replace('\n', " ")),
         };
         let _ = tx.send(last);

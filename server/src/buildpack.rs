@@ -490,6 +490,9 @@ struct DockerfileVars<'a> {
     build_apt_install: String,
     /// The app image's apt-get step for run-time libraries, or empty.
     runtime_apt_install: String,
+    /// The app image's apt-get step for the libraries the build stage's
+    /// compiled code links against (`$missing`).
+    runtime_libs_apt_install: String,
     has_manage_py: bool,
     collectstatic: bool,
     workdir: String,
@@ -557,6 +560,7 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
         } else {
             apt_install(&native.runtime_packages.join(" "))
         },
+        runtime_libs_apt_install: apt_install("$missing"),
         has_manage_py: plan.has_manage_py,
         collectstatic: plan.collectstatic,
         workdir: workdir_of(&plan.project_dir),
@@ -3342,7 +3346,8 @@ mod tests {
             .find(|f| f.0 == ".paas/manage.py")
             .expect("manage.py shipped");
         assert!(String::from_utf8_lossy(&manage.1).contains("execute_from_command_line"));
-        assert!(render_dockerfile(&plan).contains("COPY .paas/manage.py /app/manage.py\n"));
+        assert!(render_dockerfile(&plan)
+            .contains("COPY --chown=10001:10001 .paas/manage.py /app/manage.py\n"));
         // In a subfolder; two at the same depth are refused; a wsgi.py that is not Django's is no project.
         let wsgi = "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n";
         let d = tree(&[
@@ -3355,7 +3360,8 @@ mod tests {
             (plan.project_dir.as_str(), plan.settings_module.as_str()),
             ("src", "site.settings")
         );
-        assert!(render_dockerfile(&plan).contains("COPY .paas/manage.py /app/src/manage.py\n"));
+        assert!(render_dockerfile(&plan)
+            .contains("COPY --chown=10001:10001 .paas/manage.py /app/src/manage.py\n"));
         let d = tree(&[("a/x/wsgi.py", wsgi), ("b/y/wsgi.py", wsgi)]);
         let err = detect(d.path(), &opts()).unwrap_err();
         assert!(

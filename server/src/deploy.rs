@@ -14,6 +14,7 @@
 //! set of calls it needs: the daemon passes the real engine, the unit tests
 //! (deploy/tests.rs) an in-memory one.
 
+mod build_log;
 mod engine;
 #[cfg(test)]
 mod memory;
@@ -197,9 +198,31 @@ impl Progress {
     }
 
     fn line(&mut self, text: &str) {
+        self.send_to_pusher(text);
+        self.append_to_log(text);
+    }
+
+    /// A raw line of the image build: kept in the release log (the
+    /// dashboard's release page shows it whole), not sent to the pusher.
+    fn log_only(&mut self, text: &str) {
+        self.append_to_log(&format!("       {text}"));
+    }
+
+    /// What the pusher sees of the build instead (see [`build_log`]).
+    fn pusher_only(&mut self, shown: build_log::Shown) {
+        match shown {
+            build_log::Shown::Step(t) => self.send_to_pusher(&format!("-----> {t}")),
+            build_log::Shown::Info(t) => self.send_to_pusher(&format!("       {t}")),
+        }
+    }
+
+    fn send_to_pusher(&mut self, text: &str) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(format!("{text}\n"));
         }
+    }
+
+    fn append_to_log(&mut self, text: &str) {
         self.buffer.push_str(text);
         self.buffer.push('\n');
     }
@@ -429,6 +452,7 @@ async fn run_job<E: Engine>(
         match result {
             Ok(()) => {
                 tracing::info!(secs = started.elapsed().as_secs_f64(), "live");
+                run.progress.step(&timings_line(&run.timings));
                 run.flush_log();
                 let rel = ctx
                     .store
@@ -457,6 +481,22 @@ async fn run_job<E: Engine>(
     }
     .instrument(span)
     .await
+}
+
+/// The push's last line: how long the whole deploy and each step took.
+fn timings_line(timings: &[(String, u64)]) -> String {
+    let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+    let total = timings.iter().find(|(s, _)| s == "total");
+    let steps: Vec<String> = timings
+        .iter()
+        .filter(|(s, _)| s != "total")
+        .map(|(s, ms)| format!("{s} {}", secs(*ms)))
+        .collect();
+    match total {
+        Some((_, ms)) if steps.is_empty() => format!("Done in {}", secs(*ms)),
+        Some((_, ms)) => format!("Done in {} ({})", secs(*ms), steps.join(", ")),
+        None => format!("Done ({})", steps.join(", ")),
+    }
 }
 
 /// A Docker error as the reason a deploy failed; an unreachable engine
@@ -798,6 +838,15 @@ async fn build_steps<E: Engine>(
         let names: Vec<&str> = procfile.processes.keys().map(String::as_str).collect();
         run.progress
             .info(&format!("Procfile processes: {}", names.join(", ")));
+        if procfile
+            .processes
+            .get("web")
+            .is_some_and(|c| c.contains("collectstatic"))
+        {
+            run.progress.info(
+                "The Procfile's web process runs collectstatic at boot: collectstatic already ran during the build, so this only slows every start (the app's folder is writable, so it works; drop it from web: to start faster)",
+            );
+        }
     }
     // The build context goes to a file the engine reads as a stream.
     let context = workdir.join("context.tar");
@@ -815,10 +864,14 @@ async fn build_steps<E: Engine>(
         let progress = &mut run.progress;
         let (store, release_id) = (&ctx.store, run.release.id);
         let mut flushed = Instant::now();
+        let mut condenser = build_log::Condenser::new();
         let mut on_line = |line: &str| {
             let line = line.trim_end();
             if !line.is_empty() {
-                progress.info(line);
+                progress.log_only(line);
+            }
+            for shown in condenser.line(line) {
+                progress.pusher_only(shown);
             }
             // The dashboard streams the release log from the store: keep it
             // current during a long build, about once a second.
@@ -849,6 +902,9 @@ async fn build_steps<E: Engine>(
                 "A cached layer went away during the build (another app's cleanup): building again",
             );
             built = engine.build_image(request(), &mut on_line).await;
+        }
+        for shown in condenser.finish() {
+            progress.pusher_only(shown);
         }
         built.map_err(|e| match e {
             e @ crate::docker::DockerError::Unreachable { .. } => engine_failed(e, "push again"),
@@ -969,7 +1025,10 @@ async fn release_phase<E: Engine>(
         let progress = &mut run.progress;
         let mut on_line = |line: &str| {
             if !line.trim().is_empty() {
-                progress.info(line.trim_end());
+                progress.log_only(line.trim_end());
+            }
+            if let Some(shown) = build_log::check_line(line) {
+                progress.pusher_only(build_log::Shown::Info(shown));
             }
         };
         engine
@@ -1188,8 +1247,11 @@ async fn go_live<E: Engine>(run: &mut Run<'_, E>, p: Prepared) -> Result<(), Dep
         run.progress
             .info(&format!("config vars restored to those of v{v}"));
     }
-    run.progress
-        .step(&format!("v{version} is live at http://{}/", hosts[0]));
+    let url = match ctx.config.http.port() {
+        80 => format!("http://{}/", hosts[0]),
+        port => format!("http://{}:{port}/", hosts[0]),
+    };
+    run.progress.step(&format!("v{version} is live at {url}"));
     run.flush_log();
 
     // ---- Retire the previous release in the background ----

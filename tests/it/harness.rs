@@ -504,6 +504,27 @@ impl Project {
         assert!(hits > 0, "no file of the project contains {from:?}");
     }
 
+    /// Write `rel` (folders made as needed): a fixture's variation, kept
+    /// in the test that needs it.
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    /// Append to `rel`.
+    pub fn append(&self, rel: &str, content: &str) {
+        let path = self.dir.path().join(rel);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(content);
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Delete `rel`.
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.dir.path().join(rel)).unwrap();
+    }
+
     /// `git push <remote> main`: (accepted, combined output).
     pub fn push(&self, remote: &str) -> (bool, String) {
         self.push_ref(remote, "main")

@@ -15,6 +15,7 @@ mod edge;
 mod harness;
 mod network;
 mod procfile;
+mod real_projects;
 mod run;
 mod symlinks;
 mod zero_downtime;

@@ -306,7 +306,8 @@ async fn a_push_goes_building_releasing_starting_health_checking_live() {
         "Running migrations",
         "Starting web container",
         "Health check: GET / with Host blog.paas.test",
-        "v1 is live at http://blog.paas.test/",
+        "v1 is live at http://blog.paas.test",
+        "Done in ",
     ];
     let mut at = 0;
     for s in steps {
@@ -314,6 +315,19 @@ async fn a_push_goes_building_releasing_starting_health_checking_live() {
             .find(s)
             .unwrap_or_else(|| panic!("{s:?} in order:\n{out}"));
     }
+    assert_eq!(out.matches("is live").count(), 1, "{out}");
+    // Docker's plumbing stays out of the pusher's terminal, and in the
+    // release log the dashboard shows.
+    assert!(
+        !out.contains("Step 1/1") && !out.contains("Successfully tagged"),
+        "{out}"
+    );
+    assert!(
+        r.log.contains("Step 1/1 : FROM python:3.11-slim")
+            && r.log.contains("Successfully tagged paas/blog:v1"),
+        "{}",
+        r.log
+    );
     // The build got the pushed code and the buildpack's files.
     let context = f.engine.state().contexts["paas/blog:v1"].clone();
     assert!(context.iter().any(|n| n == "manage.py"), "{context:?}");

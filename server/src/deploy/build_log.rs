@@ -1,0 +1,442 @@
+//! The image build's output as the pusher sees it: Heroku-like headings and
+//! one line per group of pip's packages, without Docker's plumbing (step
+//! numbers, layer ids, cache notices, intermediate containers). The release
+//! log in the store keeps every raw line; this only decides what reaches the
+//! pusher's terminal. Anything not recognised (errors, warnings, the app's
+//! own output at build time) is shown as it is.
+
+/// What kind of build step a Dockerfile instruction is, by what it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepKind {
+    /// `pip install` of the requirements (the dependency layer).
+    Dependencies,
+    /// apt-get of system packages (build stage or run-time libraries).
+    SystemPackages,
+    /// The collectstatic step after the code.
+    Static,
+    /// Anything else: plan-only steps, the code copy.
+    Other,
+}
+
+fn step_kind(instruction: &str) -> StepKind {
+    if !instruction.starts_with("RUN ") || instruction.contains("dpkg-query") {
+        // The app image's check of the compiled packages' libraries says
+        // something only when it fails.
+        StepKind::Other
+    } else if instruction.contains("pip install") {
+        StepKind::Dependencies
+    } else if instruction.contains("apt-get") {
+        StepKind::SystemPackages
+    } else if instruction.contains("/paas/collectstatic.sh") {
+        StepKind::Static
+    } else {
+        StepKind::Other
+    }
+}
+
+/// Turns the raw build output into the lines shown to the pusher.
+#[derive(Debug, Default)]
+pub struct Condenser {
+    step: Option<StepKind>,
+    /// Packages pip is fetching, in order (names as requested).
+    collecting: Vec<String>,
+    /// Packages pip compiles, in order.
+    compiling: Vec<String>,
+    /// Each heading is said once per build (a native build has two pip steps).
+    said_deps_cached: bool,
+    said_deps_heading: bool,
+}
+
+/// A line for the pusher: a step heading (`-----> `) or a detail under one.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Shown {
+    Step(String),
+    Info(String),
+}
+
+/// How many names a grouped line lists before "and N more".
+const LISTED: usize = 8;
+
+fn list(names: &[String]) -> String {
+    if names.len() <= LISTED {
+        names.join(", ")
+    } else {
+        format!(
+            "{} and {} more",
+            names[..LISTED].join(", "),
+            names.len() - LISTED
+        )
+    }
+}
+
+/// `Django<5.0,>=4.2` → `Django`; `psycopg[binary]==3.2` → `psycopg`.
+fn requirement_name(spec: &str) -> String {
+    let spec = spec.trim();
+    let end = spec
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        .unwrap_or(spec.len());
+    spec[..end].to_string()
+}
+
+/// Docker's own lines: never shown.
+fn plumbing(t: &str) -> bool {
+    t.starts_with("---> ")
+        // paas_inspect's record of what it wrote to /paas/meta.json
+        || t.starts_with("-----> paas metadata: ")
+        || t.starts_with("Removing intermediate container")
+        || t.starts_with("Successfully built ")
+        || t.starts_with("Successfully tagged ")
+        || t.starts_with("Sending build context")
+        || t.starts_with("debconf: ")
+}
+
+/// pip's progress: folded into the grouped lines.
+fn pip_chatter(t: &str) -> bool {
+    [
+        "Downloading ",
+        "Using cached ",
+        "Obtaining ",
+        "Requirement already satisfied",
+        "Preparing metadata",
+        "Getting requirements to build",
+        "Installing build dependencies",
+        "Installing backend dependencies",
+        "Building wheel for ",
+        "Created wheel for ",
+        "Stored in directory",
+        "Installing collected packages",
+        "Attempting uninstall",
+        "Found existing installation",
+        "Uninstalling ",
+        "Looking in indexes",
+        "Saved ",
+        "DEPRECATION: ",
+    ]
+    .iter()
+    .any(|p| t.starts_with(p))
+        || (t.starts_with('━') || t.starts_with('|'))
+}
+
+impl Condenser {
+    pub fn new() -> Condenser {
+        Condenser::default()
+    }
+
+    /// The lines to show for one raw line of the build output.
+    pub fn line(&mut self, raw: &str) -> Vec<Shown> {
+        let t = raw.trim();
+        let mut out = Vec::new();
+        if t.is_empty() {
+            return out;
+        }
+        if let Some(rest) = t.strip_prefix("Step ") {
+            // `Step 5/14 : RUN …`
+            if let Some((_, instruction)) = rest.split_once(" : ") {
+                self.step = Some(step_kind(instruction.trim()));
+            }
+            return out;
+        }
+        if t == "---> Using cache" {
+            if self.step == Some(StepKind::Dependencies) && !self.said_deps_cached {
+                self.said_deps_cached = true;
+                out.push(Shown::Info(
+                    "Dependencies unchanged: reusing the installed packages".into(),
+                ));
+            }
+            return out;
+        }
+        if t.starts_with("---> Running in ") {
+            match self.step {
+                Some(StepKind::Dependencies) if !self.said_deps_heading => {
+                    self.said_deps_heading = true;
+                    out.push(Shown::Step("Installing dependencies with pip".into()));
+                }
+                Some(StepKind::SystemPackages) => {
+                    out.push(Shown::Step("Installing system packages".into()))
+                }
+                _ => {}
+            }
+            return out;
+        }
+        if plumbing(t) {
+            return out;
+        }
+        if let Some(spec) = t.strip_prefix("Collecting ") {
+            self.collecting.push(requirement_name(spec));
+            return out;
+        }
+        if let Some(names) = t.strip_prefix("Building wheels for collected packages:") {
+            out.extend(self.flush_downloads());
+            self.compiling = names
+                .split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+            return out;
+        }
+        // Older pips build a package without a wheel in place.
+        if let Some(rest) = t.strip_prefix("Running setup.py install for ") {
+            let name = rest.split(':').next().unwrap_or(rest).trim().to_string();
+            if !self.compiling.contains(&name) {
+                self.compiling.push(name);
+            }
+            return out;
+        }
+        if let Some(done) = t.strip_prefix("Successfully installed ") {
+            out.extend(self.flush_downloads());
+            out.extend(self.flush_compiled());
+            let installed: Vec<String> = done.split_whitespace().map(String::from).collect();
+            out.push(Shown::Info(format!(
+                "Installed {} package{}: {}",
+                installed.len(),
+                if installed.len() == 1 { "" } else { "s" },
+                list(&installed)
+            )));
+            return out;
+        }
+        if pip_chatter(t) {
+            return out;
+        }
+        // Whatever else a step prints: errors, warnings, collectstatic's
+        // summary, paas's own messages from the build scripts.
+        out.extend(self.flush_downloads());
+        out.extend(self.flush_compiled());
+        match t.strip_prefix("-----> ") {
+            Some(heading) => out.push(Shown::Step(heading.to_string())),
+            None => out.push(Shown::Info(raw.trim_end().to_string())),
+        }
+        out
+    }
+
+    /// What was gathered but not yet said (the build ended or failed).
+    pub fn finish(&mut self) -> Vec<Shown> {
+        let mut out = self.flush_downloads();
+        out.extend(self.flush_compiled());
+        out
+    }
+
+    fn flush_downloads(&mut self) -> Vec<Shown> {
+        if self.collecting.is_empty() {
+            return Vec::new();
+        }
+        let names = std::mem::take(&mut self.collecting);
+        vec![Shown::Info(format!(
+            "Fetched {} package{}: {}",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            list(&names)
+        ))]
+    }
+
+    fn flush_compiled(&mut self) -> Vec<Shown> {
+        if self.compiling.is_empty() {
+            return Vec::new();
+        }
+        let names = std::mem::take(&mut self.compiling);
+        vec![Shown::Info(format!(
+            "Compiled from source: {}",
+            names.join(", ")
+        ))]
+    }
+}
+
+/// A line of `manage.py check --deploy` as the pusher sees it: Django's
+/// headers and hints stay in the release log, each issue keeps its id and
+/// first sentence. None: not shown.
+pub fn check_line(raw: &str) -> Option<String> {
+    let t = raw.trim();
+    if t.is_empty()
+        || t == "WARNINGS:"
+        || t == "ERRORS:"
+        || t.starts_with("HINT:")
+        || t == "System check identified some issues:"
+        || (t.starts_with("System check identified ")
+            && t.contains(" issue")
+            && !t.contains("no issues"))
+    {
+        return None;
+    }
+    // `?: (security.W004) You have not set …. If your entire site …`
+    if is_check_issue(t) {
+        if let Some(end) = t.find(". ") {
+            return Some(t[..=end].trim_end().to_string());
+        }
+    }
+    Some(raw.trim_end().to_string())
+}
+
+/// `<object>: (<tag>.<W|E|C|I><digits>) <message>`, Django's way of naming
+/// a check's issue; anything else (a traceback, a driver's error) is not cut.
+fn is_check_issue(t: &str) -> bool {
+    let Some((object, rest)) = t.split_once(": (") else {
+        return false;
+    };
+    let Some((id, _)) = rest.split_once(") ") else {
+        return false;
+    };
+    let Some((tag, code)) = id.rsplit_once('.') else {
+        return false;
+    };
+    !object.is_empty()
+        && !object.contains(' ')
+        && !tag.is_empty()
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+        && code.len() >= 2
+        && code.starts_with(['W', 'E', 'C', 'I'])
+        && code[1..].chars().all(|c| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(raw: &str) -> Vec<String> {
+        let mut c = Condenser::new();
+        let mut out = Vec::new();
+        for l in raw.lines() {
+            out.extend(c.line(l));
+        }
+        out.extend(c.finish());
+        out.into_iter()
+            .map(|s| match s {
+                Shown::Step(t) => format!("-----> {t}"),
+                Shown::Info(t) => format!("       {t}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docker_plumbing_is_hidden_and_pip_is_grouped() {
+        let raw = "Step 1/4 : FROM python:3.11-slim
+ ---> d66f656bd892
+Step 2/4 : RUN if [ -n \"$PIP_INDEX_URL\" ]; then export PIP_INDEX_URL; fi  && pip install --no-cache-dir -r /paas/deps/requirements.txt gunicorn
+ ---> Running in 5c1d2e3f4a5b
+Collecting Django<5.0,>=4.2
+  Downloading Django-4.2.16-py3-none-any.whl (8.0 MB)
+Collecting gunicorn
+  Using cached gunicorn-23.0.0-py3-none-any.whl (85 kB)
+Collecting uwsgi
+  Downloading uwsgi-2.0.28.tar.gz (816 kB)
+  Preparing metadata (setup.py): started
+Building wheels for collected packages: uwsgi
+  Building wheel for uwsgi (setup.py): started
+  Building wheel for uwsgi (setup.py): finished with status 'done'
+  Created wheel for uwsgi: filename=uWSGI-2.0.28-cp311-cp311-linux_x86_64.whl
+  Stored in directory: /tmp/pip-ephem-wheel-cache
+Successfully built uwsgi
+Installing collected packages: uwsgi, gunicorn, Django
+  DEPRECATION: psycopg2 is being installed using the legacy 'setup.py install' method
+  Running setup.py install for psycopg2: started
+  Running setup.py install for psycopg2: finished with status 'done'
+Successfully installed Django-4.2.16 gunicorn-23.0.0 uwsgi-2.0.28
+Removing intermediate container 5c1d2e3f4a5b
+ ---> 7d9c0a1b2c3d
+Step 3/4 : COPY . /app
+ ---> 2b3f4c5d6e7f
+Step 4/4 : RUN sh /paas/collectstatic.sh
+ ---> Running in 0a1b2c3d4e5f
+
+130 static files copied to '/app/staticfiles'.
+Removing intermediate container 0a1b2c3d4e5f
+ ---> 9f8e7d6c5b4a
+Successfully built 9f8e7d6c5b4a
+Successfully tagged paas/blog:v1";
+        assert_eq!(
+            shown(raw),
+            [
+                "-----> Installing dependencies with pip",
+                "       Fetched 3 packages: Django, gunicorn, uwsgi",
+                "       Compiled from source: uwsgi, psycopg2",
+                "       Installed 3 packages: Django-4.2.16, gunicorn-23.0.0, uwsgi-2.0.28",
+                "       130 static files copied to '/app/staticfiles'.",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cached_dependency_layer_is_said_once() {
+        let raw = "Step 5/14 : RUN pip install --no-cache-dir -r /paas/deps/requirements.txt  && mkdir -p /opt/venv/.paas  && for lib in $(find /opt/venv -exec ldd {} +); do echo; done | xargs -r dpkg -S >/opt/venv/.paas/runtime-packages
+ ---> Using cache
+ ---> 7d9c0a1b2c3d
+Step 7/14 : RUN missing=$(for p in $(cat /opt/venv/.paas/runtime-packages); do dpkg-query -W \"$p\"; done)  && if [ -n \"$missing\" ]; then apt-get update -qq; fi
+ ---> Running in 0a1b2c3d4e5f
+Removing intermediate container 0a1b2c3d4e5f
+Step 9/14 : RUN pip install --no-cache-dir -r /paas/deps/requirements.txt
+ ---> Using cache
+ ---> 7d9c0a1b2c3d
+Step 10/14 : ENV PORT=8000
+ ---> Using cache
+ ---> 1a2b3c4d5e6f";
+        assert_eq!(
+            shown(raw),
+            ["       Dependencies unchanged: reusing the installed packages"]
+        );
+    }
+
+    #[test]
+    fn errors_and_paas_headings_pass_through() {
+        let raw = "Step 2/4 : RUN pip install --no-cache-dir -r /paas/deps/requirements.txt
+ ---> Running in 5c1d2e3f4a5b
+Collecting nonexistent-package-xyz
+ERROR: Could not find a version that satisfies the requirement nonexistent-package-xyz (from versions: none)
+Step 4/4 : RUN sh /paas/collectstatic.sh
+ ---> Running in 0a1b2c3d4e5f
+-----> collectstatic failed (the error is above): fix it";
+        assert_eq!(
+            shown(raw),
+            [
+                "-----> Installing dependencies with pip",
+                "       Fetched 1 package: nonexistent-package-xyz",
+                "       ERROR: Could not find a version that satisfies the requirement nonexistent-package-xyz (from versions: none)",
+                "-----> collectstatic failed (the error is above): fix it",
+            ]
+        );
+    }
+
+    #[test]
+    fn check_deploy_keeps_one_line_per_issue() {
+        let raw = "System check identified some issues:
+
+WARNINGS:
+?: (security.W004) You have not set a value for the SECURE_HSTS_SECONDS setting. If your entire site is served only over SSL, you may want to consider it.
+?: (security.W018) You should not have DEBUG set to True in deployment.
+\tHINT: Set it in the environment.
+notes.Note: (models.W042) Auto-created primary key used when not defining a primary key type.
+
+System check identified 3 issues (0 silenced).";
+        let shown: Vec<String> = raw.lines().filter_map(check_line).collect();
+        assert_eq!(
+            shown,
+            [
+                "?: (security.W004) You have not set a value for the SECURE_HSTS_SECONDS setting.",
+                "?: (security.W018) You should not have DEBUG set to True in deployment.",
+                "notes.Note: (models.W042) Auto-created primary key used when not defining a primary key type.",
+            ]
+        );
+        // Not an issue line: shown whole.
+        let error = "django.db.utils.OperationalError: connection to server at \"db\" (172.18.0.2), port 5432 failed. FATAL: no pg_hba.conf entry";
+        assert_eq!(check_line(error), Some(error.to_string()));
+        assert_eq!(
+            check_line("System check identified no issues (0 silenced)."),
+            Some("System check identified no issues (0 silenced).".into())
+        );
+    }
+
+    #[test]
+    fn long_groups_are_cut() {
+        let mut c = Condenser::new();
+        for i in 0..12 {
+            c.line(&format!("Collecting pkg{i}"));
+        }
+        let out = c.finish();
+        assert_eq!(
+            out,
+            [Shown::Info(
+                "Fetched 12 packages: pkg0, pkg1, pkg2, pkg3, pkg4, pkg5, pkg6, pkg7 and 4 more"
+                    .into()
+            )]
+        );
+    }
+}

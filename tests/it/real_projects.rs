@@ -1,0 +1,248 @@
+//! What public Django projects do that the tutorial fixtures did not (issue
+//! 10): a Procfile that writes into the app's folder at boot, the newest
+//! Python, a uwsgi compiled in the build stage, and a push output short
+//! enough to read. Each builds on the `blog` fixture and writes its own
+//! variation here.
+
+use crate::buildpack::{api, run_in_image};
+use crate::harness::{Daemon, Project};
+
+/// The Heroku tutorials' `web:` migrates and collects static files at boot,
+/// with a storage that rewrites its manifest every time: the app's folder
+/// must be the app's to write. Nothing outside it changes owner, not even
+/// through a symlink in the pushed tree.
+#[test]
+fn a_procfile_that_writes_into_the_app_folder_at_boot_deploys() {
+    let mut d = Daemon::start();
+    let app = d.app("bootwrite");
+    let p = Project::from_fixture("blog");
+    p.write(
+        "Procfile",
+        "web: python manage.py migrate && python manage.py collectstatic --no-input && gunicorn mysite.wsgi --bind 0.0.0.0:$PORT\n",
+    );
+    // ManifestStaticFilesStorage deletes and rewrites staticfiles.json on
+    // every collectstatic, even when no file changed.
+    p.append(
+        "mysite/settings.py",
+        "\nSTORAGES = {\n    'default': {'BACKEND': 'django.core.files.storage.FileSystemStorage'},\n    'staticfiles': {'BACKEND': 'django.contrib.staticfiles.storage.ManifestStaticFilesStorage'},\n}\n",
+    );
+    std::os::unix::fs::symlink("/etc/passwd", p.dir.path().join("hostfile")).unwrap();
+    p.commit("Heroku tutorial Procfile");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert!(
+        out.contains("collectstatic already ran during the build"),
+        "{out}"
+    );
+    d.assert_serves(&app, "Notes v1");
+    // The manifest storage's hashed name: the boot's collectstatic ran.
+    let page = d.get(&app, "/").text();
+    assert!(page.contains("/static/notes/style."), "{page}");
+
+    let image = format!("paas/{app}:v1");
+    let (ok, text) = run_in_image(
+        &image,
+        "stat -c '%n %u' /app /app/manage.py /app/notes /app/staticfiles /app/staticfiles/staticfiles.json \
+         && stat -c '%n %u' /etc/passwd && stat -c 'link %u' /app/hostfile",
+    );
+    assert!(ok, "{text}");
+    for owned in [
+        "/app 10001",
+        "/app/manage.py 10001",
+        "/app/notes 10001",
+        "/app/staticfiles 10001",
+        "/app/staticfiles/staticfiles.json 10001",
+        "link 10001",
+    ] {
+        assert!(text.contains(owned), "{owned:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("/etc/passwd 0"),
+        "the link's target changed owner:\n{text}"
+    );
+}
+
+/// A uv project pinned to Python 3.14 (`.python-version` and
+/// `requires-python`) is built on python:3.14-slim and runs on 3.14.
+#[test]
+fn a_uv_project_pinned_to_python_3_14_runs_on_it() {
+    let mut d = Daemon::start();
+    let app = d.app("py314");
+    let p = Project::from_fixture("blog");
+    p.remove("requirements.txt");
+    p.write(".python-version", "3.14\n");
+    p.write(
+        "pyproject.toml",
+        r#"[project]
+name = "mysite"
+version = "0.1.0"
+requires-python = ">=3.14"
+dependencies = ["django>=5.2.8,<5.3"]
+"#,
+    );
+    // Fixture: the registry URLs stand in for the real index (paas does not read them).
+    p.write(
+        "uv.lock",
+        r#"version = 1
+revision = 2
+requires-python = ">=3.14"
+
+[[package]]
+name = "asgiref"
+version = "3.8.1"
+source = { registry = "https://registry.example/simple" }
+
+[[package]]
+name = "django"
+version = "5.2.8"
+source = { registry = "https://registry.example/simple" }
+dependencies = [
+    { name = "asgiref" },
+    { name = "sqlparse" },
+    { name = "tzdata", marker = "sys_platform == 'win32'" },
+]
+
+[[package]]
+name = "mysite"
+version = "0.1.0"
+source = { virtual = "." }
+dependencies = [
+    { name = "django" },
+]
+
+[package.metadata]
+requires-dist = [{ name = "django", specifier = ">=5.2.8,<5.3" }]
+
+[[package]]
+name = "sqlparse"
+version = "0.5.3"
+source = { registry = "https://registry.example/simple" }
+
+[[package]]
+name = "tzdata"
+version = "2025.2"
+source = { registry = "https://registry.example/simple" }
+"#,
+    );
+    p.commit("uv, Python 3.14");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert!(out.contains("Python 3.14 (from .python-version)"), "{out}");
+    assert!(out.contains("Dependencies from uv.lock"), "{out}");
+    d.assert_serves(&app, "Notes v1");
+    let (ok, text) = run_in_image(
+        &format!("paas/{app}:v1"),
+        "python -c 'import sys, django; print(sys.version_info[:2], django.get_version())'",
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("(3, 14) 5.2.8"), "{text}");
+}
+
+/// uwsgi compiles in the build stage against libpython and, with the
+/// PAAS_BUILD_PACKAGES config var's libxml2-dev, against libxml2: the app's
+/// image gets the shared libraries it links against (libxml2 added by the
+/// buildpack, found with ldd in the build stage), and the Procfile's uwsgi
+/// serves the page.
+#[test]
+fn uwsgi_compiled_in_the_build_stage_serves_the_page() {
+    let mut d = Daemon::start();
+    let app = d.app("uwsgi");
+    let (status, v) = api(
+        &d,
+        "POST",
+        "/api/apps",
+        Some(&format!(r#"{{"name": "{app}"}}"#)),
+    );
+    assert_eq!(status, 201, "{v:#}");
+    let (status, v) = api(
+        &d,
+        "PATCH",
+        &format!("/api/apps/{app}/config"),
+        Some(r#"{"PAAS_BUILD_PACKAGES": "libxml2-dev"}"#),
+    );
+    assert_eq!(status, 200, "{v:#}");
+    let p = Project::from_fixture("blog");
+    p.append("requirements.txt", "uwsgi==2.0.28\n");
+    p.write(
+        "Procfile",
+        "web: uwsgi --http-socket 0.0.0.0:$PORT --module mysite.wsgi:application --master --processes 2 --need-app --die-on-term\n",
+    );
+    p.commit("served by uwsgi");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert!(
+        out.contains("compiled in a build stage (gcc, libxml2-dev)"),
+        "{out}"
+    );
+    // Compiled now, or by an earlier run whose build stage the engine cached.
+    assert!(
+        out.contains("Compiled from source: uwsgi")
+            || out.contains("Dependencies unchanged: reusing the installed packages"),
+        "{out}"
+    );
+    d.assert_serves(&app, "Notes v1");
+    let r = d.get(&app, "/");
+    assert!(
+        r.header("server").is_none_or(|s| !s.contains("gunicorn")),
+        "{:?}",
+        r.headers
+    );
+    let image = format!("paas/{app}:v1");
+    let (ok, text) = run_in_image(&image, "ldd /opt/venv/bin/uwsgi");
+    assert!(ok, "{text}");
+    assert!(text.contains("libpython3."), "{text}");
+    assert!(text.contains("libxml2.so"), "{text}");
+    assert!(!text.contains("not found"), "{text}");
+    let (found, text) = run_in_image(&image, "command -v gcc || command -v xml2-config");
+    assert!(!found, "the app's image has build tools: {text}");
+}
+
+/// A code-only redeploy is a short read: Docker's plumbing and pip's
+/// chatter stay in the release log, the pusher sees at most 25 lines,
+/// "is live" once, then the timings.
+#[test]
+fn a_warm_redeploy_prints_at_most_25_lines() {
+    let mut d = Daemon::start();
+    let app = d.app("short");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "first push rejected:\n{out}");
+    p.replace("Notes v1", "Notes v2");
+    p.commit("template change");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "second push rejected:\n{out}");
+    d.assert_serves(&app, "Notes v2");
+    eprintln!("warm redeploy output:\n{out}");
+    let lines = out.lines().count();
+    assert!(lines <= 25, "{lines} lines:\n{out}");
+    for plumbing in [
+        "Step ",
+        " ---> ",
+        "Removing intermediate container",
+        "Successfully built",
+        "Successfully tagged",
+        "Collecting ",
+    ] {
+        assert!(!out.contains(plumbing), "{plumbing:?} in:\n{out}");
+    }
+    assert_eq!(out.matches("is live").count(), 1, "{out}");
+    assert!(
+        out.contains("Dependencies unchanged: reusing the installed packages"),
+        "{out}"
+    );
+    let live = out.find("v2 is live at").expect("the live line");
+    let done = out.find("Done in ").expect("the timings");
+    assert!(live < done, "{out}");
+    assert!(
+        out[done..].contains("build ") && out[done..].contains("start "),
+        "{out}"
+    );
+    // The release page keeps the raw log.
+    let (status, v) = api(&d, "GET", &format!("/api/apps/{app}/releases/2"), None);
+    assert_eq!(status, 200, "{v:#}");
+    let log = v["log"].as_str().unwrap_or_default();
+    assert!(
+        log.contains("Step ") && log.contains("---> Using cache"),
+        "raw log: {log}"
+    );
+}
