@@ -504,14 +504,6 @@ impl Project {
         assert!(hits > 0, "no file of the project contains {from:?}");
     }
 
-    /// Write `rel` (folders made as needed): a fixture's variation, kept
-    /// in the test that needs it.
-    pub fn write(&self, rel: &str, content: &str) {
-        let path = self.dir.path().join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-
     /// Append to `rel`.
     pub fn append(&self, rel: &str, content: &str) {
         let path = self.dir.path().join(rel);

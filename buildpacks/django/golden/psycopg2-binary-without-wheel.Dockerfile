@@ -27,8 +27,14 @@ ARG PIP_TRUSTED_HOST=""
 COPY requirements.txt /paas/deps/requirements.txt
 RUN if [ -n "$PIP_INDEX_URL" ]; then export PIP_INDEX_URL; else unset PIP_INDEX_URL; fi \
  && if [ -n "$PIP_TRUSTED_HOST" ]; then export PIP_TRUSTED_HOST; else unset PIP_TRUSTED_HOST; fi \
- && pip install --no-cache-dir -r /paas/deps/requirements.txt gunicorn
+ && pip install --no-cache-dir -r /paas/deps/requirements.txt gunicorn \
+ && mkdir -p /opt/venv/.paas \
+ && for lib in $(find /opt/venv -type f \( -name '*.so' -o -name '*.so.*' -o -path '/opt/venv/bin/*' \) -exec ldd {} + 2>/dev/null \
+      | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u); do echo "$lib"; readlink -f "$lib"; done \
+    | sort -u | xargs -r dpkg -S 2>/dev/null | grep -v '^diversion' | cut -d: -f1 | tr ', ' '\n\n' | grep . | sort -u >/opt/venv/.paas/runtime-packages
 
+# The packages of the shared libraries the compiled code links against
+# were written to /opt/venv/.paas/runtime-packages for the app's image.
 # The app's image: the virtualenv built above, the run-time libraries only.
 FROM python:3.12-slim
 
@@ -42,9 +48,22 @@ RUN { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q
  || { echo "-----> installing the system packages libpq5 failed (apt-get's error is above): check the names in the PAAS_BUILD_PACKAGES and PAAS_RUNTIME_PACKAGES config vars, and that builds reach the Debian mirror of the base image's apt sources"; exit 1; } \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 app \
- && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app --shell /usr/sbin/nologin app
+ && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+ && install -d -o 10001 -g 10001 /app
 
 COPY --from=build /opt/venv /opt/venv
+# The shared libraries the compiled packages link against (Debian packages
+# the build stage found with ldd): those this image lacks are added, then
+# every library they need must be found here.
+RUN missing=$(for p in $(cat /opt/venv/.paas/runtime-packages); do \
+      dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q ' installed$' || echo "$p"; done) \
+ && if [ -n "$missing" ]; then { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null; } \
+ || { echo "-----> installing the system packages $missing failed (apt-get's error is above): check the names in the PAAS_BUILD_PACKAGES and PAAS_RUNTIME_PACKAGES config vars, and that builds reach the Debian mirror of the base image's apt sources"; exit 1; } \
+ && rm -rf /var/lib/apt/lists/* \
+ && true; fi \
+ && unfound=$(find /opt/venv -type f \( -name '*.so' -o -name '*.so.*' -o -path '/opt/venv/bin/*' \) -exec ldd {} + 2>/dev/null \
+      | awk '$2 == "=>" && $3 == "not" {print $1}' | sort -u) \
+ && if [ -n "$unfound" ]; then echo "-----> the compiled dependencies need" $unfound "which the app's image lacks: name their Debian packages with 'paas config:set PAAS_RUNTIME_PACKAGES=...'"; exit 1; fi
 
 # Everything that depends on the plan, not on the code, comes before the code
 # so a code-only push rebuilds as few steps as possible.
@@ -58,7 +77,10 @@ CMD ["gunicorn", "mysite.wsgi:application", "--access-logfile", "-", "--error-lo
 COPY .paas/paas_settings.py .paas/paas_inspect.py .paas/entrypoint.sh .paas/collectstatic.sh .paas/release-check.sh /paas/
 WORKDIR /app
 
-COPY . /app
+# The app's folder belongs to the app (as a dyno's does on Heroku): a
+# Procfile that migrates or collects static files at boot can write there.
+# It is the image's own file system; nothing on the host changes owner.
+COPY --chown=10001:10001 . /app
 # Static files are collected at build time (see /paas/collectstatic.sh), then
 # /paas/meta.json tells the platform where they are.
 RUN sh /paas/collectstatic.sh

@@ -10,7 +10,8 @@ ENV PYTHONUNBUFFERED=1 \
 
 RUN python3 -m venv /opt/venv \
  && groupadd --gid 10001 app \
- && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app --shell /usr/sbin/nologin app
+ && useradd --uid 10001 --gid 10001 --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+ && install -d -o 10001 -g 10001 /app
 
 # Dependencies in their own layer: a push that changes only code reuses it.
 # The package index comes from the build args when the daemon passes them
@@ -34,7 +35,10 @@ CMD ["gunicorn", "mysite.wsgi:application", "--access-logfile", "-", "--error-lo
 COPY .paas/paas_settings.py .paas/paas_inspect.py .paas/entrypoint.sh .paas/collectstatic.sh .paas/release-check.sh /paas/
 WORKDIR /app
 
-COPY . /app
+# The app's folder belongs to the app (as a dyno's does on Heroku): a
+# Procfile that migrates or collects static files at boot can write there.
+# It is the image's own file system; nothing on the host changes owner.
+COPY --chown=10001:10001 . /app
 # Static files are collected at build time (see /paas/collectstatic.sh), then
 # /paas/meta.json tells the platform where they are.
 RUN sh /paas/collectstatic.sh
