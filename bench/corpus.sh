@@ -79,7 +79,7 @@ while read -r repo commit path text vars; do
     # The pinned commit's tree as one commit: fetched snapshots may lack
     # objects of old history, which a push of the whole history would need.
     git clone -q --no-checkout "$src" "$work/proj" &&
-        git -C "$work/proj" checkout -q --orphan main "$commit" &&
+        git -C "$work/proj" checkout -q --orphan corpus "$commit" &&
         git -C "$work/proj" -c user.name=corpus -c user.email=corpus@localhost \
             commit -q -m "$repo at $commit"
     if [ -n "$vars" ]; then
@@ -88,7 +88,7 @@ while read -r repo commit path text vars; do
         api -X PATCH -d "$body" "http://127.0.0.1:$ADMIN/api/apps/$app/config" >/dev/null
     fi
     t0=$(date +%s.%N)
-    git -C "$work/proj" push "http://paas:$token@127.0.0.1:$ADMIN/$app.git" main >"$OUT/$name.push.log" 2>&1
+    git -C "$work/proj" push "http://paas:$token@127.0.0.1:$ADMIN/$app.git" corpus:main >"$OUT/$name.push.log" 2>&1
     pushed=$?
     secs=$(printf '%.0f' "$(echo "$(date +%s.%N) - $t0" | bc)")
     last=$(grep '^remote: ' "$OUT/$name.push.log" | sed 's/^remote: *//; s/\x1b\[[0-9;]*[A-Za-z]//g' | grep -v '^\s*$' | tail -n1 | cut -c1-110)
