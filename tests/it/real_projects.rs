@@ -142,7 +142,10 @@ source = { registry = "https://registry.example/simple" }
 /// PAAS_BUILD_PACKAGES config var's libxml2-dev, against libxml2: the app's
 /// image gets the shared libraries it links against (libxml2 added by the
 /// buildpack, found with ldd in the build stage), and the Procfile's uwsgi
-/// serves the page.
+/// serves the page. Pillow rides along: its wheel ships its own libraries
+/// (pillow.libs/, found through the extension's RPATH, "not found" to ldd
+/// of the library alone), which the image's library check must accept — it
+/// refused every project with Pillow and a native build once.
 #[test]
 fn uwsgi_compiled_in_the_build_stage_serves_the_page() {
     let mut d = Daemon::start();
@@ -162,7 +165,7 @@ fn uwsgi_compiled_in_the_build_stage_serves_the_page() {
     );
     assert_eq!(status, 200, "{v:#}");
     let p = Project::from_fixture("blog");
-    p.append("requirements.txt", "uwsgi==2.0.28\n");
+    p.append("requirements.txt", "uwsgi==2.0.28\nPillow==11.0.0\n");
     p.write(
         "Procfile",
         "web: uwsgi --http-socket 0.0.0.0:$PORT --module mysite.wsgi:application --master --processes 2 --need-app --die-on-term\n",
@@ -193,6 +196,11 @@ fn uwsgi_compiled_in_the_build_stage_serves_the_page() {
     assert!(text.contains("libpython3."), "{text}");
     assert!(text.contains("libxml2.so"), "{text}");
     assert!(!text.contains("not found"), "{text}");
+    let (ok, text) = run_in_image(
+        &image,
+        "python -c 'from PIL import Image; print(Image.new(\"RGB\", (2, 2)).size)'",
+    );
+    assert!(ok && text.contains("(2, 2)"), "Pillow in the image: {text}");
     let (found, text) = run_in_image(&image, "command -v gcc || command -v xml2-config");
     assert!(!found, "the app's image has build tools: {text}");
 }

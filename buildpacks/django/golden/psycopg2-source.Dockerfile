@@ -54,7 +54,9 @@ RUN { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q
 COPY --from=build /opt/venv /opt/venv
 # The shared libraries the compiled packages link against (Debian packages
 # the build stage found with ldd): those this image lacks are added, then
-# every library they need must be found here.
+# every library they need must be found here (a library a wheel ships
+# beside its code, as Pillow's pillow.libs/, counts: its extension finds it
+# through its RPATH, though ldd of the library alone does not).
 RUN missing=$(for p in $(cat /opt/venv/.paas/runtime-packages); do \
       dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q ' installed$' || echo "$p"; done) \
  && if [ -n "$missing" ]; then { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null; } \
@@ -62,7 +64,8 @@ RUN missing=$(for p in $(cat /opt/venv/.paas/runtime-packages); do \
  && rm -rf /var/lib/apt/lists/* \
  && true; fi \
  && unfound=$(find /opt/venv -type f \( -name '*.so' -o -name '*.so.*' -o -path '/opt/venv/bin/*' \) -exec ldd {} + 2>/dev/null \
-      | awk '$2 == "=>" && $3 == "not" {print $1}' | sort -u) \
+      | awk '$2 == "=>" && $3 == "not" {print $1}' | sort -u \
+      | while read -r lib; do [ -n "$(find /opt/venv -name "$lib" -print -quit)" ] || echo "$lib"; done) \
  && if [ -n "$unfound" ]; then echo "-----> the compiled dependencies need" $unfound "which the app's image lacks: name their Debian packages with 'paas config:set PAAS_RUNTIME_PACKAGES=...'"; exit 1; fi
 
 # Everything that depends on the plan, not on the code, comes before the code
