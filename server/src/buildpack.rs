@@ -1647,9 +1647,13 @@ fn find_dependencies(
                 seen.extend(found.into_iter().map(|f| f.1));
             }
             None if found.len() > 1 => {
-                if let Some((lock, req, n)) = sources_agree(root, &found)? {
+                if let Some((lock, req, n, extra)) = sources_agree(root, &found)? {
+                    let more = match extra.len() {
+                        0 => String::new(),
+                        _ => format!(" (the lock adds {})", join_and(&extra)),
+                    };
                     notes.push(format!(
-                        "{req} and {} name the same {n} pinned packages: installing from {}",
+                        "{req} and {} name the same {n} pinned packages{more}: installing from {}",
                         lock.1, lock.1
                     ));
                     chosen = Some(lock);
@@ -1809,13 +1813,15 @@ fn pins(lines: &[String]) -> Option<BTreeMap<String, String>> {
 }
 
 /// A lock and the requirements file that agrees with it: ((kind, lock
-/// file), requirements file, how many packages both pin).
-type Agreement = ((DependencyKind, String), String, usize);
+/// file), requirements file, how many packages both pin, the packages only
+/// the lock pins).
+type Agreement = ((DependencyKind, String), String, usize, Vec<String>);
 
 /// requirements.txt beside one lock file (Pipfile.lock, poetry.lock,
-/// uv.lock) that pin exactly the same packages (the file was exported from
-/// the lock): they agree, and the lock is used. Some((lock, requirements
-/// file, how many packages)); None when they differ or the pair is another.
+/// uv.lock) that pins every one of its packages at the lock's version (the
+/// file was exported from the lock, perhaps without some extras or groups):
+/// they agree, and the lock, the project's own truth, is used. None when a
+/// package differs or the requirements name one the lock lacks.
 fn sources_agree(
     root: &Path,
     found: &[(DependencyKind, String)],
@@ -1854,8 +1860,9 @@ fn sources_agree(
     };
     let (_, req_lines, _) = read_requirements(root, &req.1, &mut Vec::new())?;
     match (pins(&req_lines), pins(&resolved.lines)) {
-        (Some(r), Some(l)) if !r.is_empty() && r == l => {
-            Ok(Some((lock.clone(), req.1.clone(), r.len())))
+        (Some(r), Some(l)) if !r.is_empty() && r.iter().all(|(k, v)| l.get(k) == Some(v)) => {
+            let extra: Vec<String> = l.keys().filter(|k| !r.contains_key(*k)).cloned().collect();
+            Ok(Some((lock.clone(), req.1.clone(), r.len(), extra)))
         }
         _ => Ok(None),
     }
@@ -3687,17 +3694,24 @@ mod tests {
         let plan = detect(d.path(), &opts()).unwrap();
         assert_eq!(generated(&plan).1, "Pipfile.lock");
         notes_have(&plan, "requirements.txt and Pipfile.lock name the same 2 pinned packages: installing from Pipfile.lock");
-        // Different pins are still two sources.
-        std::fs::write(
-            d.path().join("requirements.txt"),
+        // An export that left a package of the lock out (an extra, a
+        // group) still agrees: the lock is installed, and says what it adds.
+        std::fs::write(d.path().join("requirements.txt"), "django==4.2.16\n").unwrap();
+        let plan = detect(d.path(), &opts()).unwrap();
+        assert_eq!(generated(&plan).1, "Pipfile.lock");
+        notes_have(&plan, "requirements.txt and Pipfile.lock name the same 1 pinned packages (the lock adds asgiref): installing from Pipfile.lock");
+        // Different pins, or a package the lock lacks, are still two sources.
+        for other in [
             "asgiref==3.8.1\ndjango==4.2.15\n",
-        )
-        .unwrap();
-        let err = detect(d.path(), &opts()).unwrap_err();
-        assert!(
-            matches!(err, DetectError::AmbiguousDependencies { .. }),
-            "{err}"
-        );
+            "asgiref==3.8.1\ndjango==4.2.16\nwhitenoise==6.8.2\n",
+        ] {
+            std::fs::write(d.path().join("requirements.txt"), other).unwrap();
+            let err = detect(d.path(), &opts()).unwrap_err();
+            assert!(
+                matches!(err, DetectError::AmbiguousDependencies { .. }),
+                "{other}: {err}"
+            );
+        }
     }
 
     #[test]
