@@ -56,7 +56,7 @@ install_packages() {
 # Bump when the images' contents change: a machine that kept older images
 # (CI runs where a session ran) rebuilds them instead of testing against
 # something the product no longer expects.
-PYTHON_IMAGE_REVISION=2
+PYTHON_IMAGE_REVISION=3
 
 # build_python_image TAG SUITE VERSION: python VERSION (3.x) from Debian's
 # packages, laid out like the official image where paas relies on it:
@@ -99,6 +99,11 @@ build_python_image() {
   # works as it does in the official images. Checked, not assumed.
   grep -q '^deb ' "$root/etc/apt/sources.list" || {
     echo "debootstrap of $suite left no apt source in /etc/apt/sources.list: builds with native dependencies would fail." >&2; exit 1; }
+  # This host's mirror may serve a frozen suite whose Release file has
+  # expired (sid, here: "Release file ... is expired"), and apt-get in a
+  # build would then refuse every package. The official images never meet
+  # this; the offline ones must not either.
+  echo 'Acquire::Check-Valid-Until "false";' >"$root/etc/apt/apt.conf.d/99paas-offline-mirror"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   # Imported under a temporary tag, then retagged: tests running on this
   # machine meanwhile never find the tag missing.
