@@ -315,6 +315,18 @@ fn git_auth_and_names() {
     assert_eq!(r.status, 303);
     let r = d.admin_request("GET", "/", &[("Cookie", cookie.as_str())], None);
     assert_eq!(r.status, 303, "the session ended");
+
+    let (ok, out) = p.push(&d.remote("Bad_Name"));
+    assert!(!ok);
+    assert!(out.contains("lower-case letter"), "{out}");
+
+    // A branch other than main/master is stored, not deployed.
+    let name = "branchy";
+    let (ok, out) = p.push_ref(&d.remote(name), "main:feature");
+    assert!(ok, "{out}");
+    assert!(out.contains("stored, not deployed"), "{out}");
+
+    // Last, as it locks this address out of git too: bad logins.
     let statuses: Vec<u16> = (0..20)
         .map(|_| {
             d.admin_request("POST", "/login", &form, Some(b"token=guess"))
@@ -326,14 +338,9 @@ fn git_auth_and_names() {
     assert!(statuses[9..].iter().all(|s| *s == 429), "{statuses:?}");
     let r = d.admin_request("POST", "/login", &form, Some(body.as_bytes()));
     assert_eq!(r.status, 429, "even the right token waits out the window");
-
-    let (ok, out) = p.push(&d.remote("Bad_Name"));
-    assert!(!ok);
-    assert!(out.contains("lower-case letter"), "{out}");
-
-    // A branch other than main/master is stored, not deployed.
-    let name = "branchy";
-    let (ok, out) = p.push_ref(&d.remote(name), "main:feature");
-    assert!(ok, "{out}");
-    assert!(out.contains("stored, not deployed"), "{out}");
+    let (ok, out) = p.push(&d.remote(name));
+    assert!(
+        !ok && out.contains("429"),
+        "git waits out the window too: {out}"
+    );
 }
