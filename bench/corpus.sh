@@ -16,7 +16,9 @@
 # Each case pushes the pinned commit's tree as a single commit.
 #
 # A result is one of:
-#   ok          the page answered 200 with the expected text
+#   ok          the page answered 200 with the expected text (or, for a
+#               project whose code forces HTTPS, redirected to its https URL:
+#               page shows "301>https")
 #   refused     the push was refused, as expected, with one sentence
 #   REFUSED     refused although the project should deploy (see the log)
 #   FAILED      the push failed past detection, or the page is wrong
@@ -66,7 +68,7 @@ while read -r repo commit path text vars; do
     name=${repo#*/}
     src=$MIRRORS/${repo/\//+}/repo
     if ! git -C "$src" cat-file -e "$commit^{commit}" 2>/dev/null; then
-        rows+=("$(printf '%-44s %-8s %6s %6s  %s' "$repo" missing - - "fetch $repo at $commit")")
+        rows+=("$(printf '%-44s %-8s %6s %9s  %s' "$repo" missing - - "fetch $repo at $commit")")
         continue
     fi
     app=$(echo "$name" | tr 'A-Z_.' 'a-z--' | cut -c1-20 | sed 's/-*$//')-$RANDOM
@@ -116,9 +118,14 @@ while read -r repo commit path text vars; do
     status=-
     if [ "$pushed" -eq 0 ]; then
         body_file=$work/page
-        status=$(curl -s -o "$body_file" -w '%{http_code}' --max-time 30 -H "Host: $app.localhost" "http://127.0.0.1:$HTTP$path")
+        read -r status location < <(curl -s -o "$body_file" -w '%{http_code} %{redirect_url}' --max-time 30 -H "Host: $app.localhost" "http://127.0.0.1:$HTTP$path")
         if [ "$text" != refused ] && [ "$status" = 200 ] && grep -qF "$want" "$body_file"; then
             result=ok${retried:+*}
+        elif [ "$text" != refused ] && [ "$location" = "https://$app.localhost$path" ]; then
+            # The project forces HTTPS (SECURE_SSL_REDIRECT = True in its
+            # code): live, and waiting for paas's HTTPS.
+            result=ok${retried:+*}
+            status="$status>https"
         else
             result=FAILED
         fi
@@ -130,14 +137,14 @@ while read -r repo commit path text vars; do
         result=FAILED
     fi
     case $result in ok | refused) ok=$((ok + 1)) ;; ok\*) offline=$((offline + 1)) ;; esac
-    rows+=("$(printf '%-44s %-8s %6s %6s  %s' "$repo" "$result" "$secs" "$status" "$last")")
+    rows+=("$(printf '%-44s %-8s %6s %9s  %s' "$repo" "$result" "$secs" "$status" "$last")")
     printf '%s\n' "${rows[-1]}" >&2
     cleanup_case
     app=""
 done <"$LIST"
 
 echo
-printf '%-44s %-8s %6s %6s  %s\n' case result secs page "last line of the push output"
+printf '%-44s %-8s %6s %9s  %s\n' case result secs page "last line of the push output"
 printf '%s\n' "${rows[@]}"
 echo
 echo "deployed or refused as expected: $ok of $total (logs in $OUT)"
