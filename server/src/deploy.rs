@@ -510,6 +510,12 @@ fn engine_failed(e: crate::docker::DockerError, again: &'static str) -> DeployEr
     }
 }
 
+/// Does a build error say its step was killed (exit 137: SIGKILL, which is
+/// what the memory limit's OOM killer sends)?
+fn out_of_memory(message: &str) -> bool {
+    message.contains("returned a non-zero code: 137")
+}
+
 /// Pulls the build's base image unless the engine has it; when it cannot
 /// be pulled (no registry reachable), the deploy fails before the build
 /// with the Pythons whose images are on this server.
@@ -865,11 +871,15 @@ async fn build_steps<E: Engine>(
         let (store, release_id) = (&ctx.store, run.release.id);
         let mut flushed = Instant::now();
         let mut condenser = build_log::Condenser::new();
+        let mut killed = false;
         let mut on_line = |line: &str| {
             let line = line.trim_end();
             if !line.is_empty() {
                 progress.log_only(line);
             }
+            // The kernel's OOM killer ends a compiler or pip inside the
+            // step's memory limit: gcc says so in its own words.
+            killed |= line.contains("Killed signal terminated program");
             for shown in condenser.line(line) {
                 progress.pusher_only(shown);
             }
@@ -906,8 +916,13 @@ async fn build_steps<E: Engine>(
         for shown in condenser.finish() {
             progress.pusher_only(shown);
         }
+        let limit = ctx.config.build_memory_mb;
         built.map_err(|e| match e {
             e @ crate::docker::DockerError::Unreachable { .. } => engine_failed(e, "push again"),
+            e if killed || out_of_memory(&e.to_string()) => DeployError::Failed(format!(
+                "the image build ran out of memory (each build step may use {limit} MiB): raise build-memory-mb in paas.toml (e.g. build-memory-mb = {}) and push again, or install a wheel instead of compiling ({e})",
+                (limit * 2).min(2047)
+            )),
             e => DeployError::Failed(format!(
                 "the image build failed: {e}. Fix the cause shown above and push again"
             )),

@@ -711,6 +711,25 @@ async fn a_missing_base_image_is_pulled_then_built_on() {
 }
 
 #[tokio::test]
+async fn a_build_step_killed_by_its_memory_limit_says_which_limit_to_raise() {
+    let f = Fixture::new();
+    let v1 = f.with_v1_live().await;
+    f.engine.fail(
+        "build_image",
+        DockerError::Build {
+            message: "The command '/bin/sh -c pip install -r /paas/deps/requirements.txt' returned a non-zero code: 137".into(),
+        },
+    );
+    let (r, _) = f.push("2222222", &[]).await;
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.starts_with("the image build ran out of memory (each build step may use 768 MiB): raise build-memory-mb in paas.toml (e.g. build-memory-mb = 1536)"),
+        "{e}"
+    );
+    assert_eq!(f.assert_serving(1), v1);
+}
+
+#[tokio::test]
 async fn a_build_whose_cached_layer_was_removed_under_it_is_built_again() {
     let f = Fixture::new();
     f.with_v1_live().await;
