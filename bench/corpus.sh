@@ -6,7 +6,7 @@
 #   bash bench/corpus.sh                    # every case of bench/corpus.txt
 #   bash bench/corpus.sh djangox bakery     # cases whose name contains a word
 #   CORPUS_MIRRORS=/work/.mirror KEEP=1 bash bench/corpus.sh
-#   OFFLINE_PYTHON=3.11 bash bench/corpus.sh   # see ok* below
+#   OFFLINE_PYTHON=auto bash bench/corpus.sh   # see ok* below
 #
 # Needs what the tests need (bash tests/setup.sh, as root) and the corpus's
 # repositories as bare git dirs in $CORPUS_MIRRORS/<owner>+<name>/repo, at the
@@ -23,9 +23,11 @@
 #   REFUSED     refused although the project should deploy (see the log)
 #   FAILED      the push failed past detection, or the page is wrong
 #   missing     the repository is not fetched
-#   ok*         with OFFLINE_PYTHON=3.11: refused first because the image of
-#               the Python it pins is not here (a VPS pulls it), then
-#               deployed with PYTHON_VERSION=3.11 set as that sentence says
+#   ok*         with OFFLINE_PYTHON (a version, or auto: the nearest one at
+#               or above the pinned one among those here): refused first
+#               because the image of the Python it pins is not here (a VPS
+#               pulls it), then deployed with PYTHON_VERSION set as that
+#               sentence says
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LIST=${LIST:-bench/corpus.txt}
@@ -110,7 +112,16 @@ while read -r repo commit path text vars; do
     # sentence names), so the rest of the project is still tried.
     if [ "$pushed" -ne 0 ] && [ -n "${OFFLINE_PYTHON:-}" ] && [ "$text" != refused ] &&
         grep -q 'which is not on this server and cannot be pulled' "$OUT/$name.push.log"; then
-        api -X PATCH -d "{\"PYTHON_VERSION\":\"$OFFLINE_PYTHON\"}" "http://127.0.0.1:$ADMIN/api/apps/$app/config" >/dev/null
+        py=$OFFLINE_PYTHON
+        if [ "$py" = auto ]; then
+            # The nearest Python at or above the pinned one among those the
+            # sentence names as here, else the newest of them.
+            wanted=$(grep -o 'Python [0-9.]* needs the base image' "$OUT/$name.push.log" | head -n1 | awk '{print $2}')
+            here=$(grep -o 'is on this server ([0-9., ]*)' "$OUT/$name.push.log" | head -n1 | grep -o '3\.[0-9]*' | sort -t. -k2 -n)
+            py=$(for v in $here; do [ "${v#3.}" -ge "${wanted#3.}" ] && echo "$v" && break; done)
+            [ -n "$py" ] || py=$(echo "$here" | tail -n1)
+        fi
+        api -X PATCH -d "{\"PYTHON_VERSION\":\"$py\"}" "http://127.0.0.1:$ADMIN/api/apps/$app/config" >/dev/null
         push_once "$OUT/$name.push-offline-python.log"
         retried=1
     fi
@@ -149,5 +160,5 @@ printf '%s\n' "${rows[@]}"
 echo
 echo "deployed or refused as expected: $ok of $total (logs in $OUT)"
 if [ -n "${OFFLINE_PYTHON:-}" ]; then
-    echo "ok*: deployed with PYTHON_VERSION=$OFFLINE_PYTHON, the image of its own Python not being on this machine: $offline"
+    echo "ok*: deployed with PYTHON_VERSION set (OFFLINE_PYTHON=$OFFLINE_PYTHON), the image of its own Python not being on this machine: $offline"
 fi
