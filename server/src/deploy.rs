@@ -872,6 +872,7 @@ async fn build_steps<E: Engine>(
         let mut flushed = Instant::now();
         let mut condenser = build_log::Condenser::new();
         let mut killed = false;
+        let mut no_compiler = false;
         let mut on_line = |line: &str| {
             let line = line.trim_end();
             if !line.is_empty() {
@@ -880,6 +881,12 @@ async fn build_steps<E: Engine>(
             // The kernel's OOM killer ends a compiler or pip inside the
             // step's memory limit: gcc says so in its own words.
             killed |= line.contains("Killed signal terminated program");
+            // A package compiling C code the buildpack did not know of: the
+            // image without a build stage has no compiler.
+            no_compiler |= line.contains("No such file or directory: 'x86_64-linux-gnu-gcc'")
+                || line.contains("No such file or directory: 'gcc'")
+                || line.contains("error: command 'gcc' failed")
+                || line.contains("error: command 'x86_64-linux-gnu-gcc' failed");
             for shown in condenser.line(line) {
                 progress.pusher_only(shown);
             }
@@ -922,6 +929,9 @@ async fn build_steps<E: Engine>(
             e if killed || out_of_memory(&e.to_string()) => DeployError::Failed(format!(
                 "the image build ran out of memory (each build step may use {limit} MiB): raise build-memory-mb in paas.toml (e.g. build-memory-mb = {}) and push again, or install a wheel instead of compiling ({e})",
                 (limit * 2).min(2047)
+            )),
+            e if no_compiler => DeployError::Failed(format!(
+                "a dependency compiles C code and the build has no compiler for it: name the Debian packages it needs with `paas config:set PAAS_BUILD_PACKAGES=\"gcc libc6-dev\"` (plus the library's -dev package, and PAAS_RUNTIME_PACKAGES for its run-time library), pin a release of it with a wheel for this Python, or pin another Python; then push again ({e})"
             )),
             e => DeployError::Failed(format!(
                 "the image build failed: {e}. Fix the cause shown above and push again"

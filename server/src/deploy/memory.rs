@@ -60,6 +60,8 @@ pub struct State {
     pub one_offs: Vec<ContainerSpec>,
     /// The files of each build context, by tag.
     pub contexts: BTreeMap<String, Vec<String>>,
+    /// Lines every build prints before it ends (or fails), as pip would.
+    pub build_output: Vec<String>,
     /// Calls that fail, by name (`build_image`, `start_container`, …),
     /// after letting the given number through.
     failing: HashMap<&'static str, (usize, DockerError)>,
@@ -241,6 +243,10 @@ impl Engine for MemoryEngine {
             return Err(DockerError::Build {
                 message: format!("no {} in the build context", req.dockerfile),
             });
+        }
+        let output = self.state().build_output.clone();
+        for line in &output {
+            on_line(line);
         }
         let mut s = self.call("build_image", req.tag)?;
         s.contexts.insert(req.tag.to_string(), names);

@@ -730,6 +730,26 @@ async fn a_build_step_killed_by_its_memory_limit_says_which_limit_to_raise() {
 }
 
 #[tokio::test]
+async fn a_dependency_that_needs_a_compiler_the_build_lacks_says_how_to_name_one() {
+    let f = Fixture::new();
+    f.with_v1_live().await;
+    f.engine.state().build_output =
+        vec!["      error: [Errno 2] No such file or directory: 'x86_64-linux-gnu-gcc'".into()];
+    f.engine.fail(
+        "build_image",
+        DockerError::Build {
+            message: "The command '/bin/sh -c pip install' returned a non-zero code: 1".into(),
+        },
+    );
+    let (r, _) = f.push("2222222", &[]).await;
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.starts_with("a dependency compiles C code and the build has no compiler for it: name the Debian packages it needs with `paas config:set PAAS_BUILD_PACKAGES=\"gcc libc6-dev\"`"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn a_build_whose_cached_layer_was_removed_under_it_is_built_again() {
     let f = Fixture::new();
     f.with_v1_live().await;
