@@ -921,10 +921,9 @@ mod props {
     //! into an app's volume.
 
     use super::*;
-    use crate::fuzz::{check, ensure};
+    use crate::fuzz::{check, ensure, raw_tar, walk, TarEntry as Entry};
     use proptest::prelude::*;
     use std::os::unix::fs::MetadataExt;
-    use std::path::PathBuf;
 
     fn manifest() -> impl Strategy<Value = Manifest> {
         let file = (any::<String>(), any::<u64>(), "[0-9a-f]{64}")
@@ -1056,17 +1055,6 @@ mod props {
         });
     }
 
-    /// One tar entry, written byte for byte as a hostile archive would.
-    #[derive(Debug, Clone)]
-    enum Entry {
-        File(&'static str, Vec<u8>),
-        Dir(&'static str),
-        Symlink(&'static str, &'static str),
-        Hardlink(&'static str, &'static str),
-        Fifo(&'static str),
-        CharDevice(&'static str),
-    }
-
     fn tar_entry() -> impl Strategy<Value = Entry> {
         let name = prop::sample::select(vec![
             "a",
@@ -1093,55 +1081,13 @@ mod props {
             "../../outside/secret",
         ]);
         prop_oneof![
-            3 => (name.clone(), "[a-z]{0,8}").prop_map(|(n, c)| Entry::File(n, c.into_bytes())),
-            1 => name.clone().prop_map(Entry::Dir),
-            2 => (name.clone(), target.clone()).prop_map(|(n, t)| Entry::Symlink(n, t)),
-            2 => (name.clone(), target).prop_map(|(n, t)| Entry::Hardlink(n, t)),
-            1 => name.clone().prop_map(Entry::Fifo),
-            1 => name.prop_map(Entry::CharDevice),
+            3 => (name.clone(), "[a-z]{0,8}").prop_map(|(n, c)| Entry::File(n.into(), c.into_bytes())),
+            1 => name.clone().prop_map(|n| Entry::Dir(n.into())),
+            2 => (name.clone(), target.clone()).prop_map(|(n, t)| Entry::Symlink(n.into(), t)),
+            2 => (name.clone(), target).prop_map(|(n, t)| Entry::Hardlink(n.into(), t)),
+            1 => name.clone().prop_map(|n| Entry::Fifo(n.into())),
+            1 => name.prop_map(|n| Entry::CharDevice(n.into())),
         ]
-    }
-
-    fn raw_tar(entries: &[Entry], outside_abs: &str) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for e in entries {
-            let mut h = tar::Header::new_gnu();
-            let (name, kind, link, data): (&str, tar::EntryType, Option<&str>, &[u8]) = match e {
-                Entry::File(n, c) => (n, tar::EntryType::Regular, None, c),
-                Entry::Dir(n) => (n, tar::EntryType::Directory, None, b""),
-                Entry::Symlink(n, t) => (n, tar::EntryType::Symlink, Some(t), b""),
-                Entry::Hardlink(n, t) => (n, tar::EntryType::Link, Some(t), b""),
-                Entry::Fifo(n) => (n, tar::EntryType::Fifo, None, b""),
-                Entry::CharDevice(n) => (n, tar::EntryType::Char, None, b""),
-            };
-            let old = h.as_old_mut();
-            old.name[..name.len()].copy_from_slice(name.as_bytes());
-            if let Some(l) = link {
-                let l = l.replace("OUTSIDE_ABS", outside_abs);
-                old.linkname[..l.len()].copy_from_slice(l.as_bytes());
-            }
-            h.set_entry_type(kind);
-            h.set_size(data.len() as u64);
-            h.set_mode(0o6777);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_cksum();
-            b.append(&h, data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    /// Every path below `dir` (not following links): (path, metadata).
-    fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let is_dir = m.is_dir();
-            out.push((p.clone(), m));
-            if is_dir {
-                walk(&p, out);
-            }
-        }
     }
 
     #[test]

@@ -2486,18 +2486,9 @@ mod props {
     //! files (the app built that image: its entries are hostile input).
 
     use super::*;
-    use crate::fuzz::{check, ensure};
+    use crate::fuzz::{check, ensure, raw_tar, walk, TarEntry as Entry};
     use proptest::prelude::*;
     use std::os::unix::fs::MetadataExt;
-
-    #[derive(Debug, Clone)]
-    enum Entry {
-        File(String, Vec<u8>),
-        Dir(String),
-        Symlink(String, &'static str),
-        Hardlink(String, &'static str),
-        Fifo(String),
-    }
 
     fn entry() -> impl Strategy<Value = Entry> {
         let name = (
@@ -2545,45 +2536,6 @@ mod props {
             2 => (name.clone(), target).prop_map(|(n, t)| Entry::Hardlink(n, t)),
             1 => name.prop_map(Entry::Fifo),
         ]
-    }
-
-    fn raw_tar(entries: &[Entry], outside: &str) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for e in entries {
-            let mut h = tar::Header::new_gnu();
-            let (name, kind, link, data): (&str, tar::EntryType, Option<&str>, &[u8]) = match e {
-                Entry::File(n, c) => (n, tar::EntryType::Regular, None, c),
-                Entry::Dir(n) => (n, tar::EntryType::Directory, None, b""),
-                Entry::Symlink(n, t) => (n, tar::EntryType::Symlink, Some(t), b""),
-                Entry::Hardlink(n, t) => (n, tar::EntryType::Link, Some(t), b""),
-                Entry::Fifo(n) => (n, tar::EntryType::Fifo, None, b""),
-            };
-            let name = name.replace("OUTSIDE_ABS", outside);
-            let old = h.as_old_mut();
-            old.name[..name.len()].copy_from_slice(name.as_bytes());
-            if let Some(l) = link {
-                let l = l.replace("OUTSIDE_ABS", outside);
-                old.linkname[..l.len()].copy_from_slice(l.as_bytes());
-            }
-            h.set_entry_type(kind);
-            h.set_size(data.len() as u64);
-            h.set_mode(0o6777);
-            h.set_cksum();
-            b.append(&h, data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let is_dir = m.is_dir();
-            out.push((p.clone(), m));
-            if is_dir {
-                walk(&p, out);
-            }
-        }
     }
 
     #[test]
