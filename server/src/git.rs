@@ -1179,10 +1179,10 @@ mod props {
         }
     }
 
-    /// The export of `root` (raw objects) into a fresh folder.
-    fn export_raw(root: &Node) -> Result<Export, GitError> {
-        let s = tempfile::tempdir().unwrap();
-        let repo = git2::Repository::init_bare(s.path().join("repo.git")).unwrap();
+    /// A bare repository at `dir/repo.git` whose one commit holds `root`,
+    /// written as raw objects (no check git2 would make on the way).
+    fn raw_commit(dir: &Path, root: &Node) -> CommitSource {
+        let repo = git2::Repository::init_bare(dir.join("repo.git")).unwrap();
         let (_, tree_id) = write(&repo, root);
         let commit = format!(
             "tree {tree_id}\nauthor A <a@example.com> 0 +0000\ncommitter A <a@example.com> 0 +0000\n\nx\n"
@@ -1192,11 +1192,17 @@ mod props {
             .unwrap()
             .write(git2::ObjectType::Commit, commit.as_bytes())
             .unwrap();
-        let src = CommitSource {
-            repo: s.path().join("repo.git"),
+        CommitSource {
+            repo: dir.join("repo.git"),
             rev: commit.to_string(),
             objects: None,
-        };
+        }
+    }
+
+    /// The export of `root` (raw objects) into a fresh folder.
+    fn export_raw(root: &Node) -> Result<Export, GitError> {
+        let s = tempfile::tempdir().unwrap();
+        let src = raw_commit(s.path(), root);
         export_tree(&src, &s.path().join("dest"), u64::MAX)
     }
 
@@ -1240,21 +1246,7 @@ mod props {
             let s = sandbox.path();
             std::fs::create_dir(s.join("outside")).unwrap();
             std::fs::write(s.join("outside/secret"), "SECRET").unwrap();
-            let repo = git2::Repository::init_bare(s.join("repo.git")).unwrap();
-            let (_, tree_id) = write(&repo, &root);
-            let commit = format!(
-                "tree {tree_id}\nauthor A <a@example.com> 0 +0000\ncommitter A <a@example.com> 0 +0000\n\nfuzz\n"
-            );
-            let commit = repo
-                .odb()
-                .unwrap()
-                .write(git2::ObjectType::Commit, commit.as_bytes())
-                .unwrap();
-            let src = CommitSource {
-                repo: s.join("repo.git"),
-                rev: commit.to_string(),
-                objects: None,
-            };
+            let src = raw_commit(s, &root);
             let dest = s.join("dest");
             let got = export_tree(&src, &dest, limit);
 
