@@ -531,12 +531,7 @@ impl Store {
         let appended = db.execute(
             "UPDATE releases SET log = log || ?2
              WHERE id = ?1 AND length(CAST(log AS BLOB)) + ?3 <= ?4",
-            params![
-                release_id,
-                text,
-                text.len() as i64,
-                RELEASE_LOG_MAX as i64
-            ],
+            params![release_id, text, text.len() as i64, RELEASE_LOG_MAX as i64],
         )?;
         if appended == 0 {
             let log: Option<String> = db

@@ -11,6 +11,7 @@ mod cli;
 mod containers;
 mod dashboard;
 mod data;
+mod disk;
 mod edge;
 mod harness;
 mod network;

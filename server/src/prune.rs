@@ -1,0 +1,438 @@
+//! Pruning: paas removes what it made, and nothing else.
+//!
+//! A host-wide `docker system prune` takes the owner's own images and
+//! containers too (Coolify users lost theirs that way). paas finds what it
+//! removes by its own names and labels only:
+//! - an app's release images (`paas/<app>:v<N>`) beyond the images of the
+//!   last [`KEEP_IMAGES`] releases that went live, and not used by a container;
+//! - an app's stopped containers (label `paas.app`) of releases other than
+//!   the live one, stopped for a while (a leftover of a crash);
+//! - an app's static-file folders (`apps/<app>/releases/v<N>`) of releases
+//!   whose image is gone;
+//! - untagged (dangling) images that carry a paas label, made an hour ago or more;
+//! - dependency images (`paas-deps:<key>`, label `paas.deps`) that no release
+//!   image on the engine stands on and that were made over
+//!   [`DEPS_UNUSED_FOR`] ago (a release built on one carries its key, so
+//!   a dependency image in use is always referenced).
+//!
+//! The build cache: the classic builder's cache is the intermediate images
+//! under each release image, and they go with it (removing a tag removes its
+//! untagged parents no other image stands on). BuildKit's cache
+//! (`/build/prune`) carries no labels and cannot be scoped to paas, so paas
+//! leaves it alone.
+//!
+//! It runs after every push (in the background, once the deploy has let go
+//! of the app) and daily ([`crate::schedule`]), holding the app's deploy
+//! turn so no build is half-way.
+
+use crate::ctx::Ctx;
+use crate::docker::{Docker, ImageFilter};
+use crate::store::{Release, ReleaseStatus};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Release images kept per app for rollback.
+pub const KEEP_IMAGES: usize = 5;
+/// A dependency image no release image refers to is removed once it is
+/// this old.
+pub const DEPS_UNUSED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A stopped container of an app is left this long after it was made
+/// (someone may be reading why it stopped).
+const STOPPED_GRACE: Duration = Duration::from_secs(10 * 60);
+/// A dangling image is left this long after it was made: a build running
+/// now may be about to stand on it.
+const DANGLING_GRACE: Duration = Duration::from_secs(3600);
+
+/// What one prune removed.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Pruned {
+    /// Image tags and ids removed.
+    pub images: Vec<String>,
+    /// Container names removed.
+    pub containers: Vec<String>,
+    /// Static-file folders removed (`<app>/v<N>`).
+    pub release_dirs: Vec<String>,
+}
+
+impl Pruned {
+    fn add(&mut self, other: Pruned) {
+        self.images.extend(other.images);
+        self.containers.extend(other.containers);
+        self.release_dirs.extend(other.release_dirs);
+    }
+
+    /// True when nothing was removed.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty() && self.containers.is_empty() && self.release_dirs.is_empty()
+    }
+}
+
+/// The images to keep for rollback: those of the newest [`KEEP_IMAGES`]
+/// releases that went live (Live or Retired), plus `current`'s (a release
+/// going live now). A rollback release shares its image with an older one,
+/// so fewer distinct images may be kept. `releases` is newest first.
+pub fn kept_images(releases: &[Release], current: Option<i64>) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut counted = 0;
+    for r in releases {
+        let Some(image) = &r.image else { continue };
+        let good = matches!(r.status, ReleaseStatus::Live | ReleaseStatus::Retired)
+            || Some(r.version) == current;
+        if good && counted < KEEP_IMAGES {
+            counted += 1;
+            if !kept.contains(image) {
+                kept.push(image.clone());
+            }
+        }
+    }
+    kept
+}
+
+/// The version of a release tag of `app` (`paas/<app>:v<N>`).
+pub fn tag_version(tag: &str, app: &str) -> Option<i64> {
+    tag.strip_prefix("paas/")?
+        .strip_prefix(app)?
+        .strip_prefix(":v")?
+        .parse()
+        .ok()
+}
+
+/// Seconds since the epoch.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Prunes one app. The caller holds the app's deploy turn.
+pub async fn prune_app(ctx: &Ctx, app: &str) -> Pruned {
+    let mut pruned = Pruned::default();
+    let docker = &ctx.docker;
+    let releases = match ctx.store.releases(app) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(app, "prune: cannot read the releases: {e}");
+            return pruned;
+        }
+    };
+    let live = releases
+        .iter()
+        .find(|r| r.status == ReleaseStatus::Live)
+        .map(|r| r.version);
+    let kept = kept_images(&releases, None);
+    let now = now();
+
+    // Stopped containers first: the images they held become free.
+    let containers = match docker.list_containers(&[("paas.app", app)]).await {
+        Ok(list) => list,
+        Err(e) => {
+            // Without the list no image is known to be unused: stop here.
+            tracing::warn!(app, "prune: cannot list the containers: {e}");
+            return pruned;
+        }
+    };
+    let mut in_use: HashSet<String> = HashSet::new();
+    for c in containers {
+        let release = c
+            .labels
+            .get("paas.release")
+            .and_then(|v| v.parse::<i64>().ok());
+        let stopped = matches!(c.state.as_str(), "exited" | "dead" | "created");
+        let old_enough = now - c.created >= STOPPED_GRACE.as_secs() as i64;
+        if stopped && old_enough && (release.is_none() || release != live) {
+            match docker.stop_and_remove(&c.id, Duration::from_secs(1)).await {
+                Ok(()) => pruned.containers.push(c.name),
+                Err(e) => {
+                    tracing::warn!(app, container = %c.name, "prune: {e}");
+                    in_use.insert(c.image);
+                }
+            }
+        } else {
+            in_use.insert(c.image);
+        }
+    }
+
+    // Release images beyond the kept ones, by tag (also tags no release
+    // recorded: a daemon stopped half-way through a deploy).
+    let repo = format!("paas/{app}");
+    let filter = ImageFilter {
+        reference: Some(&repo),
+        ..Default::default()
+    };
+    match docker.list_images_where(&filter).await {
+        Ok(images) => {
+            for image in images {
+                for tag in &image.tags {
+                    if tag_version(tag, app).is_none()
+                        || kept.contains(tag)
+                        || in_use.contains(tag)
+                        || in_use.contains(&image.id)
+                    {
+                        continue;
+                    }
+                    match docker.remove_image_if_unused(tag).await {
+                        Ok(true) => pruned.images.push(tag.clone()),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(app, image = %tag, "prune: {e}"),
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(app, "prune: cannot list the images: {e}"),
+    }
+
+    // Static files of releases whose image is not kept.
+    let keep_dirs: HashSet<i64> = releases
+        .iter()
+        .filter(|r| Some(r.version) == live || r.image.as_ref().is_some_and(|i| kept.contains(i)))
+        .map(|r| r.version)
+        .collect();
+    let dir = ctx.config.data_dir.join("apps").join(app).join("releases");
+    for version in release_dir_versions(&dir) {
+        if keep_dirs.contains(&version) {
+            continue;
+        }
+        let path = dir.join(format!("v{version}"));
+        match tokio::fs::remove_dir_all(&path).await {
+            Ok(()) => pruned.release_dirs.push(format!("{app}/v{version}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(app, dir = %path.display(), "prune: {e}"),
+        }
+    }
+    pruned
+}
+
+/// The versions of the `v<N>` folders in `dir`.
+fn release_dir_versions(dir: &Path) -> Vec<i64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix('v')?
+                .parse::<i64>()
+                .ok()
+        })
+        .collect()
+}
+
+/// The dependency keys release images on the engine stand on.
+pub fn referenced_deps(images: &[crate::docker::ImageInfo]) -> HashSet<String> {
+    images
+        .iter()
+        .filter(|i| i.tags.iter().any(|t| t.starts_with("paas/")))
+        .filter_map(|i| i.labels.get("paas.deps").cloned())
+        .collect()
+}
+
+/// What paas made that no app owns: dangling images carrying a paas
+/// label, and dependency images nothing refers to any more.
+pub async fn prune_shared(docker: &Docker) -> Pruned {
+    let mut pruned = Pruned::default();
+    let now = now();
+    let mut seen = HashSet::new();
+    for label in ["paas.managed", "paas.app", "paas.deps"] {
+        let filter = ImageFilter {
+            labels: &[label],
+            dangling: true,
+            ..Default::default()
+        };
+        let images = match docker.list_images_where(&filter).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("prune: cannot list dangling images: {e}");
+                continue;
+            }
+        };
+        for image in images {
+            let old_enough = now - image.created >= DANGLING_GRACE.as_secs() as i64;
+            if !image.tags.is_empty() || !old_enough || !seen.insert(image.id.clone()) {
+                continue;
+            }
+            match docker.remove_image_if_unused(&image.id).await {
+                Ok(true) => pruned.images.push(image.id),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(image = %image.id, "prune: {e}"),
+            }
+        }
+    }
+
+    // Dependency images: kept while a release image refers to one.
+    let labelled = ImageFilter {
+        labels: &["paas.deps"],
+        ..Default::default()
+    };
+    let all = match docker.list_images_where(&labelled).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!("prune: cannot list the dependency images: {e}");
+            return pruned;
+        }
+    };
+    let referenced = referenced_deps(&all);
+    for image in &all {
+        let Some(key) = image.labels.get("paas.deps") else {
+            continue;
+        };
+        let old = now - image.created >= DEPS_UNUSED_FOR.as_secs() as i64;
+        if referenced.contains(key) || !old {
+            continue;
+        }
+        for tag in image.tags.iter().filter(|t| t.starts_with("paas-deps:")) {
+            match docker.remove_image_if_unused(tag).await {
+                Ok(true) => pruned.images.push(tag.clone()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(image = %tag, "prune: {e}"),
+            }
+        }
+    }
+    pruned
+}
+
+/// Prunes every app (each in its deploy turn), then what no app owns.
+pub async fn prune_all(ctx: &Ctx) -> Pruned {
+    let mut pruned = Pruned::default();
+    let apps = match ctx.store.apps() {
+        Ok(apps) => apps,
+        Err(e) => {
+            tracing::error!("prune: cannot list the apps: {e}");
+            return pruned;
+        }
+    };
+    for app in apps {
+        let _turn = ctx.deployer.turn(&app.name).await;
+        pruned.add(prune_app(ctx, &app.name).await);
+    }
+    pruned.add(prune_shared(&ctx.docker).await);
+    log(&pruned, None);
+    pruned
+}
+
+/// After a push: prunes the app once its deploy has let go of it, then
+/// what no app owns. In the background; the pusher does not wait.
+pub fn spawn_after_deploy(ctx: Arc<Ctx>, app: String) {
+    tokio::spawn(async move {
+        let mut pruned = {
+            let _turn = ctx.deployer.turn(&app).await;
+            prune_app(&ctx, &app).await
+        };
+        pruned.add(prune_shared(&ctx.docker).await);
+        log(&pruned, Some(&app));
+    });
+}
+
+fn log(pruned: &Pruned, app: Option<&str>) {
+    if pruned.is_empty() {
+        return;
+    }
+    tracing::info!(
+        app = app.unwrap_or("*"),
+        images = pruned.images.len(),
+        containers = pruned.containers.len(),
+        release_dirs = pruned.release_dirs.len(),
+        "pruned what paas made and no longer needs"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::ImageInfo;
+    use std::collections::HashMap;
+
+    fn release(version: i64, status: ReleaseStatus, image: Option<&str>) -> Release {
+        Release {
+            id: version,
+            app: "blog".into(),
+            version,
+            commit_sha: "abc".into(),
+            image: image.map(str::to_string),
+            status,
+            error: None,
+            log: String::new(),
+            timings: Vec::new(),
+            meta: Default::default(),
+            created_at: 0,
+            finished_at: None,
+            description: String::new(),
+            config: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_last_five_releases_that_went_live_keep_their_images() {
+        use ReleaseStatus::*;
+        let tag = |v: i64| format!("paas/blog:v{v}");
+        let mut rs: Vec<Release> = (1..=8)
+            .rev()
+            .map(|v| release(v, if v == 8 { Live } else { Retired }, Some(&tag(v))))
+            .collect();
+        assert_eq!(
+            kept_images(&rs, None),
+            (4..=8).rev().map(tag).collect::<Vec<_>>()
+        );
+        // A failed release keeps nothing and does not count.
+        rs.insert(0, release(9, Failed, Some(&tag(9))));
+        assert_eq!(kept_images(&rs, None)[0], tag(8));
+        assert_eq!(kept_images(&rs, None).len(), 5);
+        // Unless it is the one going live now.
+        assert_eq!(kept_images(&rs, Some(9))[0], tag(9));
+        assert!(!kept_images(&rs, Some(9)).contains(&tag(4)));
+        // A rollback shares an image: it counts, the image is listed once.
+        rs.insert(0, release(10, Live, Some(&tag(5))));
+        let kept = kept_images(&rs, None);
+        assert_eq!(kept, [tag(5), tag(8), tag(7), tag(6)]);
+    }
+
+    #[test]
+    fn only_the_apps_own_release_tags_have_a_version() {
+        assert_eq!(tag_version("paas/blog:v12", "blog"), Some(12));
+        assert_eq!(tag_version("paas/blog:latest", "blog"), None);
+        assert_eq!(tag_version("paas/blog-2:v1", "blog"), None);
+        assert_eq!(tag_version("paas/blo:v1", "blog"), None);
+        assert_eq!(tag_version("python:3.11-slim", "blog"), None);
+        assert_eq!(tag_version("paas-deps:abc", "blog"), None);
+    }
+
+    #[test]
+    fn a_dependency_image_is_referenced_only_by_release_images() {
+        let image = |tags: &[&str], deps: &str| ImageInfo {
+            id: format!("sha256:{}", tags.join("")),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            labels: HashMap::from([("paas.deps".to_string(), deps.to_string())]),
+            created: 0,
+            size: 0,
+        };
+        let images = [
+            image(&["paas-deps:aaa"], "aaa"),
+            image(&["paas-deps:bbb"], "bbb"),
+            image(&["paas/blog:v3"], "aaa"),
+            image(&["someone/else:1"], "bbb"),
+        ];
+        let referenced = referenced_deps(&images);
+        assert!(referenced.contains("aaa"));
+        assert!(
+            !referenced.contains("bbb"),
+            "a foreign image does not hold it"
+        );
+    }
+
+    #[test]
+    fn release_folders_are_read_by_version() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["v1", "v12", "tmp", "vx"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        let mut v = release_dir_versions(dir.path());
+        v.sort();
+        assert_eq!(v, [1, 12]);
+        assert!(release_dir_versions(&dir.path().join("missing")).is_empty());
+    }
+}
