@@ -58,6 +58,8 @@ pub struct State {
     pub networks: BTreeSet<String>,
     /// One-off containers run to completion (and removed), in order.
     pub one_offs: Vec<ContainerSpec>,
+    /// Build steps run (the code on a dependency image), in order.
+    pub build_steps: Vec<ContainerSpec>,
     /// The files of each build context, by tag.
     pub contexts: BTreeMap<String, Vec<String>>,
     /// Lines every build prints before it ends (or fails), as pip would.
@@ -250,12 +252,56 @@ impl Engine for MemoryEngine {
         }
         let mut s = self.call("build_image", req.tag)?;
         s.contexts.insert(req.tag.to_string(), names);
-        let files = s.build_files.clone();
-        s.images.insert(req.tag.to_string(), files);
+        s.images.insert(req.tag.to_string(), BTreeMap::new());
         drop(s);
         on_line("Step 1/1 : FROM python:3.11-slim");
         on_line(&format!("Successfully tagged {}", req.tag));
         Ok(())
+    }
+
+    /// The step "runs" (its exit code arranged with [`MemoryEngine::exit_code`]
+    /// on its command), its upload's entries are kept as the tag's context,
+    /// and the image gets the buildpack's output files.
+    async fn run_build_step(
+        &self,
+        step: &crate::docker::BuildStep<'_>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<crate::docker::BuildStepOutcome, DockerError> {
+        let bytes = std::fs::read(step.upload).map_err(|e| DockerError::Engine(e.to_string()))?;
+        let mut names = Vec::new();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        for entry in archive
+            .entries()
+            .map_err(|e| DockerError::Engine(e.to_string()))?
+        {
+            let entry = entry.map_err(|e| DockerError::Engine(e.to_string()))?;
+            let path = entry
+                .path()
+                .map_err(|e| DockerError::Engine(e.to_string()))?;
+            names.push(path.to_string_lossy().to_string());
+        }
+        let mut s = self.call("run_build_step", step.tag)?;
+        if !s.images.contains_key(&step.spec.image) {
+            return Err(DockerError::NotFound(format!("image {}", step.spec.image)));
+        }
+        let cmd = step.spec.cmd.clone().unwrap_or_default().join(" ");
+        let code = s
+            .exit_codes
+            .iter()
+            .find(|(needle, _)| cmd.contains(needle.as_str()))
+            .map(|(_, c)| *c)
+            .unwrap_or(0);
+        s.build_steps.push(step.spec.clone());
+        s.contexts.insert(step.tag.to_string(), names);
+        if code != 0 {
+            drop(s);
+            on_line("collectstatic failed");
+            return Ok(crate::docker::BuildStepOutcome::Failed { code });
+        }
+        let files = s.build_files.clone();
+        let meta = files.get("/paas/meta.json").cloned().unwrap_or_default();
+        s.images.insert(step.tag.to_string(), files);
+        Ok(crate::docker::BuildStepOutcome::Built { meta })
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
