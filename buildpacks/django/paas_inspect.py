@@ -6,7 +6,12 @@
                                             the build step: collectstatic (unless --skip:
                                             the DISABLE_COLLECTSTATIC config var is set), then
                                             DIR/meta.json (as meta) and DIR/keep (the
-                                            folders whose contents make the code layer)
+                                            folders whose contents make the code layer);
+                                            then, with the app's real config and its data
+                                            read-only, `check --deploy` (never fatal) and
+                                            `migrate --check`: meta.json's
+                                            "migrations_pending" is false only when Django
+                                            says nothing is left to apply
   python /paas/paas_inspect.py meta OUT.json [--no-static]
                                             write what the platform needs to know;
                                             --no-static: collectstatic was skipped, the
@@ -62,6 +67,7 @@ def _build(apps, settings, out_dir, skip):
             print("-----> collectstatic failed (the error is above): fix it, or skip the step with 'paas config:set DISABLE_COLLECTSTATIC=1' and serve static files another way")
             return 1
     meta = _meta(settings, installed and not skip)
+    meta["migrations_pending"] = _release_check()
     with open(os.path.join(out_dir, "meta.json"), "w") as out:
         json.dump(meta, out, indent=2)
         out.write("\n")
@@ -73,6 +79,33 @@ def _build(apps, settings, out_dir, skip):
     with open(os.path.join(out_dir, "keep"), "w") as out:
         out.write("".join(k + "\n" for k in keep))
     return 0
+
+
+def _release_check():
+    """check --deploy (shown, never fatal), then whether migrations are
+    pending: True when they are or when Django cannot tell (no database
+    yet, a read-only one it cannot open, an error): then paas migrates."""
+    from django.core.management import call_command
+
+    print(CHECK_MARK, flush=True)
+    try:
+        call_command("check", deploy=True)
+    except BaseException as e:  # SystemCheckError for errors; never fatal here
+        print(str(e), flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        with open(os.devnull, "w") as quiet:
+            call_command("migrate", check=True, skip_checks=True, stdout=quiet, stderr=quiet)
+        return False
+    except BaseException:
+        return True
+    finally:
+        print(CHECK_END, flush=True)
+
+
+CHECK_MARK = "-----> paas: check --deploy"
+CHECK_END = "-----> paas: checked"
 
 
 def main(argv):

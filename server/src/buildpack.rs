@@ -30,12 +30,11 @@ const INSPECT_HELPER: &str = include_str!("../../buildpacks/django/paas_inspect.
 const ENTRYPOINT: &str = include_str!("../../buildpacks/django/entrypoint.sh");
 const MANAGE_PY: &str = include_str!("../../buildpacks/django/manage.py");
 const COLLECTSTATIC: &str = include_str!("../../buildpacks/django/collectstatic.sh");
-const RELEASE_CHECK_SH: &str = include_str!("../../buildpacks/django/release-check.sh");
 
-/// The release phase's first command, in a one-off container of the new image:
-/// shows `manage.py check --deploy` (never fatal), then exits like
-/// `manage.py migrate --check` (non-zero: migrations are pending).
-pub const RELEASE_CHECK: [&str; 2] = ["sh", "/paas/release-check.sh"];
+/// The build step prints this line before `manage.py check --deploy`'s
+/// output, and [`CHECK_END`] after it (see paas_inspect.py).
+pub const CHECK_MARK: &str = "-----> paas: check --deploy";
+pub const CHECK_END: &str = "-----> paas: checked";
 
 /// Python used when neither the repository nor the config vars pin one.
 /// 3.11: supported by every Django from 4.2 LTS on, and the version of the
@@ -677,10 +676,6 @@ pub fn code_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
         (
             "paas/collectstatic.sh".into(),
             COLLECTSTATIC.as_bytes().to_vec(),
-        ),
-        (
-            "paas/release-check.sh".into(),
-            RELEASE_CHECK_SH.as_bytes().to_vec(),
         ),
     ];
     if !plan.has_manage_py {
@@ -2817,9 +2812,10 @@ mod tests {
                 "paas/paas_inspect.py",
                 "paas/entrypoint.sh",
                 "paas/collectstatic.sh",
-                "paas/release-check.sh"
             ]
         );
+        assert!(INSPECT_HELPER.contains(&format!("CHECK_MARK = \"{CHECK_MARK}\"")));
+        assert!(INSPECT_HELPER.contains(&format!("CHECK_END = \"{CHECK_END}\"")));
         let run = run_settings(&plan);
         assert_eq!(run.working_dir, "/app");
         assert_eq!(run.build_cmd, ["sh", "/paas/collectstatic.sh"]);

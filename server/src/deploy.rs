@@ -899,6 +899,16 @@ async fn build_steps<E: Engine>(
             .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?
             .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?;
     }
+    // The step also runs the release check (`check --deploy`, `migrate
+    // --check`) with the app's real config: on the app's network (its
+    // database) with its data read-only.
+    let volume = ensure_volume(&ctx.config.data_dir, &app)
+        .map_err(|e| DeployError::Failed(format!("cannot prepare the app's data volume: {e}")))?;
+    let network = network_name(&app);
+    engine
+        .ensure_network(&network, &labels_app(&app))
+        .await
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
     let step = crate::docker::BuildStep {
         spec: ContainerSpec {
             name: None,
@@ -906,7 +916,8 @@ async fn build_steps<E: Engine>(
             cmd: Some(settings.build_cmd.clone()),
             env: settings.env.clone(),
             labels: labels(&app, version, Some("build")),
-            network: ctx.config.build_network.clone(),
+            binds: vec![format!("{}:/data:ro", volume.display())],
+            network: Some(network),
             working_dir: Some(settings.working_dir.clone()),
             // Root, as a Dockerfile's RUN: STATIC_ROOT may lie outside
             // /app; what it writes under /app is handed to the app's user.
@@ -935,13 +946,25 @@ async fn build_steps<E: Engine>(
     };
     let outcome = {
         let progress = &mut run.progress;
+        let mut checking = false;
         let mut on_line = |line: &str| {
             let line = line.trim_end();
             if line.is_empty() {
                 return;
             }
             progress.log_only(line);
-            if !line.starts_with("-----> paas metadata:") {
+            if line == buildpack::CHECK_MARK {
+                checking = true;
+                progress.pusher_only(build_log::Shown::Step(
+                    "Checking the deployment (manage.py check --deploy; warnings do not stop the push)".into(),
+                ));
+            } else if line == buildpack::CHECK_END {
+                checking = false;
+            } else if checking {
+                if let Some(shown) = build_log::check_line(line) {
+                    progress.pusher_only(build_log::Shown::Info(shown));
+                }
+            } else if !line.starts_with("-----> paas metadata:") {
                 let shown = line.strip_prefix("-----> ").unwrap_or(line);
                 progress.pusher_only(build_log::Shown::Info(shown.to_string()));
             }
@@ -976,6 +999,16 @@ async fn build_steps<E: Engine>(
 
     // What the build learnt about static and media files.
     let mut meta: ReleaseMeta = serde_json::from_slice(&meta_bytes).unwrap_or_default();
+    // Whether the step's `migrate --check` found migrations to apply (or
+    // could not tell): anything but a clear "no" migrates.
+    #[derive(serde::Deserialize)]
+    struct ReleaseCheck {
+        migrations_pending: Option<bool>,
+    }
+    let pending = serde_json::from_slice::<ReleaseCheck>(&meta_bytes)
+        .ok()
+        .and_then(|c| c.migrations_pending)
+        .unwrap_or(true);
     // The health check and the Procfile travel with the release: a
     // rollback or restart probes as it did and runs the processes it had.
     meta.healthcheck = health_table.filter(|t| *t != health::HealthTable::default());
@@ -1017,7 +1050,7 @@ async fn build_steps<E: Engine>(
         .map_err(store_failed)?;
 
     // ---- Releasing: migrate (and the Procfile's release command) ----
-    release_phase(run, &tag, &vars, &procfile).await?;
+    release_phase(run, &tag, &vars, &procfile, pending).await?;
     Ok(Prepared {
         image: tag,
         meta,
@@ -1121,14 +1154,17 @@ async fn build_dependencies<E: Engine>(
     Ok(())
 }
 
-/// The release phase in one-off containers of `image`: `check --deploy`
-/// and `migrate --check`; when migrations are pending, a snapshot of the
-/// live data, then `migrate`; then the Procfile's `release:` command.
+/// The release phase in one-off containers of `image`, after the build
+/// step's release check (`check --deploy`, `migrate --check`): when
+/// migrations are `pending`, a snapshot of the live data, then `migrate`;
+/// then the Procfile's `release:` command. A code-only push with neither
+/// starts no container here.
 async fn release_phase<E: Engine>(
     run: &mut Run<'_, E>,
     image: &str,
     vars: &BTreeMap<String, String>,
     procfile: &crate::procfile::Procfile,
+    pending: bool,
 ) -> Result<(), DeployError> {
     let (ctx, engine) = (run.ctx, run.engine);
     let app = run.app.name.clone();
@@ -1140,10 +1176,6 @@ async fn release_phase<E: Engine>(
     let volume = ensure_volume(&ctx.config.data_dir, &app)
         .map_err(|e| DeployError::Failed(format!("cannot prepare the app's data volume: {e}")))?;
     let network = network_name(&app);
-    engine
-        .ensure_network(&network, &labels_app(&app))
-        .await
-        .map_err(|e| DeployError::Failed(e.to_string()))?;
     let migrate = |args: &[&str]| ContainerSpec {
         name: None,
         image: tag.clone(),
@@ -1160,31 +1192,6 @@ async fn release_phase<E: Engine>(
         network: Some(network.clone()),
         restart_unless_stopped: false,
         ..confined_app(&ctx.config)
-    };
-    // One container (buildpack::RELEASE_CHECK) shows `check --deploy`, never
-    // fatal, then exits like `migrate --check`: non-zero when migrations are
-    // pending (or when it cannot tell); only then does migrate run, after a
-    // snapshot of the data a live release is using, for `rollback --restore-db`.
-    run.progress
-        .step("Checking the deployment (manage.py check --deploy; warnings do not stop the push)");
-    run.flush_log();
-    let mut release_check = migrate(&[]);
-    release_check.cmd = Some(buildpack::RELEASE_CHECK.map(String::from).to_vec());
-    let pending = {
-        let progress = &mut run.progress;
-        let mut on_line = |line: &str| {
-            if !line.trim().is_empty() {
-                progress.log_only(line.trim_end());
-            }
-            if let Some(shown) = build_log::check_line(line) {
-                progress.pusher_only(build_log::Shown::Info(shown));
-            }
-        };
-        engine
-            .run_to_completion(&release_check, RELEASE_TIMEOUT, &mut on_line)
-            .await
-            .map_err(|e| DeployError::Failed(format!("the release phase could not run: {e}")))?
-            != 0
     };
     run.progress
         .step("Running migrations (manage.py migrate --noinput)");

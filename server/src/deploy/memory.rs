@@ -88,7 +88,7 @@ impl MemoryEngine {
         engine.state().build_files = BTreeMap::from([
             (
                 "/paas/meta.json".to_string(),
-                br#"{"static_url": "/static/", "static_root": "/app/staticfiles", "media_url": "/media/", "media_root": "/data/media"}"#.to_vec(),
+                br#"{"static_url": "/static/", "static_root": "/app/staticfiles", "media_url": "/media/", "media_root": "/data/media", "migrations_pending": false}"#.to_vec(),
             ),
             ("/app/staticfiles/site.css".to_string(), b"body {}".to_vec()),
         ]);
@@ -113,6 +113,17 @@ impl MemoryEngine {
     /// The next `call` fails with `error`; later ones behave.
     pub fn fail_once(&self, call: &'static str, error: DockerError) {
         self.state().fail_once.insert(call, error);
+    }
+
+    /// Whether the build steps from now on find migrations to apply.
+    pub fn migrations_pending(&self, pending: bool) {
+        let mut s = self.state();
+        let meta = s.build_files.entry("/paas/meta.json".into()).or_default();
+        let text = String::from_utf8_lossy(meta).replace(
+            &format!("\"migrations_pending\": {}", !pending),
+            &format!("\"migrations_pending\": {pending}"),
+        );
+        *meta = text.into_bytes();
     }
 
     /// One-off containers whose command contains `needle` exit with `code`.
