@@ -69,6 +69,66 @@ fn watch_build_limits(app: &str) -> std::thread::JoinHandle<Option<String>> {
     })
 }
 
+/// Builds `tag` the way paas built every release before dependency images
+/// (one Dockerfile: plan steps, the helpers, `COPY . /app`), on `deps` so
+/// nothing is installed, from the project's tree with a marker of its own.
+fn old_way_image(p: &Project, deps: &str, tag: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("ctx");
+    let out = p.git(&[
+        "archive",
+        "--format=tar",
+        "-o",
+        dir.path().join("t.tar").to_str().unwrap(),
+        "HEAD",
+    ]);
+    assert!(out.status.success());
+    std::fs::create_dir_all(tree.join(".paas")).unwrap();
+    let untar = Command::new("tar")
+        .args([
+            "-xf",
+            dir.path().join("t.tar").to_str().unwrap(),
+            "-C",
+            tree.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let index = tree.join("notes/templates/notes/index.html");
+    let page = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(&index, page.replace("Notes v3", "Notes built the old way")).unwrap();
+    let buildpack = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("buildpacks/django");
+    for f in [
+        "paas_settings.py",
+        "paas_inspect.py",
+        "entrypoint.sh",
+        "collectstatic.sh",
+    ] {
+        std::fs::copy(buildpack.join(f), tree.join(".paas").join(f)).unwrap();
+    }
+    let dockerfile = format!(
+        "FROM {deps}\n\
+         ENV PYTHONPATH=/paas:/app DJANGO_SETTINGS_MODULE=paas_settings PAAS_PROJECT_SETTINGS=mysite.settings PORT=8000\n\
+         EXPOSE 8000\n\
+         ENTRYPOINT [\"/bin/sh\", \"/paas/entrypoint.sh\"]\n\
+         CMD [\"gunicorn\", \"mysite.wsgi:application\", \"--access-logfile\", \"-\", \"--error-logfile\", \"-\"]\n\
+         COPY .paas/paas_settings.py .paas/paas_inspect.py .paas/entrypoint.sh .paas/collectstatic.sh /paas/\n\
+         WORKDIR /app\n\
+         COPY --chown=10001:10001 . /app\n"
+    );
+    std::fs::write(tree.join(".paas/Dockerfile"), dockerfile).unwrap();
+    let built = Command::new("docker")
+        .args(["build", "-q", "-f", ".paas/Dockerfile", "-t", tag, "."])
+        .current_dir(&tree)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
 #[test]
 fn code_pushes_and_other_apps_reuse_one_dependency_image_and_a_requirement_change_builds_one() {
     let mut d = Daemon::start();
@@ -145,18 +205,31 @@ fn code_pushes_and_other_apps_reuse_one_dependency_image_and_a_requirement_chang
     assert_ne!(new_deps, deps);
     d.assert_serves(&a, "Notes v3");
 
-    // Rollback runs the layered image of v2 again, and rows stay.
+    // Rollbacks: to v1 as a server upgraded from an earlier paas holds it
+    // (an image the builder made of the whole Dockerfile, code included),
+    // and to v2, a layered image.
+    old_way_image(&p, &deps, &format!("paas/{a}:v1"));
     let auth = format!("Bearer {}", d.token);
-    let r = d.admin_request(
-        "POST",
-        &format!("/api/apps/{a}/rollback"),
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        Some(br#"{"version": 2}"#),
-    );
-    assert!(r.status < 300, "rollback: {} {}", r.status, r.text());
+    let rollback = |v: i64| {
+        let r = d.admin_request(
+            "POST",
+            &format!("/api/apps/{a}/rollback"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(format!(r#"{{"version": {v}}}"#).as_bytes()),
+        );
+        assert!(
+            r.status < 300,
+            "rollback to v{v}: {} {}",
+            r.status,
+            r.text()
+        );
+    };
+    rollback(1);
+    d.assert_serves(&a, "Notes built the old way");
+    rollback(2);
     d.assert_serves(&a, "Notes v2");
     let _ = Command::new("docker").args(["rmi", &new_deps]).output();
 }
