@@ -84,8 +84,8 @@ pub fn build_container_limits(config: &crate::config::Config) -> ContainerSpec {
         memory_bytes: Some(config.build_memory_mb as i64 * 1024 * 1024),
         memory_swap_bytes: Some(config.build_memory_mb as i64 * 1024 * 1024),
         nano_cpus: Some(nano_cpus(config.build_cpus)),
-        cpu_shares: Some(crate::docker::BUILD_CPU_SHARES as i64),
-        pids_limit: Some(config.pids_limit.max(1024) as i64),
+        cpu_shares: Some(BUILD_CPU_SHARES),
+        pids_limit: Some(BUILD_PIDS_LIMIT),
         env,
         ..Default::default()
     }

@@ -57,7 +57,7 @@ const LOG_MAX_SIZE: &str = "10m";
 const LOG_MAX_FILE: &str = "3";
 /// CPU weight of a build step against the default 1024 of every container:
 /// when the CPU is contended, live apps get twice a build's share.
-pub const BUILD_CPU_SHARES: i32 = 512;
+const BUILD_CPU_SHARES: i32 = 512;
 /// The CFS period the build's CPU quota is a share of (100 ms, the kernel's default).
 const BUILD_CPU_PERIOD: i32 = 100_000;
 
@@ -184,9 +184,6 @@ pub struct ContainerSpec {
     pub no_new_privileges: bool,
     pub user: Option<String>,
     pub working_dir: Option<String>,
-    /// CPU weight against other containers when the CPU is contended
-    /// (`None`: the engine's 1024, what every app container gets).
-    pub cpu_shares: Option<i64>,
 }
 
 /// The state of a container as paas cares about it.

@@ -92,14 +92,26 @@ fn prune_keeps_the_kept_releases_images_and_nothing_foreign() {
     let want: Vec<String> = (4..=8).map(|v| format!("paas/{app}:v{v}")).collect();
     let mut want_sorted = want.clone();
     want_sorted.sort();
-    // The old release drains (5 s here) before its image may go.
+    // The old release drains (5 s here) before its image and its static
+    // files may go.
+    let releases = d.data.path().join("apps").join(&app).join("releases");
+    let dirs = || {
+        let mut dirs: Vec<String> = std::fs::read_dir(&releases)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        dirs.sort();
+        dirs
+    };
+    let want_dirs = ["v4", "v5", "v6", "v7", "v8"];
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got = tags(&format!("paas/{app}"));
-    while got != want_sorted && Instant::now() < deadline {
+    while (got != want_sorted || dirs() != want_dirs) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
         got = tags(&format!("paas/{app}"));
     }
     assert_eq!(got, want_sorted, "the kept releases' images, no more");
+    assert_eq!(dirs(), want_dirs, "static files of the kept releases");
     assert_eq!(
         tags(foreign.0.split(':').next().unwrap()),
         std::slice::from_ref(&foreign.0),
@@ -109,18 +121,23 @@ fn prune_keeps_the_kept_releases_images_and_nothing_foreign() {
         docker(&["image", "inspect", "python:3.11-slim"]).0,
         "the base image survives"
     );
-
-    let releases = d.data.path().join("apps").join(&app).join("releases");
-    let mut dirs: Vec<String> = std::fs::read_dir(&releases)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    dirs.sort();
-    assert_eq!(
-        dirs,
-        ["v4", "v5", "v6", "v7", "v8"],
-        "static files of the kept releases"
-    );
+    // The dependency image the kept releases stand on stays.
+    let (ok, key) = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"paas.deps\"}}",
+        &want[4],
+    ]);
+    assert!(ok && !key.trim().is_empty(), "v8 carries paas.deps: {key}");
+    let (_, deps) = docker(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=paas.deps={}", key.trim()),
+        "paas-deps",
+    ]);
+    assert!(!deps.trim().is_empty(), "paas-deps image of {key} kept");
 
     // `paas system:df`: what the app's images, volume and logs take.
     let (ok, out, err) = paas(&d, &["system:df", "--json"]);
