@@ -30,11 +30,17 @@ cold=starve-cold-$RANDOM
 cleanup() {
   [ -n "${push_pid:-}" ] && kill "$push_pid" 2>/dev/null || true
   [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+  # The cold app's dependency image is this run's own (its requirements
+  # carry a line of their own): removed too, by the key its release names.
+  key=$(docker image inspect --format '{{index .Config.Labels "paas.deps"}}' "paas/$cold:v1" 2>/dev/null || true)
   for app in "$live" "$cold"; do
     docker rm -f $(docker ps -aq --filter "label=paas.app=$app") >/dev/null 2>&1 || true
     docker network rm "paas-$app" >/dev/null 2>&1 || true
     docker rmi $(docker images --format "{{.Repository}}:{{.Tag}}" "paas/$app") >/dev/null 2>&1 || true
   done
+  if [ -n "$key" ]; then
+    docker rmi $(docker images --format "{{.Repository}}:{{.Tag}}" --filter "label=paas.deps=$key" paas-deps) >/dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
