@@ -203,3 +203,64 @@ fn prune_keeps_the_kept_releases_images_and_nothing_foreign() {
     assert!(ok, "{out}{err}");
     d.assert_serves(&app, "Notes");
 }
+
+/// A file system mounted for one test, unmounted at its end.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// With the data dir's disk 90 % full or more, the push output and the
+/// API (and so the dashboard and `system:df`) carry the warning. The disk
+/// is a small tmpfs filled up by the test, the push a real one.
+#[test]
+fn a_nearly_full_disk_is_shown_in_the_push_and_the_api() {
+    let data = tempfile::Builder::new()
+        .prefix("paas-it-full-")
+        .tempdir()
+        .unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256m", "tmpfs"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mounting a tmpfs (the test needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _mount = Mount(data.path().to_path_buf());
+    // 93 % of 256 MiB: about 18 MiB stay free for the push.
+    let fill = data.path().join("fill");
+    let f = std::fs::File::create(&fill).unwrap();
+    std::io::Write::write_all(&mut &f, &vec![0u8; 238 << 20]).unwrap();
+    drop(f);
+    let mut d = Daemon::start_in(data, &[], "127.0.0.1");
+    let app = d.app("full");
+    let p = Project::from_fixture("blog");
+    let (_, out) = p.push(&d.remote(&app));
+    assert!(
+        out.contains("% full") && out.contains("paas system:df"),
+        "the push warns:\n{out}"
+    );
+    let (ok, json, err) = paas(&d, &["system:df", "--json"]);
+    assert!(ok, "{err}");
+    let df: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        df["filesystem"]["percent"].as_f64().unwrap() >= 90.0,
+        "{df:#}"
+    );
+    assert!(
+        df["warning"].as_str().unwrap_or("").contains("% full"),
+        "{df:#}"
+    );
+    // Room again: no warning.
+    std::fs::remove_file(d.data.path().join("fill")).unwrap();
+    let (_, json, _) = paas(&d, &["system:df", "--json"]);
+    let df: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(df["warning"].is_null(), "{df:#}");
+}
