@@ -235,12 +235,26 @@ pub fn referenced_deps(images: &[crate::docker::ImageInfo]) -> HashSet<String> {
 /// What paas made that no app owns: dangling images carrying a paas
 /// label, and dependency images nothing refers to any more.
 pub async fn prune_shared(docker: &Docker) -> Pruned {
+    prune_shared_in(docker, &[], DANGLING_GRACE, DEPS_UNUSED_FOR).await
+}
+
+/// [`prune_shared`] over the images that also carry every `scope` label
+/// (a test's own), with the given ages.
+async fn prune_shared_in(
+    docker: &Docker,
+    scope: &[&str],
+    dangling_grace: Duration,
+    deps_grace: Duration,
+) -> Pruned {
     let mut pruned = Pruned::default();
     let now = now();
     let mut seen = HashSet::new();
     for label in ["paas.managed", "paas.app", "paas.deps"] {
+        let labels: Vec<&str> = std::iter::once(label)
+            .chain(scope.iter().copied())
+            .collect();
         let filter = ImageFilter {
-            labels: &[label],
+            labels: &labels,
             dangling: true,
             ..Default::default()
         };
@@ -252,7 +266,7 @@ pub async fn prune_shared(docker: &Docker) -> Pruned {
             }
         };
         for image in images {
-            let old_enough = now - image.created >= DANGLING_GRACE.as_secs() as i64;
+            let old_enough = now - image.created >= dangling_grace.as_secs() as i64;
             if !image.tags.is_empty() || !old_enough || !seen.insert(image.id.clone()) {
                 continue;
             }
@@ -265,8 +279,11 @@ pub async fn prune_shared(docker: &Docker) -> Pruned {
     }
 
     // Dependency images: kept while a release image refers to one.
+    let labels: Vec<&str> = std::iter::once("paas.deps")
+        .chain(scope.iter().copied())
+        .collect();
     let labelled = ImageFilter {
-        labels: &["paas.deps"],
+        labels: &labels,
         ..Default::default()
     };
     let all = match docker.list_images_where(&labelled).await {
@@ -281,7 +298,7 @@ pub async fn prune_shared(docker: &Docker) -> Pruned {
         let Some(key) = image.labels.get("paas.deps") else {
             continue;
         };
-        let old = now - image.created >= DEPS_UNUSED_FOR.as_secs() as i64;
+        let old = now - image.created >= deps_grace.as_secs() as i64;
         if referenced.contains(key) || !old {
             continue;
         }
@@ -422,6 +439,84 @@ mod tests {
             !referenced.contains("bbb"),
             "a foreign image does not hold it"
         );
+    }
+
+    /// Real images on the real engine, all labelled `paas.test=<id>` (and
+    /// removed by it at the end); the prune is scoped to that label so no
+    /// other test's images are touched.
+    #[tokio::test]
+    async fn shared_prune_takes_paas_leftovers_and_spares_foreign_and_referenced_images() {
+        use std::process::Command;
+        let id = format!("prune-{:08x}", rand::random::<u32>());
+        let scope = format!("paas.test={id}");
+        struct Cleanup(String);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let out = Command::new("docker")
+                    .args(["images", "-aq", "--filter", &format!("label={}", self.0)])
+                    .output()
+                    .unwrap();
+                for i in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rmi", "-f", i]).output();
+                }
+            }
+        }
+        let _cleanup = Cleanup(scope.clone());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM python:3.11-slim\n").unwrap();
+        let build = |tag: &str, labels: &[&str]| -> String {
+            let mut cmd = Command::new("docker");
+            cmd.args(["build", "-q", "-t", tag, "--label", &scope]);
+            for l in labels {
+                cmd.args(["--label", l]);
+            }
+            let out = cmd.arg(dir.path()).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let exists = |image: &str| {
+            Command::new("docker")
+                .args(["image", "inspect", image])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        };
+        // A paas build's leftover: its tag moved to a newer build.
+        let ours = build(&format!("paas-it-{id}/x:1"), &["paas.managed=true", "n=1"]);
+        build(&format!("paas-it-{id}/x:1"), &["paas.managed=true", "n=2"]);
+        // The same, of someone else's.
+        let theirs = build(&format!("foreign-{id}/x:1"), &["n=1"]);
+        build(&format!("foreign-{id}/x:1"), &["n=2"]);
+        // Dependency images: one a release stands on, one nothing does.
+        let used = format!("paas-deps:{id}-used");
+        let unused = format!("paas-deps:{id}-unused");
+        build(&used, &[&format!("paas.deps={id}-used")]);
+        build(&unused, &[&format!("paas.deps={id}-unused")]);
+        let release = format!("paas/{id}:v1");
+        build(&release, &[&format!("paas.deps={id}-used"), "n=3"]);
+        assert!(exists(&ours) && exists(&theirs));
+
+        let docker = Docker::connect().unwrap();
+        let pruned = prune_shared_in(&docker, &[&scope], Duration::ZERO, Duration::ZERO).await;
+        assert!(!exists(&ours), "paas's dangling image goes: {pruned:?}");
+        assert!(!exists(&unused), "the unreferenced dependency image goes");
+        assert!(exists(&theirs), "a foreign dangling image stays");
+        assert!(
+            exists(&used),
+            "a dependency image a release stands on stays"
+        );
+        assert!(exists(&release));
+        assert!(pruned.images.contains(&unused), "{pruned:?}");
+        // Too young to go: nothing at the real ages.
+        build(&unused, &[&format!("paas.deps={id}-unused")]);
+        let pruned = prune_shared_in(&docker, &[&scope], DANGLING_GRACE, DEPS_UNUSED_FOR).await;
+        assert!(pruned.is_empty(), "{pruned:?}");
+        assert!(exists(&unused));
     }
 
     #[test]
