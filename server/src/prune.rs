@@ -110,6 +110,11 @@ fn now() -> i64 {
 
 /// Prunes one app. The caller holds the app's deploy turn.
 pub async fn prune_app(ctx: &Ctx, app: &str) -> Pruned {
+    prune_app_in(ctx, app, STOPPED_GRACE).await
+}
+
+/// [`prune_app`], leaving stopped containers younger than `stopped_grace`.
+async fn prune_app_in(ctx: &Ctx, app: &str, stopped_grace: Duration) -> Pruned {
     let mut pruned = Pruned::default();
     let docker = &ctx.docker;
     let releases = match ctx.store.releases(app) {
@@ -142,7 +147,7 @@ pub async fn prune_app(ctx: &Ctx, app: &str) -> Pruned {
             .get("paas.release")
             .and_then(|v| v.parse::<i64>().ok());
         let stopped = matches!(c.state.as_str(), "exited" | "dead" | "created");
-        let old_enough = now - c.created >= STOPPED_GRACE.as_secs() as i64;
+        let old_enough = now - c.created >= stopped_grace.as_secs() as i64;
         if stopped && old_enough && (release.is_none() || release != live) {
             match docker.stop_and_remove(&c.id, Duration::from_secs(1)).await {
                 Ok(()) => pruned.containers.push(c.name),
@@ -517,6 +522,158 @@ mod tests {
         let pruned = prune_shared_in(&docker, &[&scope], DANGLING_GRACE, DEPS_UNUSED_FOR).await;
         assert!(pruned.is_empty(), "{pruned:?}");
         assert!(exists(&unused));
+    }
+
+    /// One app on the real engine and a real store: its stopped containers
+    /// of other releases, its release tags beyond the kept ones and their
+    /// static files go; the live release's stopped container, a running
+    /// one, the live image and its files stay.
+    #[tokio::test]
+    async fn an_apps_prune_takes_its_leftovers_and_spares_the_live_release() {
+        use std::process::Command;
+        let app = format!("prune-{:08x}", rand::random::<u32>());
+        struct Cleanup(String);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let out = Command::new("docker")
+                    .args([
+                        "ps",
+                        "-aq",
+                        "--filter",
+                        &format!("label=paas.app={}", self.0),
+                    ])
+                    .output()
+                    .unwrap();
+                for c in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rm", "-f", c]).output();
+                }
+                for v in ["v1", "v2", "v3"] {
+                    let tag = format!("paas/{}:{v}", self.0);
+                    let _ = Command::new("docker").args(["rmi", &tag]).output();
+                }
+            }
+        }
+        let _cleanup = Cleanup(app.clone());
+        let docker_cli = |args: &[&str]| {
+            let out = Command::new("docker").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::resolve(crate::config::Overrides {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        let store = crate::store::Store::open(&dir.path().join("paas.db")).unwrap();
+        let a = store.create_app(&app, "k").unwrap();
+        // v1 failed (no image kept), v2 is live.
+        let v1 = store.create_release(&a, "aaa", "deploy aaa").unwrap();
+        store.fail_release(v1.id, "boom").unwrap();
+        let v2 = store.create_release(&a, "bbb", "deploy bbb").unwrap();
+        let live_tag = format!("paas/{app}:v2");
+        store
+            .update_release(
+                v2.id,
+                Some(&live_tag),
+                &Default::default(),
+                &Default::default(),
+                &[],
+            )
+            .unwrap();
+        store.promote(&a, v2.id, None).unwrap();
+        for v in ["v1", "v2", "v3"] {
+            docker_cli(&["tag", "python:3.11-slim", &format!("paas/{app}:{v}")]);
+            std::fs::create_dir_all(dir.path().join("apps").join(&app).join("releases").join(v))
+                .unwrap();
+        }
+        let label = |release: &str| {
+            vec![
+                "--label".to_string(),
+                format!("paas.app={app}"),
+                "--label".to_string(),
+                format!("paas.release={release}"),
+            ]
+        };
+        let run = |release: &str, image: &str, cmd: &[&str], detach: bool| {
+            let mut args: Vec<String> = vec!["run".into()];
+            if detach {
+                args.push("-d".into());
+            }
+            args.extend(label(release));
+            args.push(image.into());
+            args.extend(cmd.iter().map(|c| c.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            docker_cli(&args)
+        };
+        let old_exited = run("1", &format!("paas/{app}:v1"), &["true"], true);
+        let live_exited = run("2", &live_tag, &["true"], true);
+        let running = run("1", "python:3.11-slim", &["sleep", "60"], true);
+        let exists = |id: &str| {
+            Command::new("docker")
+                .args(["inspect", id])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        };
+        // Let the short ones exit.
+        for _ in 0..50 {
+            let state = docker_cli(&["inspect", "-f", "{{.State.Status}}", &old_exited]);
+            if state == "exited" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        let (token, _) = crate::auth::AdminToken::load_or_create(dir.path()).unwrap();
+        let ctx = Ctx::new(
+            config,
+            store,
+            Docker::connect().unwrap(),
+            crate::git::Repos::new(dir.path().join("repos"), "paas".into()),
+            token,
+            crate::git::HookEnv {
+                daemon_url: String::new(),
+                secret: String::new(),
+            },
+        );
+        // Too young at the real grace: containers stay, and the image the
+        // stopped one was made from; v3's tag, used by nothing, goes.
+        let first = prune_app(&ctx, &app).await;
+        assert!(first.containers.is_empty(), "{first:?}");
+        assert_eq!(first.images, [format!("paas/{app}:v3")]);
+        let mut pruned = prune_app_in(&ctx, &app, Duration::ZERO).await;
+        pruned.add(first);
+        assert!(!exists(&old_exited), "{pruned:?}");
+        assert!(exists(&live_exited), "the live release's container stays");
+        assert!(exists(&running), "a running container stays");
+        let mut images = pruned.images.clone();
+        images.sort();
+        assert_eq!(
+            images,
+            [format!("paas/{app}:v1"), format!("paas/{app}:v3")],
+            "{}",
+            docker_cli(&["images", &format!("paas/{app}")])
+        );
+        assert!(
+            docker_cli(&["images", "-q", &live_tag]).len() > 1,
+            "live image stays"
+        );
+        let mut dirs = pruned.release_dirs.clone();
+        dirs.sort();
+        assert_eq!(dirs, [format!("{app}/v1"), format!("{app}/v3")]);
+        assert!(dir
+            .path()
+            .join("apps")
+            .join(&app)
+            .join("releases/v2")
+            .is_dir());
+        assert!(exists("python:3.11-slim"), "the base image stays");
     }
 
     #[test]
