@@ -947,12 +947,16 @@ async fn build_steps<E: Engine>(
     // --check`) with the app's real config: on the app's network (its
     // database) with its data read-only.
     let (volume, network) = app_place(ctx, engine, &app).await?;
+    // The build's limits (memory, CPU, a lower CPU weight, pids) and the
+    // parallelism they allow; the image never inherits this environment
+    // (its config is made from the dependency image's and `settings`).
+    let limits = build_container_limits(&ctx.config);
     let step = crate::docker::BuildStep {
         spec: ContainerSpec {
             name: None,
             image: deps_tag.clone(),
             cmd: Some(settings.build_cmd.clone()),
-            env: settings.env.clone(),
+            env: settings.env.iter().chain(&limits.env).cloned().collect(),
             labels: labels(&app, version, Some("build")),
             binds: vec![format!("{}:/data:ro", volume.display())],
             network: Some(network),
@@ -960,12 +964,8 @@ async fn build_steps<E: Engine>(
             // Root, as a Dockerfile's RUN: STATIC_ROOT may lie outside
             // /app; what it writes under /app is handed to the app's user.
             user: Some("0:0".into()),
-            memory_bytes: Some(ctx.config.build_memory_mb as i64 * 1024 * 1024),
-            nano_cpus: Some(nano_cpus(ctx.config.build_cpus)),
-            cpu_shares: Some(BUILD_CPU_SHARES),
-            pids_limit: Some(BUILD_PIDS_LIMIT),
             no_new_privileges: true,
-            ..Default::default()
+            ..limits
         },
         upload: &upload,
         keep_list: "/paas/keep",
