@@ -3,12 +3,14 @@
 //!
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
+mod asgi;
 mod attacks;
 mod auth;
 mod browser;
 mod buildpack;
 mod cli;
 mod containers;
+mod cron;
 mod dashboard;
 mod data;
 mod edge;
