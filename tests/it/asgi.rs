@@ -1,7 +1,8 @@
 //! ASGI: a Django Channels project is served by gunicorn with uvicorn
 //! workers; its websocket echo works through paas's proxy, and after a
-//! redeploy the old release's socket is closed (after the drain timeout)
-//! and a reconnecting client reaches the new release.
+//! redeploy the old release's socket is closed cleanly (a close frame,
+//! after the drain timeout) and a reconnecting client reaches the new
+//! release.
 
 use crate::harness::{Daemon, Project};
 use futures_util::{SinkExt, StreamExt};
@@ -72,13 +73,18 @@ fn channels_websocket_echoes_through_the_proxy_and_reconnects_after_a_redeploy()
         assert_eq!(answer, "v1: still there");
         let ended = loop {
             match tokio::time::timeout(Duration::from_secs(30), old.next()).await {
-                Ok(Some(Ok(Message::Close(frame)))) => break format!("close {frame:?}"),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    break format!("close {:?}", frame.map(|f| f.code))
+                }
                 Ok(Some(Ok(_))) => continue,
                 Ok(Some(Err(e))) => break format!("error {e}"),
                 Ok(None) => break "end".to_string(),
                 Err(_) => panic!("the old release's socket stayed open past the drain timeout"),
             }
         };
+        // Closed cleanly (1001, going away), not dropped: browsers'
+        // reconnect logic sees a server going away.
+        assert_eq!(ended, "close Some(Away)");
         assert!(start.elapsed() < Duration::from_secs(30), "{ended}");
         let mut new = connect(d.http, &app, "/ws/echo/").await;
         assert_eq!(echo(&mut new, "hello").await, "v2: hello");

@@ -429,6 +429,7 @@ fn subcommands(cli: &CliEnv, dir: &Path) -> Vec<String> {
 fn every_command_offering_json_prints_json() {
     let mut d = Daemon::start();
     let app = d.app("json");
+    let made = d.app("made");
     let p = Project::from_fixture("uploads");
     let (ok, out) = p.push(&d.remote(&app));
     assert!(ok, "push rejected:\n{out}");
@@ -447,7 +448,6 @@ fn every_command_offering_json_prints_json() {
         .collect();
     assert!(offering.len() > 20, "{offering:?}");
 
-    let made = d.app("made");
     let a = app.as_str();
     let token_name = format!("t{:x}", std::process::id());
     // In an order that works: each command's precondition is made by an

@@ -52,7 +52,7 @@ fn job<'a>(jobs: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 const JOBS: &str = r#"
 [cron.tick]
 schedule = "*/2 * * * * *"
-command = "echo tick in v$PAAS_RELEASE; date +%s >> /data/ticks"
+command = "echo tick in $PAAS_RELEASE; date +%s >> /data/ticks"
 
 [cron.broken]
 schedule = "*/3 * * * * *"
