@@ -415,6 +415,7 @@ fn subcommands(cli: &CliEnv, dir: &Path) -> Vec<String> {
         .nth(1)
         .expect("help lists commands")
         .lines()
+        .skip(1)
         .take_while(|l| !l.trim().is_empty())
         .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
         .filter(|c| *c != "help")
@@ -494,7 +495,9 @@ fn every_command_offering_json_prints_json() {
             .iter()
             .map(|s| if s == "ID" { backup_id.as_str() } else { s })
             .collect();
-        args.push("--json");
+        // Before a `--` (after it, words are the one-off command's own).
+        let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        args.insert(at, "--json");
         let what = args.join(" ");
         let r = paas(&cli, here, &env, &args).ok(&what);
         let values: Vec<serde_json::Value> = if step[0] == "logs" {
