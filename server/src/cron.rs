@@ -327,11 +327,9 @@ async fn run_job(
             app.name,
             crate::auth::random_token(4).to_lowercase()
         ));
-        for (k, v) in spec.labels.iter_mut() {
-            if k == "paas.process" {
-                *v = "cron".into();
-            }
-        }
+        // A one-off like `paas run` (`paas.process=run`): deploys leave it
+        // running, a daemon that died has it removed on boot, and a Procfile
+        // process may be named `cron` without being mistaken for it.
         spec.labels.push(("paas.cron".into(), name.to_string()));
         ctx.docker
             .ensure_network(

@@ -89,6 +89,17 @@ fn cron_jobs_run_on_schedule_fail_loudly_skip_overlaps_and_follow_the_release() 
 
     p.write("paas.toml", JOBS);
     p.commit("jobs");
+    // So does a TZ config var that is not a time zone, when there are jobs.
+    paas_text(&d, here, &["config:set", "-a", a, "TZ=Mars/Olympus"]);
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(!ok, "push accepted:\n{out}");
+    let last = last_line(&out);
+    assert!(
+        last.contains("config var TZ = \"Mars/Olympus\" is not a time zone")
+            && last.contains("paas config:set TZ=Europe/Paris"),
+        "{last}"
+    );
+    paas_text(&d, here, &["config:unset", "-a", a, "TZ"]);
     let (ok, out) = p.push(&d.remote(&app));
     assert!(ok, "push rejected:\n{out}");
     let remote = d.remote(&app);
@@ -119,6 +130,24 @@ fn cron_jobs_run_on_schedule_fail_loudly_skip_overlaps_and_follow_the_release() 
             .then_some(())
             .ok_or(format!("{jobs:#}"))
     });
+    // One run at a time in the engine too: one-off containers, each removed
+    // when its run ends (at the timeout for slow).
+    for _ in 0..6 {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "-q",
+                "--filter",
+                &format!("label=paas.app={app}"),
+            ])
+            .args(["--filter", "label=paas.cron=slow"])
+            .output()
+            .unwrap();
+        let n = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert!(n <= 1, "{n} containers of slow at once");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let releases = paas_json(&d, here, &["releases", "-a", a]);
     let live = releases[0]["version"].as_i64().unwrap();
     assert_eq!(releases[0]["status"], "live", "{releases:#}");
