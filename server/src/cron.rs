@@ -204,45 +204,56 @@ impl Clock {
             for (name, job) in &live.meta.cron {
                 let key = (app.name.clone(), name.clone());
                 seen.push(key.clone());
-                let Ok(cron) = parse_schedule(&job.schedule) else {
-                    continue; // checked at push time
-                };
-                let replan = self
-                    .planned
-                    .get(&key)
-                    .is_none_or(|p| p.schedule != job.schedule || p.tz != tz_name);
-                if replan {
-                    if let Some(next) = next_after(&cron, now, &tz) {
-                        self.planned.insert(
-                            key,
-                            Planned {
-                                schedule: job.schedule.clone(),
-                                tz: tz_name.clone(),
-                                next,
-                            },
-                        );
-                    }
-                    continue;
+                if let Some(due_at) = self.due(key, &job.schedule, &tz_name, &tz, now) {
+                    due += 1;
+                    start_run(ctx, &app, &live, name, job, due_at);
                 }
-                let Some(plan) = self.planned.get_mut(&key) else {
-                    continue;
-                };
-                if now < plan.next {
-                    continue;
-                }
-                let due_at = plan.next;
-                match next_after(&cron, now, &tz) {
-                    Some(next) => plan.next = next,
-                    None => {
-                        self.planned.remove(&key);
-                    }
-                }
-                due += 1;
-                start_run(ctx, &app, &live, name, job, due_at);
             }
         }
         self.planned.retain(|k, _| seen.contains(k));
         due
+    }
+
+    /// Is the job `key` due at `now`? The time it was due, and its next
+    /// run planned. A job seen for the first time, or with a new schedule
+    /// or time zone, is planned from `now` and not due; times missed while
+    /// the clock was not looking make one run, not one each.
+    fn due(
+        &mut self,
+        key: (String, String),
+        schedule: &str,
+        tz_name: &str,
+        tz: &jiff::tz::TimeZone,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        let cron = parse_schedule(schedule).ok()?; // checked at push time
+        let replan = self
+            .planned
+            .get(&key)
+            .is_none_or(|p| p.schedule != schedule || p.tz != tz_name);
+        if replan {
+            if let Some(next) = next_after(&cron, now, tz) {
+                let plan = Planned {
+                    schedule: schedule.to_string(),
+                    tz: tz_name.to_string(),
+                    next,
+                };
+                self.planned.insert(key, plan);
+            }
+            return None;
+        }
+        let plan = self.planned.get_mut(&key)?;
+        if now < plan.next {
+            return None;
+        }
+        let due_at = plan.next;
+        match next_after(&cron, now, tz) {
+            Some(next) => plan.next = next,
+            None => {
+                self.planned.remove(&key);
+            }
+        }
+        Some(due_at)
     }
 }
 
@@ -502,6 +513,55 @@ mod tests {
             Outcome::Failed
         );
         assert!(runs(dir.path(), "blog", "none").is_empty());
+    }
+
+    /// The clock's plan, driven by a clock of the test's own.
+    #[test]
+    fn jobs_fall_due_on_schedule_once_per_time_and_replan_on_change() {
+        let at = |s: &str| -> Timestamp { format!("2026-11-30T{s}Z").parse().unwrap() };
+        let utc = jiff::tz::TimeZone::UTC;
+        let key = || ("blog".to_string(), "digest".to_string());
+        let mut c = Clock::default();
+        // First sight: planned, not run (even at a matching minute).
+        assert_eq!(c.due(key(), "*/5 * * * *", "", &utc, at("10:00:00")), None);
+        assert_eq!(c.due(key(), "*/5 * * * *", "", &utc, at("10:04:59")), None);
+        assert_eq!(
+            c.due(key(), "*/5 * * * *", "", &utc, at("10:05:00")),
+            Some(at("10:05:00"))
+        );
+        assert_eq!(c.due(key(), "*/5 * * * *", "", &utc, at("10:05:01")), None);
+        // A clock that was away for 20 minutes: one late run, then on time.
+        assert_eq!(
+            c.due(key(), "*/5 * * * *", "", &utc, at("10:27:30")),
+            Some(at("10:10:00"))
+        );
+        assert_eq!(c.due(key(), "*/5 * * * *", "", &utc, at("10:29:59")), None);
+        assert_eq!(
+            c.due(key(), "*/5 * * * *", "", &utc, at("10:30:00")),
+            Some(at("10:30:00"))
+        );
+        // A new schedule (a deploy or a rollback) is planned afresh.
+        assert_eq!(c.due(key(), "0 * * * *", "", &utc, at("10:35:00")), None);
+        assert_eq!(c.due(key(), "0 * * * *", "", &utc, at("10:40:00")), None);
+        assert_eq!(
+            c.due(key(), "0 * * * *", "", &utc, at("11:00:00")),
+            Some(at("11:00:00"))
+        );
+        // So is a new time zone: 12:00 in Paris is 11:00 UTC in winter.
+        let paris = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+        let daily = "0 12 * * *";
+        assert_eq!(
+            c.due(key(), daily, "Europe/Paris", &paris, at("10:00:00")),
+            None
+        );
+        assert_eq!(
+            c.due(key(), daily, "Europe/Paris", &paris, at("10:59:59")),
+            None
+        );
+        assert_eq!(
+            c.due(key(), daily, "Europe/Paris", &paris, at("11:00:00")),
+            Some(at("11:00:00"))
+        );
     }
 
     #[test]
