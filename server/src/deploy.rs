@@ -874,14 +874,22 @@ async fn build_steps<E: Engine>(
     // so a typo costs seconds, not a build.
     let repo_file = tree.join("paas.toml");
     // symlink_metadata: never through a link (the tree holds none; belt and braces).
-    let health_table = if std::fs::symlink_metadata(&repo_file).is_ok_and(|m| m.is_file()) {
+    let (health_table, cron_jobs) = if std::fs::symlink_metadata(&repo_file)
+        .is_ok_and(|m| m.is_file())
+    {
         let text = tokio::fs::read_to_string(&repo_file)
             .await
             .map_err(|e| DeployError::Failed(format!("paas.toml in the pushed code cannot be read ({e}); make it a UTF-8 text file and push again")))?;
-        Some(health::parse_repo_file(&text).map_err(DeployError::Failed)?)
+        (
+            Some(health::parse_repo_file(&text).map_err(DeployError::Failed)?),
+            crate::cron_table::parse_repo_file(&text).map_err(DeployError::Failed)?,
+        )
     } else {
-        None
+        (None, Default::default())
     };
+    if !cron_jobs.is_empty() {
+        crate::cron_table::time_zone(&vars).map_err(DeployError::Failed)?;
+    }
     health::settings(&health_table.clone().unwrap_or_default(), &vars)
         .map_err(DeployError::Failed)?;
     run.progress.step("Django project detected");
@@ -1060,6 +1068,7 @@ async fn build_steps<E: Engine>(
     // rollback or restart probes as it did and runs the processes it had.
     meta.healthcheck = health_table.filter(|t| *t != health::HealthTable::default());
     meta.processes = procfile.processes.clone();
+    meta.cron = cron_jobs;
     // The build ran the app's own code: its facts are checked, never trusted.
     let media = check_build_paths(&meta).map_err(DeployError::Failed)?;
     match &media {

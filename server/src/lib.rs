@@ -17,6 +17,7 @@
 //! - [`git`]: bare repositories and `git http-backend`; the pre-receive hook.
 //! - [`buildpack`]: detect a Django project and render its build plan.
 //! - [`procfile`]: the Procfile's processes.
+//! - [`cron_table`]: the `[cron.NAME]` jobs of `paas.toml` and their schedules.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
 //! - [`queue`]: the per-app deploy queues and the deploys in flight.
 //! - [`metrics`]: the last hour of requests and resource use per app, and charts.
@@ -32,6 +33,7 @@
 //! - [`backup`]: backups and restores of an app's data.
 //! - [`prune`]: removes what paas made and no longer needs, and nothing else.
 //! - [`schedule`]: the daily backups and prune.
+//! - [`cron`]: the apps' scheduled jobs, run as one-off containers.
 //! - [`sampler`]: request and container-usage samples for the charts.
 //! - [`disk`]: disk use per app, and the warning before the disk fills.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
@@ -52,6 +54,7 @@ pub mod peers;
 
 pub mod auth;
 pub mod buildpack;
+pub mod cron_table;
 pub mod docker;
 pub mod git;
 pub mod metrics;
@@ -64,6 +67,7 @@ pub mod ctx;
 pub mod http_error;
 
 pub mod backup;
+pub mod cron;
 pub mod deploy;
 pub mod destroy;
 pub mod disk;

@@ -178,6 +178,15 @@ enum Command {
         #[arg(long)]
         confirm: Option<String>,
     },
+    /// The app's scheduled jobs ([cron.NAME] in paas.toml): schedule, next
+    /// run, last result and duration; a failing job's output.
+    Cron {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
+        #[arg(long, short)]
+        app: Option<String>,
+    },
     /// List an app's backups, newest first.
     #[command(visible_alias = "pg:backups")]
     Backups {
@@ -502,7 +511,16 @@ async fn run_client(command: Command) -> client::Result<()> {
             process,
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            run::logs(&t.url, &t.token, &app, follow, tail, process.as_deref()).await
+            run::logs(
+                &t.url,
+                &t.token,
+                &app,
+                follow,
+                tail,
+                process.as_deref(),
+                t.json,
+            )
+            .await
         }
         Command::Run {
             client,
@@ -514,11 +532,14 @@ async fn run_client(command: Command) -> client::Result<()> {
             let extra = env_pairs(env)?;
             let (t, app) = (target(&client)?, app_name(app)?);
             use std::io::IsTerminal;
-            let tty = !no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+            let tty = !no_tty
+                && !t.json
+                && std::io::stdin().is_terminal()
+                && std::io::stdout().is_terminal();
             let code = if tty {
                 run::run_tty(&t.url, &t.token, &app, &command, &extra).await?
             } else {
-                run::run_plain(&t.url, &t.token, &app, &command, &extra).await?
+                run::run_plain(&t.url, &t.token, &app, &command, &extra, t.json).await?
             };
             match code {
                 0 => Ok(()),
@@ -544,6 +565,9 @@ async fn run_client(command: Command) -> client::Result<()> {
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
             data::pg_destroy(&t, &app, confirm.as_deref()).await
+        }
+        Command::Cron { client, app } => {
+            client::cron::list(&target(&client)?, &app_name(app)?).await
         }
         Command::Backups { client, app } => data::backups(&target(&client)?, &app_name(app)?).await,
         Command::BackupsCreate { client, app } => {

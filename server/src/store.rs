@@ -151,6 +151,9 @@ pub struct ReleaseMeta {
     /// The Procfile's processes: name → command.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub processes: BTreeMap<String, String>,
+    /// The `[cron.NAME]` jobs of the pushed `paas.toml`: name → job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cron: BTreeMap<String, crate::cron_table::CronJob>,
 }
 
 /// One release of an app (a deploy attempt, successful or not).
