@@ -20,6 +20,7 @@
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
 //! - [`queue`]: the per-app deploy queues and the deploys in flight.
 //! - [`metrics`]: the last hour of requests and resource use per app, and charts.
+//! - [`offsite`]: an S3-compatible bucket; encryption (age) and retention of what goes there.
 //!
 //! What a story may touch, and how it answers a request:
 //! - [`ctx`]: the daemon's shared state, passed by argument.
@@ -29,7 +30,8 @@
 //! - [`deploy`]: one deploy, step by step: build → release → start → health → swap.
 //! - [`health`]: the readiness probe that gates every swap.
 //! - [`postgres`]: a PostgreSQL database per app that asks for one.
-//! - [`backup`]: backups and restores of an app's data.
+//! - [`backup`]: backups and restores of an app's data, and their offsite copies.
+//! - [`drill`]: restore drills: the latest offsite copy restored into a scratch database.
 //! - [`schedule`]: the daily backups.
 //! - [`sampler`]: request and container-usage samples for the charts.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
@@ -53,6 +55,7 @@ pub mod buildpack;
 pub mod docker;
 pub mod git;
 pub mod metrics;
+pub mod offsite;
 pub mod procfile;
 pub mod proxy;
 pub mod queue;
@@ -65,6 +68,7 @@ pub mod backup;
 pub mod deploy;
 pub mod destroy;
 pub mod domains;
+pub mod drill;
 pub mod health;
 pub mod postgres;
 pub mod run;

@@ -69,6 +69,14 @@ CREATE TABLE api_tokens (
 ALTER TABLE api_tokens ADD COLUMN app TEXT;
 ALTER TABLE api_tokens ADD COLUMN created_by TEXT;
 "#,
+    // Server-wide settings, one JSON value per key: the offsite backup
+    // target (with its secret), the backup passphrase, the last drills.
+    r#"
+CREATE TABLE settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+"#,
 ];
 
 /// Where a release is in its deploy. Stored as its lower-case name.
@@ -658,6 +666,43 @@ impl Store {
         Ok(found)
     }
 
+    // ---- settings ----
+
+    /// A server-wide setting, if set.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets (or replaces) a server-wide setting.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a server-wide setting; false when it was not set.
+    pub fn unset_setting(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db()
+            .execute("DELETE FROM settings WHERE key = ?1", [key])?
+            == 1)
+    }
+
+    /// A consistent copy of the whole state database at `dst` (SQLite's
+    /// online backup API), for the whole-server backup.
+    pub fn copy_to(&self, dst: &Path) -> Result<(), StoreError> {
+        self.db().backup(rusqlite::DatabaseName::Main, dst, None)?;
+        Ok(())
+    }
+
     // ---- domains ----
 
     /// Custom domains of an app (the default `<app>.<domain>` is not stored).
@@ -885,6 +930,18 @@ mod tests {
         assert_eq!(old.static_root, None);
         assert_eq!(old.processes["web"], "gunicorn x");
         assert_eq!(old.healthcheck.unwrap().attempts, Some(3));
+    }
+
+    #[test]
+    fn settings_are_set_replaced_and_unset() {
+        let s = Store::open_in_memory().unwrap();
+        assert_eq!(s.setting("offsite").unwrap(), None);
+        s.set_setting("offsite", "{\"a\":1}").unwrap();
+        s.set_setting("offsite", "{\"a\":2}").unwrap();
+        assert_eq!(s.setting("offsite").unwrap().as_deref(), Some("{\"a\":2}"));
+        assert!(s.unset_setting("offsite").unwrap());
+        assert!(!s.unset_setting("offsite").unwrap());
+        assert_eq!(s.setting("offsite").unwrap(), None);
     }
 
     #[test]
