@@ -401,7 +401,8 @@ struct ServeArgs {
 #[derive(clap::Args)]
 struct S3Args {
     /// s3://BUCKET or s3://BUCKET/FOLDER
-    url: String,
+    #[arg(value_name = "S3_URL")]
+    location: String,
     /// The storage's URL, e.g. https://s3.eu-central-003.backblazeb2.com
     #[arg(long)]
     endpoint: String,
@@ -593,7 +594,7 @@ async fn run_client(command: Command) -> client::Result<()> {
             passphrase,
         } => {
             let body = serde_json::json!({
-                "url": s3.url, "endpoint": s3.endpoint, "region": s3.region,
+                "url": s3.location, "endpoint": s3.endpoint, "region": s3.region,
                 "access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key,
                 "passphrase": passphrase,
             });

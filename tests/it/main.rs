@@ -14,6 +14,7 @@ mod data;
 mod edge;
 mod harness;
 mod network;
+mod offsite;
 mod procfile;
 mod real_projects;
 mod run;
