@@ -32,7 +32,7 @@ pub const KEEP_BACKUPS: usize = 7;
 
 /// `YYYYMMDD-HHMMSS` in UTC (the bare number past the year 9999, which
 /// `metrics::now` never reaches).
-fn utc_stamp(secs: i64) -> String {
+pub fn utc_stamp(secs: i64) -> String {
     use time::{format_description::BorrowedFormatItem, macros::format_description, UtcDateTime};
     const FORMAT: &[BorrowedFormatItem] =
         format_description!("[year][month][day]-[hour][minute][second]");

@@ -43,6 +43,8 @@ pub fn routes() -> Router<Arc<Ctx>> {
         )
         .route("/api/backups/offsite/key", get(api_offsite_key))
         .route("/api/backups/drill", post(api_drill))
+        .route("/api/server/backup", post(api_server_backup))
+        .route("/api/server/restore", post(api_server_restore))
 }
 
 fn restart_hint(app: &str) -> String {
@@ -464,5 +466,59 @@ async fn api_drill(State(ctx): State<Arc<Ctx>>, _headers: HeaderMap, body: Bytes
     Ok((
         StatusCode::OK,
         Json(serde_json::json!({ "drills": drills, "failed": failed })),
+    ))
+}
+
+// ------------------------------------------------------------ whole server
+
+async fn api_server_backup(State(ctx): State<Arc<Ctx>>, _headers: HeaderMap) -> ApiResult {
+    let m = crate::disaster::server_backup(&ctx, "server").await?;
+    let mut v = serde_json::json!(m);
+    v["message"] = format!(
+        "server backup {} uploaded to {} ({} apps, {} bytes encrypted)",
+        m.id,
+        m.key,
+        m.apps.len(),
+        m.size
+    )
+    .into();
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn api_server_restore(
+    State(ctx): State<Arc<Ctx>>,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let req: OffsiteSet = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("send url, endpoint, access_key_id, secret_access_key and passphrase as JSON ({e})"),
+        )
+    })?;
+    let target = Target::parse(
+        &req.url,
+        &req.endpoint,
+        req.region.as_deref(),
+        &req.access_key_id,
+        &req.secret_access_key,
+    )
+    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let Some(pass) = req.passphrase.filter(|p| !p.is_empty()) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the backup passphrase is needed: set PAAS_BACKUP_PASSPHRASE or type it when asked".into(),
+        ));
+    };
+    let (m, report) = crate::disaster::server_restore(&ctx, target, pass).await?;
+    let failed = report.iter().filter(|r| r.error.is_some()).count();
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "backup": m.id,
+            "apps": report,
+            "failed": failed,
+            "message": format!("server backup {} restored: {} apps, {} failed", m.id, m.apps.len(), failed),
+        })),
     ))
 }

@@ -34,6 +34,7 @@
 //! - [`drill`]: restore drills: the latest offsite copy restored into a scratch database.
 //! - [`schedule`]: the daily backups.
 //! - [`sampler`]: request and container-usage samples for the charts.
+//! - [`disaster`]: `server:backup` and `server:restore`: the whole server, offsite.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
 //! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
@@ -67,6 +68,7 @@ pub mod http_error;
 pub mod backup;
 pub mod deploy;
 pub mod destroy;
+pub mod disaster;
 pub mod domains;
 pub mod drill;
 pub mod health;

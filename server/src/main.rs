@@ -230,6 +230,22 @@ enum Command {
         #[arg(long, short)]
         app: Option<String>,
     },
+    /// Put everything needed to rebuild this server offsite, encrypted
+    /// (also daily): the store, the git repositories, each app's data.
+    #[command(name = "server:backup")]
+    ServerBackup {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// On a fresh install: bring every app back from the latest server
+    /// backup (passphrase from $PAAS_BACKUP_PASSPHRASE, else asked).
+    #[command(name = "server:restore")]
+    ServerRestore {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        s3: S3Args,
+    },
     /// Restore a backup into the app (needs --confirm APP).
     #[command(name = "backups:restore", visible_alias = "pg:restore")]
     BackupsRestore {
@@ -599,6 +615,15 @@ async fn run_client(command: Command) -> client::Result<()> {
                 "passphrase": passphrase,
             });
             data::offsite_set(&target(&client)?, body).await
+        }
+        Command::ServerBackup { client } => data::server_backup(&target(&client)?).await,
+        Command::ServerRestore { client, s3 } => {
+            let mut body = serde_json::json!({
+                "url": s3.location, "endpoint": s3.endpoint, "region": s3.region,
+                "access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key,
+            });
+            body["passphrase"] = data::ask_passphrase()?.into();
+            data::server_restore(&target(&client)?, body).await
         }
         Command::BackupsOffsite { client } => data::offsite_show(&target(&client)?).await,
         Command::BackupsOffsiteKey { client } => data::offsite_key(&target(&client)?).await,

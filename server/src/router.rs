@@ -85,6 +85,8 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("PUT", "/api/backups/offsite", Guard::Api),
     ("GET", "/api/backups/offsite/key", Guard::Api),
     ("POST", "/api/backups/drill", Guard::Api),
+    ("POST", "/api/server/backup", Guard::Api),
+    ("POST", "/api/server/restore", Guard::Api),
     ("GET", "/api/apps/{app}/domains", Guard::Api),
     ("POST", "/api/apps/{app}/domains", Guard::Api),
     ("DELETE", "/api/apps/{app}/domains/{domain}", Guard::Api),

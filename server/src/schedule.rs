@@ -26,6 +26,10 @@ pub fn spawn_scheduler(ctx: Arc<Ctx>) -> tokio::task::JoinHandle<()> {
             // Offsite copies that failed (or wait after a deploy) go up again.
             crate::backup::retry_uploads(&ctx).await;
             run_due_drills(&ctx).await;
+            if crate::disaster::server_backup_due(&ctx) {
+                // server_backup logs its own failure at error.
+                let _ = crate::disaster::server_backup(&ctx, "scheduled").await;
+            }
             tokio::time::sleep(SCHEDULER_TICK).await;
         }
     })

@@ -234,6 +234,18 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// Applies the migrations `conn` has not seen yet.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql} PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -257,16 +269,23 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!(
-                "BEGIN; {sql} PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))?;
-        }
+        migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Replaces the whole state with the database at `src` (a whole-server
+    /// restore onto a fresh install), then brings it to this version's schema.
+    pub fn restore_from(&self, src: &Path) -> Result<(), StoreError> {
+        let from = Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut db = self.db();
+        {
+            let backup = rusqlite::backup::Backup::new(&from, &mut db)?;
+            backup.run_to_completion(256, std::time::Duration::from_millis(10), None)?;
+        }
+        migrate(&db)?;
+        Ok(())
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -942,6 +961,27 @@ mod tests {
         assert!(s.unset_setting("offsite").unwrap());
         assert!(!s.unset_setting("offsite").unwrap());
         assert_eq!(s.setting("offsite").unwrap(), None);
+    }
+
+    #[test]
+    fn a_copy_restores_the_whole_state_into_a_fresh_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Store::open(&dir.path().join("old.db")).unwrap();
+        let app = old.create_app("blog", "k").unwrap();
+        old.set_config_vars(&app, &[("A".into(), Some("1".into()))])
+            .unwrap();
+        old.add_domain(&app, "blog.example.com").unwrap();
+        old.create_token("laptop", "h1", None, None).unwrap();
+        old.copy_to(&dir.path().join("copy.db")).unwrap();
+        let fresh = Store::open(&dir.path().join("fresh.db")).unwrap();
+        fresh.create_app("other", "k2").unwrap();
+        fresh.restore_from(&dir.path().join("copy.db")).unwrap();
+        let names: Vec<String> = fresh.apps().unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["blog"]);
+        let app = fresh.app("blog").unwrap();
+        assert_eq!(fresh.config_vars(&app).unwrap()["A"], "1");
+        assert_eq!(fresh.domains(&app).unwrap(), ["blog.example.com"]);
+        assert!(fresh.use_token("h1").unwrap().is_some());
     }
 
     #[test]

@@ -200,6 +200,11 @@ impl Daemon {
         name
     }
 
+    /// Cleans up after an app another daemon made (a restored server).
+    pub fn adopt(&mut self, app: &str) {
+        self.apps.push(app.to_string());
+    }
+
     /// A `paas` client environment pointed at this daemon.
     pub fn cli(&self) -> CliEnv {
         CliEnv::new(&format!("http://127.0.0.1:{}", self.admin))

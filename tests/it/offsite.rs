@@ -217,3 +217,116 @@ fn backups_go_offsite_encrypted_and_a_drill_catches_a_flipped_byte() {
         "a secret in the log"
     );
 }
+
+/// Removes a data dir's PostgreSQL server, its volume and its network.
+struct PgServerGone(std::path::PathBuf);
+
+impl Drop for PgServerGone {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", "-v", &paas::layout::server_name(&self.0)])
+            .output();
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &paas::layout::server_network(&self.0)])
+            .output();
+    }
+}
+
+/// The disaster: two apps (SQLite with uploads and a custom domain,
+/// PostgreSQL) with rows; server:backup; the data folder, containers,
+/// volumes and images gone; a fresh daemon; server:restore; both serve the
+/// same rows and uploads, and a drill of each passes.
+#[test]
+fn a_fresh_install_comes_back_from_a_server_backup() {
+    crate::harness::require_parts();
+    let s3 = S3Server::start(BUCKET);
+    let mut old = Daemon::start();
+    let old_pg = PgServerGone(old.data.path().to_path_buf());
+    let files = old.app("dr-files");
+    let pg = old.app("dr-pg");
+    let p1 = Project::from_fixture("uploads");
+    let (ok, out) = p1.push(&old.remote(&files));
+    assert!(ok, "push rejected:\n{out}");
+    let r = crate::buildpack::upload(&old, &files, "kept.txt", "an upload that must come back");
+    assert_eq!(r.status, 201, "upload: {}", r.text());
+    let (ok, out, err) = paas(&old, &["domains:add", "files.example.test", "-a", &files]);
+    assert!(ok, "domains:add: {out}{err}");
+
+    let p2 = Project::from_fixture("blog");
+    let (ok, out) = p2.push(&old.remote(&pg));
+    assert!(ok, "push rejected:\n{out}");
+    let (ok, out, err) = paas(&old, &["pg:create", "-a", &pg]);
+    assert!(ok, "pg:create: {out}{err}");
+    for row in ["postgres+row+one", "postgres+row+two"] {
+        let r = old.post_form(&pg, "/add/", &format!("text={row}"));
+        assert!(r.status < 400, "POST /add/: {} {}", r.status, r.text());
+    }
+    let (ok, out, err) = paas(&old, &["config:set", "-a", &pg, "GREETING=hello"]);
+    assert!(ok, "config:set: {out}{err}");
+
+    let url = format!("s3://{BUCKET}/vps2");
+    let (ok, out, err) = set_target(&old, &url, &s3.endpoint());
+    assert!(ok, "{out}{err}");
+    let t = std::time::Instant::now();
+    let (ok, out, err) = paas(&old, &["server:backup"]);
+    assert!(ok, "server:backup: {out}{err}");
+    eprintln!("server:backup took {:?}: {out}", t.elapsed());
+    assert_eq!(s3.keys(BUCKET, "vps2/server/").len(), 1);
+
+    // The disaster: the daemon, its data folder, the apps' containers,
+    // images and networks, the PostgreSQL server and its volume, all gone.
+    let mut child = old.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for app in [&files, &pg] {
+        crate::harness::remove_app_objects(app);
+    }
+    drop(old_pg);
+    std::fs::remove_dir_all(old.data.path()).unwrap();
+
+    let mut new = Daemon::start();
+    let _new_pg = PgServerGone(new.data.path().to_path_buf());
+    new.adopt(&files);
+    new.adopt(&pg);
+    let t = std::time::Instant::now();
+    let (ok, out, err) = paas(
+        &new,
+        &[
+            "server:restore",
+            &url,
+            "--endpoint",
+            &s3.endpoint(),
+            "--access-key-id",
+            "moto-id",
+            "--secret-access-key",
+            SECRET,
+        ],
+    );
+    assert!(ok, "server:restore: {out}{err}");
+    eprintln!("server:restore took {:?}:\n{out}", t.elapsed());
+
+    let r = new.get(&files, "/files/attachments/kept.txt");
+    assert_eq!(r.status, 200, "the upload: {}", r.text());
+    assert_eq!(r.text().trim_end(), "an upload that must come back");
+    new.assert_serves(&files, "kept.txt");
+    let r = crate::harness::http(new.http, "GET", "files.example.test", "/", &[], None);
+    assert_eq!(r.status, 200, "the custom domain: {}", r.text());
+    new.assert_serves(&pg, "postgres row one");
+    new.assert_serves(&pg, "postgres row two");
+    let (ok, out, err) = paas(&new, &["config", "-a", &pg]);
+    assert!(ok && out.contains("GREETING"), "{out}{err}");
+    // A second restore onto a server with apps is refused.
+    let (ok, _, err) = paas(
+        &new,
+        &[
+            "server:restore", &url, "--endpoint", &s3.endpoint(), "--access-key-id", "moto-id",
+            "--secret-access-key", SECRET,
+        ],
+    );
+    assert!(!ok && err.contains("fresh install"), "{err}");
+    // Both apps' offsite copies restore into scratch databases (PostgreSQL
+    // included) with the rows their manifests recorded.
+    let (ok, out, err) = paas(&new, &["backups:drill"]);
+    assert!(ok, "drill: {out}{err}");
+    assert_eq!(out.matches("drill passed").count(), 2, "{out}");
+}

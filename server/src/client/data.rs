@@ -229,3 +229,60 @@ pub async fn restore(t: &Target, app: &str, id: &str, confirm: Option<&str>) -> 
     )
     .await
 }
+
+/// `paas server:backup`.
+pub async fn server_backup(t: &Target) -> Result<()> {
+    t.say(Method::POST, "/api/server/backup", None).await
+}
+
+/// The passphrase: `PAAS_BACKUP_PASSPHRASE`, else one line from the terminal.
+pub fn ask_passphrase() -> Result<String> {
+    if let Some(p) = std::env::var("PAAS_BACKUP_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        return Ok(p);
+    }
+    eprint!("Backup passphrase (as `paas backups:offsite:key` showed it): ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| ClientError::Usage(format!("cannot read the passphrase: {e}")))?;
+    let p = line.trim_end_matches(['\r', '\n']).to_string();
+    if p.is_empty() {
+        return Err(ClientError::Usage(
+            "no passphrase given: set PAAS_BACKUP_PASSPHRASE or type it when asked".into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// `paas server:restore`: fails when an app did not come back.
+pub async fn server_restore(t: &Target, body: serde_json::Value) -> Result<()> {
+    let v = t.call(Method::POST, "/api/server/restore", Some(body)).await?;
+    if t.json {
+        print_json(&v)?;
+    } else {
+        for a in v["apps"].as_array().cloned().unwrap_or_default() {
+            match a["error"].as_str() {
+                None => println!(
+                    "{}: live as v{}{}",
+                    a["app"].as_str().unwrap_or(""),
+                    a["release"],
+                    a["data"]
+                        .as_str()
+                        .map(|d| format!(", data from backup {d}"))
+                        .unwrap_or_default()
+                ),
+                Some(e) => println!("{}: FAILED: {e}", a["app"].as_str().unwrap_or("")),
+            }
+        }
+        println!("{}", v["message"].as_str().unwrap_or(""));
+    }
+    if v["failed"].as_u64().unwrap_or(0) > 0 {
+        return Err(ClientError::Server(
+            "some apps did not come back: the lines above say why".into(),
+        ));
+    }
+    Ok(())
+}
