@@ -493,7 +493,9 @@ async fn api_server_restore(
     let req: OffsiteSet = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
-            format!("send url, endpoint, access_key_id, secret_access_key and passphrase as JSON ({e})"),
+            format!(
+                "send url, endpoint, access_key_id, secret_access_key and passphrase as JSON ({e})"
+            ),
         )
     })?;
     let target = Target::parse(
@@ -507,7 +509,8 @@ async fn api_server_restore(
     let Some(pass) = req.passphrase.filter(|p| !p.is_empty()) else {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
-            "the backup passphrase is needed: set PAAS_BACKUP_PASSPHRASE or type it when asked".into(),
+            "the backup passphrase is needed: set PAAS_BACKUP_PASSPHRASE or type it when asked"
+                .into(),
         ));
     };
     let (m, report) = crate::disaster::server_restore(&ctx, target, pass).await?;

@@ -78,7 +78,8 @@ async fn blocking<T: Send + 'static>(
 
 /// Tars the folder `dir` (links stored as links, never followed) into `out`.
 fn tar_folder(dir: &Path, out: &Path) -> Result<(), String> {
-    let f = std::fs::File::create(out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    let f =
+        std::fs::File::create(out).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     let mut b = tar::Builder::new(f);
     b.follow_symlinks(false);
     b.append_dir_all(".", dir)
@@ -346,14 +347,18 @@ async fn restore_from(
     let manifest: ServerManifest = std::fs::read(files.join("manifest.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| DataError::internal(format!("the server backup {key} has no readable manifest")))?;
+        .ok_or_else(|| {
+            DataError::internal(format!("the server backup {key} has no readable manifest"))
+        })?;
     ctx.store
         .restore_from(&files.join("paas.db"))
         .map_err(|e| DataError::internal(e.to_string()))?;
     // The location and keys given now are the ones that work.
     let json = serde_json::to_string(target).map_err(|e| DataError::internal(e.to_string()))?;
     let internal = |e: crate::store::StoreError| DataError::internal(e.to_string());
-    ctx.store.set_setting(offsite::SETTING, &json).map_err(internal)?;
+    ctx.store
+        .set_setting(offsite::SETTING, &json)
+        .map_err(internal)?;
     ctx.store
         .set_setting(offsite::PASSPHRASE_SETTING, pass)
         .map_err(internal)?;

@@ -531,7 +531,9 @@ pub fn to_delete(
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
             .date()
     };
-    let rules: [(usize, &dyn Fn(i64) -> (i32, u32)); 3] = [
+    /// A period's name (year and day, week or month) of a unix time.
+    type Period<'a> = &'a dyn Fn(i64) -> (i32, u32);
+    let rules: [(usize, Period); 3] = [
         (daily, &|t| (date(t).year(), date(t).ordinal() as u32)),
         (weekly, &|t| {
             let (y, w, _) = date(t).to_iso_week_date();

@@ -111,7 +111,7 @@ fn backups_go_offsite_encrypted_and_a_drill_catches_a_flipped_byte() {
     let id = out.split_whitespace().nth(1).unwrap().to_string();
     let keys = s3.keys(BUCKET, &format!("vps1/apps/{app}/"));
     let key = format!("vps1/apps/{app}/{id}.tar.age");
-    assert_eq!(keys, [key.clone()]);
+    assert_eq!(keys, std::slice::from_ref(&key));
     let object = s3.get_object(BUCKET, &key);
     assert!(
         object.starts_with(b"age-encryption.org/v1"),
@@ -319,8 +319,14 @@ fn a_fresh_install_comes_back_from_a_server_backup() {
     let (ok, _, err) = paas(
         &new,
         &[
-            "server:restore", &url, "--endpoint", &s3.endpoint(), "--access-key-id", "moto-id",
-            "--secret-access-key", SECRET,
+            "server:restore",
+            &url,
+            "--endpoint",
+            &s3.endpoint(),
+            "--access-key-id",
+            "moto-id",
+            "--secret-access-key",
+            SECRET,
         ],
     );
     assert!(!ok && err.contains("fresh install"), "{err}");

@@ -259,7 +259,9 @@ pub fn ask_passphrase() -> Result<String> {
 
 /// `paas server:restore`: fails when an app did not come back.
 pub async fn server_restore(t: &Target, body: serde_json::Value) -> Result<()> {
-    let v = t.call(Method::POST, "/api/server/restore", Some(body)).await?;
+    let v = t
+        .call(Method::POST, "/api/server/restore", Some(body))
+        .await?;
     if t.json {
         print_json(&v)?;
     } else {
