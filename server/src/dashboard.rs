@@ -539,10 +539,32 @@ async fn app_page(
             size: human_size(m.size),
             when: format_time(m.created_at),
             error: m.error.clone(),
+            offsite: match m.offsite.as_ref().map(|c| c.status) {
+                Some(crate::backup::CopyStatus::Uploaded) => "uploaded",
+                Some(crate::backup::CopyStatus::Pending) => "pending",
+                Some(crate::backup::CopyStatus::Failed) => "failed",
+                None => "",
+            },
+            offsite_error: m.offsite.as_ref().and_then(|c| c.error.clone()),
             id: m.id,
         })
         .collect();
+    let offsite_failed = backups
+        .iter()
+        .find(|b| b.status == "ok" && !b.offsite.is_empty())
+        .filter(|b| b.offsite == "failed")
+        .and_then(|b| b.offsite_error.clone());
+    let drill = crate::drill::last_drill(&ctx, &app.name).map(|d| DrillView {
+        ok: d.ok,
+        when: format_time(d.at),
+        backup: d.backup.unwrap_or_default(),
+        error: d.error,
+        tables: d.tables.len(),
+        rows: d.tables.values().sum(),
+    });
     let mut c = Context::new();
+    c.insert("offsite_failed", &offsite_failed);
+    c.insert("drill", &drill);
     c.insert("app", &view);
     c.insert("releases", &rows);
     c.insert("backups", &backups);
@@ -603,6 +625,20 @@ struct BackupRow {
     size: String,
     when: String,
     error: Option<String>,
+    /// The offsite copy: `uploaded`, `pending`, `failed` or empty (none set).
+    offsite: &'static str,
+    offsite_error: Option<String>,
+}
+
+/// The app's last restore drill.
+#[derive(Serialize)]
+struct DrillView {
+    ok: bool,
+    when: String,
+    backup: String,
+    error: Option<String>,
+    tables: usize,
+    rows: i64,
 }
 
 /// 1234567 → "1.2 MB".

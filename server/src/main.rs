@@ -205,6 +205,56 @@ enum Command {
         #[arg(long, short)]
         app: Option<String>,
     },
+    /// Copy every backup, encrypted, to S3-compatible storage (the
+    /// passphrase is $PAAS_BACKUP_PASSPHRASE, else the one paas has, else a new one).
+    #[command(name = "backups:offsite:set")]
+    BackupsOffsiteSet {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        s3: S3Args,
+        /// The passphrase backups are encrypted under (12 characters or more).
+        #[arg(long, env = "PAAS_BACKUP_PASSPHRASE", hide_env_values = true)]
+        passphrase: Option<String>,
+    },
+    /// Show where offsite copies go (never the secret).
+    #[command(name = "backups:offsite")]
+    BackupsOffsite {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the backup passphrase and how to decrypt a backup by hand.
+    #[command(name = "backups:offsite:key")]
+    BackupsOffsiteKey {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Restore the latest offsite copy into a scratch database and check it
+    /// (every app, or one); fails when a drill fails.
+    #[command(name = "backups:drill")]
+    BackupsDrill {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this app [default: every app with data].
+        #[arg(long, short)]
+        app: Option<String>,
+    },
+    /// Put everything needed to rebuild this server offsite, encrypted
+    /// (also daily): the store, the git repositories, each app's data.
+    #[command(name = "server:backup")]
+    ServerBackup {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// On a fresh install: bring every app back from the latest server
+    /// backup (passphrase from $PAAS_BACKUP_PASSPHRASE, else asked).
+    #[command(name = "server:restore")]
+    ServerRestore {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        s3: S3Args,
+    },
     /// Restore a backup into the app (needs --confirm APP).
     #[command(name = "backups:restore", visible_alias = "pg:restore")]
     BackupsRestore {
@@ -383,6 +433,24 @@ struct ServeArgs {
     /// before it is refused until they age out [default: 10].
     #[arg(long, env = "PAAS_AUTH_FAILURE_LIMIT")]
     auth_failure_limit: Option<usize>,
+}
+
+/// An S3-compatible location and its keys.
+#[derive(clap::Args)]
+struct S3Args {
+    /// s3://BUCKET or s3://BUCKET/FOLDER
+    #[arg(value_name = "S3_URL")]
+    location: String,
+    /// The storage's URL, e.g. https://s3.eu-central-003.backblazeb2.com
+    #[arg(long)]
+    endpoint: String,
+    /// The bucket's region [default: us-east-1, which most S3-compatible storage accepts].
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long, env = "PAAS_S3_ACCESS_KEY_ID")]
+    access_key_id: String,
+    #[arg(long, env = "PAAS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    secret_access_key: String,
 }
 
 #[derive(clap::Args)]
@@ -572,6 +640,32 @@ async fn run_client(command: Command) -> client::Result<()> {
         Command::Backups { client, app } => data::backups(&target(&client)?, &app_name(app)?).await,
         Command::BackupsCreate { client, app } => {
             data::backup(&target(&client)?, &app_name(app)?).await
+        }
+        Command::BackupsOffsiteSet {
+            client,
+            s3,
+            passphrase,
+        } => {
+            let body = serde_json::json!({
+                "url": s3.location, "endpoint": s3.endpoint, "region": s3.region,
+                "access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key,
+                "passphrase": passphrase,
+            });
+            data::offsite_set(&target(&client)?, body).await
+        }
+        Command::ServerBackup { client } => data::server_backup(&target(&client)?).await,
+        Command::ServerRestore { client, s3 } => {
+            let mut body = serde_json::json!({
+                "url": s3.location, "endpoint": s3.endpoint, "region": s3.region,
+                "access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key,
+            });
+            body["passphrase"] = data::ask_passphrase()?.into();
+            data::server_restore(&target(&client)?, body).await
+        }
+        Command::BackupsOffsite { client } => data::offsite_show(&target(&client)?).await,
+        Command::BackupsOffsiteKey { client } => data::offsite_key(&target(&client)?).await,
+        Command::BackupsDrill { client, app } => {
+            data::drill(&target(&client)?, app.as_deref()).await
         }
         Command::BackupsRestore {
             client,

@@ -18,6 +18,7 @@ mod disk;
 mod edge;
 mod harness;
 mod network;
+mod offsite;
 mod procfile;
 mod real_projects;
 mod run;
