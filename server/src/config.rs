@@ -22,9 +22,10 @@ pub struct Config {
     pub admin: SocketAddr,
     /// Apps are served at `<app>.<domain>`; the control plane at `paas.<domain>`.
     pub domain: String,
-    /// The HTTPS listener (`--https ADDR`, or `off`). Off by default until
-    /// paas speaks TLS; while it is off, `paas.<domain>` on the public port
-    /// is refused, and once on, plain HTTP there redirects to it.
+    /// The HTTPS listener (`--https ADDR`, default 0.0.0.0:443, or `off`).
+    /// While it is off, `paas.<domain>` on the public port is refused; when
+    /// on, plain HTTP there redirects to it, as it does for every host with
+    /// a certificate.
     pub https: Option<SocketAddr>,
     /// Docker network mode for image builds (`None`: the engine's default).
     /// Machines whose package index is reachable only from the host's
@@ -150,7 +151,8 @@ impl Config {
                 .unwrap_or("127.0.0.1:8300"),
         )?;
         let https = match o.https.or(file.https).as_deref().map(str::trim) {
-            None | Some("off") | Some("") => None,
+            None => Some(addr("https", "0.0.0.0:443")?),
+            Some("off") | Some("") => None,
             Some(a) => Some(addr("https", a)?),
         };
         let domain = o
@@ -302,7 +304,7 @@ mod tests {
         assert_eq!(c.http.to_string(), "0.0.0.0:80");
         assert_eq!(c.admin.to_string(), "127.0.0.1:8300");
         assert_eq!(c.domain, "localhost");
-        assert_eq!(c.https, None, "HTTPS is off until paas speaks TLS");
+        assert_eq!(c.https.unwrap().to_string(), "0.0.0.0:443");
         assert_eq!(c.app_host("blog"), "blog.localhost");
         assert_eq!(c.control_host(), "paas.localhost");
         assert_eq!((c.memory_mb, c.cpus, c.pids_limit), (512, 1.0, 256));

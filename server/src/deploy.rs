@@ -1669,6 +1669,10 @@ pub fn app_env(
         ("PAAS_APP".into(), app.name.clone()),
         ("PAAS_RELEASE".into(), format!("v{version}")),
     ];
+    if ctx.config.https.is_some() {
+        // The settings shim makes the cookies Secure (tls.rs keeps the certificates).
+        env.push(("PAAS_HTTPS".into(), "1".into()));
+    }
     for (k, v) in vars {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));

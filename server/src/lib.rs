@@ -17,6 +17,7 @@
 //! - [`git`]: bare repositories and `git http-backend`; the pre-receive hook.
 //! - [`buildpack`]: detect a Django project and render its build plan.
 //! - [`procfile`]: the Procfile's processes.
+//! - [`certs`]: certificates on disk, the TLS resolver, the local CA.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
 //! - [`queue`]: the per-app deploy queues and the deploys in flight.
 //! - [`metrics`]: the last hour of requests and resource use per app, and charts.
@@ -34,11 +35,12 @@
 //! - [`sampler`]: request and container-usage samples for the charts.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
+//! - [`tls`]: a certificate for every name paas serves, renewed in time.
 //! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
 //!
 //! Edges — where requests come in:
 //! - [`router`]: every route of the control plane and the one auth guard.
-//! - [`api`], [`data_api`], [`tokens`], [`dashboard`]: handlers.
+//! - [`api`], [`data_api`], [`tokens`], [`tls_api`], [`dashboard`]: handlers.
 //! - [`server`]: wires the parts together for `paas serve`.
 //! - [`client`]: the `paas` command-line client.
 
@@ -50,6 +52,7 @@ pub mod peers;
 
 pub mod auth;
 pub mod buildpack;
+pub mod certs;
 pub mod docker;
 pub mod git;
 pub mod metrics;
@@ -70,6 +73,7 @@ pub mod postgres;
 pub mod run;
 pub mod sampler;
 pub mod schedule;
+pub mod tls;
 
 #[cfg(test)]
 mod fuzz;
@@ -81,6 +85,7 @@ pub mod dashboard;
 pub mod data_api;
 pub mod router;
 pub mod server;
+pub mod tls_api;
 pub mod tokens;
 
 pub mod client;

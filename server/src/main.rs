@@ -289,6 +289,18 @@ enum Command {
         /// e.g. www.example.com (its DNS must point at this server).
         domain: String,
     },
+    /// Each domain's certificate: issuer, expiry, next renewal, last error.
+    Certs {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this app's domains [default: every name paas serves].
+        #[arg(long, short)]
+        app: Option<String>,
+    },
+    /// Print the root certificate of paas's local CA (it signs the names
+    /// under localhost): trust it to browse them over HTTPS.
+    #[command(name = "certs:ca")]
+    CertsCa(ClientArgs),
     /// Remove a custom domain (the app restarts without it, without downtime).
     #[command(name = "domains:remove")]
     DomainsRemove {
@@ -330,7 +342,7 @@ struct ServeArgs {
     /// Apps are served at <app>.<domain> [default: localhost].
     #[arg(long, env = "PAAS_DOMAIN")]
     domain: Option<String>,
-    /// The HTTPS listener for paas.<domain>, or off [default: off; paas does not speak TLS yet].
+    /// The HTTPS listener (apps and paas.<domain>), or off [default: 0.0.0.0:443].
     #[arg(long, env = "PAAS_HTTPS")]
     https: Option<String>,
     /// Docker network mode for image builds (e.g. host), when builds need it to reach PyPI.
@@ -442,7 +454,7 @@ fn env_pairs(env: Vec<String>) -> client::Result<BTreeMap<String, String>> {
 }
 
 async fn run_client(command: Command) -> client::Result<()> {
-    use client::{apps, config, data, domains, login, releases, run, tokens};
+    use client::{apps, certs, config, data, domains, login, releases, run, tokens};
     match command {
         Command::Serve(_)
         | Command::Hook { .. }
@@ -556,6 +568,8 @@ async fn run_client(command: Command) -> client::Result<()> {
         }
         Command::TokensRevoke { client, name } => tokens::revoke(&target(&client)?, &name).await,
         Command::Login { url, token } => login::login(&url, token).await,
+        Command::Certs { client, app } => certs::list(&target(&client)?, app.as_deref()).await,
+        Command::CertsCa(c) => certs::ca(&target(&c)?).await,
         Command::Domains { client, app } => domains::list(&target(&client)?, &app_name(app)?).await,
         Command::DomainsAdd {
             client,

@@ -54,6 +54,8 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
     /// The address both listeners bind (127.0.0.1 unless a test asks).
     pub bind: String,
+    /// The HTTPS listener's port; `None`: the daemon runs with `--https off`.
+    pub https: Option<u16>,
     log: PathBuf,
 }
 
@@ -113,6 +115,15 @@ impl Daemon {
     /// A daemon whose public and admin listeners bind `ip` (e.g. 0.0.0.0,
     /// as an owner may bind them) instead of 127.0.0.1.
     pub fn start_bound(env: &[(&str, &str)], ip: &str) -> Daemon {
+        Daemon::start_full(env, ip, false)
+    }
+
+    /// A daemon that also serves HTTPS (on 127.0.0.1 and a port of its own).
+    pub fn start_https(env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(env, "127.0.0.1", true)
+    }
+
+    fn start_full(env: &[(&str, &str)], ip: &str, https: bool) -> Daemon {
         require_parts();
         keep_panic_messages();
         let data = tempfile::Builder::new()
@@ -132,6 +143,7 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             bind: ip.to_string(),
+            https: https.then(free_port),
         };
         d.spawn();
         d.token = std::fs::read_to_string(d.data.path().join("admin.token"))
@@ -165,6 +177,12 @@ impl Daemon {
             .args(["--domain", "localhost"])
             .args(["--build-network", "host"])
             .args(["--drain-timeout", "5"])
+            .args([
+                "--https",
+                &self
+                    .https
+                    .map_or("off".to_string(), |p| format!("{}:{p}", self.bind)),
+            ])
             .env("PAAS_LOG", "info,paas=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())

@@ -18,6 +18,7 @@ mod procfile;
 mod real_projects;
 mod run;
 mod symlinks;
+mod tls;
 mod zero_downtime;
 
 use harness::{engine_objects, last_line, Daemon, Project};

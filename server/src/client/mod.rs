@@ -10,6 +10,7 @@
 //! default /var/lib/paas).
 
 pub mod apps;
+pub mod certs;
 pub mod config;
 pub mod credential;
 pub mod data;
