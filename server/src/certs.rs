@@ -97,6 +97,9 @@ pub struct OrderState {
     pub next_try: i64,
     /// Orders started since the daemon started.
     pub orders: u64,
+    /// The ACME challenge the last certificate was got with (http-01,
+    /// tls-alpn-01); none for the local CA.
+    pub challenge: Option<&'static str>,
 }
 
 /// One certificate the resolver serves.
@@ -169,7 +172,7 @@ fn provider() -> &'static Arc<CryptoProvider> {
 
 /// Writes `bytes` to `path` through a temporary file and a rename (a reader
 /// never sees half a file), mode 0600.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| CertError::Write {
         path: path.to_path_buf(),

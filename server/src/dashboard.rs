@@ -439,7 +439,11 @@ async fn app_page(
         Err(e) => return internal(e).into_response(),
     };
     c.insert("config_keys", &config_keys);
-    c.insert("domains", &crate::deploy::app_hosts(&ctx, &app));
+    let hosts = crate::deploy::app_hosts(&ctx, &app);
+    if ctx.config.https.is_some() {
+        c.insert("certs", &crate::tls::status(&ctx, &hosts));
+    }
+    c.insert("domains", &hosts);
     let series = ctx.history.series(&app.name, crate::metrics::now());
     c.insert("rate_chart", &crate::metrics::rate_chart(&series));
     c.insert("latency_chart", &crate::metrics::latency_chart(&series));

@@ -1272,11 +1272,15 @@ async fn go_live<E: Engine>(run: &mut Run<'_, E>, p: Prepared) -> Result<(), Dep
         run.progress
             .info(&format!("config vars restored to those of v{v}"));
     }
-    let url = match ctx.config.http.port() {
+    let (https_url, cert_lines) = crate::tls::push_report(ctx, &hosts).await;
+    let url = https_url.unwrap_or_else(|| match ctx.config.http.port() {
         80 => format!("http://{}/", hosts[0]),
         port => format!("http://{}:{port}/", hosts[0]),
-    };
+    });
     run.progress.step(&format!("v{version} is live at {url}"));
+    for line in cert_lines {
+        run.progress.info(&line);
+    }
     run.flush_log();
 
     // ---- Retire the previous release in the background ----

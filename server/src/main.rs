@@ -345,6 +345,15 @@ struct ServeArgs {
     /// The HTTPS listener (apps and paas.<domain>), or off [default: 0.0.0.0:443].
     #[arg(long, env = "PAAS_HTTPS")]
     https: Option<String>,
+    /// The ACME account's e-mail (expiry warnings from the CA).
+    #[arg(long, env = "PAAS_ACME_EMAIL")]
+    acme_email: Option<String>,
+    /// The ACME directory for names outside localhost [default: Let's Encrypt's production].
+    #[arg(long, env = "PAAS_ACME_DIRECTORY")]
+    acme_directory: Option<String>,
+    /// A PEM root to trust for the ACME server itself (a test CA such as Pebble).
+    #[arg(long, env = "PAAS_ACME_CA_FILE")]
+    acme_ca_file: Option<PathBuf>,
     /// Docker network mode for image builds (e.g. host), when builds need it to reach PyPI.
     #[arg(long, env = "PAAS_BUILD_NETWORK")]
     build_network: Option<String>,
@@ -606,6 +615,9 @@ async fn serve(a: ServeArgs) -> ExitCode {
         admin: a.admin,
         domain: a.domain,
         https: a.https,
+        acme_email: a.acme_email,
+        acme_directory: a.acme_directory,
+        acme_ca_file: a.acme_ca_file,
         build_network: a.build_network,
         image_pattern: a.image_pattern,
         drain_timeout_secs: a.drain_timeout_secs,

@@ -4,7 +4,11 @@
 //!
 //! Only names in the route table (and the control host) are ever issued:
 //! a stranger's Host header or SNI name never starts an order. Names under
-//! `localhost` are signed by paas's local CA at once.
+//! `localhost` are signed by paas's local CA at once; others are ordered
+//! from the ACME CA ([`acme`]), one order in flight per name, a failure
+//! retried after a wait that doubles up to a day. A stored certificate is
+//! never ordered again before its renewal time: deploys, restarts and
+//! daemon restarts order nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +16,22 @@ use std::time::Duration;
 use crate::certs::{self, CertInfo};
 use crate::ctx::Ctx;
 
+pub mod acme;
+
 /// The longest the keeper sleeps between two looks (renewals are checked
 /// at least this often, whatever else happens).
 pub const CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// The wait after a first failed order; doubled by each further failure.
+pub const FIRST_RETRY: i64 = 60;
+/// The longest wait between two failed orders.
+pub const MAX_RETRY: i64 = 86_400;
+
+/// The wait before the next order after `failures` failures in a row.
+pub fn backoff(failures: u32) -> i64 {
+    let doublings = failures.saturating_sub(1).min(20);
+    (FIRST_RETRY << doublings).min(MAX_RETRY)
+}
 
 /// The names that should have a certificate now, sorted.
 pub fn wanted_names(ctx: &Ctx) -> Vec<String> {
@@ -34,32 +51,78 @@ pub fn due(info: Option<&CertInfo>, now: i64) -> bool {
 }
 
 /// Runs the keeper until the daemon stops: a look at start, at every
-/// change of the route table, and at least every [`CHECK_EVERY`].
+/// change of the route table, when a renewal or a retry falls due, and at
+/// least every [`CHECK_EVERY`].
 pub fn spawn_keeper(ctx: Arc<Ctx>) {
+    let acme = Arc::new(acme::Acme::new(acme::AcmeSettings {
+        directory: ctx.config.acme_directory.clone(),
+        email: ctx.config.acme_email.clone(),
+        ca_file: ctx.config.acme_ca_file.clone(),
+    }));
     tokio::spawn(async move {
         let mut changes = ctx.routes.changes();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         loop {
-            keep(&ctx);
+            keep(&ctx, &acme, &done_tx);
+            let wait = next_look(&ctx, certs::now());
             tokio::select! {
                 changed = changes.changed() => {
                     if changed.is_err() {
                         return;
                     }
                 }
-                () = tokio::time::sleep(CHECK_EVERY) => {}
+                _ = done_rx.recv() => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     });
 }
 
-/// One look: issues what is missing or due.
-pub fn keep(ctx: &Ctx) {
+/// How long until something falls due: a renewal, a retry, or the
+/// regular look (between 1 s and [`CHECK_EVERY`]).
+fn next_look(ctx: &Ctx, now: i64) -> Duration {
+    let mut soonest = now + CHECK_EVERY.as_secs() as i64;
+    for name in wanted_names(ctx) {
+        if let Some(info) = ctx.certs.info(&name) {
+            soonest = soonest.min(info.renew_at());
+        }
+        let order = ctx.certs.order_state(&name);
+        if order.last_error.is_some() && !order.in_flight {
+            soonest = soonest.min(order.next_try);
+        }
+    }
+    Duration::from_secs((soonest - now).clamp(1, CHECK_EVERY.as_secs() as i64) as u64)
+}
+
+/// One look: issues what is missing or due; ACME orders run in their own
+/// task and say on `done` when they end.
+pub fn keep(ctx: &Arc<Ctx>, acme: &Arc<acme::Acme>, done: &tokio::sync::mpsc::UnboundedSender<()>) {
     let now = certs::now();
     for name in wanted_names(ctx) {
         if !due(ctx.certs.info(&name).as_ref(), now) {
             continue;
         }
-        if certs::is_local(&name) {
+        if !certs::is_local(&name) {
+            let start = ctx.certs.update_order(&name, |s| {
+                if s.in_flight || now < s.next_try {
+                    return false;
+                }
+                s.in_flight = true;
+                s.requested_at = Some(now);
+                s.orders += 1;
+                true
+            });
+            if start {
+                tracing::info!(domain = %name, "certificate requested from the ACME CA");
+                let (ctx, acme, done) = (ctx.clone(), acme.clone(), done.clone());
+                tokio::spawn(async move {
+                    order_one(&ctx, &acme, &name).await;
+                    let _ = done.send(());
+                });
+            }
+            continue;
+        }
+        {
             ctx.certs.update_order(&name, |s| {
                 s.requested_at = Some(now);
                 s.orders += 1;
@@ -87,6 +150,97 @@ pub fn keep(ctx: &Ctx) {
     }
 }
 
+/// One ACME order for `name`, its outcome recorded in the order state.
+async fn order_one(ctx: &Ctx, acme: &acme::Acme, name: &str) {
+    let result = acme
+        .order(&ctx.certs, name)
+        .await
+        .and_then(|(chain, key, challenge)| {
+            let info = ctx
+                .certs
+                .install(name, &chain, &key)
+                .map_err(|e| e.to_string())?;
+            Ok((info, challenge))
+        });
+    let now = certs::now();
+    match result {
+        Ok((info, challenge)) => {
+            ctx.certs.update_order(name, |s| {
+                s.in_flight = false;
+                s.challenge = Some(challenge);
+                s.obtained_at = Some(now);
+                s.last_error = None;
+                s.failures = 0;
+                s.next_try = 0;
+            });
+            tracing::info!(domain = %name, issuer = %info.issuer, not_after = %rfc3339(info.not_after), "certificate obtained");
+        }
+        Err(e) => {
+            let retry = ctx.certs.update_order(name, |s| {
+                s.in_flight = false;
+                s.failures += 1;
+                s.next_try = now + backoff(s.failures);
+                s.last_error = Some(format!(
+                    "the certificate for {name} could not be obtained: {e}. Check that {name}'s DNS points at this server and that ports 80 and 443 reach paas"
+                ));
+                s.next_try
+            });
+            tracing::warn!(domain = %name, next_try = %rfc3339(retry), "certificate order failed: {e}");
+        }
+    }
+}
+
+/// How long a push waits for a new name's certificate before it goes on.
+pub const PUSH_WAIT: Duration = Duration::from_secs(15);
+
+/// What a push says of the certificates of the app's `hosts` once they are
+/// live (the keeper orders them as the route table changes): each name's
+/// certificate got, requested, or failed, waiting up to [`PUSH_WAIT`] for
+/// those in flight. Also the app's URL: https once its first name has a
+/// certificate.
+pub async fn push_report(ctx: &Ctx, hosts: &[String]) -> (Option<String>, Vec<String>) {
+    let Some(https) = ctx.config.https else {
+        return (None, Vec::new());
+    };
+    let deadline = tokio::time::Instant::now() + PUSH_WAIT;
+    let pending = |name: &String| {
+        !ctx.certs.serves(name)
+            && ctx.certs.order_state(name).last_error.is_none()
+    };
+    while hosts.iter().any(pending) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = certs::now();
+    let mut lines = Vec::new();
+    for name in hosts {
+        let order = ctx.certs.order_state(name);
+        let fresh = order.requested_at.is_some_and(|t| now - t < 3600);
+        match ctx.certs.info(name) {
+            Some(info) if info.valid_at(now) => {
+                if fresh {
+                    lines.push(format!(
+                        "certificate for {name} obtained from {} (valid until {})",
+                        info.issuer,
+                        rfc3339(info.not_after)
+                    ));
+                }
+            }
+            _ => match &order.last_error {
+                Some(e) => lines.push(format!("NO CERTIFICATE for {name}: {e}")),
+                None if order.in_flight => lines.push(format!(
+                    "certificate for {name} requested; `paas certs` shows when it is in (HTTPS for it starts then)"
+                )),
+                None => {}
+            },
+        }
+    }
+    let url = hosts.first().filter(|h| ctx.certs.serves(h)).map(|h| match https.port() {
+        443 => format!("https://{h}/"),
+        port => format!("https://{h}:{port}/"),
+    });
+    (url, lines)
+}
+
 /// What `paas certs` shows of one name.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CertStatus {
@@ -103,6 +257,8 @@ pub struct CertStatus {
     pub next_try: Option<String>,
     pub requested_at: Option<String>,
     pub obtained_at: Option<String>,
+    /// The ACME challenge the last certificate was got with.
+    pub challenge: Option<&'static str>,
 }
 
 /// Unix seconds as RFC 3339 (UTC, whole seconds).
@@ -140,6 +296,7 @@ pub fn status(ctx: &Ctx, names: &[String]) -> Vec<CertStatus> {
                     .then(|| rfc3339(order.next_try)),
                 requested_at: order.requested_at.map(rfc3339),
                 obtained_at: order.obtained_at.map(rfc3339),
+                challenge: order.challenge,
             }
         })
         .collect()
@@ -162,5 +319,14 @@ mod tests {
         assert!(!due(Some(&info), 59));
         assert!(due(Some(&info), 60));
         assert!(due(Some(&info), 91));
+    }
+
+    #[test]
+    fn failed_orders_back_off_exponentially_up_to_a_day() {
+        let waits: Vec<i64> = (1..=12).map(backoff).collect();
+        assert_eq!(&waits[..5], &[60, 120, 240, 480, 960]);
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(backoff(11), MAX_RETRY);
+        assert_eq!(backoff(u32::MAX), MAX_RETRY);
     }
 }

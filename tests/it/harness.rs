@@ -33,7 +33,7 @@ pub fn require_parts() {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -123,7 +123,17 @@ impl Daemon {
         Daemon::start_full(env, "127.0.0.1", true)
     }
 
+    /// A daemon serving HTTP and HTTPS on these ports of 127.0.0.1 (a test
+    /// that points an ACME server at them picks them first).
+    pub fn start_https_on(env: &[(&str, &str)], http: u16, https: u16) -> Daemon {
+        Daemon::start_ports(env, "127.0.0.1", http, Some(https))
+    }
+
     fn start_full(env: &[(&str, &str)], ip: &str, https: bool) -> Daemon {
+        Daemon::start_ports(env, ip, free_port(), https.then(free_port))
+    }
+
+    fn start_ports(env: &[(&str, &str)], ip: &str, http: u16, https: Option<u16>) -> Daemon {
         require_parts();
         keep_panic_messages();
         let data = tempfile::Builder::new()
@@ -134,7 +144,7 @@ impl Daemon {
             child: None,
             log: data.path().join("daemon.log"),
             data,
-            http: free_port(),
+            http,
             admin: free_port(),
             token: String::new(),
             apps: Vec::new(),
@@ -143,7 +153,7 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             bind: ip.to_string(),
-            https: https.then(free_port),
+            https,
         };
         d.spawn();
         d.token = std::fs::read_to_string(d.data.path().join("admin.token"))

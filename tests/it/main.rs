@@ -3,6 +3,7 @@
 //!
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
+mod acme;
 mod attacks;
 mod auth;
 mod browser;

@@ -233,4 +233,53 @@ fn https_serves_apps_over_http2_and_django_knows_it() {
         assert!(!text.contains(handled), "{handled} still warned:\n{text}");
     }
     assert!(text.contains("System check identified"), "{text}");
+
+    // git over HTTPS at paas.<domain>: `paas login` (trusting the local
+    // root through SSL_CERT_FILE) sets paas as git's credential helper, so
+    // the remote carries no token.
+    let cli = d.cli();
+    let login_url = format!("https://paas.localhost:{port}");
+    let out = cli
+        .command(p.dir.path())
+        .env("SSL_CERT_FILE", &root)
+        .args(["login", &login_url, "--token", &d.token])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "paas login {login_url}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote = format!("{login_url}/{app}.git");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(p.dir.path())
+            .env("HOME", cli.home.path())
+            .env("XDG_CONFIG_HOME", cli.home.path().join(".config"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_SSL_CAINFO", &root)
+            .env_remove("GIT_CONFIG_GLOBAL")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = git(&["remote", "add", "paas", &remote]);
+    assert!(ok, "{text}");
+    p.replace("Notes v1", "Notes over TLS");
+    p.commit("pushed over https");
+    let (ok, text) = git(&["push", "paas", "main"]);
+    assert!(ok, "git push over https rejected:\n{text}");
+    assert!(text.contains("is live"), "{text}");
+    let r = curl(&root, port, &host, "/", &[]);
+    assert!(r.body.contains("Notes over TLS"), "{}", r.body);
+    let config = std::fs::read_to_string(p.dir.path().join(".git/config")).unwrap();
+    assert!(!config.contains(&d.token), "a token in .git/config:\n{config}");
 }
