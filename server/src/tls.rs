@@ -203,10 +203,8 @@ pub async fn push_report(ctx: &Ctx, hosts: &[String]) -> (Option<String>, Vec<St
         return (None, Vec::new());
     };
     let deadline = tokio::time::Instant::now() + PUSH_WAIT;
-    let pending = |name: &String| {
-        !ctx.certs.serves(name)
-            && ctx.certs.order_state(name).last_error.is_none()
-    };
+    let pending =
+        |name: &String| !ctx.certs.serves(name) && ctx.certs.order_state(name).last_error.is_none();
     while hosts.iter().any(pending) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -234,10 +232,13 @@ pub async fn push_report(ctx: &Ctx, hosts: &[String]) -> (Option<String>, Vec<St
             },
         }
     }
-    let url = hosts.first().filter(|h| ctx.certs.serves(h)).map(|h| match https.port() {
-        443 => format!("https://{h}/"),
-        port => format!("https://{h}:{port}/"),
-    });
+    let url = hosts
+        .first()
+        .filter(|h| ctx.certs.serves(h))
+        .map(|h| match https.port() {
+            443 => format!("https://{h}/"),
+            port => format!("https://{h}:{port}/"),
+        });
     (url, lines)
 }
 

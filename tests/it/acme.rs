@@ -225,7 +225,11 @@ impl Pebble {
             .arg(format!("https://localhost:{}/roots/0", self.mgmt_port))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let path = self.dir.path().join("issuing-root.pem");
         std::fs::write(&path, &out.stdout).unwrap();
         path
@@ -346,7 +350,10 @@ fn acme_certificates_by_http01_and_tls_alpn01_are_kept_and_never_reordered() {
     cli_ok(&d, p.dir.path(), &["domains:add", &www, "-a", &app]);
     let r = wait_valid(&d, p.dir.path(), &app, &www);
     assert!(
-        r["issuer"].as_str().unwrap().starts_with("Pebble Intermediate CA"),
+        r["issuer"]
+            .as_str()
+            .unwrap()
+            .starts_with("Pebble Intermediate CA"),
         "{r:#}"
     );
     assert_eq!(r["challenge"], "http-01", "{r:#}");
@@ -367,7 +374,12 @@ fn acme_certificates_by_http01_and_tls_alpn01_are_kept_and_never_reordered() {
     let root = pebble.issuing_root();
     for name in [&www, &alpn] {
         let r = curl(&root, https_port, name, "/", &["--http2"]);
-        assert_eq!((r.version.as_str(), r.status), ("HTTP/2", 200), "{name}: {}", r.head);
+        assert_eq!(
+            (r.version.as_str(), r.status),
+            ("HTTP/2", 200),
+            "{name}: {}",
+            r.head
+        );
         assert!(r.body.contains("Notes v1"), "{}", r.body);
     }
     let r = http(http_port, "GET", &www, "/", &[], None);
@@ -381,7 +393,10 @@ fn acme_certificates_by_http01_and_tls_alpn01_are_kept_and_never_reordered() {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])
         .arg(&root)
-        .args(["--resolve", &format!("stranger.test:{https_port}:127.0.0.1")])
+        .args([
+            "--resolve",
+            &format!("stranger.test:{https_port}:127.0.0.1"),
+        ])
         .arg(format!("https://stranger.test:{https_port}/"))
         .output()
         .unwrap();
@@ -425,9 +440,15 @@ fn acme_certificates_by_http01_and_tls_alpn01_are_kept_and_never_reordered() {
     assert_eq!(failed["state"], "missing", "{failed:#}");
     assert!(failed["next_try"].is_string(), "{failed:#}");
     let e = failed["last_error"].as_str().unwrap();
-    assert!(e.contains("could not be obtained") && e.contains("DNS"), "{e}");
+    assert!(
+        e.contains("could not be obtained") && e.contains("DNS"),
+        "{e}"
+    );
     let table = cli_ok(&d, p.dir.path(), &["certs", "-a", &app]);
-    assert!(table.contains(&format!("ERROR: the certificate for {late}")), "{table}");
+    assert!(
+        table.contains(&format!("ERROR: the certificate for {late}")),
+        "{table}"
+    );
     let r = curl(&root, https_port, &www, "/", &[]);
     assert_eq!(r.status, 200, "{}", r.head);
 

@@ -99,6 +99,17 @@ fn https_serves_apps_over_http2_and_django_knows_it() {
     p.commit("a view telling whether the request is secure");
     let (ok, out) = p.push(&d.remote(&app));
     assert!(ok, "push rejected:\n{out}");
+    // The push says where the site is, over HTTPS, and whence its certificate.
+    assert!(
+        out.contains(&format!("is live at https://{host}:{port}/")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "certificate for {host} obtained from paas local CA root"
+        )),
+        "{out}"
+    );
 
     let root = fetch_root(&d, p.dir.path());
     let r = curl(&root, port, &host, "/", &["--http2"]);
@@ -215,6 +226,51 @@ fn https_serves_apps_over_http2_and_django_knows_it() {
         Some(format!("https://paas.localhost:{port}/api/apps").as_str())
     );
 
+    // The dashboard over HTTPS: a __Host- session cookie, Secure, and the
+    // app's page lists its certificates.
+    let login = format!("token={}", d.token);
+    let r = curl(&root, port, "paas.localhost", "/login", &["--data", &login]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let set = r
+        .head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("a session cookie: {}", r.head));
+    assert!(
+        set.contains("__Host-paas_session=") && set.contains("Secure") && set.contains("Path=/"),
+        "{set}"
+    );
+    let pair = set["set-cookie:".len()..]
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let cookie = format!("Cookie: {pair}");
+    let r = curl(
+        &root,
+        port,
+        "paas.localhost",
+        &format!("/apps/{app}"),
+        &["-H", &cookie],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("id=\"certs\"") && r.body.contains(&host),
+        "{}",
+        r.body
+    );
+    // The plain cookie name is not a session over HTTPS.
+    let plain = cookie.replace("__Host-paas_session", "paas_session");
+    let r = curl(
+        &root,
+        port,
+        "paas.localhost",
+        &format!("/apps/{app}"),
+        &["-H", &plain],
+    );
+    assert_ne!(r.status, 200, "{}", r.body);
+
     // `check --deploy` no longer asks for what paas does.
     let out = d
         .cli()
@@ -281,5 +337,8 @@ fn https_serves_apps_over_http2_and_django_knows_it() {
     let r = curl(&root, port, &host, "/", &[]);
     assert!(r.body.contains("Notes over TLS"), "{}", r.body);
     let config = std::fs::read_to_string(p.dir.path().join(".git/config")).unwrap();
-    assert!(!config.contains(&d.token), "a token in .git/config:\n{config}");
+    assert!(
+        !config.contains(&d.token),
+        "a token in .git/config:\n{config}"
+    );
 }

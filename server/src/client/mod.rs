@@ -40,9 +40,7 @@ impl reqwest::dns::Resolve for LocalhostResolver {
                         (std::net::Ipv6Addr::LOCALHOST, 0).into(),
                     ]
                 } else {
-                    tokio::net::lookup_host((host.as_str(), 0))
-                        .await?
-                        .collect()
+                    tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
                 };
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)

@@ -43,10 +43,7 @@ struct StoredAccount {
 
 fn text(e: instant_acme::Error) -> String {
     match e {
-        instant_acme::Error::Api(p) => p
-            .detail
-            .clone()
-            .unwrap_or_else(|| format!("{p:?}")),
+        instant_acme::Error::Api(p) => p.detail.clone().unwrap_or_else(|| format!("{p:?}")),
         other => other.to_string(),
     }
 }
@@ -132,7 +129,10 @@ impl Acme {
         let account = self.account(certs).await?;
         let mut reasons = Vec::new();
         for kind in [ChallengeType::Http01, ChallengeType::TlsAlpn01] {
-            let attempt = tokio::time::timeout(ORDER_TIMEOUT, order_with(&account, certs, name, kind.clone()));
+            let attempt = tokio::time::timeout(
+                ORDER_TIMEOUT,
+                order_with(&account, certs, name, kind.clone()),
+            );
             match attempt.await {
                 Ok(Ok((chain, key))) => return Ok((chain, key, label(&kind))),
                 Ok(Err(e)) => reasons.push(format!("{}: {e}", label(&kind))),
@@ -185,8 +185,8 @@ fn alpn_certificate(name: &str, digest: &[u8]) -> Result<rustls::sign::Certified
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     // Not `CertifiedKey::from_der`: its key check parses the certificate
     // with webpki, which refuses the critical acmeIdentifier extension.
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key_der)
-        .map_err(|e| e.to_string())?;
+    let signing_key =
+        rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| e.to_string())?;
     Ok(rustls::sign::CertifiedKey::new(
         vec![CertificateDer::from(cert.der().to_vec())],
         signing_key,
