@@ -327,7 +327,8 @@ mod tests {
         let waits: Vec<i64> = (1..=12).map(backoff).collect();
         assert_eq!(&waits[..5], &[60, 120, 240, 480, 960]);
         assert!(waits.windows(2).all(|w| w[1] >= w[0]));
-        assert_eq!(backoff(11), MAX_RETRY);
+        assert!(backoff(11) < MAX_RETRY);
+        assert_eq!(backoff(12), MAX_RETRY);
         assert_eq!(backoff(u32::MAX), MAX_RETRY);
     }
 }
