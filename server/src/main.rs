@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: git, API and dashboard on --admin, the apps' proxy on --http.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Git hooks installed into each app's repository (not for people).
     #[command(hide = true)]
     Hook {
@@ -410,7 +410,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Serve(args) => rt.block_on(serve(*args)),
         Command::Hook {
             hook: HookCommand::PreReceive,
         } => rt.block_on(pre_receive()),

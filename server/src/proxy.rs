@@ -2131,14 +2131,21 @@ mod tests {
             let table = RouteTable::new();
             table.set(&hosts(&["127.0.0.1", "localhost"]), Arc::new(route));
             let listener = TcpListener::bind(listen).await.unwrap();
-            serve(
-                listener,
-                table,
-                ProxyOptions::default(),
-                std::future::pending(),
-            )
-            .await
-            .unwrap();
+            // bench/tls.sh: HTTPS with this certificate for `localhost`.
+            let mut opts = ProxyOptions::default();
+            let _certs_dir = tempfile::tempdir().unwrap();
+            if let (Some(cert), Some(key)) = (var("PAAS_BENCH_CERT"), var("PAAS_BENCH_KEY")) {
+                let certs = Arc::new(Certs::new(_certs_dir.path().join("certs")));
+                certs.load().unwrap();
+                let read = |p: &str| std::fs::read_to_string(p).unwrap();
+                certs
+                    .install("localhost", &read(&cert), &read(&key))
+                    .unwrap();
+                opts.tls = Some(certs.server_config());
+            }
+            serve(listener, table, opts, std::future::pending())
+                .await
+                .unwrap();
         });
     }
 }

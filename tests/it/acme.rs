@@ -121,6 +121,11 @@ impl Pebble {
     /// Pebble validating HTTP-01 on `http` and TLS-ALPN-01 on `https`,
     /// resolving names through `dns`.
     pub fn start(http: u16, https: u16, dns: &Dns) -> Pebble {
+        Pebble::start_with_validity(http, https, dns, None)
+    }
+
+    /// As [`Pebble::start`], its certificates valid for `validity` seconds.
+    pub fn start_with_validity(http: u16, https: u16, dns: &Dns, validity: Option<u64>) -> Pebble {
         let dir = tempfile::Builder::new()
             .prefix("paas-it-pebble-")
             .tempdir()
@@ -145,7 +150,7 @@ impl Pebble {
         std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
         let (acme_port, mgmt_port) = (free_port(), free_port());
-        let config = serde_json::json!({"pebble": {
+        let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{acme_port}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
             "certificate": dir.path().join("cert.pem"),
@@ -155,6 +160,9 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
+        if let Some(secs) = validity {
+            config["pebble"]["certificateValidityPeriod"] = secs.into();
+        }
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
         let mut p = Pebble {
             child: None,
@@ -457,5 +465,103 @@ fn acme_certificates_by_http01_and_tls_alpn01_are_kept_and_never_reordered() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&account).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    drop(dns);
+}
+
+/// With Pebble issuing 45-second certificates, the certificate renews by
+/// itself (a third of its lifetime before expiry) while clients keep
+/// sending requests, over kept-alive connections and new handshakes alike:
+/// none fails, and `paas certs` shows the new expiry.
+#[test]
+fn acme_certificate_renews_by_itself_under_load_with_no_failed_request() {
+    let dns = Dns::start();
+    let (http_port, https_port) = (free_port(), free_port());
+    let pebble = Pebble::start_with_validity(http_port, https_port, &dns, Some(45));
+    let directory = pebble.directory();
+    let ca_file = pebble.api_root();
+    let mut d = Daemon::start_https_on(
+        &[
+            ("PAAS_ACME_DIRECTORY", directory.as_str()),
+            ("PAAS_ACME_CA_FILE", ca_file.to_str().unwrap()),
+        ],
+        http_port,
+        https_port,
+    );
+    let app = d.app("renew");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    let www = format!("www.{app}.test");
+    cli_ok(&d, p.dir.path(), &["domains:add", &www, "-a", &app]);
+    let first = wait_valid(&d, p.dir.path(), &app, &www);
+    let root = std::fs::read(pebble.issuing_root()).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for fresh_connections in [false, false, true, true] {
+        let (root, www, stop) = (root.clone(), www.clone(), stop.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut builder = reqwest::blocking::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&root).unwrap())
+                .resolve(&www, ([127, 0, 0, 1], https_port).into())
+                .no_proxy()
+                .timeout(Duration::from_secs(30));
+            if fresh_connections {
+                builder = builder.pool_max_idle_per_host(0);
+            }
+            let client = builder.build().unwrap();
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.get(format!("https://{www}:{https_port}/")).send() {
+                    Ok(r) => {
+                        let status = r.status();
+                        match r.text() {
+                            Ok(_) if status == 200 => ok += 1,
+                            Ok(_) => failed.push(format!("status {status}")),
+                            Err(e) => failed.push(format!("body: {e}")),
+                        }
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let renewed = loop {
+        let r = row(&certs_of(&d, p.dir.path(), &app), &www).clone();
+        if r["not_after"] != first["not_after"] && r["state"] == "valid" {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not renewed within 120 s: {r:#}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Keep the load on a little after the swap.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = w.join().unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 10, "only {ok} requests");
+    assert!(
+        renewed["not_after"].as_str() > first["not_after"].as_str(),
+        "{renewed:#}"
+    );
+    assert!(renewed["last_error"].is_null(), "{renewed:#}");
     drop(dns);
 }
