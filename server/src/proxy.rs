@@ -1891,6 +1891,116 @@ mod tests {
         wait_for("the tunnel guard to drop", || app.in_flight() == 0).await;
     }
 
+    /// A TLS client trusting only `root` (PEM), offering `alpn`.
+    async fn tls_connect(
+        proxy: SocketAddr,
+        root: &str,
+        name: &str,
+        alpn: &[&[u8]],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(root.as_bytes()).unwrap())
+            .unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(proxy).await?;
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        connector.connect(name, tcp).await
+    }
+
+    #[tokio::test]
+    async fn tls_listener_picks_the_certificate_by_sni_speaks_h2_and_tunnels_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Arc::new(Certs::new(dir.path().join("certs")));
+        certs.load().unwrap();
+        certs.issue_local("app.localhost").unwrap();
+        let root = certs.local_ca().unwrap().root_pem().to_string();
+        let table = RouteTable::new();
+        table.set(
+            &hosts(&["app.localhost"]),
+            route("app", start_upgrade_echo_backend().await),
+        );
+        let echo = axum::Router::new().fallback(|headers: HeaderMap| async move {
+            format!(
+                "proto={} host={}",
+                headers["x-forwarded-proto"].to_str().unwrap(),
+                headers["host"].to_str().unwrap()
+            )
+        });
+        table.set(
+            &hosts(&["web.localhost"]),
+            route("web", start_backend(echo).await),
+        );
+        certs.issue_local("web.localhost").unwrap();
+        let opts = ProxyOptions {
+            tls: Some(certs.server_config()),
+            ..ProxyOptions::default()
+        };
+        let proxy = start_proxy(table, opts).await;
+
+        // ALPN: h2 when offered, HTTP/1.1 otherwise.
+        let tls = tls_connect(proxy, &root, "web.localhost", &[b"h2", b"http/1.1"])
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        // An HTTP/2 request: the app gets Host from :authority and proto https.
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri("https://web.localhost/x")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert_eq!(response.version(), Version::HTTP_2);
+        use http_body_util::BodyExt;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"proto=https host=web.localhost");
+
+        // An upgrade over TLS (HTTP/1.1) is tunnelled both ways.
+        let mut stream = tls_connect(proxy, &root, "app.localhost", &[b"http/1.1"])
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tokio::time::timeout(WAIT, stream.read_exact(&mut byte))
+                .await
+                .unwrap()
+                .unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        stream.write_all(b"ping over tls").await.unwrap();
+        let mut echoed = [0u8; 13];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&echoed, b"ping over tls");
+
+        // A name without a certificate gets no handshake.
+        assert!(tls_connect(proxy, &root, "stranger.localhost", &[b"h2"])
+            .await
+            .is_err());
+    }
+
     fn short_limits() -> ProxyOptions {
         ProxyOptions {
             limits: Limits {
