@@ -938,6 +938,7 @@ async fn build_steps<E: Engine>(
         scratch: &workdir,
         timeout: BUILD_STEP_TIMEOUT,
     };
+    let mut missing_var = None;
     let outcome = {
         let progress = &mut run.progress;
         let mut checking = false;
@@ -947,6 +948,9 @@ async fn build_steps<E: Engine>(
                 return;
             }
             progress.log_only(line);
+            if let Some(var) = build_log::missing_env_var(line) {
+                missing_var = Some(var);
+            }
             if line == buildpack::CHECK_MARK {
                 checking = true;
                 progress.pusher_only(build_log::Shown::Step(
@@ -975,9 +979,14 @@ async fn build_steps<E: Engine>(
             )))
         }
         Ok(crate::docker::BuildStepOutcome::Failed { code }) => {
-            return Err(DeployError::Failed(format!(
-                "the build step failed (exit code {code}): fix the error shown above and push again"
-            )))
+            return Err(DeployError::Failed(match missing_var {
+                Some(var) => format!(
+                    "the project's settings need the {var} environment variable (see the error above): set it with `paas config:set {var}=…` (config vars reach the build too) and push again"
+                ),
+                None => format!(
+                    "the build step failed (exit code {code}): fix the error shown above and push again"
+                ),
+            }))
         }
         Err(e @ crate::docker::DockerError::Unreachable { .. }) => {
             return Err(engine_failed(e, "push again"))
