@@ -3,7 +3,11 @@
 # checkout, installs it to /usr/local/bin, writes /var/lib/paas/paas.toml
 # (once) and a systemd unit, and starts the daemon. Idempotent: run it again
 # to upgrade. Environment knobs (first install only):
-#   PAAS_DOMAIN  apps are served at <app>.<domain>   (default: localhost)
+#   PAAS_DOMAIN  apps are served at <app>.<domain>   (default: localhost);
+#                with a real domain (its DNS, and *.<domain>, pointing here)
+#                every app and paas.<domain> get certificates by ACME
+#   PAAS_ACME_EMAIL  the ACME account's e-mail (the CA's expiry warnings)
+#   PAAS_HTTPS   HTTPS address, or off                 (default: 0.0.0.0:443)
 #   PAAS_HTTP    public proxy address                  (default: 0.0.0.0:80)
 #   PAAS_ADMIN   git, API and dashboard address        (default: 127.0.0.1:8300;
 #                reach it from your laptop through an SSH tunnel: it speaks
@@ -41,7 +45,11 @@ if [ ! -f "$DATA_DIR/paas.toml" ]; then
 domain = "${PAAS_DOMAIN:-localhost}"
 http = "${PAAS_HTTP:-0.0.0.0:80}"
 admin = "${PAAS_ADMIN:-127.0.0.1:8300}"
+https = "${PAAS_HTTPS:-0.0.0.0:443}"
 TOML
+  if [ -n "${PAAS_ACME_EMAIL:-}" ]; then
+    echo "acme-email = \"$PAAS_ACME_EMAIL\"" >>"$DATA_DIR/paas.toml"
+  fi
 fi
 
 if [ -d /run/systemd/system ]; then
@@ -105,6 +113,18 @@ Then, with the paas binary on your laptop, in your Django project:
 (Without the paas binary, git asks on push: user paas, password the token.)
 Dashboard: http://127.0.0.1:$port/ through the tunnel; log in with the token.
 DONE
+domain=$(grep -E '^domain' "$DATA_DIR/paas.toml" | sed -E 's/.*"(.*)".*/\1/')
+https=$(grep -E '^https' "$DATA_DIR/paas.toml" | sed -E 's/.*"(.*)".*/\1/' || true)
+if [ "${https:-off}" != "off" ] && [ "$domain" != "localhost" ]; then
+  cat <<DONE
+
+Over HTTPS (certificates by ACME once paas.$domain's DNS points here; paas certs shows them):
+
+  paas login https://paas.$domain
+  git remote add paas https://paas.$domain/myapp.git
+  Dashboard: https://paas.$domain/
+DONE
+fi
 case "$admin" in
   127.*|localhost:*|"[::1]:"*) ;;
   *) echo

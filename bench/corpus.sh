@@ -84,7 +84,7 @@ while read -r repo commit path text vars; do
     data=$work/data
     HTTP=$(port)
     ADMIN=$(port)
-    PAAS_LOG=info "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN \
+    PAAS_LOG=info "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN --https off \
         --domain localhost --build-network host >"$OUT/$name.daemon.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do [ -f "$data/admin.token" ] && break; sleep 0.1; done

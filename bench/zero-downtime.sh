@@ -35,7 +35,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-PAAS_LOG=warn,paas::deploy=info "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN \
+PAAS_LOG=warn,paas::deploy=info "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN --https off \
   --domain localhost --build-network host --drain-timeout 10 >"$work/daemon.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do [ -f "$data/admin.token" ] && break; sleep 0.1; done

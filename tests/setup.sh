@@ -40,6 +40,10 @@ install_packages() {
   # The dashboard's browser tests drive headless Chromium over WebDriver.
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  # HTTPS: Pebble is the ACME server the certificate tests order from;
+  # curl (OpenSSL, nghttp2) is their HTTP/2 client.
+  command -v pebble >/dev/null || missing+=(pebble)
+  command -v curl >/dev/null || missing+=(curl)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq

@@ -103,3 +103,21 @@ if _os.environ.get("PAAS_DJANGO_SHIM", "1") != "0":
         MEDIA_URL = "/media/"
 
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+    # paas serves HTTPS (PAAS_HTTPS=1): the proxy redirects plain HTTP to
+    # HTTPS once a name has its certificate (SECURE_SSL_REDIRECT's job, so
+    # `check --deploy` need not ask for it), and cookies travel over TLS only.
+    if _truthy(_os.environ.get("PAAS_HTTPS", "")):
+        SESSION_COOKIE_SECURE = True
+        CSRF_COOKIE_SECURE = True
+        _silenced = list(globals().get("SILENCED_SYSTEM_CHECKS", []))
+        if "security.W008" not in _silenced:
+            _silenced.append("security.W008")
+        SILENCED_SYSTEM_CHECKS = _silenced
+
+    # HSTS is the owner's choice (a browser then refuses plain HTTP for the
+    # whole period): the PAAS_HSTS_SECONDS config var turns it on.
+    if _os.environ.get("PAAS_HSTS_SECONDS", "").strip():
+        SECURE_HSTS_SECONDS = int(_os.environ["PAAS_HSTS_SECONDS"].strip())
+        SECURE_HSTS_INCLUDE_SUBDOMAINS = _truthy(_os.environ.get("PAAS_HSTS_INCLUDE_SUBDOMAINS", ""))
+        SECURE_HSTS_PRELOAD = _truthy(_os.environ.get("PAAS_HSTS_PRELOAD", ""))

@@ -221,19 +221,42 @@ impl Sessions {
     }
 }
 
-/// The dashboard's session cookie.
+/// The dashboard's session cookie on plain HTTP (the admin listener).
 pub const COOKIE: &str = "paas_session";
+/// The dashboard's session cookie over HTTPS: `__Host-` makes the browser
+/// keep it for this exact host, Secure, Path=/ (an app on a sibling
+/// subdomain cannot plant or overwrite it).
+pub const SECURE_COOKIE: &str = "__Host-paas_session";
 
-/// The session id from the request's cookie, if any.
+/// A request extension: the request came through paas's TLS listener.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// The session id from the request's cookie, if any (the `__Host-` one
+/// first; the proxy drops the plain one from requests over TLS).
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+    let pairs = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+    };
+    pairs()
+        .find(|(k, _)| *k == SECURE_COOKIE)
+        .or_else(|| pairs().find(|(k, _)| *k == COOKIE))
         .map(|(_, v)| v.to_string())
+}
+
+/// The Set-Cookie value that starts a session (`value` empty: ends it).
+pub fn session_set_cookie(value: &str, secure: bool) -> String {
+    let end = if value.is_empty() { "; Max-Age=0" } else { "" };
+    if secure {
+        format!("{SECURE_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{end}")
+    } else {
+        format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{end}")
+    }
 }
 
 /// `bytes` random bytes as lower-case hex (database passwords, backup ids).

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Let's Encrypt's production ACME directory: the default CA.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
 /// Everything the daemon needs to know, validated once at start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -22,10 +25,19 @@ pub struct Config {
     pub admin: SocketAddr,
     /// Apps are served at `<app>.<domain>`; the control plane at `paas.<domain>`.
     pub domain: String,
-    /// The HTTPS listener (`--https ADDR`, or `off`). Off by default until
-    /// paas speaks TLS; while it is off, `paas.<domain>` on the public port
-    /// is refused, and once on, plain HTTP there redirects to it.
+    /// The HTTPS listener (`--https ADDR`, default 0.0.0.0:443, or `off`).
+    /// While it is off, `paas.<domain>` on the public port is refused; when
+    /// on, plain HTTP there redirects to it, as it does for every host with
+    /// a certificate.
     pub https: Option<SocketAddr>,
+    /// The ACME account's contact (`--acme-email`); none: an account without one.
+    pub acme_email: Option<String>,
+    /// The ACME directory certificates for names outside `localhost` are
+    /// ordered from (`--acme-directory`, default Let's Encrypt's production).
+    pub acme_directory: String,
+    /// An extra root trusted for the ACME server itself (`--acme-ca-file`;
+    /// tests point it at Pebble's). When given, it is the only one.
+    pub acme_ca_file: Option<PathBuf>,
     /// Docker network mode for image builds (`None`: the engine's default).
     /// Machines whose package index is reachable only from the host's
     /// network namespace set this to `host`.
@@ -62,6 +74,9 @@ pub struct Overrides {
     pub admin: Option<String>,
     pub domain: Option<String>,
     pub https: Option<String>,
+    pub acme_email: Option<String>,
+    pub acme_directory: Option<String>,
+    pub acme_ca_file: Option<PathBuf>,
     pub build_network: Option<String>,
     pub image_pattern: Option<String>,
     pub drain_timeout_secs: Option<u64>,
@@ -82,6 +97,9 @@ struct FileConfig {
     admin: Option<String>,
     domain: Option<String>,
     https: Option<String>,
+    acme_email: Option<String>,
+    acme_directory: Option<String>,
+    acme_ca_file: Option<PathBuf>,
     build_network: Option<String>,
     image_pattern: Option<String>,
     drain_timeout_secs: Option<u64>,
@@ -119,6 +137,12 @@ pub enum ConfigError {
     BuildMemory(u64),
     #[error("auth-failure-limit 0 would lock everyone out; give at least 1 (the default is 10)")]
     AuthFailureLimit,
+    #[error("acme-directory {0:?} is not an https:// URL; give the ACME server's directory URL, like {LETS_ENCRYPT}")]
+    AcmeDirectory(String),
+    #[error("acme-email {0:?} is not an e-mail address; give one like you@example.com (the ACME CA writes there before a certificate expires)")]
+    AcmeEmail(String),
+    #[error("acme-ca-file {0} does not exist; give the PEM file of the root that signed the ACME server's own certificate")]
+    AcmeCaFile(PathBuf),
 }
 
 impl Config {
@@ -150,9 +174,36 @@ impl Config {
                 .unwrap_or("127.0.0.1:8300"),
         )?;
         let https = match o.https.or(file.https).as_deref().map(str::trim) {
-            None | Some("off") | Some("") => None,
+            None => Some(addr("https", "0.0.0.0:443")?),
+            Some("off") | Some("") => None,
             Some(a) => Some(addr("https", a)?),
         };
+        let acme_email = o
+            .acme_email
+            .or(file.acme_email)
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty());
+        if let Some(e) = &acme_email {
+            let ok = e.split_once('@').is_some_and(|(user, host)| {
+                !user.is_empty() && host.contains('.') && !e.contains(char::is_whitespace)
+            });
+            if !ok {
+                return Err(ConfigError::AcmeEmail(e.clone()));
+            }
+        }
+        let acme_directory = o
+            .acme_directory
+            .or(file.acme_directory)
+            .unwrap_or_else(|| LETS_ENCRYPT.to_string());
+        if !acme_directory.starts_with("https://") {
+            return Err(ConfigError::AcmeDirectory(acme_directory));
+        }
+        let acme_ca_file = o.acme_ca_file.or(file.acme_ca_file);
+        if let Some(f) = &acme_ca_file {
+            if !f.is_file() {
+                return Err(ConfigError::AcmeCaFile(f.clone()));
+            }
+        }
         let domain = o
             .domain
             .or(file.domain)
@@ -202,6 +253,9 @@ impl Config {
             admin,
             domain,
             https,
+            acme_email,
+            acme_directory,
+            acme_ca_file,
             build_network,
             image_pattern,
             drain_timeout: Duration::from_secs(
@@ -302,7 +356,9 @@ mod tests {
         assert_eq!(c.http.to_string(), "0.0.0.0:80");
         assert_eq!(c.admin.to_string(), "127.0.0.1:8300");
         assert_eq!(c.domain, "localhost");
-        assert_eq!(c.https, None, "HTTPS is off until paas speaks TLS");
+        assert_eq!(c.https.unwrap().to_string(), "0.0.0.0:443");
+        assert_eq!(c.acme_directory, LETS_ENCRYPT);
+        assert_eq!((&c.acme_email, &c.acme_ca_file), (&None, &None));
         assert_eq!(c.app_host("blog"), "blog.localhost");
         assert_eq!(c.control_host(), "paas.localhost");
         assert_eq!((c.memory_mb, c.cpus, c.pids_limit), (512, 1.0, 256));
@@ -398,5 +454,28 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("not valid TOML for paas"), "{e}");
+        let bad = |o: Overrides| {
+            Config::resolve(Overrides {
+                data_dir: Some("/nonexistent-paas".into()),
+                ..o
+            })
+            .unwrap_err()
+            .to_string()
+        };
+        let e = bad(Overrides {
+            acme_directory: Some("http://ca.test/dir".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("not an https:// URL"), "{e}");
+        let e = bad(Overrides {
+            acme_email: Some("owner".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("not an e-mail address"), "{e}");
+        let e = bad(Overrides {
+            acme_ca_file: Some("/nonexistent/root.pem".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("does not exist"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 //! keeps state in a global.
 
 use crate::auth::{AdminToken, LoginLimiter, Sessions};
+use crate::certs::Certs;
 use crate::config::Config;
 use crate::docker::Docker;
 use crate::git::{HookEnv, Repos};
@@ -22,6 +23,8 @@ pub struct Ctx {
     pub docker: Docker,
     /// Host → backend, read by the proxy, swapped by deploys.
     pub routes: RouteTable,
+    /// The certificates the HTTPS listener serves (`<data-dir>/certs`).
+    pub certs: std::sync::Arc<Certs>,
     /// The per-app deploy queues and the deploys in flight.
     pub deployer: Deployer,
     /// The bare repositories.
@@ -55,11 +58,13 @@ impl Ctx {
         hook: HookEnv,
     ) -> Ctx {
         let login_limiter = LoginLimiter::new(config.auth_failure_limit);
+        let certs = std::sync::Arc::new(Certs::new(config.data_dir.join("certs")));
         Ctx {
             config,
             store,
             docker,
             routes: RouteTable::new(),
+            certs,
             deployer: Deployer::default(),
             repos,
             token,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 use tera::{Context, Tera};
 
-use crate::auth::{session_cookie, COOKIE};
+use crate::auth::{session_cookie, session_set_cookie, OverTls};
 /// A one-shot result message for the next page (set by an action, shown and
 /// cleared by the app page): `ok.<base64url>` or `error.<base64url>`.
 const FLASH: &str = "paas_flash";
@@ -249,6 +249,7 @@ struct LoginForm {
 }
 
 async fn login(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
+    let secure = req.extensions().get::<OverTls>().is_some();
     let ip = req
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -292,10 +293,7 @@ async fn login(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     }
     let id = ctx.sessions.create_for(who.token_name());
     (
-        [(
-            header::SET_COOKIE,
-            format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict"),
-        )],
+        [(header::SET_COOKIE, session_set_cookie(&id, secure))],
         Redirect::to("/"),
     )
         .into_response()
@@ -304,14 +302,12 @@ async fn login(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
 async fn logout(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     // The router's guard checked the session and the form's CSRF token.
     let headers = req.headers().clone();
+    let secure = req.extensions().get::<OverTls>().is_some();
     if let Some(id) = session_cookie(&headers) {
         ctx.sessions.remove(&id);
     }
     (
-        [(
-            header::SET_COOKIE,
-            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-        )],
+        [(header::SET_COOKIE, session_set_cookie("", secure))],
         Redirect::to("/login"),
     )
         .into_response()
@@ -580,7 +576,11 @@ async fn app_page(
         Err(e) => return internal(e).into_response(),
     };
     c.insert("config_keys", &config_keys);
-    c.insert("domains", &crate::deploy::app_hosts(&ctx, &app));
+    let hosts = crate::deploy::app_hosts(&ctx, &app);
+    if ctx.config.https.is_some() {
+        c.insert("certs", &crate::tls::status(&ctx, &hosts));
+    }
+    c.insert("domains", &hosts);
     let series = ctx.history.series(&app.name, crate::metrics::now());
     c.insert("rate_chart", &crate::metrics::rate_chart(&series));
     c.insert("latency_chart", &crate::metrics::latency_chart(&series));

@@ -1470,11 +1470,15 @@ async fn go_live<E: Engine>(run: &mut Run<'_, E>, p: Prepared) -> Result<(), Dep
         run.progress
             .info(&format!("config vars restored to those of v{v}"));
     }
-    let url = match ctx.config.http.port() {
+    let (https_url, cert_lines) = crate::tls::push_report(ctx, &hosts).await;
+    let url = https_url.unwrap_or_else(|| match ctx.config.http.port() {
         80 => format!("http://{}/", hosts[0]),
         port => format!("http://{}:{port}/", hosts[0]),
-    };
+    });
     run.progress.step(&format!("v{version} is live at {url}"));
+    for line in cert_lines {
+        run.progress.info(&line);
+    }
     run.flush_log();
 
     // ---- Retire the previous release in the background ----
@@ -1857,6 +1861,10 @@ pub fn app_env(
         ("PAAS_APP".into(), app.name.clone()),
         ("PAAS_RELEASE".into(), format!("v{version}")),
     ];
+    if ctx.config.https.is_some() {
+        // The settings shim makes the cookies Secure (tls.rs keeps the certificates).
+        env.push(("PAAS_HTTPS".into(), "1".into()));
+    }
     for (k, v) in vars {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));

@@ -18,6 +18,7 @@
 //! - [`buildpack`]: detect a Django project and render its build plan.
 //! - [`procfile`]: the Procfile's processes.
 //! - [`cron_table`]: the `[cron.NAME]` jobs of `paas.toml` and their schedules.
+//! - [`certs`]: certificates on disk, the TLS resolver, the local CA.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
 //! - [`queue`]: the per-app deploy queues and the deploys in flight.
 //! - [`metrics`]: the last hour of requests and resource use per app, and charts.
@@ -41,11 +42,12 @@
 //! - [`disaster`]: `server:backup` and `server:restore`: the whole server, offsite.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
+//! - [`tls`]: a certificate for every name paas serves, renewed in time.
 //! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
 //!
 //! Edges — where requests come in:
 //! - [`router`]: every route of the control plane and the one auth guard.
-//! - [`api`], [`data_api`], [`tokens`], [`dashboard`]: handlers.
+//! - [`api`], [`data_api`], [`tokens`], [`tls_api`], [`dashboard`]: handlers.
 //! - [`server`]: wires the parts together for `paas serve`.
 //! - [`client`]: the `paas` command-line client.
 
@@ -57,6 +59,7 @@ pub mod peers;
 
 pub mod auth;
 pub mod buildpack;
+pub mod certs;
 pub mod cron_table;
 pub mod docker;
 pub mod git;
@@ -84,6 +87,7 @@ pub mod prune;
 pub mod run;
 pub mod sampler;
 pub mod schedule;
+pub mod tls;
 
 #[cfg(test)]
 mod fuzz;
@@ -95,6 +99,7 @@ pub mod dashboard;
 pub mod data_api;
 pub mod router;
 pub mod server;
+pub mod tls_api;
 pub mod tokens;
 
 pub mod client;

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: git, API and dashboard on --admin, the apps' proxy on --http.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Git hooks installed into each app's repository (not for people).
     #[command(hide = true)]
     Hook {
@@ -361,6 +361,18 @@ enum Command {
         /// e.g. www.example.com (its DNS must point at this server).
         domain: String,
     },
+    /// Each domain's certificate: issuer, expiry, next renewal, last error.
+    Certs {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this app's domains [default: every name paas serves].
+        #[arg(long, short)]
+        app: Option<String>,
+    },
+    /// Print the root certificate of paas's local CA (it signs the names
+    /// under localhost): trust it to browse them over HTTPS.
+    #[command(name = "certs:ca")]
+    CertsCa(ClientArgs),
     /// Remove a custom domain (the app restarts without it, without downtime).
     #[command(name = "domains:remove")]
     DomainsRemove {
@@ -402,9 +414,18 @@ struct ServeArgs {
     /// Apps are served at <app>.<domain> [default: localhost].
     #[arg(long, env = "PAAS_DOMAIN")]
     domain: Option<String>,
-    /// The HTTPS listener for paas.<domain>, or off [default: off; paas does not speak TLS yet].
+    /// The HTTPS listener (apps and paas.<domain>), or off [default: 0.0.0.0:443].
     #[arg(long, env = "PAAS_HTTPS")]
     https: Option<String>,
+    /// The ACME account's e-mail (expiry warnings from the CA).
+    #[arg(long, env = "PAAS_ACME_EMAIL")]
+    acme_email: Option<String>,
+    /// The ACME directory for names outside localhost [default: Let's Encrypt's production].
+    #[arg(long, env = "PAAS_ACME_DIRECTORY")]
+    acme_directory: Option<String>,
+    /// A PEM root to trust for the ACME server itself (a test CA such as Pebble).
+    #[arg(long, env = "PAAS_ACME_CA_FILE")]
+    acme_ca_file: Option<PathBuf>,
     /// Docker network mode for image builds (e.g. host), when builds need it to reach PyPI.
     #[arg(long, env = "PAAS_BUILD_NETWORK")]
     build_network: Option<String>,
@@ -479,7 +500,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve(args)),
+        Command::Serve(args) => rt.block_on(serve(*args)),
         Command::Hook {
             hook: HookCommand::PreReceive,
         } => rt.block_on(pre_receive()),
@@ -532,7 +553,7 @@ fn env_pairs(env: Vec<String>) -> client::Result<BTreeMap<String, String>> {
 }
 
 async fn run_client(command: Command) -> client::Result<()> {
-    use client::{apps, config, data, domains, login, releases, run, system, tokens};
+    use client::{apps, certs, config, data, domains, login, releases, run, system, tokens};
     match command {
         Command::Serve(_)
         | Command::Hook { .. }
@@ -689,6 +710,8 @@ async fn run_client(command: Command) -> client::Result<()> {
         Command::Login { url, token } => login::login(&url, token).await,
         Command::SystemDf { client } => system::df(&target(&client)?).await,
         Command::SystemPrune { client } => system::prune(&target(&client)?).await,
+        Command::Certs { client, app } => certs::list(&target(&client)?, app.as_deref()).await,
+        Command::CertsCa(c) => certs::ca(&target(&c)?).await,
         Command::Domains { client, app } => domains::list(&target(&client)?, &app_name(app)?).await,
         Command::DomainsAdd {
             client,
@@ -725,6 +748,9 @@ async fn serve(a: ServeArgs) -> ExitCode {
         admin: a.admin,
         domain: a.domain,
         https: a.https,
+        acme_email: a.acme_email,
+        acme_directory: a.acme_directory,
+        acme_ca_file: a.acme_ca_file,
         build_network: a.build_network,
         image_pattern: a.image_pattern,
         drain_timeout_secs: a.drain_timeout_secs,

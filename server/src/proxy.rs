@@ -42,6 +42,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Notify;
 
+use crate::certs::Certs;
 use crate::peers::AppNets;
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +76,9 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Where ACME's HTTP-01 validator asks for a token (RFC 8555 §8.3).
+pub const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -374,12 +378,24 @@ pub struct RouteTable {
     inner: Arc<TableInner>,
 }
 
-#[derive(Default)]
 struct TableInner {
     /// Read lock-free on every request.
     hosts: ArcSwap<HostMap>,
     /// Serialises writers; holds each app's counters, which outlive releases.
     writer: Mutex<HashMap<String, Arc<StatsCounters>>>,
+    /// Bumped by every change of the host list (the certificate keeper
+    /// watches it: a host that goes live gets its certificate).
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for TableInner {
+    fn default() -> Self {
+        TableInner {
+            hosts: ArcSwap::default(),
+            writer: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl RouteTable {
@@ -410,8 +426,24 @@ impl RouteTable {
             new.insert(normalize_host(host).into_owned(), route.clone());
         }
         let retired = retired_routes(&old, &new);
+        let changed = old.len() != new.len() || old.keys().any(|h| !new.contains_key(h));
         self.inner.hosts.store(Arc::new(new));
+        if changed {
+            self.inner.changes.send_modify(|n| *n += 1);
+        }
         retired
+    }
+
+    /// A receiver that sees a new value whenever a host is added or removed.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Every host served, sorted.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.inner.hosts.load().keys().cloned().collect();
+        all.sort();
+        all
     }
 
     /// Stops serving every host of `app`; returns its routes, for draining.
@@ -428,7 +460,11 @@ impl RouteTable {
             .map(|(h, r)| (h.clone(), r.clone()))
             .collect();
         let retired = retired_routes(&old, &new);
+        let changed = old.len() != new.len();
         self.inner.hosts.store(Arc::new(new));
+        if changed {
+            self.inner.changes.send_modify(|n| *n += 1);
+        }
         retired
     }
 
@@ -536,6 +572,14 @@ pub struct ProxyOptions {
     pub upstream_timeout: Duration,
     /// Timeouts, the connection cap and the body buffer.
     pub limits: Limits,
+    /// This listener speaks TLS with this configuration (SNI, ALPN h2 and
+    /// HTTP/1.1): the apps see `X-Forwarded-Proto: https`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The certificates: on plain HTTP, a host with a valid one is
+    /// redirected to HTTPS, and ACME's HTTP-01 challenges are answered.
+    pub certs: Option<Arc<Certs>>,
+    /// The HTTPS port plain requests are redirected to (none: no redirect).
+    pub https_port: Option<u16>,
 }
 
 impl Default for ProxyOptions {
@@ -547,6 +591,9 @@ impl Default for ProxyOptions {
             app_nets: AppNets::default(),
             upstream_timeout: Duration::from_secs(60),
             limits: Limits::default(),
+            tls: None,
+            certs: None,
+            https_port: None,
         }
     }
 }
@@ -567,12 +614,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = opts.limits;
+    let tls = opts.tls.clone();
     let proxy = Arc::new(Proxy::new(table, opts));
     let handle = move |req: Request<Incoming>, remote: SocketAddr| {
         let proxy = proxy.clone();
         async move { proxy.handle(req, remote).await }
     };
-    listener::serve_with(listener, limits, None, handle, shutdown).await
+    listener::serve_with(listener, limits, None, tls, handle, shutdown).await
 }
 
 /// Shared state of the serving connections.
@@ -585,6 +633,10 @@ struct Proxy {
     upstream_timeout: Duration,
     limits: Limits,
     client: Client<HttpConnector, Upstream>,
+    /// Requests came over TLS.
+    secure: bool,
+    certs: Option<Arc<Certs>>,
+    https_port: Option<u16>,
 }
 
 impl Proxy {
@@ -607,6 +659,9 @@ impl Proxy {
             upstream_timeout: opts.upstream_timeout,
             limits: opts.limits,
             client,
+            secure: opts.tls.is_some(),
+            certs: opts.certs,
+            https_port: opts.https_port,
         }
     }
 
@@ -635,6 +690,11 @@ impl Proxy {
         remote: SocketAddr,
     ) -> (Response<Body>, Option<Arc<Route>>) {
         let host = request_host(&req);
+        if !self.secure {
+            if let Some(response) = self.plain_http_answer(&req, &host) {
+                return (response, None);
+            }
+        }
         if let (Some(control_host), Some(control)) = (&self.control_host, &self.control) {
             if normalize_host(&host) == control_host.as_str() {
                 let response = self.control(control, req, remote).await;
@@ -651,6 +711,40 @@ impl Proxy {
         (response, Some(route))
     }
 
+    /// On plain HTTP: ACME's HTTP-01 challenge, or the redirect to HTTPS
+    /// of a host that has a certificate (the control host has its own rule).
+    fn plain_http_answer(&self, req: &Request<Incoming>, host: &str) -> Option<Response<Body>> {
+        let certs = self.certs.as_ref()?;
+        let path = req.uri().path();
+        if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PATH) {
+            return Some(match certs.http_challenge(token) {
+                Some(key_authorization) => Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .body(Body::from(key_authorization))
+                    .expect("a challenge answer's parts are valid"),
+                None => plain(StatusCode::NOT_FOUND, "No such ACME challenge.\n"),
+            });
+        }
+        let port = self.https_port?;
+        let name = normalize_host(host);
+        if self.control_host.as_deref() == Some(&*name) || !certs.serves(&name) {
+            return None;
+        }
+        let path = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let location = match port {
+            443 => format!("https://{name}{path}"),
+            port => format!("https://{name}:{port}{path}"),
+        };
+        Some(
+            Response::builder()
+                .status(StatusCode::PERMANENT_REDIRECT)
+                .header(header::LOCATION, location)
+                .body(Body::empty())
+                .expect("a redirect's parts are valid"),
+        )
+    }
+
     /// A request for the control host: served, redirected or refused.
     async fn control(
         &self,
@@ -660,6 +754,10 @@ impl Proxy {
     ) -> Response<Body> {
         if self.app_nets.contains(remote.ip()) {
             return plain(StatusCode::FORBIDDEN, CONTROL_FROM_APP);
+        }
+        let mut req = req;
+        if self.secure {
+            over_tls(&mut req);
         }
         match &self.control_access {
             ControlAccess::Serve => {
@@ -694,13 +792,24 @@ impl Proxy {
 
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        // HTTP/2 carries the host in the target (`:authority`), not in a
+        // Host header: the app gets it as Host all the same.
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(value) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, value);
+            }
+        }
         if let Some(protocol) = upgrade {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol);
         }
-        add_forwarded(&mut parts.headers, remote);
+        add_forwarded(&mut parts.headers, remote, self.secure);
         // Read a small body whole before the app sees the request, as nginx
         // does: a slow client then holds a proxy task, not an app worker.
         let body = match Upstream::read(body, &self.limits).await {
@@ -760,6 +869,33 @@ impl Proxy {
         }
         strip_hop_by_hop(response.headers_mut());
         tracked(response, guard)
+    }
+}
+
+/// Marks a control-plane request as come over TLS, and drops the plain
+/// session cookie from it: over HTTPS only the `__Host-` one counts.
+fn over_tls<B>(req: &mut Request<B>) {
+    req.extensions_mut().insert(crate::auth::OverTls);
+    let cookies: Vec<HeaderValue> = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let kept: Vec<&str> = v
+                .to_str()
+                .ok()?
+                .split(';')
+                .map(str::trim)
+                .filter(|kv| kv.split('=').next() != Some(crate::auth::COOKIE))
+                .collect();
+            HeaderValue::from_str(&kept.join("; ")).ok()
+        })
+        .collect();
+    req.headers_mut().remove(header::COOKIE);
+    for v in cookies {
+        if !v.is_empty() {
+            req.headers_mut().append(header::COOKIE, v);
+        }
     }
 }
 
@@ -904,8 +1040,9 @@ const CLIENT_FORWARDING: [HeaderName; 8] = [
 /// The proxy is the edge: whatever forwarding headers the client sent are
 /// dropped (as are header names with `_`, which WSGI would read as their
 /// `-` twins); X-Forwarded-For is the peer address, X-Forwarded-Proto is
-/// `http`, X-Forwarded-Host is the Host header, which is kept as sent.
-fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr) {
+/// `https` on the TLS listener and `http` on the plain one, X-Forwarded-Host
+/// is the Host header, which is kept as sent.
+fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr, secure: bool) {
     for name in &CLIENT_FORWARDING {
         headers.remove(name);
     }
@@ -930,7 +1067,8 @@ fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr) {
     if let Ok(value) = HeaderValue::from_bytes(&buf[..len]) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if secure { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
@@ -1764,6 +1902,116 @@ mod tests {
         wait_for("the tunnel guard to drop", || app.in_flight() == 0).await;
     }
 
+    /// A TLS client trusting only `root` (PEM), offering `alpn`.
+    async fn tls_connect(
+        proxy: SocketAddr,
+        root: &str,
+        name: &str,
+        alpn: &[&[u8]],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(root.as_bytes()).unwrap())
+            .unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(proxy).await?;
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        connector.connect(name, tcp).await
+    }
+
+    #[tokio::test]
+    async fn tls_listener_picks_the_certificate_by_sni_speaks_h2_and_tunnels_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Arc::new(Certs::new(dir.path().join("certs")));
+        certs.load().unwrap();
+        certs.issue_local("app.localhost").unwrap();
+        let root = certs.local_ca().unwrap().root_pem().to_string();
+        let table = RouteTable::new();
+        table.set(
+            &hosts(&["app.localhost"]),
+            route("app", start_upgrade_echo_backend().await),
+        );
+        let echo = axum::Router::new().fallback(|headers: HeaderMap| async move {
+            format!(
+                "proto={} host={}",
+                headers["x-forwarded-proto"].to_str().unwrap(),
+                headers["host"].to_str().unwrap()
+            )
+        });
+        table.set(
+            &hosts(&["web.localhost"]),
+            route("web", start_backend(echo).await),
+        );
+        certs.issue_local("web.localhost").unwrap();
+        let opts = ProxyOptions {
+            tls: Some(certs.server_config()),
+            ..ProxyOptions::default()
+        };
+        let proxy = start_proxy(table, opts).await;
+
+        // ALPN: h2 when offered, HTTP/1.1 otherwise.
+        let tls = tls_connect(proxy, &root, "web.localhost", &[b"h2", b"http/1.1"])
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        // An HTTP/2 request: the app gets Host from :authority and proto https.
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri("https://web.localhost/x")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert_eq!(response.version(), Version::HTTP_2);
+        use http_body_util::BodyExt;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"proto=https host=web.localhost");
+
+        // An upgrade over TLS (HTTP/1.1) is tunnelled both ways.
+        let mut stream = tls_connect(proxy, &root, "app.localhost", &[b"http/1.1"])
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tokio::time::timeout(WAIT, stream.read_exact(&mut byte))
+                .await
+                .unwrap()
+                .unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        stream.write_all(b"ping over tls").await.unwrap();
+        let mut echoed = [0u8; 13];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&echoed, b"ping over tls");
+
+        // A name without a certificate gets no handshake.
+        assert!(tls_connect(proxy, &root, "stranger.localhost", &[b"h2"])
+            .await
+            .is_err());
+    }
+
     fn short_limits() -> ProxyOptions {
         ProxyOptions {
             limits: Limits {
@@ -2004,14 +2252,21 @@ mod tests {
             let table = RouteTable::new();
             table.set(&hosts(&["127.0.0.1", "localhost"]), Arc::new(route));
             let listener = TcpListener::bind(listen).await.unwrap();
-            serve(
-                listener,
-                table,
-                ProxyOptions::default(),
-                std::future::pending(),
-            )
-            .await
-            .unwrap();
+            // bench/tls.sh: HTTPS with this certificate for `localhost`.
+            let mut opts = ProxyOptions::default();
+            let _certs_dir = tempfile::tempdir().unwrap();
+            if let (Some(cert), Some(key)) = (var("PAAS_BENCH_CERT"), var("PAAS_BENCH_KEY")) {
+                let certs = Arc::new(Certs::new(_certs_dir.path().join("certs")));
+                certs.load().unwrap();
+                let read = |p: &str| std::fs::read_to_string(p).unwrap();
+                certs
+                    .install("localhost", &read(&cert), &read(&key))
+                    .unwrap();
+                opts.tls = Some(certs.server_config());
+            }
+            serve(listener, table, opts, std::future::pending())
+                .await
+                .unwrap();
         });
     }
 }

@@ -93,6 +93,9 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("GET", "/api/apps/{app}/domains", Guard::Api),
     ("POST", "/api/apps/{app}/domains", Guard::Api),
     ("DELETE", "/api/apps/{app}/domains/{domain}", Guard::Api),
+    ("GET", "/api/certs", Guard::Api),
+    ("GET", "/api/certs/ca", Guard::Api),
+    ("GET", "/api/apps/{app}/certs", Guard::Api),
     ("GET", "/api/apps/{app}/ps", Guard::Api),
     ("POST", "/api/apps/{app}/run", Guard::Api),
     ("GET", "/api/apps/{app}/run/tty", Guard::Token),
@@ -107,7 +110,7 @@ pub use crate::ctx::{Caller, Session};
 
 /// The whole control-plane router.
 pub fn router(ctx: Arc<Ctx>) -> Router {
-    use crate::{api, dashboard, data_api, domains, run, tokens};
+    use crate::{api, dashboard, data_api, domains, run, tls_api, tokens};
     Router::new()
         .route("/internal/deploy", post(api::internal_deploy))
         .route("/api/apps", get(api::api_apps).post(api::api_create_app))
@@ -131,6 +134,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .merge(domains::routes())
         .merge(run::routes())
         .merge(crate::cron::routes())
+        .merge(tls_api::routes())
         .fallback(api::git_or_404)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
@@ -145,6 +149,7 @@ pub const DEPLOY_READS: &[&str] = &[
     "/api/apps/{app}/ps",
     "/api/apps/{app}/logs",
     "/api/apps/{app}/domains",
+    "/api/apps/{app}/certs",
 ];
 
 /// May a deploy-only token for `app` make this request? Git for its app

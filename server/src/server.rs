@@ -43,8 +43,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Git(#[from] crate::git::GitError),
-    #[error("https = {0}: this paas does not speak HTTPS yet; remove --https (or set it to off) and reach the control plane on the admin address, from elsewhere through an SSH tunnel (ssh -N -L 8300:127.0.0.1:8300 root@SERVER)")]
-    NoTls(std::net::SocketAddr),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertError),
 }
 
 /// Sets `path`'s mode (the daemon's own files: never a link an app made).
@@ -125,11 +125,6 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    if let Some(addr) = config.https {
-        // The proxy is ready (ControlAccess::Redirect for plain HTTP, Serve
-        // for the TLS listener); the TLS listener itself is not written yet.
-        return Err(StartError::NoTls(addr));
-    }
     let data_dir = config.data_dir.clone();
     // Secrets at rest: whatever installed paas, everything the daemon makes
     // from here on is its own (0600 files, 0700 folders), and the data
@@ -183,6 +178,18 @@ pub async fn run(
             flag: "http",
             source,
         })?;
+    let https = match config.https {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr,
+                    flag: "https",
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("paas"));
     let repos = Repos::new(data_dir.join("repos"), exe);
     repos.refresh_hooks().await?;
@@ -192,7 +199,14 @@ pub async fn run(
     };
     let ctx = Arc::new(Ctx::new(config, store, docker, repos, token, hook));
 
+    if https.is_some() {
+        let n = ctx.certs.load()?;
+        tracing::info!(certificates = n, dir = %ctx.certs.dir().display(), "certificates loaded");
+    }
     crate::deploy::reconcile(&ctx).await;
+    if https.is_some() {
+        crate::tls::spawn_keeper(ctx.clone());
+    }
     crate::schedule::spawn_scheduler(ctx.clone());
     crate::cron::spawn_cron(ctx.clone());
     crate::sampler::spawn_request_sampler(ctx.clone());
@@ -233,22 +247,50 @@ pub async fn run(
         "paas is serving"
     );
     let (public_limits, admin_limits) = connection_limits();
-    let proxy = crate::proxy::serve(
-        http,
-        ctx.routes.clone(),
-        ProxyOptions {
-            control_host: Some(ctx.config.control_host()),
-            control: Some(router.clone()),
-            control_access: match ctx.config.control_https_base() {
-                Some(base) => ControlAccess::Redirect(base),
-                None => ControlAccess::Refuse,
-            },
-            app_nets: ctx.docker.app_nets(),
-            upstream_timeout: Duration::from_secs(60),
-            limits: public_limits,
+    let https_port = match &https {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|source| StartError::Listen {
+                    addr: ctx.config.https.expect("bound, so configured"),
+                    flag: "https",
+                    source,
+                })?
+                .port(),
+        ),
+        None => None,
+    };
+    let plain_opts = ProxyOptions {
+        control_host: Some(ctx.config.control_host()),
+        control: Some(router.clone()),
+        control_access: match https_port {
+            Some(443) => ControlAccess::Redirect(format!("https://{}", ctx.config.control_host())),
+            Some(port) => {
+                ControlAccess::Redirect(format!("https://{}:{port}", ctx.config.control_host()))
+            }
+            None => ControlAccess::Refuse,
         },
-        wait(stop_rx.clone()),
-    );
+        app_nets: ctx.docker.app_nets(),
+        upstream_timeout: Duration::from_secs(60),
+        limits: public_limits,
+        tls: None,
+        certs: https.as_ref().map(|_| ctx.certs.clone()),
+        https_port,
+    };
+    let tls_proxy = https.map(|listener| {
+        tracing::info!(https = ?listener.local_addr().ok(), "HTTPS is on");
+        crate::proxy::serve(
+            listener,
+            ctx.routes.clone(),
+            ProxyOptions {
+                control_access: ControlAccess::Serve,
+                tls: Some(ctx.certs.server_config()),
+                https_port: None,
+                ..plain_opts.clone()
+            },
+            wait(stop_rx.clone()),
+        )
+    });
+    let proxy = crate::proxy::serve(http, ctx.routes.clone(), plain_opts, wait(stop_rx.clone()));
     let admin_srv = crate::proxy::serve_router(
         admin,
         router,
@@ -256,7 +298,16 @@ pub async fn run(
         ctx.docker.app_nets(),
         wait(stop_rx.clone()),
     );
-    let (a, b) = tokio::join!(proxy, admin_srv);
+    let tls_srv = async move {
+        match tls_proxy {
+            Some(srv) => srv.await,
+            None => Ok(()),
+        }
+    };
+    let (a, b, c) = tokio::join!(proxy, admin_srv, tls_srv);
+    if let Err(e) = c {
+        tracing::error!("HTTPS listener: {e}");
+    }
     if let Err(e) = a {
         tracing::error!("proxy: {e}");
     }

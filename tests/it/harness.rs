@@ -33,7 +33,7 @@ pub fn require_parts() {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -54,6 +54,8 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
     /// The address both listeners bind (127.0.0.1 unless a test asks).
     pub bind: String,
+    /// The HTTPS listener's port; `None`: the daemon runs with `--https off`.
+    pub https: Option<u16>,
     log: PathBuf,
 }
 
@@ -113,22 +115,51 @@ impl Daemon {
     /// A daemon whose public and admin listeners bind `ip` (e.g. 0.0.0.0,
     /// as an owner may bind them) instead of 127.0.0.1.
     pub fn start_bound(env: &[(&str, &str)], ip: &str) -> Daemon {
+        Daemon::start_full(env, ip, false)
+    }
+
+    /// A daemon that also serves HTTPS (on 127.0.0.1 and a port of its own).
+    pub fn start_https(env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(env, "127.0.0.1", true)
+    }
+
+    /// A daemon serving HTTP and HTTPS on these ports of 127.0.0.1 (a test
+    /// that points an ACME server at them picks them first).
+    pub fn start_https_on(env: &[(&str, &str)], http: u16, https: u16) -> Daemon {
+        Daemon::start_ports(env, "127.0.0.1", http, Some(https))
+    }
+
+    fn start_full(env: &[(&str, &str)], ip: &str, https: bool) -> Daemon {
+        Daemon::start_ports(env, ip, free_port(), https.then(free_port))
+    }
+
+    fn start_ports(env: &[(&str, &str)], ip: &str, http: u16, https: Option<u16>) -> Daemon {
         let data = tempfile::Builder::new()
             .prefix("paas-it-")
             .tempdir()
             .unwrap();
-        Daemon::start_in(data, env, ip)
+        Daemon::start_in_ports(data, env, ip, http, https)
     }
 
     /// A daemon on a data dir the test prepared (e.g. a small file system).
     pub fn start_in(data: tempfile::TempDir, env: &[(&str, &str)], ip: &str) -> Daemon {
+        Daemon::start_in_ports(data, env, ip, free_port(), None)
+    }
+
+    fn start_in_ports(
+        data: tempfile::TempDir,
+        env: &[(&str, &str)],
+        ip: &str,
+        http: u16,
+        https: Option<u16>,
+    ) -> Daemon {
         require_parts();
         keep_panic_messages();
         let mut d = Daemon {
             child: None,
             log: data.path().join("daemon.log"),
             data,
-            http: free_port(),
+            http,
             admin: free_port(),
             token: String::new(),
             apps: Vec::new(),
@@ -137,6 +168,7 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             bind: ip.to_string(),
+            https,
         };
         d.spawn();
         d.token = std::fs::read_to_string(d.data.path().join("admin.token"))
@@ -170,6 +202,12 @@ impl Daemon {
             .args(["--domain", "localhost"])
             .args(["--build-network", "host"])
             .args(["--drain-timeout", "5"])
+            .args([
+                "--https",
+                &self
+                    .https
+                    .map_or("off".to_string(), |p| format!("{}:{p}", self.bind)),
+            ])
             .env("PAAS_LOG", "info,paas=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())

@@ -3,6 +3,7 @@
 //!
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
+mod acme;
 mod asgi;
 mod attacks;
 mod auth;
@@ -23,6 +24,7 @@ mod procfile;
 mod real_projects;
 mod run;
 mod symlinks;
+mod tls;
 mod zero_downtime;
 
 use harness::{engine_objects, last_line, Daemon, Project};

@@ -10,6 +10,7 @@
 //! default /var/lib/paas).
 
 pub mod apps;
+pub mod certs;
 pub mod config;
 pub mod credential;
 pub mod cron;
@@ -23,6 +24,40 @@ pub mod tokens;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+
+/// Resolves names under `localhost` to the loopback address, as browsers
+/// and curl do (RFC 6761), and every other name through the system:
+/// `paas login https://paas.localhost:8443` works on the owner's machine
+/// without an /etc/hosts line.
+struct LocalhostResolver;
+
+impl reqwest::dns::Resolve for LocalhostResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                if host == "localhost" || host.ends_with(".localhost") {
+                    vec![
+                        (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+                        (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+                    ]
+                } else {
+                    tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
+                };
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The client's HTTP client: HTTP or HTTPS (rustls; the system's roots,
+/// or the file in SSL_CERT_FILE), `*.localhost` on the loopback address.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(LocalhostResolver))
+        .build()
+        .unwrap_or_default()
+}
 
 /// How a client command ends: the exit code follows from it (0 done, 1 the
 /// server refused or failed or cannot be reached, 2 the command was not
@@ -106,7 +141,7 @@ impl Target {
 
     /// A request to the daemon, with the token.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
+        http_client()
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.token)
     }

@@ -18,7 +18,7 @@ pub async fn run_plain(
 ) -> Result<i32> {
     use futures_util::StreamExt;
     use std::io::Write;
-    let resp = reqwest::Client::new()
+    let resp = super::http_client()
         .post(format!("{url}/api/apps/{app}/run"))
         .bearer_auth(token)
         .json(&serde_json::json!({ "command": command, "env": env }))
@@ -222,7 +222,7 @@ pub async fn logs(
     if let Some(p) = process {
         query.push(("process", p.to_string()));
     }
-    let resp = reqwest::Client::new()
+    let resp = super::http_client()
         .get(format!("{url}/api/apps/{app}/logs"))
         .query(&query)
         .bearer_auth(token)
@@ -284,7 +284,7 @@ fn log_line_json(line: &str) -> serde_json::Value {
 
 /// `paas ps`: the app's containers as a table (or the API's JSON).
 pub async fn ps(url: &str, token: &str, app: &str, json: bool) -> Result<String> {
-    let resp = reqwest::Client::new()
+    let resp = super::http_client()
         .get(format!("{url}/api/apps/{app}/ps"))
         .bearer_auth(token)
         .send()

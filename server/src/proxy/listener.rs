@@ -63,6 +63,7 @@ pub(crate) async fn serve_with<H, F>(
     listener: tokio::net::TcpListener,
     limits: Limits,
     refuse: Option<AppNets>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     handle: H,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -70,13 +71,23 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    // Plain HTTP is HTTP/1.1 only; over TLS, ALPN picks h2 or HTTP/1.1.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if tls.is_none() {
+        builder = builder.http1_only();
+    }
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_timeout))
+        .keep_alive_timeout(limits.header_timeout);
     let builder = Arc::new(builder);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -106,15 +117,41 @@ where
         let handle = handle.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let response = handle(req, remote);
                 async move { Ok::<_, Infallible>(response.await) }
             });
+            let Some(acceptor) = acceptor else {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(err) = watcher.watch(conn).await {
+                    tracing::debug!(%remote, %err, "connection ended with an error");
+                }
+                return;
+            };
+            // The handshake counts against the header timeout: a client
+            // that opens a connection and says nothing holds a slot no longer.
+            let stream =
+                match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%remote, %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            // A TLS-ALPN-01 validator only needs the handshake.
+            if stream.get_ref().1.alpn_protocol() == Some(crate::certs::ACME_TLS_ALPN) {
+                return;
+            }
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(err) = watcher.watch(conn).await {
-                tracing::debug!(%remote, %err, "connection ended with an error");
+                tracing::debug!(%remote, %err, "TLS connection ended with an error");
             }
         });
     }
@@ -166,7 +203,7 @@ pub async fn serve_router(
     let handle = move |req: Request<Incoming>, remote: SocketAddr| {
         call_router(router.clone(), req, remote, limits.body_idle_timeout)
     };
-    serve_with(listener, limits, Some(refuse), handle, shutdown).await
+    serve_with(listener, limits, Some(refuse), None, handle, shutdown).await
 }
 
 /// One request to `router`, its body under the idle timeout.
