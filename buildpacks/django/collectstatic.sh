@@ -1,31 +1,28 @@
 #!/bin/sh
-# paas build step, run in the project folder after the code is copied:
-# collect static files, then write /paas/meta.json for the platform.
+# paas build step, run as root in a container of the app's dependency image
+# after paas uploaded the code to /app and this folder to /paas:
 #   sh /paas/collectstatic.sh          collectstatic when django.contrib.staticfiles is installed
 #   sh /paas/collectstatic.sh --skip   the DISABLE_COLLECTSTATIC config var is set
-# The throwaway key exists only in this step (settings that read it at import
-# time still load); the app gets its real SECRET_KEY at run time.
-export SECRET_KEY=build-only-throwaway DJANGO_SECRET_KEY=build-only-throwaway
-if [ "${1:-}" = "--skip" ]; then
-    echo "-----> collectstatic skipped: the DISABLE_COLLECTSTATIC config var is set; paas serves no static files for this app"
-    exec python /paas/paas_inspect.py meta /paas/meta.json --no-static
-else
-    python /paas/paas_inspect.py staticfiles
-    installed=$?
-    if [ "$installed" = 0 ]; then
-        python manage.py collectstatic --noinput || {
-            echo "-----> collectstatic failed (the error is above): fix it, or skip the step with 'paas config:set DISABLE_COLLECTSTATIC=1' and serve static files another way"
-            exit 1
-        }
-    elif [ "$installed" = 3 ]; then
-        echo "-----> collectstatic skipped: django.contrib.staticfiles is not in INSTALLED_APPS"
-    else
-        exit "$installed"
-    fi
+# When it succeeds, paas makes the release image's one code layer from what
+# /app, /paas and the folders named in /paas/keep hold now.
+#
+# The app's config vars are in /tmp/paas-build-env (as Heroku gives them to
+# a build): read, then removed before any of the app's code runs, and never
+# part of the layer (/tmp is not kept). Settings that need a SECRET_KEY at
+# import time get a throwaway one when the app has none.
+if [ -f /tmp/paas-build-env ]; then
+    set -a
+    . /tmp/paas-build-env
+    set +a
+    rm -f /tmp/paas-build-env
 fi
+: "${SECRET_KEY:=build-only-throwaway}" "${DJANGO_SECRET_KEY:=build-only-throwaway}"
+export SECRET_KEY DJANGO_SECRET_KEY
+# One Python process: collectstatic, then what the platform must know
+# (/paas/meta.json) and which folders make the layer (/paas/keep).
+python /paas/paas_inspect.py build /paas ${1:+"$1"} || exit 1
 # What this step wrote into the app's folder (the collected files) belongs
-# to the app like the rest of it (see the Dockerfile's COPY --chown): a
-# collectstatic at boot can update it. -h and find's default: no symlink is
-# followed, so nothing outside /app changes owner.
+# to the app like the rest of it (paas uploads the code owned by the app's
+# user): a collectstatic at boot can update it. -h and find's default: no
+# symlink is followed, so nothing outside /app changes owner.
 find /app -xdev ! -user 10001 -exec chown -h 10001:10001 {} +
-exec python /paas/paas_inspect.py meta /paas/meta.json

@@ -1,9 +1,12 @@
 //! The Django buildpack: detect a Django project in a pushed tree and render
 //! the build for it.
 //!
-//! Pure: [`detect`] only reads files under the checkout, [`render_dockerfile`]
-//! and [`context_files`] only format. deploy.rs tars the checkout plus the
-//! context files and hands them to the Docker engine. The templates live in
+//! Pure: [`detect`] and [`dependency_build`] only read files under the
+//! checkout; [`render_dockerfile`], [`code_files`] and [`run_settings`] only
+//! format. A release image is two things: a dependency image built from a
+//! Dockerfile, keyed by its content and shared ([`dependency_build`]), and
+//! one layer deploy.rs makes of the code, the buildpack's files
+//! ([`code_files`]) and what the build step wrote. The templates live in
 //! `buildpacks/django/` (embedded at compile time, rendered with tera); the
 //! rules are documented for users in `buildpacks/django/README.md`, and the
 //! rendered Dockerfiles are pinned by golden files in
@@ -27,12 +30,11 @@ const INSPECT_HELPER: &str = include_str!("../../buildpacks/django/paas_inspect.
 const ENTRYPOINT: &str = include_str!("../../buildpacks/django/entrypoint.sh");
 const MANAGE_PY: &str = include_str!("../../buildpacks/django/manage.py");
 const COLLECTSTATIC: &str = include_str!("../../buildpacks/django/collectstatic.sh");
-const RELEASE_CHECK_SH: &str = include_str!("../../buildpacks/django/release-check.sh");
 
-/// The release phase's first command, in a one-off container of the new image:
-/// shows `manage.py check --deploy` (never fatal), then exits like
-/// `manage.py migrate --check` (non-zero: migrations are pending).
-pub const RELEASE_CHECK: [&str; 2] = ["sh", "/paas/release-check.sh"];
+/// The build step prints this line before `manage.py check --deploy`'s
+/// output, and [`CHECK_END`] after it (see paas_inspect.py).
+pub const CHECK_MARK: &str = "-----> paas: check --deploy";
+pub const CHECK_END: &str = "-----> paas: checked";
 
 /// Python used when neither the repository nor the config vars pin one.
 /// 3.11: supported by every Django from 4.2 LTS on, and the version of the
@@ -493,12 +495,6 @@ struct DockerfileVars<'a> {
     /// The app image's apt-get step for the libraries the build stage's
     /// compiled code links against (`$missing`).
     runtime_libs_apt_install: String,
-    has_manage_py: bool,
-    collectstatic: bool,
-    workdir: String,
-    settings_module: &'a str,
-    /// `module:callable` for gunicorn.
-    wsgi_app: String,
 }
 
 /// `COPY {from} /paas/deps/{to}`.
@@ -508,7 +504,7 @@ struct RequirementFile {
     to: String,
 }
 
-/// The Dockerfile for `plan` (build context: the checkout plus [`context_files`]).
+/// The dependency image's Dockerfile for `plan` (its context: [`dependency_build`]).
 pub fn render_dockerfile(plan: &BuildPlan) -> String {
     let (requirement_files, mut pip_args) = match &plan.dependencies {
         Dependencies::Requirements {
@@ -561,11 +557,6 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
             apt_install(&native.runtime_packages.join(" "))
         },
         runtime_libs_apt_install: apt_install("$missing"),
-        has_manage_py: plan.has_manage_py,
-        collectstatic: plan.collectstatic,
-        workdir: workdir_of(&plan.project_dir),
-        settings_module: &plan.settings_module,
-        wsgi_app: format!("{}:{}", plan.wsgi_module, plan.wsgi_callable),
     };
     let context = tera::Context::from_serialize(&vars).expect("the template variables serialize");
     // The templates are compiled in and every variable is always set: a
@@ -594,49 +585,151 @@ fn workdir_of(project_dir: &str) -> String {
     }
 }
 
-/// Files added to the build context next to the checkout, by path in the context.
-pub fn context_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
+/// Bump when what the dependency image holds changes in a way its
+/// Dockerfile does not show: every dependency key changes with it.
+const DEPENDENCY_IMAGE_VERSION: &str = "paas-deps-v1";
+
+/// The dependency image's build: its context (the Dockerfile under
+/// `.paas/Dockerfile`, the requirement files, nothing of the code) and the
+/// key naming it.
+#[derive(Debug, Clone)]
+pub struct DependencyBuild {
+    /// `(path in the context, bytes)`.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Hex SHA-256 of everything that decides the image's content: the
+    /// rendered Dockerfile (base image, system packages, pip's arguments),
+    /// every requirement file, and [`DEPENDENCY_IMAGE_VERSION`]. Apps and
+    /// releases with the same key share one image.
+    pub key: String,
+}
+
+impl DependencyBuild {
+    /// The image's name: `paas-deps:<first 24 hex digits of the key>`.
+    pub fn tag(&self) -> String {
+        format!("paas-deps:{}", &self.key[..24])
+    }
+}
+
+/// The dependency image's context for `plan`, reading the requirement files
+/// from the checkout at `root` (regular files only: detection read them).
+pub fn dependency_build(plan: &BuildPlan, root: &Path) -> std::io::Result<DependencyBuild> {
+    use sha2::{Digest, Sha256};
+    let mut files = vec![(
+        ".paas/Dockerfile".to_string(),
+        render_dockerfile(plan).into_bytes(),
+    )];
+    match &plan.dependencies {
+        Dependencies::Generated { requirements, .. } => files.push((
+            GENERATED_REQUIREMENTS.into(),
+            requirements.as_bytes().to_vec(),
+        )),
+        Dependencies::Requirements {
+            path,
+            includes,
+            rewritten,
+        } => {
+            for file in std::iter::once(path).chain(includes) {
+                match rewritten.iter().find(|(f, _)| f == file) {
+                    Some((_, text)) => files.push((
+                        format!("{REWRITTEN_REQUIREMENTS}/{file}"),
+                        text.as_bytes().to_vec(),
+                    )),
+                    None => {
+                        let on_disk = root.join(file);
+                        if !std::fs::symlink_metadata(&on_disk)?.is_file() {
+                            return Err(std::io::Error::other(format!(
+                                "{file} is not a regular file"
+                            )));
+                        }
+                        files.push((file.clone(), std::fs::read(on_disk)?));
+                    }
+                }
+            }
+        }
+    }
+    let mut hash = Sha256::new();
+    hash.update(DEPENDENCY_IMAGE_VERSION.as_bytes());
+    for (path, bytes) in &files {
+        // Lengths first: no two different file lists hash alike.
+        hash.update((path.len() as u64).to_le_bytes());
+        hash.update(path.as_bytes());
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    }
+    let key = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(DependencyBuild { files, key })
+}
+
+/// Where the build step's files go in the release's code layer (paths
+/// without the leading `/`), next to the code under `app/`.
+pub fn code_files(plan: &BuildPlan) -> Vec<(String, Vec<u8>)> {
     let mut files = vec![
         (
-            ".paas/Dockerfile".into(),
-            render_dockerfile(plan).into_bytes(),
-        ),
-        (
-            ".paas/paas_settings.py".into(),
+            "paas/paas_settings.py".into(),
             SETTINGS_SHIM.as_bytes().to_vec(),
         ),
         (
-            ".paas/paas_inspect.py".into(),
+            "paas/paas_inspect.py".into(),
             INSPECT_HELPER.as_bytes().to_vec(),
         ),
-        (".paas/entrypoint.sh".into(), ENTRYPOINT.as_bytes().to_vec()),
+        ("paas/entrypoint.sh".into(), ENTRYPOINT.as_bytes().to_vec()),
         (
-            ".paas/collectstatic.sh".into(),
+            "paas/collectstatic.sh".into(),
             COLLECTSTATIC.as_bytes().to_vec(),
         ),
-        (
-            ".paas/release-check.sh".into(),
-            RELEASE_CHECK_SH.as_bytes().to_vec(),
-        ),
     ];
-    if let Dependencies::Generated { requirements, .. } = &plan.dependencies {
+    if !plan.has_manage_py {
+        let workdir = workdir_of(&plan.project_dir);
         files.push((
-            GENERATED_REQUIREMENTS.into(),
-            requirements.as_bytes().to_vec(),
+            format!("{}/manage.py", workdir.trim_start_matches('/')),
+            MANAGE_PY.as_bytes().to_vec(),
         ));
     }
-    if let Dependencies::Requirements { rewritten, .. } = &plan.dependencies {
-        for (file, text) in rewritten {
-            files.push((
-                format!("{REWRITTEN_REQUIREMENTS}/{file}"),
-                text.as_bytes().to_vec(),
-            ));
-        }
-    }
-    if !plan.has_manage_py {
-        files.push((".paas/manage.py".into(), MANAGE_PY.as_bytes().to_vec()));
-    }
     files
+}
+
+/// How the release image runs, beyond what its dependency image sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: String,
+    /// Added to the dependency image's environment (no config var: those
+    /// reach containers at run time, never an image).
+    pub env: Vec<(String, String)>,
+    pub port: u16,
+    /// The build step's command, run in the dependency image with the code.
+    pub build_cmd: Vec<String>,
+}
+
+/// The release image's settings for `plan`.
+pub fn run_settings(plan: &BuildPlan) -> RunSettings {
+    let workdir = workdir_of(&plan.project_dir);
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut build_cmd = s(&["sh", "/paas/collectstatic.sh"]);
+    if !plan.collectstatic {
+        build_cmd.push("--skip".into());
+    }
+    RunSettings {
+        entrypoint: s(&["/bin/sh", "/paas/entrypoint.sh"]),
+        cmd: vec![
+            "gunicorn".into(),
+            format!("{}:{}", plan.wsgi_module, plan.wsgi_callable),
+            "--access-logfile".into(),
+            "-".into(),
+            "--error-logfile".into(),
+            "-".into(),
+        ],
+        env: vec![
+            ("PYTHONPATH".into(), format!("/paas:{workdir}")),
+            ("DJANGO_SETTINGS_MODULE".into(), "paas_settings".into()),
+            ("PAAS_PROJECT_SETTINGS".into(), plan.settings_module.clone()),
+            ("PORT".into(), "8000".into()),
+        ],
+        working_dir: workdir,
+        port: 8000,
+        build_cmd,
+    }
 }
 
 // ---- static files built by Node ----
@@ -2694,21 +2787,67 @@ mod tests {
         );
     }
 
+    /// The names in a plan's dependency context.
+    fn dependency_files(plan: &BuildPlan, root: &Path) -> Vec<String> {
+        dependency_build(plan, root)
+            .unwrap()
+            .files
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
     #[test]
-    fn context_files_carry_the_dockerfile_and_helpers() {
+    fn the_dependency_context_holds_no_code_and_the_layer_the_helpers() {
         let plan = detect(&fixture("blog"), &opts()).unwrap();
-        let names: Vec<String> = context_files(&plan).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            dependency_files(&plan, &fixture("blog")),
+            [".paas/Dockerfile", "requirements.txt"]
+        );
+        let names: Vec<String> = code_files(&plan).into_iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
             [
-                ".paas/Dockerfile",
-                ".paas/paas_settings.py",
-                ".paas/paas_inspect.py",
-                ".paas/entrypoint.sh",
-                ".paas/collectstatic.sh",
-                ".paas/release-check.sh"
+                "paas/paas_settings.py",
+                "paas/paas_inspect.py",
+                "paas/entrypoint.sh",
+                "paas/collectstatic.sh",
             ]
         );
+        assert!(INSPECT_HELPER.contains(&format!("CHECK_MARK = \"{CHECK_MARK}\"")));
+        assert!(INSPECT_HELPER.contains(&format!("CHECK_END = \"{CHECK_END}\"")));
+        let run = run_settings(&plan);
+        assert_eq!(run.working_dir, "/app");
+        assert_eq!(run.build_cmd, ["sh", "/paas/collectstatic.sh"]);
+        assert_eq!(run.cmd[..2], ["gunicorn", "mysite.wsgi:application"]);
+    }
+
+    /// Same requirements, same key (whatever the code); a changed
+    /// requirement or Python, another key.
+    #[test]
+    fn the_dependency_key_follows_the_requirements_not_the_code() {
+        let key = |files: &[(&str, &str)], python: Option<&str>| {
+            let d = project("", files);
+            let o = BuildOptions {
+                python_version: python.map(String::from),
+                ..opts()
+            };
+            let plan = detect(d.path(), &o).unwrap();
+            dependency_build(&plan, d.path()).unwrap().key
+        };
+        let base = key(&[("requirements.txt", "Django==5.1.3\n")], None);
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            key(
+                &[
+                    ("requirements.txt", "Django==5.1.3\n"),
+                    ("mysite/views.py", "changed = True\n")
+                ],
+                None
+            ),
+            base
+        );
+        assert_ne!(key(&[("requirements.txt", "Django==5.1.4\n")], None), base);
     }
 
     /// Rendered Dockerfiles are pinned in buildpacks/django/golden/.
@@ -2895,7 +3034,7 @@ mod tests {
             plan.notes
         );
         assert!(plan.adds_gunicorn);
-        let files: Vec<String> = context_files(&plan).into_iter().map(|f| f.0).collect();
+        let files = dependency_files(&plan, &fixture("pipenv-settings-package"));
         assert!(
             files.contains(&GENERATED_REQUIREMENTS.to_string()),
             "{files:?}"
@@ -3347,14 +3486,12 @@ mod tests {
             "{:?}",
             plan.notes
         );
-        let files = context_files(&plan);
+        let files = code_files(&plan);
         let manage = files
             .iter()
-            .find(|f| f.0 == ".paas/manage.py")
+            .find(|f| f.0 == "app/manage.py")
             .expect("manage.py shipped");
         assert!(String::from_utf8_lossy(&manage.1).contains("execute_from_command_line"));
-        assert!(render_dockerfile(&plan)
-            .contains("COPY --chown=10001:10001 .paas/manage.py /app/manage.py\n"));
         // In a subfolder; two at the same depth are refused; a wsgi.py that is not Django's is no project.
         let wsgi = "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n";
         let d = tree(&[
@@ -3367,8 +3504,7 @@ mod tests {
             (plan.project_dir.as_str(), plan.settings_module.as_str()),
             ("src", "site.settings")
         );
-        assert!(render_dockerfile(&plan)
-            .contains("COPY --chown=10001:10001 .paas/manage.py /app/src/manage.py\n"));
+        assert!(code_files(&plan).iter().any(|f| f.0 == "app/src/manage.py"));
         let d = tree(&[("a/x/wsgi.py", wsgi), ("b/y/wsgi.py", wsgi)]);
         let err = detect(d.path(), &opts()).unwrap_err();
         assert!(
@@ -3386,9 +3522,11 @@ mod tests {
     fn collectstatic_can_be_disabled_and_its_failure_names_the_way_out() {
         let d = project("", &[]);
         let plan = detect(d.path(), &opts()).unwrap();
-        let file = render_dockerfile(&plan);
-        assert!(file.contains("\nRUN sh /paas/collectstatic.sh\n"), "{file}");
-        assert!(COLLECTSTATIC.contains("python manage.py collectstatic --noinput || {\n            echo \"-----> collectstatic failed (the error is above): fix it, or skip the step with 'paas config:set DISABLE_COLLECTSTATIC=1'"));
+        assert_eq!(
+            run_settings(&plan).build_cmd,
+            ["sh", "/paas/collectstatic.sh"]
+        );
+        assert!(INSPECT_HELPER.contains("print(\"-----> collectstatic failed (the error is above): fix it, or skip the step with 'paas config:set DISABLE_COLLECTSTATIC=1'"));
         let config: BTreeMap<String, String> = [
             ("DISABLE_COLLECTSTATIC", "1"),
             ("PAAS_DEPENDENCIES", " poetry "),
@@ -3422,12 +3560,11 @@ mod tests {
             },
         )
         .unwrap();
-        let file = render_dockerfile(&plan);
-        assert!(
-            file.contains("\nRUN sh /paas/collectstatic.sh --skip\n"),
-            "{file}"
+        assert_eq!(
+            run_settings(&plan).build_cmd,
+            ["sh", "/paas/collectstatic.sh", "--skip"]
         );
-        assert!(COLLECTSTATIC.contains("exec python /paas/paas_inspect.py meta /paas/meta.json"));
+        assert!(COLLECTSTATIC.contains("python /paas/paas_inspect.py build /paas ${1:+\"$1\"}"));
         assert!(plan
             .notes
             .iter()
@@ -3795,7 +3932,7 @@ mod tests {
             ),
             "{file}"
         );
-        let ctx: Vec<String> = context_files(&plan).into_iter().map(|f| f.0).collect();
+        let ctx = dependency_files(&plan, d.path());
         assert!(
             ctx.contains(&".paas/requirements/requirements/base.txt".to_string()),
             "{ctx:?}"

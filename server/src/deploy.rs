@@ -75,6 +75,13 @@ fn nano_cpus(cpus: f64) -> i64 {
 pub const KEEP_IMAGES: usize = 5;
 /// Upper bound for the release phase (migrate).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Longest a push's build step (collectstatic) may run.
+const BUILD_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// CPU weight of the build step against the default 1024 of every app
+/// container: when the CPU is contended, live apps get twice its share.
+const BUILD_CPU_SHARES: i64 = 512;
+/// Most processes and threads the build step may hold at once.
+const BUILD_PIDS_LIMIT: i64 = 512;
 
 /// A deploy without a build: an image that went live before, in new containers.
 #[derive(Debug, Clone)]
@@ -854,99 +861,154 @@ async fn build_steps<E: Engine>(
             );
         }
     }
-    // The build context goes to a file the engine reads as a stream.
-    let context = workdir.join("context.tar");
-    let files = buildpack::context_files(&plan);
-    let (dir, out) = (tree.clone(), context.clone());
-    tokio::task::spawn_blocking(move || build_context(&dir, &export.symlinks, files, &out))
-        .await
-        .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?
-        .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?;
     ensure_base_image(engine, &plan, &ctx.config.image_pattern, &mut run.progress).await?;
+    // ---- The dependency image: built once per content, shared ----
+    let deps = {
+        let (plan, dir) = (plan.clone(), tree.clone());
+        tokio::task::spawn_blocking(move || buildpack::dependency_build(&plan, &dir))
+            .await
+            .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?
+            .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?
+    };
+    let deps_tag = deps.tag();
+    if engine.image_exists(&deps_tag).await.unwrap_or(false) {
+        run.progress.step(&format!(
+            "Dependencies unchanged: reusing {deps_tag} (no install)"
+        ));
+    } else {
+        build_dependencies(run, &deps, &deps_tag, &workdir).await?;
+    }
+    run.timed("dependencies", t);
+
+    // ---- The code: one layer on the dependency image ----
+    let t_code = Instant::now();
     let tag = format!("paas/{app}:v{version}");
     run.progress.step(&format!("Building image {tag}"));
     run.flush_log();
+    let settings = buildpack::run_settings(&plan);
+    let upload = workdir.join("code.tar");
     {
+        // The config vars reach the build step as a file it reads and
+        // removes first (never the container's environment, which the
+        // image would inherit, and never the layer).
+        let env = app_env(ctx, &run.app, version, &vars);
+        let files = buildpack::code_files(&plan);
+        let (dir, out) = (tree.clone(), upload.clone());
+        tokio::task::spawn_blocking(move || code_upload(&dir, &export.symlinks, files, &env, &out))
+            .await
+            .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?
+            .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?;
+    }
+    // The step also runs the release check (`check --deploy`, `migrate
+    // --check`) with the app's real config: on the app's network (its
+    // database) with its data read-only.
+    let volume = ensure_volume(&ctx.config.data_dir, &app)
+        .map_err(|e| DeployError::Failed(format!("cannot prepare the app's data volume: {e}")))?;
+    let network = network_name(&app);
+    engine
+        .ensure_network(&network, &labels_app(&app))
+        .await
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
+    let step = crate::docker::BuildStep {
+        spec: ContainerSpec {
+            name: None,
+            image: deps_tag.clone(),
+            cmd: Some(settings.build_cmd.clone()),
+            env: settings.env.clone(),
+            labels: labels(&app, version, Some("build")),
+            binds: vec![format!("{}:/data:ro", volume.display())],
+            network: Some(network),
+            working_dir: Some(settings.working_dir.clone()),
+            // Root, as a Dockerfile's RUN: STATIC_ROOT may lie outside
+            // /app; what it writes under /app is handed to the app's user.
+            user: Some("0:0".into()),
+            memory_bytes: Some(ctx.config.build_memory_mb as i64 * 1024 * 1024),
+            nano_cpus: Some(nano_cpus(ctx.config.build_cpus)),
+            cpu_shares: Some(BUILD_CPU_SHARES),
+            pids_limit: Some(BUILD_PIDS_LIMIT),
+            no_new_privileges: true,
+            ..Default::default()
+        },
+        upload: &upload,
+        keep_list: "/paas/keep",
+        meta_path: "/paas/meta.json",
+        tag: &tag,
+        image: crate::docker::ImageSettings {
+            entrypoint: settings.entrypoint.clone(),
+            cmd: settings.cmd.clone(),
+            env: settings.env.clone(),
+            working_dir: settings.working_dir.clone(),
+            labels: vec![("paas.deps".to_string(), deps.key.clone())],
+            exposed_port: Some(settings.port),
+        },
+        scratch: &workdir,
+        timeout: BUILD_STEP_TIMEOUT,
+    };
+    let outcome = {
         let progress = &mut run.progress;
-        let (store, release_id) = (&ctx.store, run.release.id);
-        let mut flushed = Instant::now();
-        let mut condenser = build_log::Condenser::new();
-        let mut killed = false;
-        let mut no_compiler = false;
+        let mut checking = false;
         let mut on_line = |line: &str| {
             let line = line.trim_end();
-            if !line.is_empty() {
-                progress.log_only(line);
+            if line.is_empty() {
+                return;
             }
-            // The kernel's OOM killer ends a compiler or pip inside the
-            // step's memory limit: gcc says so in its own words.
-            killed |= line.contains("Killed signal terminated program");
-            // A package compiling C code the buildpack did not know of: the
-            // image without a build stage has no compiler.
-            no_compiler |= line.contains("No such file or directory: 'x86_64-linux-gnu-gcc'")
-                || line.contains("No such file or directory: 'gcc'")
-                || line.contains("error: command 'gcc' failed")
-                || line.contains("error: command 'x86_64-linux-gnu-gcc' failed");
-            for shown in condenser.line(line) {
-                progress.pusher_only(shown);
-            }
-            // The dashboard streams the release log from the store: keep it
-            // current during a long build, about once a second.
-            if flushed.elapsed() >= Duration::from_secs(1) {
-                flushed = Instant::now();
-                append_log(store, release_id, progress);
+            progress.log_only(line);
+            if line == buildpack::CHECK_MARK {
+                checking = true;
+                progress.pusher_only(build_log::Shown::Step(
+                    "Checking the deployment (manage.py check --deploy; warnings do not stop the push)".into(),
+                ));
+            } else if line == buildpack::CHECK_END {
+                checking = false;
+            } else if checking {
+                if let Some(shown) = build_log::check_line(line) {
+                    progress.pusher_only(build_log::Shown::Info(shown));
+                }
+            } else if !line.starts_with("-----> paas metadata:") {
+                let shown = line.strip_prefix("-----> ").unwrap_or(line);
+                progress.pusher_only(build_log::Shown::Info(shown.to_string()));
             }
         };
-        let request = || crate::docker::BuildRequest {
-            context: crate::docker::BuildContext::File(context.clone()),
-            dockerfile: ".paas/Dockerfile",
-            tag: &tag,
-            // The tag names the image; a LABEL would be one more
-            // build step (seconds on slow storage drivers).
-            labels: Vec::new(),
-            network_mode: ctx.config.build_network.as_deref(),
-            limits: crate::docker::BuildLimits {
-                memory_bytes: Some(ctx.config.build_memory_mb as i64 * 1024 * 1024),
-                nano_cpus: Some(nano_cpus(ctx.config.build_cpus)),
-            },
-        };
-        let mut built = engine.build_image(request(), &mut on_line).await;
-        if built.as_ref().is_err_and(lost_a_cached_layer) {
-            // Another app's cleanup removed a cached layer this build stood
-            // on (builds of the same dependencies share them): once more,
-            // on what is there now.
-            on_line(
-                "A cached layer went away during the build (another app's cleanup): building again",
-            );
-            built = engine.build_image(request(), &mut on_line).await;
-        }
-        for shown in condenser.finish() {
-            progress.pusher_only(shown);
-        }
-        let limit = ctx.config.build_memory_mb;
-        built.map_err(|e| match e {
-            e @ crate::docker::DockerError::Unreachable { .. } => engine_failed(e, "push again"),
-            e if killed || out_of_memory(&e.to_string()) => DeployError::Failed(format!(
-                "the image build ran out of memory (each build step may use {limit} MiB): raise build-memory-mb in paas.toml (e.g. build-memory-mb = {}) and push again, or install a wheel instead of compiling ({e})",
+        engine.run_build_step(&step, &mut on_line).await
+    };
+    let limit = ctx.config.build_memory_mb;
+    let meta_bytes = match outcome {
+        Ok(crate::docker::BuildStepOutcome::Built { meta }) => meta,
+        Ok(crate::docker::BuildStepOutcome::Failed { code: 137 }) => {
+            return Err(DeployError::Failed(format!(
+                "the build step (collectstatic) ran out of memory ({limit} MiB): raise build-memory-mb in paas.toml (e.g. build-memory-mb = {}) and push again",
                 (limit * 2).min(2047)
-            )),
-            e if no_compiler => DeployError::Failed(format!(
-                "a dependency compiles C code and the build has no compiler for it: name the Debian packages it needs with `paas config:set PAAS_BUILD_PACKAGES=\"gcc libc6-dev\"` (plus the library's -dev package, and PAAS_RUNTIME_PACKAGES for its run-time library), pin a release of it with a wheel for this Python, or pin another Python; then push again ({e})"
-            )),
-            e => DeployError::Failed(format!(
-                "the image build failed: {e}. Fix the cause shown above and push again"
-            )),
-        })?;
-    }
+            )))
+        }
+        Ok(crate::docker::BuildStepOutcome::Failed { code }) => {
+            return Err(DeployError::Failed(format!(
+                "the build step failed (exit code {code}): fix the error shown above and push again"
+            )))
+        }
+        Err(e @ crate::docker::DockerError::Unreachable { .. }) => {
+            return Err(engine_failed(e, "push again"))
+        }
+        Err(e) => {
+            return Err(DeployError::Failed(format!(
+                "the image build failed: {e}. Push again; if it fails the same way, the server's log has the details"
+            )))
+        }
+    };
     run.image = Some(tag.clone());
-    run.timed("build", t);
+    run.timed("code", t_code);
 
     // What the build learnt about static and media files.
-    let meta_bytes = engine
-        .read_file_from_image(&tag, "/paas/meta.json")
-        .await
-        .map_err(|e| DeployError::Failed(format!("reading the build's metadata failed: {e}")))?;
     let mut meta: ReleaseMeta = serde_json::from_slice(&meta_bytes).unwrap_or_default();
+    // Whether the step's `migrate --check` found migrations to apply (or
+    // could not tell): anything but a clear "no" migrates.
+    #[derive(serde::Deserialize)]
+    struct ReleaseCheck {
+        migrations_pending: Option<bool>,
+    }
+    let pending = serde_json::from_slice::<ReleaseCheck>(&meta_bytes)
+        .ok()
+        .and_then(|c| c.migrations_pending)
+        .unwrap_or(true);
     // The health check and the Procfile travel with the release: a
     // rollback or restart probes as it did and runs the processes it had.
     meta.healthcheck = health_table.filter(|t| *t != health::HealthTable::default());
@@ -988,7 +1050,7 @@ async fn build_steps<E: Engine>(
         .map_err(store_failed)?;
 
     // ---- Releasing: migrate (and the Procfile's release command) ----
-    release_phase(run, &tag, &vars, &procfile).await?;
+    release_phase(run, &tag, &vars, &procfile, pending).await?;
     Ok(Prepared {
         image: tag,
         meta,
@@ -997,14 +1059,112 @@ async fn build_steps<E: Engine>(
     })
 }
 
-/// The release phase in one-off containers of `image`: `check --deploy`
-/// and `migrate --check`; when migrations are pending, a snapshot of the
-/// live data, then `migrate`; then the Procfile's `release:` command.
+/// Builds the dependency image `tag` from `deps` (a Dockerfile and the
+/// requirement files, none of the code): pip's output condensed for the
+/// pusher, and a failure said in words that name the way out.
+async fn build_dependencies<E: Engine>(
+    run: &mut Run<'_, E>,
+    deps: &buildpack::DependencyBuild,
+    tag: &str,
+    workdir: &Path,
+) -> Result<(), DeployError> {
+    let (ctx, engine) = (run.ctx, run.engine);
+    run.progress.step(&format!(
+        "Installing dependencies into {tag} (once for these requirements)"
+    ));
+    run.flush_log();
+    let context = workdir.join("dependencies.tar");
+    let (files, out) = (deps.files.clone(), context.clone());
+    tokio::task::spawn_blocking(move || files_tar(files, &out))
+        .await
+        .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?
+        .map_err(|e| DeployError::Failed(format!("preparing the build failed: {e}")))?;
+    {
+        let progress = &mut run.progress;
+        let (store, release_id) = (&ctx.store, run.release.id);
+        let mut flushed = Instant::now();
+        let mut condenser = build_log::Condenser::new();
+        let mut killed = false;
+        let mut no_compiler = false;
+        let mut on_line = |line: &str| {
+            let line = line.trim_end();
+            if !line.is_empty() {
+                progress.log_only(line);
+            }
+            // The kernel's OOM killer ends a compiler or pip inside the
+            // step's memory limit: gcc says so in its own words.
+            killed |= line.contains("Killed signal terminated program");
+            // A package compiling C code the buildpack did not know of: the
+            // image without a build stage has no compiler.
+            no_compiler |= line.contains("No such file or directory: 'x86_64-linux-gnu-gcc'")
+                || line.contains("No such file or directory: 'gcc'")
+                || line.contains("error: command 'gcc' failed")
+                || line.contains("error: command 'x86_64-linux-gnu-gcc' failed");
+            for shown in condenser.line(line) {
+                progress.pusher_only(shown);
+            }
+            // The dashboard streams the release log from the store: keep it
+            // current during a long build, about once a second.
+            if flushed.elapsed() >= Duration::from_secs(1) {
+                flushed = Instant::now();
+                append_log(store, release_id, progress);
+            }
+        };
+        let request = || crate::docker::BuildRequest {
+            context: crate::docker::BuildContext::File(context.clone()),
+            dockerfile: ".paas/Dockerfile",
+            tag,
+            // One LABEL step, once per dependency set: prune finds the
+            // image by it (and keeps those a kept release stands on).
+            labels: vec![("paas.deps".to_string(), deps.key.clone())],
+            network_mode: ctx.config.build_network.as_deref(),
+            limits: crate::docker::BuildLimits {
+                memory_bytes: Some(ctx.config.build_memory_mb as i64 * 1024 * 1024),
+                nano_cpus: Some(nano_cpus(ctx.config.build_cpus)),
+            },
+        };
+        let mut built = engine.build_image(request(), &mut on_line).await;
+        if built.as_ref().is_err_and(lost_a_cached_layer) {
+            // Another app's cleanup removed a cached layer this build stood
+            // on (builds of the same dependencies share them): once more,
+            // on what is there now.
+            on_line(
+                "A cached layer went away during the build (another app's cleanup): building again",
+            );
+            built = engine.build_image(request(), &mut on_line).await;
+        }
+        for shown in condenser.finish() {
+            progress.pusher_only(shown);
+        }
+        let limit = ctx.config.build_memory_mb;
+        built.map_err(|e| match e {
+            e @ crate::docker::DockerError::Unreachable { .. } => engine_failed(e, "push again"),
+            e if killed || out_of_memory(&e.to_string()) => DeployError::Failed(format!(
+                "the image build ran out of memory (each build step may use {limit} MiB): raise build-memory-mb in paas.toml (e.g. build-memory-mb = {}) and push again, or install a wheel instead of compiling ({e})",
+                (limit * 2).min(2047)
+            )),
+            e if no_compiler => DeployError::Failed(format!(
+                "a dependency compiles C code and the build has no compiler for it: name the Debian packages it needs with `paas config:set PAAS_BUILD_PACKAGES=\"gcc libc6-dev\"` (plus the library's -dev package, and PAAS_RUNTIME_PACKAGES for its run-time library), pin a release of it with a wheel for this Python, or pin another Python; then push again ({e})"
+            )),
+            e => DeployError::Failed(format!(
+                "the image build failed: {e}. Fix the cause shown above and push again"
+            )),
+        })?;
+    }
+    Ok(())
+}
+
+/// The release phase in one-off containers of `image`, after the build
+/// step's release check (`check --deploy`, `migrate --check`): when
+/// migrations are `pending`, a snapshot of the live data, then `migrate`;
+/// then the Procfile's `release:` command. A code-only push with neither
+/// starts no container here.
 async fn release_phase<E: Engine>(
     run: &mut Run<'_, E>,
     image: &str,
     vars: &BTreeMap<String, String>,
     procfile: &crate::procfile::Procfile,
+    pending: bool,
 ) -> Result<(), DeployError> {
     let (ctx, engine) = (run.ctx, run.engine);
     let app = run.app.name.clone();
@@ -1016,10 +1176,6 @@ async fn release_phase<E: Engine>(
     let volume = ensure_volume(&ctx.config.data_dir, &app)
         .map_err(|e| DeployError::Failed(format!("cannot prepare the app's data volume: {e}")))?;
     let network = network_name(&app);
-    engine
-        .ensure_network(&network, &labels_app(&app))
-        .await
-        .map_err(|e| DeployError::Failed(e.to_string()))?;
     let migrate = |args: &[&str]| ContainerSpec {
         name: None,
         image: tag.clone(),
@@ -1036,31 +1192,6 @@ async fn release_phase<E: Engine>(
         network: Some(network.clone()),
         restart_unless_stopped: false,
         ..confined_app(&ctx.config)
-    };
-    // One container (buildpack::RELEASE_CHECK) shows `check --deploy`, never
-    // fatal, then exits like `migrate --check`: non-zero when migrations are
-    // pending (or when it cannot tell); only then does migrate run, after a
-    // snapshot of the data a live release is using, for `rollback --restore-db`.
-    run.progress
-        .step("Checking the deployment (manage.py check --deploy; warnings do not stop the push)");
-    run.flush_log();
-    let mut release_check = migrate(&[]);
-    release_check.cmd = Some(buildpack::RELEASE_CHECK.map(String::from).to_vec());
-    let pending = {
-        let progress = &mut run.progress;
-        let mut on_line = |line: &str| {
-            if !line.trim().is_empty() {
-                progress.log_only(line.trim_end());
-            }
-            if let Some(shown) = build_log::check_line(line) {
-                progress.pusher_only(build_log::Shown::Info(shown));
-            }
-        };
-        engine
-            .run_to_completion(&release_check, RELEASE_TIMEOUT, &mut on_line)
-            .await
-            .map_err(|e| DeployError::Failed(format!("the release phase could not run: {e}")))?
-            != 0
     };
     run.progress
         .step("Running migrations (manage.py migrate --noinput)");
@@ -1712,13 +1843,16 @@ pub fn ensure_volume(data_dir: &Path, app: &str) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Writes the build context to `out`: the exported tree, its symlinks (as
-/// symlinks: the engine creates them inside the image), and the buildpack's
-/// files under `.paas/`. Streamed to disk, never whole in memory.
-fn build_context(
+/// Writes the build step's upload to `out`, extracted at `/` in its
+/// container: the exported tree under `app/` owned by the app's user (its
+/// symlinks as symlinks), the buildpack's files (`paas/…`), and the app's
+/// environment as `tmp/paas-build-env` (0600, read and removed by the step
+/// before the app's code runs). Streamed to disk, never whole in memory.
+fn code_upload(
     dir: &Path,
     symlinks: &[git::Symlink],
     files: Vec<(String, Vec<u8>)>,
+    env: &[(String, String)],
     out: &Path,
 ) -> std::io::Result<()> {
     use std::io::Write;
@@ -1727,25 +1861,87 @@ fn build_context(
     let mut b = tar::Builder::new(file);
     b.follow_symlinks(false);
     // The daemon's umask 077 left the exported tree 0600/0700 on disk; the
-    // image needs it readable by uid 10001: folders and executables 0755,
-    // other files 0644, owner root, a fixed time (what git's modes say).
-    b.mode(tar::HeaderMode::Deterministic);
-    b.append_dir_all(".", dir)?;
+    // image needs it readable: folders and executables 0755, other files
+    // 0644 (what git's modes say), owner the app's user, a fixed time.
+    let owned = |h: &mut tar::Header| {
+        h.set_uid(APP_UID as u64);
+        h.set_gid(APP_UID as u64);
+        h.set_mtime(0);
+    };
+    let mut stack = vec![(dir.to_path_buf(), PathBuf::from("app"))];
+    while let Some((on_disk, in_tar)) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&on_disk)?;
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+        owned(&mut h);
+        if meta.is_dir() {
+            h.set_size(0);
+            b.append_data(&mut h, &in_tar, std::io::empty())?;
+            let mut names: Vec<_> = std::fs::read_dir(&on_disk)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()?;
+            names.sort();
+            for name in names.into_iter().rev() {
+                stack.push((on_disk.join(&name), in_tar.join(&name)));
+            }
+        } else if meta.is_file() {
+            b.append_data(&mut h, &in_tar, std::fs::File::open(&on_disk)?)?;
+        }
+        // export_tree writes no symlink to disk: they come from the list.
+    }
     for link in symlinks {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
         h.set_mode(0o777);
-        h.set_mtime(0);
+        owned(&mut h);
         let target = Path::new(std::ffi::OsStr::from_bytes(&link.target));
-        b.append_link(&mut h, &link.path, target)?;
+        b.append_link(&mut h, Path::new("app").join(&link.path), target)?;
     }
+    let mut dir_header = tar::Header::new_gnu();
+    dir_header.set_entry_type(tar::EntryType::Directory);
+    dir_header.set_size(0);
+    dir_header.set_mode(0o755);
+    dir_header.set_mtime(0);
+    dir_header.set_uid(0);
+    dir_header.set_gid(0);
+    b.append_data(&mut dir_header, "paas", std::io::empty())?;
     for (path, bytes) in files {
         let mut h = tar::Header::new_gnu();
         h.set_size(bytes.len() as u64);
         h.set_mode(0o644);
         h.set_mtime(0);
-        h.set_cksum();
+        h.set_uid(0);
+        h.set_gid(0);
+        if path.starts_with("app/") {
+            owned(&mut h);
+        }
+        b.append_data(&mut h, &path, bytes.as_slice())?;
+    }
+    let mut text = String::new();
+    for (k, v) in env {
+        // Single quotes keep every byte; a quote inside is closed, escaped, reopened.
+        text.push_str(&format!("{k}='{}'\n", v.replace('\'', "'\\''")));
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(text.len() as u64);
+    h.set_mode(0o600);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_data(&mut h, "tmp/paas-build-env", text.as_bytes())?;
+    b.into_inner()?.flush()
+}
+
+/// Writes `files` (path in the archive, bytes) as a tar to `out`.
+fn files_tar(files: Vec<(String, Vec<u8>)>, out: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut b = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(out)?));
+    for (path, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
         b.append_data(&mut h, &path, bytes.as_slice())?;
     }
     b.into_inner()?.flush()
@@ -1908,9 +2104,10 @@ mod path_tests {
     use crate::store::ReleaseMeta;
 
     /// A tree exported under the daemon's umask 077 (0700 folders, 0600
-    /// files) reaches the image readable by the app's uid.
+    /// files) reaches the image readable, owned by the app's user, under
+    /// /app; the config vars go to a 0600 file the build step removes.
     #[test]
-    fn the_build_context_is_readable_whatever_the_umask_left() {
+    fn the_code_upload_is_the_apps_whatever_the_umask_left() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let tree = tmp.path().join("tree");
@@ -1923,35 +2120,50 @@ mod path_tests {
         set(&tree.join("manage.py"), 0o600);
         set(&tree.join("run.sh"), 0o700);
         set(&tree.join("notes"), 0o700);
-        let out = tmp.path().join("context.tar");
-        super::build_context(&tree, &[], vec![(".paas/x".into(), b"x".to_vec())], &out).unwrap();
-        let mut modes = std::collections::BTreeMap::new();
+        let out = tmp.path().join("code.tar");
+        let link = crate::git::Symlink {
+            path: "notes/latest".into(),
+            target: b"../manage.py".to_vec(),
+        };
+        let env = [("SECRET_KEY".to_string(), "it's \"x\" $HOME".to_string())];
+        super::code_upload(
+            &tree,
+            &[link],
+            vec![("paas/x.sh".into(), b"x".to_vec())],
+            &env,
+            &out,
+        )
+        .unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        let mut env_file = String::new();
         let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
         for e in archive.entries().unwrap() {
-            let e = e.unwrap();
+            let mut e = e.unwrap();
             let path = e
                 .path()
                 .unwrap()
                 .to_string_lossy()
                 .trim_end_matches('/')
                 .to_string();
-            modes.insert(path, e.header().mode().unwrap());
+            let h = e.header();
+            seen.insert(path.clone(), (h.mode().unwrap(), h.uid().unwrap()));
+            if path == "tmp/paas-build-env" {
+                std::io::Read::read_to_string(&mut e, &mut env_file).unwrap();
+            }
         }
-        assert_eq!(
-            modes.get("./manage.py").or(modes.get("manage.py")),
-            Some(&0o644),
-            "{modes:?}"
-        );
-        assert_eq!(
-            modes.get("./run.sh").or(modes.get("run.sh")),
-            Some(&0o755),
-            "{modes:?}"
-        );
-        assert_eq!(
-            modes.get("./notes").or(modes.get("notes")),
-            Some(&0o755),
-            "{modes:?}"
-        );
+        assert_eq!(seen["app/manage.py"], (0o644, 10001), "{seen:?}");
+        assert_eq!(seen["app/run.sh"], (0o755, 10001), "{seen:?}");
+        assert_eq!(seen["app/notes"], (0o755, 10001), "{seen:?}");
+        assert_eq!(seen["app/notes/latest"].1, 10001, "{seen:?}");
+        assert_eq!(seen["paas/x.sh"], (0o644, 0), "{seen:?}");
+        assert_eq!(seen["tmp/paas-build-env"], (0o600, 0), "{seen:?}");
+        // The value comes back byte for byte from a POSIX shell.
+        let sh = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{env_file}printf %s \"$SECRET_KEY\""))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&sh.stdout), "it's \"x\" $HOME");
     }
 
     #[test]

@@ -38,6 +38,9 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use crate::lines::Lines;
 use crate::peers::{AppNets, Subnet};
 
+mod image_tar;
+pub use image_tar::ImageSettings;
+
 /// The label every object created by paas carries.
 pub const MANAGED_LABEL: (&str, &str) = ("paas.managed", "true");
 
@@ -117,6 +120,36 @@ pub struct BuildLimits {
     pub nano_cpus: Option<i64>,
 }
 
+/// A push's build step (see [`Docker::run_build_step`]).
+pub struct BuildStep<'a> {
+    /// The container: the dependency image, the build command; never a
+    /// secret in its environment (the image inherits it).
+    pub spec: ContainerSpec,
+    /// A tar file extracted at `/` before the container starts.
+    pub upload: &'a Path,
+    /// A file the step writes: the folders (absolute, one per line) whose
+    /// contents make the new layer.
+    pub keep_list: &'a str,
+    /// A file the step writes, read back for the caller.
+    pub meta_path: &'a str,
+    /// The new image's name.
+    pub tag: &'a str,
+    /// The new image's settings beyond the dependency image's.
+    pub image: ImageSettings,
+    /// A host folder for the layer's files while it is made.
+    pub scratch: &'a Path,
+    pub timeout: Duration,
+}
+
+/// How a build step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildStepOutcome {
+    /// The image is tagged; `meta` is the file at `meta_path`.
+    Built { meta: Vec<u8> },
+    /// The step exited with `code`; no image.
+    Failed { code: i64 },
+}
+
 /// What container to create.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerSpec {
@@ -135,6 +168,8 @@ pub struct ContainerSpec {
     pub memory_bytes: Option<i64>,
     /// CPU limit in billionths of a CPU (`NanoCpus`; 1_000_000_000 = one CPU).
     pub nano_cpus: Option<i64>,
+    /// CPU weight against other containers (the engine's default is 1024).
+    pub cpu_shares: Option<i64>,
     /// Most processes and threads the container may hold at once: a fork
     /// bomb stops there instead of filling the host's process table.
     pub pids_limit: Option<i64>,
@@ -790,6 +825,7 @@ impl Docker {
             }),
             memory: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
+            cpu_shares: spec.cpu_shares,
             pids_limit: spec.pids_limit,
             cap_drop: spec.capabilities.as_ref().map(|_| vec!["ALL".to_string()]),
             cap_add: spec
@@ -902,6 +938,205 @@ impl Docker {
                 Ok(code)
             }
         }
+    }
+
+    /// A push's build step: a container of `step.spec` (the dependency
+    /// image) gets `step.upload` extracted at `/` before it starts, runs to
+    /// its end (output to `on_line`), and when it exits 0 the folders it
+    /// names in `step.keep_list` become one layer on top of its image,
+    /// loaded as `step.tag`. The container is removed in every case.
+    pub async fn run_build_step(
+        &self,
+        step: &BuildStep<'_>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<BuildStepOutcome, DockerError> {
+        let id = self.create(&step.spec).await?;
+        let mut guard = RemoveOnDrop {
+            docker: self.inner.clone(),
+            id: Some(id.clone()),
+        };
+        let outcome = async {
+            self.upload(&id, step.upload).await?;
+            let code = tokio::time::timeout(step.timeout, self.run_created(&id, on_line))
+                .await
+                .map_err(|_| {
+                    DockerError::Timeout(format!(
+                        "the build step did not finish within {} s",
+                        step.timeout.as_secs()
+                    ))
+                })??;
+            if code != 0 {
+                return Ok(BuildStepOutcome::Failed { code });
+            }
+            let meta = self.read_container_file(&id, step.meta_path).await?;
+            let keep = self.read_container_file(&id, step.keep_list).await?;
+            self.commit_layer(&id, step, &String::from_utf8_lossy(&keep))
+                .await?;
+            Ok(BuildStepOutcome::Built { meta })
+        }
+        .await;
+        let _ = self.force_remove(&id).await;
+        guard.disarm();
+        outcome
+    }
+
+    /// Extracts the tar file `tar` at `/` in container `id`.
+    async fn upload(&self, id: &str, tar: &Path) -> Result<(), DockerError> {
+        let file = tokio::fs::File::open(tar)
+            .await
+            .map_err(|e| DockerError::Engine(format!("cannot open {}: {e}", tar.display())))?;
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ));
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+            .path("/")
+            .build();
+        self.patient()
+            .upload_to_container(id, Some(opts), body)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Streams `path` of container `id` as a tar archive into the file `out`.
+    async fn download_to(&self, id: &str, path: &str, out: &Path) -> Result<(), DockerError> {
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| DockerError::Engine(format!("writing {}: {e}", out.display()));
+        let mut file = tokio::fs::File::create(out).await.map_err(io)?;
+        let opts = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let mut stream = self.patient().download_from_container(id, Some(opts));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.err(e))?;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)
+    }
+
+    /// One regular file of container `id` (small files only: held in memory).
+    async fn read_container_file(&self, id: &str, path: &str) -> Result<Vec<u8>, DockerError> {
+        let opts = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let tar: Vec<u8> = self
+            .patient()
+            .download_from_container(id, Some(opts))
+            .map_ok(|b| b.to_vec())
+            .try_concat()
+            .await
+            .map_err(|e| match self.err(e) {
+                DockerError::NotFound(m) => DockerError::NotFound(format!("{path} ({m})")),
+                other => other,
+            })?;
+        first_file(&tar).map_err(|e| DockerError::Engine(format!("reading {path}: {e}")))
+    }
+
+    /// Makes the layer of the `keep` folders (one absolute path per line)
+    /// of container `id` and loads it on top of the container's image as
+    /// `step.tag`.
+    async fn commit_layer(
+        &self,
+        id: &str,
+        step: &BuildStep<'_>,
+        keep: &str,
+    ) -> Result<(), DockerError> {
+        let folders: Vec<&str> = keep
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut downloads = Vec::new();
+        for (i, folder) in folders.iter().enumerate() {
+            let p = Path::new(folder);
+            let parent = p.parent().map(|p| p.to_string_lossy().into_owned());
+            let plain = p.is_absolute()
+                && p.components()
+                    .skip(1)
+                    .all(|c| matches!(c, Component::Normal(_)));
+            let (Some(parent), true) = (parent, plain) else {
+                return Err(DockerError::Engine(format!(
+                    "the build step named {folder:?} for the image: only absolute folders below / can be kept"
+                )));
+            };
+            let out = step.scratch.join(format!("keep{i}.tar"));
+            self.download_to(id, folder, &out).await?;
+            downloads.push((out, parent));
+        }
+        let parent = self.parent_facts(&step.spec.image).await?;
+        let layer = step.scratch.join("layer.tar");
+        let archive = step.scratch.join("image.tar");
+        let (settings, tag) = (step.image.clone(), step.tag.to_string());
+        let (layer_file, archive_file) = (layer.clone(), archive.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let pairs: Vec<(&Path, &str)> = downloads
+                .iter()
+                .map(|(f, p)| (f.as_path(), p.as_str()))
+                .collect();
+            let digest = image_tar::write_layer(&pairs, &layer_file)?;
+            let config = image_tar::config_json(&parent, &digest, &settings);
+            image_tar::write_load_archive(
+                &config,
+                &parent.diff_ids,
+                &layer_file,
+                &tag,
+                &archive_file,
+            )
+        })
+        .await
+        .map_err(|e| DockerError::Engine(format!("making the image was interrupted: {e}")))?
+        .map_err(|e| DockerError::Engine(format!("making the image's layer failed: {e}")))?;
+        let _ = tokio::fs::remove_file(&layer).await;
+        self.load(&archive).await?;
+        let _ = tokio::fs::remove_file(&archive).await;
+        if !self.image_exists(step.tag).await? {
+            return Err(DockerError::Engine(format!(
+                "the engine loaded the image but has no {}",
+                step.tag
+            )));
+        }
+        Ok(())
+    }
+
+    /// What a new image on top of `image` takes from it.
+    async fn parent_facts(&self, image: &str) -> Result<image_tar::Parent, DockerError> {
+        let i = self
+            .inner
+            .inspect_image(image)
+            .await
+            .map_err(|e| self.err(e))?;
+        let config = i.config.unwrap_or_default();
+        Ok(image_tar::Parent {
+            diff_ids: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+            env: config.env.unwrap_or_default(),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+            architecture: i.architecture.unwrap_or_else(|| "amd64".into()),
+            os: i.os.unwrap_or_else(|| "linux".into()),
+        })
+    }
+
+    /// `docker load` of the archive file `archive`.
+    async fn load(&self, archive: &Path) -> Result<(), DockerError> {
+        let file = tokio::fs::File::open(archive)
+            .await
+            .map_err(|e| DockerError::Engine(format!("cannot open {}: {e}", archive.display())))?;
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ));
+        let opts = bollard::query_parameters::ImportImageOptionsBuilder::new()
+            .quiet(true)
+            .build();
+        let mut stream = self.patient().import_image(opts, body, None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| self.err(e))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(DockerError::Engine(format!(
+                    "loading the image failed: {detail}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn run_created(
@@ -1362,23 +1597,12 @@ impl Docker {
         path: &str,
     ) -> Result<Vec<u8>, DockerError> {
         let tar = self.download(image, path).await?;
-        let mut archive = tar::Archive::new(tar.as_slice());
-        let read_err = |e: std::io::Error| {
-            DockerError::Engine(format!("reading {path} from image {image} failed: {e}"))
-        };
-        let mut entries = archive.entries().map_err(read_err)?;
-        let Some(entry) = entries.next() else {
-            return Err(DockerError::NotFound(format!("{path} in image {image}")));
-        };
-        let mut entry = entry.map_err(read_err)?;
-        if !entry.header().entry_type().is_file() {
-            return Err(DockerError::Engine(format!(
-                "{path} in image {image} is not a regular file"
-            )));
-        }
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut data).map_err(read_err)?;
-        Ok(data)
+        first_file(&tar).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                DockerError::NotFound(format!("{path} in image {image}"))
+            }
+            _ => DockerError::Engine(format!("reading {path} from image {image} failed: {e}")),
+        })
     }
 
     /// Containers in any state carrying all the given labels.
@@ -1565,6 +1789,26 @@ fn strip_ansi(s: &str) -> String {
 
 /// Unpacks a tar archive into `dest`, dropping each entry's first path
 /// component (the directory that was asked for).
+/// The contents of the first entry of `tar`, which must be a regular file
+/// (a download of one file); NotFound when the archive is empty.
+fn first_file(tar: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Archive::new(tar);
+    let mut entries = archive.entries()?;
+    let Some(entry) = entries.next() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the archive is empty",
+        ));
+    };
+    let mut entry = entry?;
+    if !entry.header().entry_type().is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut data)?;
+    Ok(data)
+}
+
 fn unpack_stripped(tar: &[u8], dest: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dest)?;
     let mut archive = tar::Archive::new(tar);

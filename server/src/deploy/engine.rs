@@ -11,7 +11,8 @@
 //! for them.
 
 use crate::docker::{
-    BuildRequest, ContainerInfo, ContainerSpec, ContainerState, Docker, DockerError,
+    BuildRequest, BuildStep, BuildStepOutcome, ContainerInfo, ContainerSpec, ContainerState,
+    Docker, DockerError,
 };
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +31,14 @@ pub trait Engine: Clone + Send + Sync + 'static {
         req: BuildRequest<'_>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> impl Future<Output = Result<(), DockerError>> + Send;
+
+    /// A push's build step: the code uploaded into a container of the
+    /// dependency image, run, and made the release image's one new layer.
+    fn run_build_step(
+        &self,
+        step: &BuildStep<'_>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> impl Future<Output = Result<BuildStepOutcome, DockerError>> + Send;
 
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, DockerError>> + Send;
 
@@ -140,6 +149,14 @@ impl Engine for Docker {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), DockerError> {
         Docker::build_image(self, req, on_line).await
+    }
+
+    async fn run_build_step(
+        &self,
+        step: &BuildStep<'_>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<BuildStepOutcome, DockerError> {
+        Docker::run_build_step(self, step, on_line).await
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {

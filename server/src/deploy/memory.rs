@@ -58,6 +58,8 @@ pub struct State {
     pub networks: BTreeSet<String>,
     /// One-off containers run to completion (and removed), in order.
     pub one_offs: Vec<ContainerSpec>,
+    /// Build steps run (the code on a dependency image), in order.
+    pub build_steps: Vec<ContainerSpec>,
     /// The files of each build context, by tag.
     pub contexts: BTreeMap<String, Vec<String>>,
     /// Lines every build prints before it ends (or fails), as pip would.
@@ -86,7 +88,7 @@ impl MemoryEngine {
         engine.state().build_files = BTreeMap::from([
             (
                 "/paas/meta.json".to_string(),
-                br#"{"static_url": "/static/", "static_root": "/app/staticfiles", "media_url": "/media/", "media_root": "/data/media"}"#.to_vec(),
+                br#"{"static_url": "/static/", "static_root": "/app/staticfiles", "media_url": "/media/", "media_root": "/data/media", "migrations_pending": false}"#.to_vec(),
             ),
             ("/app/staticfiles/site.css".to_string(), b"body {}".to_vec()),
         ]);
@@ -111,6 +113,17 @@ impl MemoryEngine {
     /// The next `call` fails with `error`; later ones behave.
     pub fn fail_once(&self, call: &'static str, error: DockerError) {
         self.state().fail_once.insert(call, error);
+    }
+
+    /// Whether the build steps from now on find migrations to apply.
+    pub fn migrations_pending(&self, pending: bool) {
+        let mut s = self.state();
+        let meta = s.build_files.entry("/paas/meta.json".into()).or_default();
+        let text = String::from_utf8_lossy(meta).replace(
+            &format!("\"migrations_pending\": {}", !pending),
+            &format!("\"migrations_pending\": {pending}"),
+        );
+        *meta = text.into_bytes();
     }
 
     /// One-off containers whose command contains `needle` exit with `code`.
@@ -250,12 +263,56 @@ impl Engine for MemoryEngine {
         }
         let mut s = self.call("build_image", req.tag)?;
         s.contexts.insert(req.tag.to_string(), names);
-        let files = s.build_files.clone();
-        s.images.insert(req.tag.to_string(), files);
+        s.images.insert(req.tag.to_string(), BTreeMap::new());
         drop(s);
         on_line("Step 1/1 : FROM python:3.11-slim");
         on_line(&format!("Successfully tagged {}", req.tag));
         Ok(())
+    }
+
+    /// The step "runs" (its exit code arranged with [`MemoryEngine::exit_code`]
+    /// on its command), its upload's entries are kept as the tag's context,
+    /// and the image gets the buildpack's output files.
+    async fn run_build_step(
+        &self,
+        step: &crate::docker::BuildStep<'_>,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<crate::docker::BuildStepOutcome, DockerError> {
+        let bytes = std::fs::read(step.upload).map_err(|e| DockerError::Engine(e.to_string()))?;
+        let mut names = Vec::new();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        for entry in archive
+            .entries()
+            .map_err(|e| DockerError::Engine(e.to_string()))?
+        {
+            let entry = entry.map_err(|e| DockerError::Engine(e.to_string()))?;
+            let path = entry
+                .path()
+                .map_err(|e| DockerError::Engine(e.to_string()))?;
+            names.push(path.to_string_lossy().to_string());
+        }
+        let mut s = self.call("run_build_step", step.tag)?;
+        if !s.images.contains_key(&step.spec.image) {
+            return Err(DockerError::NotFound(format!("image {}", step.spec.image)));
+        }
+        let cmd = step.spec.cmd.clone().unwrap_or_default().join(" ");
+        let code = s
+            .exit_codes
+            .iter()
+            .find(|(needle, _)| cmd.contains(needle.as_str()))
+            .map(|(_, c)| *c)
+            .unwrap_or(0);
+        s.build_steps.push(step.spec.clone());
+        s.contexts.insert(step.tag.to_string(), names);
+        if code != 0 {
+            drop(s);
+            on_line("collectstatic failed");
+            return Ok(crate::docker::BuildStepOutcome::Failed { code });
+        }
+        let files = s.build_files.clone();
+        let meta = files.get("/paas/meta.json").cloned().unwrap_or_default();
+        s.images.insert(step.tag.to_string(), files);
+        Ok(crate::docker::BuildStepOutcome::Built { meta })
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {

@@ -280,6 +280,8 @@ fn watch_statuses(f: &Fixture) -> Arc<Mutex<Vec<Option<ReleaseStatus>>>> {
 #[tokio::test]
 async fn a_push_goes_building_releasing_starting_health_checking_live() {
     let f = Fixture::new();
+    // A first deploy: the build step's `migrate --check` finds no database.
+    f.engine.migrations_pending(true);
     let seen = watch_statuses(&f);
     let (r, out) = f.push("1111111", &[]).await;
     let r = r.unwrap_or_else(|e| panic!("{e}\n{out}"));
@@ -324,17 +326,27 @@ async fn a_push_goes_building_releasing_starting_health_checking_live() {
     );
     assert!(
         r.log.contains("Step 1/1 : FROM python:3.11-slim")
-            && r.log.contains("Successfully tagged paas/blog:v1"),
+            && r.log.contains("Successfully tagged paas-deps:"),
         "{}",
         r.log
     );
-    // The build got the pushed code and the buildpack's files.
-    let context = f.engine.state().contexts["paas/blog:v1"].clone();
-    assert!(context.iter().any(|n| n == "manage.py"), "{context:?}");
+    // The build step got the pushed code and the buildpack's files; the
+    // dependency build got its Dockerfile and requirements, no code.
+    let state = f.engine.state();
+    let context = state.contexts["paas/blog:v1"].clone();
+    assert!(context.iter().any(|n| n == "app/manage.py"), "{context:?}");
     assert!(
-        context.iter().any(|n| n == ".paas/Dockerfile"),
+        context.iter().any(|n| n == "paas/paas_settings.py"),
         "{context:?}"
     );
+    let deps = state
+        .contexts
+        .iter()
+        .find(|(tag, _)| tag.starts_with("paas-deps:"))
+        .map(|(_, files)| files.clone())
+        .expect("a dependency build");
+    drop(state);
+    assert_eq!(deps, [".paas/Dockerfile", "requirements.txt"]);
     // The facts the build learnt are kept as a type, and used by the route.
     assert_eq!(r.meta.static_root.as_deref(), Some("/app/staticfiles"));
     assert_eq!(r.image.as_deref(), Some("paas/blog:v1"));
@@ -628,6 +640,83 @@ async fn refusals_say_why_and_what_became_of_the_running_release() {
 
 // ---- failures: cleaned up, the old release untouched ----
 
+/// A push whose requirements changed: its dependency image is built anew.
+const NEW_REQUIREMENTS: &[(&str, &str)] = &[("requirements.txt", "Django>=4.2,<5.3\nrequests\n")];
+
+#[tokio::test]
+async fn a_code_only_push_reuses_the_dependency_image_and_a_changed_requirement_builds_one() {
+    let f = Fixture::new();
+    f.with_v1_live().await;
+    assert_eq!(f.engine.calls_to("build_image").len(), 1);
+    let (r, out) = f.push("2222222", &[("mysite/extra.py", "X = 1\n")]).await;
+    assert_eq!(r.unwrap().version, 2, "{out}");
+    assert_eq!(
+        f.engine.calls_to("build_image").len(),
+        1,
+        "no install: {out}"
+    );
+    assert!(
+        out.contains("Dependencies unchanged: reusing paas-deps:"),
+        "{out}"
+    );
+    let steps = f.engine.state().build_steps.clone();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0].image, steps[1].image, "one dependency image");
+    let (r, out) = f.push("3333333", NEW_REQUIREMENTS).await;
+    assert_eq!(r.unwrap().version, 3, "{out}");
+    assert_eq!(f.engine.calls_to("build_image").len(), 2, "{out}");
+    let steps = f.engine.state().build_steps.clone();
+    assert_ne!(steps[2].image, steps[1].image);
+    assert!(steps[2].image.starts_with("paas-deps:"));
+}
+
+/// The build step runs with the build's limits, below the apps' CPU
+/// weight, and its environment (which the image inherits) holds no config
+/// var: those travel in the upload, in a file the step removes.
+#[tokio::test]
+async fn the_build_step_is_limited_and_its_config_vars_never_reach_the_image() {
+    let f = Fixture::new();
+    let app = f.ctx.store.app(APP).unwrap();
+    f.ctx
+        .store
+        .set_config_vars(&app, &[("API_TOKEN".into(), Some("s3cret-value".into()))])
+        .unwrap();
+    f.with_v1_live().await;
+    let step = f.engine.state().build_steps[0].clone();
+    assert_eq!(step.memory_bytes, Some(768 * 1024 * 1024));
+    assert!(step.nano_cpus.is_some());
+    assert_eq!(step.cpu_shares, Some(512));
+    assert!(step.pids_limit.is_some());
+    assert!(step.no_new_privileges);
+    assert!(
+        !step
+            .env
+            .iter()
+            .any(|(k, v)| k == "API_TOKEN" || v.contains("s3cret")),
+        "{:?}",
+        step.env
+    );
+    let files = f.engine.state().contexts["paas/blog:v1"].clone();
+    assert!(files.iter().any(|n| n == "tmp/paas-build-env"), "{files:?}");
+    assert!(files.iter().any(|n| n == "app/manage.py"), "{files:?}");
+}
+
+#[tokio::test]
+async fn a_failed_build_step_leaves_the_live_release_and_its_route() {
+    let f = Fixture::new();
+    let v1 = f.with_v1_live().await;
+    f.engine.exit_code("collectstatic", 1);
+    let (r, out) = f.push("2222222", &[]).await;
+    let e = r.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the build step failed (exit code 1): fix the error shown above and push again"
+    );
+    assert!(out.contains("collectstatic failed"), "{out}");
+    f.assert_failed_and_cleaned_up(2, &e);
+    assert_eq!(f.assert_serving(1), v1);
+}
+
 #[tokio::test]
 async fn a_failed_build_leaves_the_live_release_and_its_route() {
     let f = Fixture::new();
@@ -638,7 +727,7 @@ async fn a_failed_build_leaves_the_live_release_and_its_route() {
             message: "pip install returned 1".into(),
         },
     );
-    let (r, out) = f.push("2222222", &[]).await;
+    let (r, out) = f.push("2222222", NEW_REQUIREMENTS).await;
     let e = r.unwrap_err();
     assert!(matches!(e, DeployError::Failed(_)), "{e:?}");
     assert!(
@@ -720,7 +809,7 @@ async fn a_build_step_killed_by_its_memory_limit_says_which_limit_to_raise() {
             message: "The command '/bin/sh -c pip install -r /paas/deps/requirements.txt' returned a non-zero code: 137".into(),
         },
     );
-    let (r, _) = f.push("2222222", &[]).await;
+    let (r, _) = f.push("2222222", NEW_REQUIREMENTS).await;
     let e = r.unwrap_err().to_string();
     assert!(
         e.starts_with("the image build ran out of memory (each build step may use 768 MiB): raise build-memory-mb in paas.toml (e.g. build-memory-mb = 1536)"),
@@ -741,7 +830,7 @@ async fn a_dependency_that_needs_a_compiler_the_build_lacks_says_how_to_name_one
             message: "The command '/bin/sh -c pip install' returned a non-zero code: 1".into(),
         },
     );
-    let (r, _) = f.push("2222222", &[]).await;
+    let (r, _) = f.push("2222222", NEW_REQUIREMENTS).await;
     let e = r.unwrap_err().to_string();
     assert!(
         e.starts_with("a dependency compiles C code and the build has no compiler for it: name the Debian packages it needs with `paas config:set PAAS_BUILD_PACKAGES=\"gcc libc6-dev\"`"),
@@ -759,7 +848,7 @@ async fn a_build_whose_cached_layer_was_removed_under_it_is_built_again() {
             message: "failed to export image: failed to set parent sha256:65fd: unknown parent image ID sha256:65fd".into(),
         },
     );
-    let (r, out) = f.push("2222222", &[]).await;
+    let (r, out) = f.push("2222222", NEW_REQUIREMENTS).await;
     assert_eq!(r.unwrap().version, 2, "{out}");
     assert!(out.contains("building again"), "{out}");
     f.assert_serving(2);
@@ -770,7 +859,7 @@ async fn a_failed_migration_leaves_the_live_release_and_its_route() {
     let f = Fixture::new();
     let v1 = f.with_v1_live().await;
     // Migrations pending, and migrate fails.
-    f.engine.exit_code("release-check", 1);
+    f.engine.migrations_pending(true);
     f.engine.exit_code("migrate --noinput", 1);
     let (r, out) = f.push("2222222", &[]).await;
     let e = r.unwrap_err();
