@@ -87,7 +87,8 @@ else
   BIN=$target/debug/paas
   kind="debug build (no fresh release build)"
 fi
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server buildpacks Cargo.toml Cargo.lock || echo "+uncommitted")
+# The commit measured: the last one that changed the daemon's code.
+commit=$(git log -1 --format=%h -- server buildpacks Cargo.toml Cargo.lock)$(git diff --quiet HEAD -- server buildpacks Cargo.toml Cargo.lock || echo "+uncommitted")
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
@@ -200,9 +201,11 @@ piku_start() {
     PIKU_STARTED+=("$PIKU_STATE/sshd.pid")
   fi
   if ! running "$PIKU_STATE/uwsgi.pid"; then
-    (cd $PIKU_HOME && setsid setpriv --reuid=piku --regid=www-data --init-groups \
+    # setsid from a child of this shell execs in place: $! is uWSGI's pid,
+    # its process group's and its session's.
+    setsid setpriv --reuid=piku --regid=www-data --init-groups \
       env HOME=$PIKU_HOME uwsgi --ini $PIKU_HOME/.piku/uwsgi/uwsgi.ini >>"$PIKU_STATE/uwsgi.out" 2>&1 &
-      echo $! >"$PIKU_STATE/uwsgi.pid")
+    echo $! >"$PIKU_STATE/uwsgi.pid"
     PIKU_STARTED+=("$PIKU_STATE/uwsgi.pid")
   fi
   if ! running "$PIKU_STATE/nginx.pid"; then
@@ -268,6 +271,9 @@ cleanup() {
   done
   docker rmi $(docker images --format '{{.Repository}}:{{.Tag}}' | grep "^paas/$run-") >/dev/null 2>&1
   docker volume rm $(docker volume ls -q | grep "$run-") >/dev/null 2>&1
+  # Dependency images (paas-deps:<key>) this run built: their keys are this
+  # run's own (its requirements carry a comment unique to the run).
+  docker rmi $(cat "$work"/*.log 2>/dev/null | grep -o 'Successfully tagged paas-deps:[0-9a-f]*' | sed 's/.* //' | sort -u) >/dev/null 2>&1
   [ -z "${KEEP_PIKU:-}" ] && [ ${#PIKU_STARTED[@]} -gt 0 ] && { piku_reset_app; piku_stop; }
   rm -rf "$work"
 }
@@ -363,9 +369,9 @@ paas_create() { # APP
 paas_remote() { echo "http://paas:$token@127.0.0.1:$ADMIN/$1.git"; }
 deploys=0
 # A push's output shows its dependencies being installed (pip or uv).
-DEPS_RE='remote: .*(pip install|uv pip|Installing collected|Installed [0-9]+ package|Downloading)'
+DEPS_RE='remote: .*(pip install|uv pip|Installing collected|Installed [0-9]+ package|Downloading|Successfully tagged paas-deps)'
 
-echo "paas: $kind $BIN at commit $commit; its own data dir and ports"
+echo "paas: $kind $BIN, code of commit $commit (HEAD $(git rev-parse --short HEAD)); its own data dir and ports"
 echo "app: $BLOG_REPO at ${BLOG_COMMIT:0:7} (Django Girls tutorial blog, Django 4.2, SQLite)"
 echo "piku: $PIKU_REPO at ${PIKU_COMMIT:0:7}, uWSGI + nginx on 127.0.0.1:$PIKU_PORT"
 echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/ {print $2}') MiB, load $(cut -d' ' -f1-3 /proc/loadavg)"
