@@ -37,6 +37,9 @@
 # of 80, a private sshd on 127.0.0.1:$PIKU_SSH_PORT, and stand-ins for its
 # systemd units (uWSGI emperor, nginx, inotifywait -> nginx -s reload).
 # Its state is kept in $PIKU_STATE (keys, configs, pids, logs).
+# The whole script is one block, read before it runs: editing the file
+# during a run does not change that run.
+{
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO_DIR=$PWD
@@ -461,7 +464,11 @@ wrk_line() { # FILE: "p50 X, p99 Y, N requests, E errors"
   awk '/^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /requests in/ {n=$1} /Non-2xx/ {e+=$NF} /Socket errors/ {s=$0}
        END {printf "p50 %s, p99 %s, %s requests, non-2xx %d%s", p50, p99, n, e, (s ? "; " s : "")}' "$1"
 }
-wrk -t1 -c4 -d10s --latency -H "Host: $blog.localhost" "$blog_url" >"$work/wrk-idle.txt" 2>&1
+load() { cut -d' ' -f1 /proc/loadavg; }
+# Idle before and after the build: the machine is shared, and a single idle
+# window can catch someone else's burst.
+load_idle=$(load)
+wrk -t1 -c4 -d15s --latency -H "Host: $blog.localhost" "$blog_url" >"$work/wrk-idle.txt" 2>&1
 coldapp=$run-a2
 tree "$work/a2"
 echo "# bench run $run, second app" >>"$work/a2/requirements.txt"
@@ -471,6 +478,7 @@ drop_caches
 git -C "$work/a2" push "$(paas_remote "$coldapp")" main >"$work/a2-cold.log" 2>&1 &
 push_pid=$!
 t0=$(date +%s.%N)
+load_build=$(load)
 wrk -t1 -c4 -d3600s --latency -H "Host: $blog.localhost" "$blog_url" >"$work/wrk-build.txt" 2>&1 &
 wrk_pid=$!
 wait "$push_pid" || fail "the cold push of a second app to paas failed: $(grep -v '^\s*$' "$work/a2-cold.log" | tail -n3)"
@@ -482,16 +490,23 @@ wrk_pid=""
 deploys=$((deploys + 1))
 deps2=no
 grep -qiE "$DEPS_RE" "$work/a2-cold.log" && deps2=yes
-echo "live app's latency under light load (wrk -t1 -c4 --latency, $blog):"
-echo "  idle (10 s):                              $(wrk_line "$work/wrk-idle.txt")"
-printf '  during another app'"'"'s cold push (%.0f s, dependencies installed: %s): %s\n' "$build_s" "$deps2" "$(wrk_line "$work/wrk-build.txt")"
-python3 - "$(wrk_p99 "$work/wrk-idle.txt")" "$(wrk_p99 "$work/wrk-build.txt")" <<'EOF'
+sleep 5
+load_after=$(load)
+wrk -t1 -c4 -d15s --latency -H "Host: $blog.localhost" "$blog_url" >"$work/wrk-after.txt" 2>&1
+echo "live app's latency under light load (wrk -t1 -c4 --latency, $blog; machine load average at the start of each):"
+echo "  idle before (15 s, load $load_idle): $(wrk_line "$work/wrk-idle.txt")"
+printf '  during another app'"'"'s cold push (%.0f s, load %s, dependencies installed: %s): %s\n' "$build_s" "$load_build" "$deps2" "$(wrk_line "$work/wrk-build.txt")"
+echo "  idle after (15 s, load $load_after): $(wrk_line "$work/wrk-after.txt")"
+python3 - "$(wrk_p99 "$work/wrk-idle.txt")" "$(wrk_p99 "$work/wrk-build.txt")" "$(wrk_p99 "$work/wrk-after.txt")" <<'EOF'
 import re, sys
 def ms(s):
     m = re.match(r"([0-9.]+)(us|ms|s)$", s)
     return float(m[1]) * {"us": 0.001, "ms": 1, "s": 1000}[m[2]] if m else None
-a, b = ms(sys.argv[1]), ms(sys.argv[2])
-print("  p99 during the build / idle: %.1fx  (goal: <= 2x)" % (b / a) if a and b else "  p99 ratio: wrk printed no latency")
+a, b, c = (ms(x) for x in sys.argv[1:])
+if a and b and c:
+    print("  p99 during the build / idle: %.1fx (idle before), %.1fx (idle after)  (goal: <= 2x)" % (b / a, b / c))
+else:
+    print("  p99 ratio: wrk printed no latency")
 EOF
 echo
 
@@ -517,3 +532,5 @@ while [ $deploys -lt $DEPLOYS ]; do
 done
 sleep 3
 echo "daemon RSS (VmRSS): $rss_start at start; $(rss) after $deploys deploys across $APPS apps  (goal: <= 30 MB)"
+exit
+}
