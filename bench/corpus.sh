@@ -34,8 +34,14 @@ LIST=${LIST:-bench/corpus.txt}
 MIRRORS=${CORPUS_MIRRORS:-/work/.mirror}
 OUT=${OUT:-/tmp/paas-corpus}
 mkdir -p "$OUT"
-cargo build --release --quiet --bin paas || exit 1
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/paas
+# PAAS_BIN: a paas binary to use as it is (e.g. target/debug/paas, where a
+# release build would take too long); otherwise a release build is made.
+if [ -n "${PAAS_BIN:-}" ]; then
+    BIN=$PAAS_BIN
+else
+    cargo build --release --quiet --bin paas || exit 1
+    BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/paas
+fi
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pid=""

@@ -339,6 +339,22 @@ pub fn detect_with(
         }
     }
     let django = pinned_version(lines, "django");
+    // A range whose every Django is older than every Python paas builds
+    // with (`Django>=2.1,<2.2`) is refused as a pin of it would be, before
+    // pip spends minutes failing on it.
+    if django.is_none() && opts.python_version.is_none() {
+        if let Some((spec, newest)) = django_ceiling(lines) {
+            if let Some(s) = statements::django_support(&newest) {
+                if s.hi < (3, *KNOWN_MINORS.start()) {
+                    let shown = newest.strip_suffix(".99").unwrap_or(&newest);
+                    errors.push(DetectError::DjangoTooOld {
+                        django: format!("{shown} (the newest that {spec} allows)"),
+                        supports: s.shown(),
+                    });
+                }
+            }
+        }
+    }
 
     let python_version = python_version(
         root,
@@ -1636,6 +1652,50 @@ fn parse_python_version(value: &str) -> Option<String> {
     (major == "3" && digits(minor) && patch_ok).then(|| format!("{major}.{minor}"))
 }
 
+/// The newest Django a requirement line's upper bound allows, as a version
+/// to look up (`Django>=2.1,<2.2.0` → `2.1.99`; `<=2.2.4` → `2.2.4`), with
+/// the specifier as written; None without an upper bound, or with one
+/// whose predecessor is not plain (`<3.0`: some 2.x, unknown which).
+fn django_ceiling(lines: &[String]) -> Option<(String, String)> {
+    let line = lines
+        .iter()
+        .find(|l| deps::requirement_name(l).as_deref() == Some("django"))?;
+    let spec = line.split(';').next().unwrap_or(line).trim();
+    let rest = spec.get("django".len()..)?.trim_start();
+    let rest = match rest.strip_prefix('[') {
+        Some(r) => r.split_once(']')?.1,
+        None => rest,
+    };
+    let mut newest = None;
+    for clause in rest.split(',').map(str::trim) {
+        let parts =
+            |v: &str| -> Option<Vec<u32>> { v.trim().split('.').map(|p| p.parse().ok()).collect() };
+        let n = if let Some(v) = clause.strip_prefix("<=") {
+            parts(v)?
+        } else if let Some(v) = clause.strip_prefix('<') {
+            let mut p = parts(v)?;
+            while p.len() > 2 && p.last() == Some(&0) {
+                p.pop();
+            }
+            match p.as_mut_slice() {
+                [_, 0] => return None,
+                [_, minor] => {
+                    *minor -= 1;
+                    p.push(99);
+                }
+                [.., last] => *last -= 1,
+                _ => return None,
+            }
+            p
+        } else {
+            continue;
+        };
+        let v: Vec<String> = n.iter().map(u32::to_string).collect();
+        newest = Some(v.join("."));
+    }
+    Some((spec.to_string(), newest?))
+}
+
 /// The version pinned with `==` for `name` in requirement lines (`Django==4.2.7` → `4.2.7`).
 fn pinned_version(lines: &[String], name: &str) -> Option<String> {
     lines.iter().find_map(|line| {
@@ -2785,6 +2845,33 @@ mod tests {
             err.to_string(),
             "No Django project found: paas looks for manage.py (or, without it, a package's wsgi.py) at the repository root or in a subfolder up to 3 levels deep. Push a Django project, or add manage.py."
         );
+    }
+
+    #[test]
+    fn a_django_range_older_than_every_python_is_refused_like_a_pin() {
+        let lines = |l: &str| vec![l.to_string()];
+        assert_eq!(
+            django_ceiling(&lines("Django>=2.1.3,<2.2.0")),
+            Some(("Django>=2.1.3,<2.2.0".into(), "2.1.99".into()))
+        );
+        assert_eq!(
+            django_ceiling(&lines("django<=2.2.4 ; python_version > '3'")),
+            Some(("django<=2.2.4".into(), "2.2.4".into()))
+        );
+        assert_eq!(
+            django_ceiling(&lines("Django>=2.2,<2.2.5")),
+            Some(("Django>=2.2,<2.2.5".into(), "2.2.4".into()))
+        );
+        assert_eq!(django_ceiling(&lines("Django<3.0")), None);
+        assert_eq!(django_ceiling(&lines("Django>=4.2")), None);
+        let d = project("", &[("requirements.txt", "Django>=2.1.3,<2.2.0\n")]);
+        let err = detect(d.path(), &opts()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Django 2.1 (the newest that Django>=2.1.3,<2.2.0 allows) supports Python 3.5 to 3.7 only, older than every Python paas builds with (3.8 to 3.14): upgrade Django to 4.2 LTS or later in your dependencies and push again."
+        );
+        let d = project("", &[("requirements.txt", "Django>=3.2,<3.3\n")]);
+        assert!(detect(d.path(), &opts()).is_ok());
     }
 
     /// The names in a plan's dependency context.

@@ -322,6 +322,9 @@ where
     let mut good = 0;
     let mut last: String;
     let mut bad_host = 0;
+    // Tight at first (gunicorn answers within tens of milliseconds of its
+    // start), then doubling up to the configured interval.
+    let mut pause = FIRST_PAUSE.min(check.interval);
     loop {
         if let Err(reason) = alive().await {
             return Err(HealthError::Died(reason));
@@ -359,9 +362,13 @@ where
                 last,
             });
         }
-        tokio::time::sleep(check.interval).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(check.interval);
     }
 }
+
+/// The first pause between probes; each next one doubles, up to the interval.
+const FIRST_PAUSE: Duration = Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ mod attacks;
 mod auth;
 mod browser;
 mod buildpack;
+mod builds;
 mod cli;
 mod containers;
 mod dashboard;
