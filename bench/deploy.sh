@@ -276,7 +276,7 @@ cleanup() {
   docker volume rm $(docker volume ls -q | grep "$run-") >/dev/null 2>&1
   # Dependency images (paas-deps:<key>) this run built: their keys are this
   # run's own (its requirements carry a comment unique to the run).
-  docker rmi $(cat "$work"/*.log 2>/dev/null | grep -o 'Successfully tagged paas-deps:[0-9a-f]*' | sed 's/.* //' | sort -u) >/dev/null 2>&1
+  docker rmi $(cat "$work"/*.log 2>/dev/null | grep -o 'Installing dependencies into paas-deps:[0-9a-f]*' | sed 's/.* //' | sort -u) >/dev/null 2>&1
   [ -z "${KEEP_PIKU:-}" ] && [ ${#PIKU_STARTED[@]} -gt 0 ] && { piku_reset_app; piku_stop; }
   rm -rf "$work"
 }
@@ -372,7 +372,7 @@ paas_create() { # APP
 paas_remote() { echo "http://paas:$token@127.0.0.1:$ADMIN/$1.git"; }
 deploys=0
 # A push's output shows its dependencies being installed (pip or uv).
-DEPS_RE='remote: .*(pip install|uv pip|Installing collected|Installed [0-9]+ package|Downloading|Successfully tagged paas-deps)'
+DEPS_RE='remote: .*(pip install|uv pip|Installing collected|Installed [0-9]+ package|Downloading|Installing dependencies into paas-deps)'
 
 echo "paas: $kind $BIN, code of commit $commit (HEAD $(git rev-parse --short HEAD)); its own data dir and ports"
 echo "app: $BLOG_REPO at ${BLOG_COMMIT:0:7} (Django Girls tutorial blog, Django 4.2, SQLite)"
