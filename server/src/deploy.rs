@@ -902,13 +902,7 @@ async fn build_steps<E: Engine>(
     // The step also runs the release check (`check --deploy`, `migrate
     // --check`) with the app's real config: on the app's network (its
     // database) with its data read-only.
-    let volume = ensure_volume(&ctx.config.data_dir, &app)
-        .map_err(|e| DeployError::Failed(format!("cannot prepare the app's data volume: {e}")))?;
-    let network = network_name(&app);
-    engine
-        .ensure_network(&network, &labels_app(&app))
-        .await
-        .map_err(|e| DeployError::Failed(e.to_string()))?;
+    let (volume, network) = app_place(ctx, engine, &app).await?;
     let step = crate::docker::BuildStep {
         spec: ContainerSpec {
             name: None,
@@ -944,6 +938,7 @@ async fn build_steps<E: Engine>(
         scratch: &workdir,
         timeout: BUILD_STEP_TIMEOUT,
     };
+    let mut missing_var = None;
     let outcome = {
         let progress = &mut run.progress;
         let mut checking = false;
@@ -953,6 +948,9 @@ async fn build_steps<E: Engine>(
                 return;
             }
             progress.log_only(line);
+            if let Some(var) = build_log::missing_env_var(line) {
+                missing_var = Some(var);
+            }
             if line == buildpack::CHECK_MARK {
                 checking = true;
                 progress.pusher_only(build_log::Shown::Step(
@@ -981,9 +979,14 @@ async fn build_steps<E: Engine>(
             )))
         }
         Ok(crate::docker::BuildStepOutcome::Failed { code }) => {
-            return Err(DeployError::Failed(format!(
-                "the build step failed (exit code {code}): fix the error shown above and push again"
-            )))
+            return Err(DeployError::Failed(match missing_var {
+                Some(var) => format!(
+                    "the project's settings need the {var} environment variable (see the error above): set it with `paas config:set {var}=…` (config vars reach the build too) and push again"
+                ),
+                None => format!(
+                    "the build step failed (exit code {code}): fix the error shown above and push again"
+                ),
+            }))
         }
         Err(e @ crate::docker::DockerError::Unreachable { .. }) => {
             return Err(engine_failed(e, "push again"))
@@ -1263,6 +1266,23 @@ async fn release_phase<E: Engine>(
     Ok(())
 }
 
+/// The app's data volume and network, made when missing: every container
+/// of the app that touches its data runs on them.
+async fn app_place<E: Engine>(
+    ctx: &Ctx,
+    engine: &E,
+    app: &str,
+) -> Result<(PathBuf, String), DeployError> {
+    let volume = ensure_volume(&ctx.config.data_dir, app)
+        .map_err(|e| DeployError::Failed(format!("cannot prepare the app's data volume: {e}")))?;
+    let network = network_name(app);
+    engine
+        .ensure_network(&network, &labels_app(app))
+        .await
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
+    Ok((volume, network))
+}
+
 /// Start → health gate → promote → swap → drain and retire: shared by every
 /// kind of deploy. Everything that can fail comes before the route swap
 /// (kamal-proxy's order: healthy, then install, then drain the old one),
@@ -1274,13 +1294,7 @@ async fn go_live<E: Engine>(run: &mut Run<'_, E>, p: Prepared) -> Result<(), Dep
     let check = health_check(&p.meta, &p.vars)?;
     let env = app_env(ctx, &run.app, version, &p.vars);
     let hosts = app_hosts(ctx, &run.app);
-    let volume = ensure_volume(&ctx.config.data_dir, &app)
-        .map_err(|e| DeployError::Failed(format!("cannot prepare the app's data volume: {e}")))?;
-    let network = network_name(&app);
-    engine
-        .ensure_network(&network, &labels_app(&app))
-        .await
-        .map_err(|e| DeployError::Failed(e.to_string()))?;
+    let (volume, network) = app_place(ctx, engine, &app).await?;
 
     // ---- Starting ----
     run.status(ReleaseStatus::Starting);

@@ -526,18 +526,7 @@ impl Docker {
         let client = self.patient();
         let body = match context {
             BuildContext::Memory(bytes) => bollard::body_full(bytes::Bytes::from(bytes)),
-            BuildContext::File(path) => {
-                let file = tokio::fs::File::open(&path).await.map_err(|e| {
-                    DockerError::Engine(format!(
-                        "cannot open the build context {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
-                    file,
-                    256 * 1024,
-                ))
-            }
+            BuildContext::File(path) => bollard::body_try_stream(file_stream(&path).await?),
         };
         let mut stream = client.build_image(opts, None, Some(body));
         let mut splitter = Lines::default();
@@ -982,13 +971,7 @@ impl Docker {
 
     /// Extracts the tar file `tar` at `/` in container `id`.
     async fn upload(&self, id: &str, tar: &Path) -> Result<(), DockerError> {
-        let file = tokio::fs::File::open(tar)
-            .await
-            .map_err(|e| DockerError::Engine(format!("cannot open {}: {e}", tar.display())))?;
-        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
-            file,
-            256 * 1024,
-        ));
+        let body = bollard::body_try_stream(file_stream(tar).await?);
         let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
             .path("/")
             .build();
@@ -1117,13 +1100,7 @@ impl Docker {
 
     /// `docker load` of the archive file `archive`.
     async fn load(&self, archive: &Path) -> Result<(), DockerError> {
-        let file = tokio::fs::File::open(archive)
-            .await
-            .map_err(|e| DockerError::Engine(format!("cannot open {}: {e}", archive.display())))?;
-        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
-            file,
-            256 * 1024,
-        ));
+        let body = bollard::body_try_stream(file_stream(archive).await?);
         let opts = bollard::query_parameters::ImportImageOptionsBuilder::new()
             .quiet(true)
             .build();
@@ -1789,6 +1766,20 @@ fn strip_ansi(s: &str) -> String {
 
 /// Unpacks a tar archive into `dest`, dropping each entry's first path
 /// component (the directory that was asked for).
+/// The file at `path` as a stream for a request body, read as it is sent:
+/// an archive is never held in memory whole.
+async fn file_stream(
+    path: &Path,
+) -> Result<tokio_util::io::ReaderStream<tokio::fs::File>, DockerError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| DockerError::Engine(format!("cannot open {}: {e}", path.display())))?;
+    Ok(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ))
+}
+
 /// The contents of the first entry of `tar`, which must be a regular file
 /// (a download of one file); NotFound when the archive is empty.
 fn first_file(tar: &[u8]) -> std::io::Result<Vec<u8>> {

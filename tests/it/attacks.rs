@@ -251,13 +251,13 @@ fn a_build_cannot_point_the_proxy_outside_its_files() {
     let honest = std::fs::read_to_string(&settings).unwrap();
     let token_file = d.data.path().join("admin.token");
 
-    // The build's metadata step runs the app's settings: they rewrite the
-    // metadata when it exits.
+    // The build step runs the app's settings: they rewrite the metadata
+    // when it exits.
     let lie = format!(
-        "{honest}\nimport atexit as _atexit, json as _json, sys as _sys\n\
-         if _sys.argv[1:2] == ['meta']:\n\
+        "{honest}\nimport atexit as _atexit, json as _json, os as _os, sys as _sys\n\
+         if _sys.argv[1:2] == ['build']:\n\
          \x20   def _lie():\n\
-         \x20       with open(_sys.argv[2], 'w') as f:\n\
+         \x20       with open(_os.path.join(_sys.argv[2], 'meta.json'), 'w') as f:\n\
          \x20           _json.dump({{'static_url': '/static/', 'static_root': '/app/staticfiles', \
          'media_url': '/media/', 'media_root': '/data/../../..'}}, f)\n\
          \x20   _atexit.register(_lie)\n"
@@ -291,11 +291,13 @@ fn a_build_cannot_point_the_proxy_outside_its_files() {
     // Honest paths, but links in the collected static files: one to a file
     // in the tree, one to the admin token on the host.
     let plant = format!(
-        "{honest}\nimport os as _os, sys as _sys\n\
-         if _sys.argv[1:2] == ['meta']:\n\
-         \x20   _os.symlink('notes/style.css', '/app/staticfiles/alias.css')\n\
-         \x20   _os.symlink('{}', '/app/staticfiles/token.css')\n\
-         \x20   _os.symlink('../../../../../../..{}', '/app/staticfiles/up.css')\n",
+        "{honest}\nimport atexit as _atexit, os as _os, sys as _sys\n\
+         if _sys.argv[1:2] == ['build']:\n\
+         \x20   def _plant():\n\
+         \x20       _os.symlink('notes/style.css', '/app/staticfiles/alias.css')\n\
+         \x20       _os.symlink('{}', '/app/staticfiles/token.css')\n\
+         \x20       _os.symlink('../../../../../../..{}', '/app/staticfiles/up.css')\n\
+         \x20   _atexit.register(_plant)\n",
         token_file.display(),
         token_file.display()
     );

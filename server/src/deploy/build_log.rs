@@ -240,6 +240,22 @@ impl Condenser {
     }
 }
 
+/// The variable a settings module stopped on, from the error it raised:
+/// django-environ's `ImproperlyConfigured: Set the X environment variable`,
+/// or `KeyError: 'X'` (settings reading `os.environ["X"]`).
+pub fn missing_env_var(line: &str) -> Option<String> {
+    let t = line.trim();
+    let name = if let Some(rest) = t.split("ImproperlyConfigured: Set the ").nth(1) {
+        rest.strip_suffix(" environment variable")?
+    } else {
+        t.strip_prefix("KeyError: '")?.strip_suffix('\'')?
+    };
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    ok.then(|| name.to_string())
+}
+
 /// A line of `manage.py check --deploy` as the pusher sees it: Django's
 /// headers and hints stay in the release log, each issue keeps its id and
 /// first sentence. None: not shown.
@@ -291,6 +307,21 @@ fn is_check_issue(t: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_environment_variable_is_named() {
+        assert_eq!(
+            missing_env_var("django.core.exceptions.ImproperlyConfigured: Set the DJANGO_AZURE_ACCOUNT_KEY environment variable"),
+            Some("DJANGO_AZURE_ACCOUNT_KEY".into())
+        );
+        assert_eq!(
+            missing_env_var("KeyError: 'SECRET_KEY'"),
+            Some("SECRET_KEY".into())
+        );
+        assert_eq!(missing_env_var("KeyError: 'a b'"), None);
+        assert_eq!(missing_env_var("KeyError: 3"), None);
+        assert_eq!(missing_env_var("collected 3 files"), None);
+    }
 
     fn shown(raw: &str) -> Vec<String> {
         let mut c = Condenser::new();

@@ -64,6 +64,8 @@ pub struct State {
     pub contexts: BTreeMap<String, Vec<String>>,
     /// Lines every build prints before it ends (or fails), as pip would.
     pub build_output: Vec<String>,
+    /// Lines every build step prints before it ends (or fails).
+    pub step_output: Vec<String>,
     /// Calls that fail, by name (`build_image`, `start_container`, …),
     /// after letting the given number through.
     failing: HashMap<&'static str, (usize, DockerError)>,
@@ -304,8 +306,12 @@ impl Engine for MemoryEngine {
             .unwrap_or(0);
         s.build_steps.push(step.spec.clone());
         s.contexts.insert(step.tag.to_string(), names);
+        let output = s.step_output.clone();
         if code != 0 {
             drop(s);
+            for line in &output {
+                on_line(line);
+            }
             on_line("collectstatic failed");
             return Ok(crate::docker::BuildStepOutcome::Failed { code });
         }

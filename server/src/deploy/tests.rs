@@ -702,6 +702,20 @@ async fn the_build_step_is_limited_and_its_config_vars_never_reach_the_image() {
 }
 
 #[tokio::test]
+async fn settings_stopping_on_a_missing_variable_name_the_config_var_to_set() {
+    let f = Fixture::new();
+    f.engine.state().step_output = vec![
+        "django.core.exceptions.ImproperlyConfigured: Set the DJANGO_AZURE_ACCOUNT_KEY environment variable".into(),
+    ];
+    f.engine.exit_code("collectstatic", 1);
+    let (r, _) = f.push("1111111", &[]).await;
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "the project's settings need the DJANGO_AZURE_ACCOUNT_KEY environment variable (see the error above): set it with `paas config:set DJANGO_AZURE_ACCOUNT_KEY=…` (config vars reach the build too) and push again"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_build_step_leaves_the_live_release_and_its_route() {
     let f = Fixture::new();
     let v1 = f.with_v1_live().await;
