@@ -137,6 +137,32 @@ pub(crate) async fn api_apps(
     Ok(Json(views))
 }
 
+/// `GET /api/system/df`: each app's disk use and the data dir's disk.
+pub(crate) async fn api_system_df(
+    State(ctx): State<Arc<Ctx>>,
+    _headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let report = crate::disk::disk_report(&ctx).await.map_err(internal)?;
+    let mut v = serde_json::json!(report);
+    for (row, app) in v["apps"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .zip(&report.apps)
+    {
+        row["total"] = serde_json::json!(app.total());
+    }
+    Ok(Json(v))
+}
+
+/// `POST /api/system/prune`: what paas made and no longer needs, removed now.
+pub(crate) async fn api_system_prune(
+    State(ctx): State<Arc<Ctx>>,
+    _headers: HeaderMap,
+) -> Json<crate::prune::Pruned> {
+    Json(crate::prune::prune_all(&ctx).await)
+}
+
 pub(crate) async fn api_app(
     State(ctx): State<Arc<Ctx>>,
     Path(name): Path<String>,
@@ -412,7 +438,11 @@ pub(crate) async fn internal_deploy(
     };
     let task_ctx = ctx.clone();
     tokio::spawn(async move {
+        let app = req.app.clone();
         let result = deploy::deploy(&task_ctx, req, Progress::new(Some(tx.clone()))).await;
+        // Each push leaves an image (and a failed one, maybe more): prune
+        // what paas made and no longer needs, once the deploy let go.
+        crate::prune::spawn_after_deploy(task_ctx.clone(), app);
         // The deploy's own output already said where the release is live.
         let last = match result {
             Ok(_) => format!("{RESULT_OK}\n"),

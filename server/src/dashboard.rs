@@ -42,6 +42,10 @@ fn templates() -> &'static Tera {
                 "release.html",
                 include_str!("../../web-ui/templates/release.html"),
             ),
+            (
+                "disk.html",
+                include_str!("../../web-ui/templates/disk.html"),
+            ),
         ])
         .expect("the embedded templates parse (checked by a unit test)");
         t
@@ -57,6 +61,7 @@ pub fn routes() -> Router<Arc<Ctx>> {
         .route("/apps/{app}", get(app_page))
         .route("/apps/{app}/releases/{version}", get(release_page))
         .route("/status", get(status_json))
+        .route("/system/disk", get(disk_page))
         .route(
             "/apps/{app}/releases/{version}/log",
             get(release_log_events),
@@ -353,7 +358,53 @@ async fn apps_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response 
     let mut c = Context::new();
     c.insert("apps", &rows);
     c.insert("control", &ctx.config.admin.to_string());
+    c.insert(
+        "disk_warning",
+        &crate::disk::full_warning(&ctx.config.data_dir),
+    );
     render("apps.html", c, Some(csrf))
+}
+
+#[derive(Serialize)]
+struct DiskRow {
+    app: String,
+    images: String,
+    volume: String,
+    backups: String,
+    logs: String,
+    total: String,
+}
+
+/// Disk use per app and of the data dir's disk.
+async fn disk_page(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    let csrf = session_csrf(&ctx, &headers).unwrap_or_default();
+    let report = match crate::disk::disk_report(&ctx).await {
+        Ok(r) => r,
+        Err(e) => return internal(e).into_response(),
+    };
+    let h = crate::disk::human_bytes;
+    let rows: Vec<DiskRow> = report
+        .apps
+        .iter()
+        .map(|a| DiskRow {
+            app: a.app.clone(),
+            images: h(a.images),
+            volume: h(a.volume),
+            backups: h(a.backups),
+            logs: h(a.logs),
+            total: h(a.total()),
+        })
+        .collect();
+    let fs = &report.filesystem;
+    let mut c = Context::new();
+    c.insert("apps", &rows);
+    c.insert("fs", fs);
+    c.insert("fs_total", &h(fs.total));
+    c.insert("fs_used", &h(fs.used));
+    c.insert("fs_available", &h(fs.available));
+    c.insert("fs_percent", &format!("{:.0}", fs.percent));
+    c.insert("disk_warning", &report.warning);
+    render("disk.html", c, Some(csrf))
 }
 
 #[derive(Serialize)]
@@ -462,6 +513,10 @@ async fn app_page(
         c.insert("flash_ok", ok);
         c.insert("flash", text);
     }
+    c.insert(
+        "disk_warning",
+        &crate::disk::full_warning(&ctx.config.data_dir),
+    );
     let mut page = render("app.html", c, Some(csrf));
     if flash.is_some() {
         if let Ok(v) = format!(
@@ -938,6 +993,35 @@ mod tests {
         c.insert("error", "<b>x</b>");
         let html = templates().render("login.html", &c).unwrap();
         assert!(html.contains("&lt;b&gt;x"), "errors are escaped");
+        // The disk page, with the warning every page shows at 90 % full.
+        let mut c = Context::new();
+        c.insert("logged_in", &true);
+        c.insert("csrf", "t0ken");
+        let fs = crate::disk::FsUse {
+            path: "/var/lib/paas".into(),
+            total: 100,
+            used: 95,
+            available: 5,
+            percent: 95.0,
+        };
+        c.insert("fs", &fs);
+        for k in ["fs_total", "fs_used", "fs_available", "fs_percent"] {
+            c.insert(k, "1");
+        }
+        let rows = vec![DiskRow {
+            app: "blog".into(),
+            images: "1.0 GB".into(),
+            volume: "2 B".into(),
+            backups: "0 B".into(),
+            logs: "3 B".into(),
+            total: "1.0 GB".into(),
+        }];
+        c.insert("apps", &rows);
+        c.insert("disk_warning", &crate::disk::warning_for(&fs));
+        let html = templates().render("disk.html", &c).unwrap();
+        assert!(html.contains("id=\"disk-warning\""), "{html}");
+        assert!(html.contains("95 % full"), "{html}");
+        assert!(html.contains("data-app=\"blog\""), "{html}");
     }
 
     #[test]

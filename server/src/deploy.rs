@@ -58,6 +58,47 @@ pub fn confined_app(config: &crate::config::Config) -> ContainerSpec {
     }
 }
 
+/// Every build container (the dependency install, the code step) starts
+/// from this: the owner's build memory (swap included) and CPU limits, a
+/// CPU weight below the live apps' (so under contention the sites get two
+/// thirds of the CPU and a build one third), a pids limit, and compiler and
+/// installer parallelism that follows the limits. Callers fill in image,
+/// command, mounts and labels.
+pub fn build_container_limits(config: &crate::config::Config) -> ContainerSpec {
+    let jobs = build_jobs(config.build_cpus, config.build_memory_mb).to_string();
+    let env = [
+        // setuptools/distutils extensions, ninja, torch-style builds.
+        "MAX_JOBS",
+        // cmake and make when a package drives them.
+        "CMAKE_BUILD_PARALLEL_LEVEL",
+        "NPY_NUM_BUILD_JOBS",
+        // uv: source builds and wheel unpacking at once.
+        "UV_CONCURRENT_BUILDS",
+        "UV_CONCURRENT_INSTALLS",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), jobs.clone()))
+    .chain([("MAKEFLAGS".to_string(), format!("-j{jobs}"))])
+    .collect();
+    ContainerSpec {
+        memory_bytes: Some(config.build_memory_mb as i64 * 1024 * 1024),
+        memory_swap_bytes: Some(config.build_memory_mb as i64 * 1024 * 1024),
+        nano_cpus: Some(nano_cpus(config.build_cpus)),
+        cpu_shares: Some(BUILD_CPU_SHARES),
+        pids_limit: Some(BUILD_PIDS_LIMIT),
+        env,
+        ..Default::default()
+    }
+}
+
+/// How many compilers or installers a build runs at once: one per CPU it
+/// may use (rounded up), and no more than its memory holds at about 384 MiB
+/// each (a C++ compiler alone reaches that), never fewer than one.
+pub fn build_jobs(cpus: f64, memory_mb: u64) -> u64 {
+    let by_cpu = cpus.ceil().max(1.0) as u64;
+    by_cpu.min(memory_mb / 384).max(1)
+}
+
 /// A build that failed because a layer it used from the cache was removed
 /// under it (the engine's words for it), not because of the app.
 fn lost_a_cached_layer(e: &crate::docker::DockerError) -> bool {
@@ -72,7 +113,7 @@ fn nano_cpus(cpus: f64) -> i64 {
 }
 
 /// Release images kept per app for rollback.
-pub const KEEP_IMAGES: usize = 5;
+pub use crate::prune::KEEP_IMAGES;
 /// Upper bound for the release phase (migrate).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Longest a push's build step (collectstatic) may run.
@@ -408,6 +449,9 @@ async fn run_job<E: Engine>(
     // Before any release is recorded: without the engine nothing can be
     // built or started, and the running containers and proxy need it not.
     engine.ping().await.map_err(|e| engine_failed(e, again))?;
+    if let Some(warning) = crate::disk::full_warning(&ctx.config.data_dir) {
+        progress.info(&warning);
+    }
     // Resolved only now: the live release may have changed while queued.
     let (commit, description, source) = match &job {
         Job::Push(req) => {
@@ -1518,19 +1562,9 @@ async fn retire_others<E: Engine>(
     // Keep the images of the newest KEEP_IMAGES releases that went live
     // (rollback). A rollback release shares its image with an older one:
     // an image is removed only when no kept release runs it.
-    let mut kept: Vec<&str> = Vec::new();
-    let mut kept_releases = 0;
+    let kept = crate::prune::kept_images(releases, Some(version));
     for r in releases {
-        let Some(image) = &r.image else { continue };
-        let good = matches!(r.status, ReleaseStatus::Live | ReleaseStatus::Retired)
-            || r.version == version;
-        if good && kept_releases < KEEP_IMAGES {
-            kept_releases += 1;
-            kept.push(image);
-        }
-    }
-    for r in releases {
-        if kept.iter().any(|k| Some(*k) == r.image.as_deref())
+        if kept.iter().any(|k| Some(k.as_str()) == r.image.as_deref())
             || in_use
                 .iter()
                 .any(|i| Some(i.as_str()) == r.image.as_deref())

@@ -166,6 +166,9 @@ pub struct ContainerSpec {
     /// Restart policy `unless-stopped` (otherwise none).
     pub restart_unless_stopped: bool,
     pub memory_bytes: Option<i64>,
+    /// Memory plus swap (`MemorySwap`); equal to `memory_bytes` means no
+    /// swap on top. `None`: the engine's default (twice the memory).
+    pub memory_swap_bytes: Option<i64>,
     /// CPU limit in billionths of a CPU (`NanoCpus`; 1_000_000_000 = one CPU).
     pub nano_cpus: Option<i64>,
     /// CPU weight against other containers (the engine's default is 1024).
@@ -309,6 +312,22 @@ pub struct ImageInfo {
     pub labels: HashMap<String, String>,
     /// Unix timestamp (seconds).
     pub created: i64,
+    /// Bytes of the image with its parent layers (shared layers are
+    /// counted in every image that has them).
+    pub size: i64,
+}
+
+/// Which images to list: every condition must hold.
+#[derive(Clone, Debug, Default)]
+pub struct ImageFilter<'a> {
+    /// Carries every one of these labels (`key=value`, or `key` alone for
+    /// any value).
+    pub labels: &'a [&'a str],
+    /// A repository (`paas/blog`) or a pattern (`paas-deps`), as
+    /// `docker images REFERENCE` takes it.
+    pub reference: Option<&'a str>,
+    /// Untagged images no other image stands on.
+    pub dangling: bool,
 }
 
 /// A cheap-to-clone handle on the Docker engine.
@@ -813,6 +832,7 @@ impl Docker {
                 maximum_retry_count: None,
             }),
             memory: spec.memory_bytes,
+            memory_swap: spec.memory_swap_bytes,
             nano_cpus: spec.nano_cpus,
             cpu_shares: spec.cpu_shares,
             pids_limit: spec.pids_limit,
@@ -1619,9 +1639,34 @@ impl Docker {
         &self,
         labels: &[(&str, &str)],
     ) -> Result<Vec<ImageInfo>, DockerError> {
-        let opts = ListImagesOptionsBuilder::new()
-            .filters(&label_filters(labels))
-            .build();
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        self.list_images_where(&ImageFilter {
+            labels: &labels,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Images matching every condition of `filter`.
+    pub async fn list_images_where(
+        &self,
+        filter: &ImageFilter<'_>,
+    ) -> Result<Vec<ImageInfo>, DockerError> {
+        let mut filters: HashMap<String, Vec<String>> = HashMap::new();
+        if !filter.labels.is_empty() {
+            filters.insert(
+                "label".into(),
+                filter.labels.iter().map(|l| l.to_string()).collect(),
+            );
+        }
+        if let Some(reference) = filter.reference {
+            filters.insert("reference".into(), vec![reference.to_string()]);
+        }
+        if filter.dangling {
+            filters.insert("dangling".into(), vec!["true".into()]);
+        }
+        let opts = ListImagesOptionsBuilder::new().filters(&filters).build();
         let list = self
             .inner
             .list_images(Some(opts))
@@ -1638,9 +1683,63 @@ impl Docker {
                     .collect(),
                 labels: i.labels,
                 created: i.created,
+                size: i.size,
             })
             .collect())
     }
+
+    /// Removes an image (a tag, or an untagged image by id) unless a
+    /// container uses it: `Ok(false)` then. Gone already counts as removed.
+    pub async fn remove_image_if_unused(&self, image: &str) -> Result<bool, DockerError> {
+        let opts = RemoveImageOptionsBuilder::new().force(false).build();
+        match self.inner.remove_image(image, Some(opts), None).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(true),
+            Err(e) if is_status(&e, 409) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Bytes of a container's log files on the host (the json-file log and
+    /// its rotated copies beside it); 0 when its driver keeps none.
+    pub async fn container_log_bytes(&self, id: &str) -> Result<u64, DockerError> {
+        let c = self
+            .inner
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.err(e))?;
+        let Some(path) = c.log_path.filter(|p| !p.is_empty()) else {
+            return Ok(0);
+        };
+        Ok(
+            tokio::task::spawn_blocking(move || rotated_files_bytes(Path::new(&path)))
+                .await
+                .unwrap_or(0),
+        )
+    }
+}
+
+/// Bytes of a log file and its rotated copies (`x.log`, `x.log.1`, …).
+fn rotated_files_bytes(path: &Path) -> u64 {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let name = name.to_string_lossy().to_string();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n == name
+                || n.strip_prefix(&name)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Returns the build context with `LABEL` appended to its Dockerfile, or

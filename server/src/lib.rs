@@ -30,8 +30,10 @@
 //! - [`health`]: the readiness probe that gates every swap.
 //! - [`postgres`]: a PostgreSQL database per app that asks for one.
 //! - [`backup`]: backups and restores of an app's data.
-//! - [`schedule`]: the daily backups.
+//! - [`prune`]: removes what paas made and no longer needs, and nothing else.
+//! - [`schedule`]: the daily backups and prune.
 //! - [`sampler`]: request and container-usage samples for the charts.
+//! - [`disk`]: disk use per app, and the warning before the disk fills.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
 //! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
@@ -64,9 +66,11 @@ pub mod http_error;
 pub mod backup;
 pub mod deploy;
 pub mod destroy;
+pub mod disk;
 pub mod domains;
 pub mod health;
 pub mod postgres;
+pub mod prune;
 pub mod run;
 pub mod sampler;
 pub mod schedule;

@@ -270,6 +270,19 @@ enum Command {
         #[arg(long, env = "PAAS_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Disk use per app (images, volume, backups, logs) and of the data dir's disk.
+    #[command(name = "system:df")]
+    SystemDf {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove what paas made and no longer needs (old release images, stopped
+    /// containers, old static files); paas does it after pushes and daily too.
+    #[command(name = "system:prune")]
+    SystemPrune {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List an app's domains: its default one and custom ones.
     Domains {
         #[command(flatten)]
@@ -442,7 +455,7 @@ fn env_pairs(env: Vec<String>) -> client::Result<BTreeMap<String, String>> {
 }
 
 async fn run_client(command: Command) -> client::Result<()> {
-    use client::{apps, config, data, domains, login, releases, run, tokens};
+    use client::{apps, config, data, domains, login, releases, run, system, tokens};
     match command {
         Command::Serve(_)
         | Command::Hook { .. }
@@ -556,6 +569,8 @@ async fn run_client(command: Command) -> client::Result<()> {
         }
         Command::TokensRevoke { client, name } => tokens::revoke(&target(&client)?, &name).await,
         Command::Login { url, token } => login::login(&url, token).await,
+        Command::SystemDf { client } => system::df(&target(&client)?).await,
+        Command::SystemPrune { client } => system::prune(&target(&client)?).await,
         Command::Domains { client, app } => domains::list(&target(&client)?, &app_name(app)?).await,
         Command::DomainsAdd {
             client,

@@ -59,6 +59,9 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("PATCH", "/api/apps/{app}/config", Guard::Api),
     ("POST", "/api/apps/{app}/rollback", Guard::Api),
     ("POST", "/api/apps/{app}/restart", Guard::Api),
+    ("GET", "/api/system/df", Guard::Api),
+    ("POST", "/api/system/prune", Guard::Api),
+    ("GET", "/system/disk", Guard::Page),
     ("GET", "/api/tokens", Guard::Api),
     ("POST", "/api/tokens", Guard::Api),
     ("DELETE", "/api/tokens/{name}", Guard::Api),
@@ -113,6 +116,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         )
         .route("/api/apps/{app}/rollback", post(api::api_rollback))
         .route("/api/apps/{app}/restart", post(api::api_restart))
+        .route("/api/system/df", get(api::api_system_df))
+        .route("/api/system/prune", post(api::api_system_prune))
         .merge(tokens::routes())
         .merge(dashboard::routes())
         .merge(data_api::routes())

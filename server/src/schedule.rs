@@ -1,4 +1,5 @@
-//! The clock: every app is backed up once per [`BACKUP_INTERVAL`].
+//! The clock: every app is backed up once per [`BACKUP_INTERVAL`], and
+//! what paas made and no longer needs is pruned once per [`PRUNE_INTERVAL`].
 
 use crate::backup::{backup_app, backup_kind, due, list_backups, Status};
 use crate::ctx::Ctx;
@@ -7,6 +8,8 @@ use std::time::Duration;
 
 /// Every app is backed up once per this interval.
 pub const BACKUP_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// How often everything paas made is pruned (besides after each push).
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// How often the scheduler looks for apps that are due.
 const SCHEDULER_TICK: Duration = Duration::from_secs(3600);
 
@@ -19,8 +22,13 @@ pub fn spawn_scheduler(ctx: Arc<Ctx>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // Let the daemon settle (reconcile, first requests) before the first look.
         tokio::time::sleep(Duration::from_secs(120)).await;
+        let mut pruned_at: Option<tokio::time::Instant> = None;
         loop {
             run_due_backups(&ctx).await;
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+                crate::prune::prune_all(&ctx).await;
+                pruned_at = Some(tokio::time::Instant::now());
+            }
             tokio::time::sleep(SCHEDULER_TICK).await;
         }
     })

@@ -221,6 +221,57 @@ pub struct TokenScope {
     pub app: Option<String>,
 }
 
+/// Most bytes one release's log keeps in the store: a build that prints
+/// without end (a looping compiler, a chatty install) cannot fill the disk.
+pub const RELEASE_LOG_MAX: usize = 1 << 20;
+
+/// What stands where a capped log left lines out.
+const LOG_CUT: &str = "\n[... paas left out lines here: a release keeps the first and the last of its log, 1 MiB in all ...]\n";
+
+/// `log` followed by `more`, at most `max` bytes (`max` well above
+/// [`LOG_CUT`]'s length): past it, the first quarter of the log (how the
+/// build started), [`LOG_CUT`], then the newest lines (how it ended). Cuts
+/// fall on line starts where one is near, never inside a character.
+pub fn cap_log(mut log: String, more: &str, max: usize) -> String {
+    log.push_str(more);
+    if log.len() <= max {
+        return log;
+    }
+    let (head, rest) = match log.find(LOG_CUT) {
+        Some(i) => (&log[..i], &log[i + LOG_CUT.len()..]),
+        None => {
+            let mut end = floor_boundary(&log, max / 4);
+            if let Some(nl) = log[..end].rfind('\n') {
+                end = nl + 1;
+            }
+            (&log[..end], &log[end..])
+        }
+    };
+    let room = max.saturating_sub(head.len() + LOG_CUT.len());
+    let mut start = ceil_boundary(rest, rest.len().saturating_sub(room));
+    if let Some(nl) = rest[start..].find('\n') {
+        if nl + 1 < rest.len() - start {
+            start += nl + 1;
+        }
+    }
+    format!("{head}{LOG_CUT}{}", &rest[start..])
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
 /// The state database.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -473,12 +524,42 @@ impl Store {
     }
 
     /// Append lines to a release's log (kept for the dashboard).
+    /// Release logs are capped at [`RELEASE_LOG_MAX`] bytes: past it the
+    /// log keeps its beginning and its newest lines (see [`cap_log`]).
     pub fn append_log(&self, release_id: i64, text: &str) -> Result<(), StoreError> {
-        self.db().execute(
-            "UPDATE releases SET log = log || ?2 WHERE id = ?1",
-            params![release_id, text],
+        let db = self.db();
+        let appended = db.execute(
+            "UPDATE releases SET log = log || ?2
+             WHERE id = ?1 AND length(CAST(log AS BLOB)) + ?3 <= ?4",
+            params![release_id, text, text.len() as i64, RELEASE_LOG_MAX as i64],
         )?;
+        if appended == 0 {
+            let log: Option<String> = db
+                .query_row(
+                    "SELECT log FROM releases WHERE id = ?1",
+                    [release_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(log) = log {
+                db.execute(
+                    "UPDATE releases SET log = ?2 WHERE id = ?1",
+                    params![release_id, cap_log(log, text, RELEASE_LOG_MAX)],
+                )?;
+            }
+        }
         Ok(())
+    }
+
+    /// Bytes of the release logs each app holds in the store: (app, bytes).
+    pub fn release_log_bytes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let db = self.db();
+        let mut st = db.prepare(
+            "SELECT a.name, COALESCE(SUM(length(CAST(r.log AS BLOB))), 0)
+             FROM apps a LEFT JOIN releases r ON r.app_id = a.id GROUP BY a.name",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     // ---- config vars ----
@@ -898,5 +979,40 @@ mod tests {
         s.promote(&app, r.id, Some(&old)).unwrap();
         assert_eq!(s.config_vars(&app).unwrap(), old);
         assert_eq!(s.live_release("blog").unwrap().unwrap().id, r.id);
+    }
+
+    #[test]
+    fn a_release_log_keeps_its_start_and_its_end_within_the_cap() {
+        let s = Store::open_in_memory().unwrap();
+        let app = s.create_app("blog", "k").unwrap();
+        let r = s.create_release(&app, "aaa", "deploy aaa").unwrap();
+        s.append_log(r.id, "Building image paas/blog:v1\n").unwrap();
+        // 3 MiB of build output, a line at a time in big appends.
+        let chunk: String = (0..1000).map(|i| format!("compiling é {i}\n")).collect();
+        for _ in 0..(3 << 20) / chunk.len() {
+            s.append_log(r.id, &chunk).unwrap();
+        }
+        s.append_log(r.id, "ERROR: the last line\n").unwrap();
+        let log = s.release("blog", 1).unwrap().unwrap().log;
+        assert!(log.len() <= RELEASE_LOG_MAX, "{}", log.len());
+        assert!(log.len() > RELEASE_LOG_MAX - 64 * 1024, "{}", log.len());
+        assert!(log.starts_with("Building image paas/blog:v1\n"));
+        assert!(log.ends_with("ERROR: the last line\n"));
+        assert_eq!(log.matches("paas left out lines").count(), 1);
+        // Whole lines on both sides of the cut.
+        let after = log.split(LOG_CUT).nth(1).unwrap();
+        assert!(after.starts_with("compiling é "), "{}", &after[..40]);
+        let stored = s.release_log_bytes().unwrap();
+        assert_eq!(stored, [("blog".to_string(), log.len() as u64)]);
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_character() {
+        for max in 200..260 {
+            let log = cap_log("é".repeat(200), &"ü".repeat(200), max);
+            assert!(log.len() <= max, "{max}: {}", log.len());
+            assert!(log.contains(LOG_CUT.trim()));
+        }
+        assert_eq!(cap_log("a\n".into(), "b\n", 100), "a\nb\n");
     }
 }

@@ -313,3 +313,79 @@ fn a_fork_bomb_in_one_app_leaves_another_answering() {
     // The bombed app itself is back to normal.
     d.assert_serves(&bomb_app, "Notes v1");
 }
+
+/// A build container, made with `paas::deploy::build_container_limits` as
+/// every build container is, runs under the owner's build memory (no swap
+/// on top) and CPU limits, with a lower CPU weight than the live apps'
+/// default 1024, and with compiler parallelism that follows the limits —
+/// as the engine reports it and as the kernel applies it.
+#[test]
+fn a_build_container_runs_with_its_limits_and_below_the_apps_cpu_weight() {
+    let data = tempfile::tempdir().unwrap();
+    let config = paas::config::Config::resolve(paas::config::Overrides {
+        data_dir: Some(data.path().to_path_buf()),
+        build_memory_mb: Some(512),
+        build_cpus: Some(0.5),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut spec = paas::deploy::build_container_limits(&config);
+    let name = format!(
+        "paas-it-build-limits-{}",
+        data.path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_lowercase()
+    );
+    spec.name = Some(name.clone());
+    spec.image = "python:3.11-slim".into();
+    spec.cmd = Some(vec!["sleep".into(), "60".into()]);
+    spec.labels = vec![("paas.test".into(), name.clone())];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let docker = paas::docker::Docker::connect().unwrap();
+    let id = rt.block_on(docker.start_container(&spec)).unwrap();
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _remove = Remove(id.clone());
+
+    let c = inspect(&id);
+    let h = &c["HostConfig"];
+    assert_eq!(h["Memory"], 512i64 << 20, "{h:#}");
+    assert_eq!(h["MemorySwap"], 512i64 << 20, "no swap on top: {h:#}");
+    assert_eq!(h["NanoCpus"], 500_000_000i64, "{h:#}");
+    let shares = h["CpuShares"].as_i64().unwrap();
+    assert!(shares > 0 && shares < 1024, "below the apps' 1024: {h:#}");
+    assert!(h["PidsLimit"].as_i64().unwrap() > 0, "{h:#}");
+    assert_eq!(h["LogConfig"]["Config"]["max-size"], "10m", "{h:#}");
+    let env: Vec<String> = c["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    for want in ["MAX_JOBS=1", "MAKEFLAGS=-j1", "UV_CONCURRENT_BUILDS=1"] {
+        assert!(env.iter().any(|e| e == want), "{want} in {env:?}");
+    }
+    // The kernel's view: the CPU weight (cgroup v2) or shares (v1).
+    let out = Command::new("docker")
+        .args([
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/cpu.weight 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.shares",
+        ])
+        .output()
+        .unwrap();
+    let weight: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // cgroup v2 maps 1024 shares to weight 39 (and 512 to 20); v1 keeps shares.
+    assert!(
+        weight == shares || (1..39).contains(&weight),
+        "the kernel's weight {weight} for {shares} shares"
+    );
+}

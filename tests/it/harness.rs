@@ -113,12 +113,17 @@ impl Daemon {
     /// A daemon whose public and admin listeners bind `ip` (e.g. 0.0.0.0,
     /// as an owner may bind them) instead of 127.0.0.1.
     pub fn start_bound(env: &[(&str, &str)], ip: &str) -> Daemon {
-        require_parts();
-        keep_panic_messages();
         let data = tempfile::Builder::new()
             .prefix("paas-it-")
             .tempdir()
             .unwrap();
+        Daemon::start_in(data, env, ip)
+    }
+
+    /// A daemon on a data dir the test prepared (e.g. a small file system).
+    pub fn start_in(data: tempfile::TempDir, env: &[(&str, &str)], ip: &str) -> Daemon {
+        require_parts();
+        keep_panic_messages();
         let mut d = Daemon {
             child: None,
             log: data.path().join("daemon.log"),

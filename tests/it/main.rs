@@ -12,6 +12,7 @@ mod cli;
 mod containers;
 mod dashboard;
 mod data;
+mod disk;
 mod edge;
 mod harness;
 mod network;

@@ -17,6 +17,7 @@ pub mod domains;
 pub mod login;
 pub mod releases;
 pub mod run;
+pub mod system;
 pub mod tokens;
 
 use reqwest::{Method, StatusCode};

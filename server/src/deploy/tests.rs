@@ -1103,3 +1103,19 @@ mod telling {
         assert_eq!(shown[8], "  File \"f49.py\"");
     }
 }
+
+#[test]
+fn build_parallelism_follows_the_cpu_and_memory_limits() {
+    assert_eq!(build_jobs(1.0, 768), 1);
+    assert_eq!(build_jobs(0.5, 768), 1, "a fraction of a CPU is one job");
+    assert_eq!(build_jobs(2.0, 2047), 2);
+    assert_eq!(build_jobs(4.0, 768), 2, "memory for two compilers only");
+    assert_eq!(build_jobs(2.0, 256), 1, "never fewer than one");
+    let f = Fixture::new();
+    let spec = build_container_limits(&f.ctx.config);
+    assert_eq!(spec.memory_bytes, Some(768 << 20));
+    assert_eq!(spec.memory_swap_bytes, spec.memory_bytes, "no swap on top");
+    assert_eq!(spec.nano_cpus, Some(1_000_000_000));
+    assert!(spec.cpu_shares.unwrap() < 1024, "below the apps' weight");
+    assert!(spec.env.contains(&("MAKEFLAGS".into(), "-j1".into())));
+}
