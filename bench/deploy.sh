@@ -8,8 +8,10 @@
 #      produces (a template inside a rendered block AND views.py change; see
 #      /work/shared/notes/piku.md "Timing fairly"); min/median/max of each and
 #      the ratio paas/Piku of the medians;
-#   3. a live app's p99 latency (wrk --latency -t1 -c4) idle, then during
-#      another app's cold build;
+#   3. a live app's p99 latency (wrk --latency -t1 -c4) idle before, during
+#      another app's cold build (the blog's own pip install, no compiler),
+#      and idle after; bench/build-starve.sh measures the same on the test
+#      fixture with a heavier build (psycopg2 compiled from source);
 #   4. the daemon's RSS (VmRSS) after 20 deploys across 10 apps.
 # Asserts nothing; prints figures. Run as root (it drops the page cache and
 # sets Piku up), with what the tests need (bash tests/setup.sh).
