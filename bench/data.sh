@@ -7,10 +7,16 @@
 #   bash bench/data.sh                     # SQLITE_MB=50 PG_ROWS=200000
 #   SQLITE_MB=200 PG_ROWS=1000000 bash bench/data.sh
 #   BIN=target/debug/paas bash bench/data.sh   # skip the release build
+#   SQLITE_MB=100 MEDIA_MB=200 bash bench/data.sh   # issue 14's offsite figure
+# With moto installed (tests/setup.sh), the SQLite backup is also timed with
+# its encrypted offsite copy (moto's S3 server on this machine, real HTTP),
+# and a restore drill of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SQLITE_MB=${SQLITE_MB:-50}
 PG_ROWS=${PG_ROWS:-200000}
+MEDIA_MB=${MEDIA_MB:-20}
+MOTO=${PAAS_TEST_MOTO:-/opt/paas-test/moto/bin/moto_server}
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet --bin paas
   BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/paas
@@ -24,6 +30,7 @@ sapp=bench-sq-$RANDOM
 papp=bench-pg-$RANDOM
 cleanup() {
   [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+  [ -n "${moto:-}" ] && kill "$moto" 2>/dev/null || true
   [ -n "${server:-}" ] && docker rm -f -v "$server" >/dev/null 2>&1 || true
   for app in "$sapp" "$papp"; do
     docker rm -f $(docker ps -aq --filter "label=paas.app=$app") >/dev/null 2>&1 || true
@@ -70,6 +77,8 @@ rows = int(sys.argv[2]) * 1024 * 1024 // 1100
 db.executemany("INSERT INTO notes (text) VALUES (?)", ((os.urandom(512).hex(),) for _ in range(rows)))
 db.commit()
 EOF
+head -c $((MEDIA_MB * 1048576)) /dev/urandom > "$vol/media/upload.bin"
+echo "media:                          ${MEDIA_MB} MB"
 ls -l "$vol/db.sqlite3" | awk '{printf "database file:                  %.1f MB\n", $5/1048576}'
 sync
 t0=$(now); sqlite3 "$vol/db.sqlite3" ".backup $work/ref.sqlite3"; t1=$(now)
@@ -79,6 +88,22 @@ echo "paas backup (API, + sha256):    $(secs "$t0" "$t1") (manifest: $(echo "$m"
 id=$(echo "$m" | field '["id"]')
 t0=$(now); api POST "/api/apps/$sapp/backups/$id/restore" "{\"confirm\":\"$sapp\"}" >/dev/null; t1=$(now)
 echo "paas restore (API, verify+copy): $(secs "$t0" "$t1")"
+
+if [ -x "$MOTO" ]; then
+  echo "== Offsite: the same backup encrypted (age) and uploaded to moto's S3 server here"
+  S3P=$(port)
+  "$MOTO" -H 127.0.0.1 -p "$S3P" >/dev/null 2>&1 &
+  moto=$!
+  for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$S3P/" >/dev/null && break; sleep 0.2; done
+  curl -s -X PUT "http://127.0.0.1:$S3P/bench" >/dev/null
+  api PUT /api/backups/offsite "{\"url\":\"s3://bench/b\",\"endpoint\":\"http://127.0.0.1:$S3P\",\"access_key_id\":\"b\",\"secret_access_key\":\"b\",\"passphrase\":\"bench passphrase 123\"}" >/dev/null
+  t0=$(now); m=$(api POST "/api/apps/$sapp/backups"); t1=$(now)
+  echo "paas backup + offsite copy:     $(secs "$t0" "$t1") ($(echo "$m" | field '["offsite"]["status"]'), $(echo "$m" | field '["offsite"]["size"]') bytes)"
+  t0=$(now); d=$(api POST /api/backups/drill "{\"app\":\"$sapp\"}"); t1=$(now)
+  echo "restore drill (download, decrypt, check, scratch restore): $(secs "$t0" "$t1") (ok: $(echo "$d" | field '["drills"][0]["ok"]'))"
+else
+  echo "== Offsite: skipped ($MOTO missing: bash tests/setup.sh installs moto)"
+fi
 
 echo "== PostgreSQL, ${PG_ROWS} rows"
 t0=$(now); api POST "/api/apps/$papp/postgres" >/dev/null; t1=$(now)

@@ -203,8 +203,30 @@ ENTRYPOINT
   echo "setup: built $tag"
 }
 
+# The offsite-backup tests talk to moto's S3 server over real HTTP (never
+# a mock inside paas), installed from the Python package index with pip as
+# this host configures it (its index is never written here).
+MOTO_VENV=/opt/paas-test/moto
+install_moto() {
+  if [ -x "$MOTO_VENV/bin/moto_server" ]; then
+    echo "setup: moto present"
+    return
+  fi
+  echo "setup: installing moto's S3 server into $MOTO_VENV"
+  mkdir -p "$(dirname "$MOTO_VENV")"
+  python3 -m venv "$MOTO_VENV" || {
+    echo "cannot make a Python venv for moto: install python3-venv (apt-get install python3-venv), then run tests/setup.sh again." >&2
+    exit 1
+  }
+  "$MOTO_VENV/bin/pip" install -q 'moto[server]' || {
+    echo "pip could not install moto[server] into $MOTO_VENV: check that pip reaches a package index (pip config list), then run tests/setup.sh again." >&2
+    exit 1
+  }
+}
+
 need_root
 install_packages
+install_moto
 # In parallel: each is mostly waiting on the mirror.
 build_python_image python:3.11-slim bookworm 3.11 &
 p1=$!

@@ -11,13 +11,16 @@ use crate::http_error::io_err;
 use crate::http_error::DataError;
 use crate::layout::{self, APP_UID};
 use crate::layout::{backups_dir, hex, media_path, sqlite_path};
+use crate::offsite::{self, Target};
 use crate::postgres::{
-    app_env, ensure_server, join_app_network, no_database, pg_database, run_one_off, OneOff,
+    app_env, ensure_server, join_app_network, no_database, parse_counts, pg_database, run_one_off,
+    OneOff, COUNTS_TXT, COUNT_ROWS_SQL,
 };
 use crate::store::App;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,7 +32,7 @@ pub const KEEP_BACKUPS: usize = 7;
 
 /// `YYYYMMDD-HHMMSS` in UTC (the bare number past the year 9999, which
 /// `metrics::now` never reaches).
-fn utc_stamp(secs: i64) -> String {
+pub fn utc_stamp(secs: i64) -> String {
     use time::{format_description::BorrowedFormatItem, macros::format_description, UtcDateTime};
     const FORMAT: &[BorrowedFormatItem] =
         format_description!("[year][month][day]-[hour][minute][second]");
@@ -88,6 +91,40 @@ pub struct Manifest {
     /// The release whose migrations this snapshot was taken before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<i64>,
+    /// Rows per table at backup time (what a restore drill checks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, i64>,
+    /// Its encrypted copy in the offsite storage, when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<OffsiteCopy>,
+}
+
+/// Where a backup's offsite copy is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OffsiteCopy {
+    pub status: CopyStatus,
+    /// The object's key in the bucket.
+    pub key: String,
+    /// Bytes stored (encrypted).
+    #[serde(default)]
+    pub size: u64,
+    /// Unix seconds of the last attempt.
+    pub at: i64,
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether the offsite copy is there.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyStatus {
+    /// Not tried yet (a pre-migrate snapshot waits for the hourly pass).
+    Pending,
+    Uploaded,
+    /// Failed; retried every hour.
+    Failed,
 }
 
 const DB_SQLITE: &str = "db.sqlite3";
@@ -493,13 +530,16 @@ async fn backup_app_for(
         files: Vec::new(),
         error: None,
         release,
+        counts: BTreeMap::new(),
+        offsite: None,
     };
     write_manifest(&dir, &m)?;
     let t = Instant::now();
     let outcome = take_backup(ctx, &app.name, kind, &dir).await;
     m.duration_ms = t.elapsed().as_millis() as u64;
     match outcome {
-        Ok(files) => {
+        Ok((files, counts)) => {
+            m.counts = counts;
             m.status = Status::Ok;
             m.size = files.iter().map(|f| f.size).sum();
             m.sha256 = files.first().map(|f| f.sha256.clone()).unwrap_or_default();
@@ -507,6 +547,22 @@ async fn backup_app_for(
             write_manifest(&dir, &m)?;
             tracing::info!(app = %app.name, backup = %id, kind = ?kind, size = m.size, ms = m.duration_ms, "backup taken");
             prune(&data_dir, &app.name);
+            if trigger == "pre-migrate" {
+                // A deploy is waiting: the hourly pass uploads it.
+                if offsite_target(ctx).is_some() {
+                    m.offsite = Some(OffsiteCopy {
+                        status: CopyStatus::Pending,
+                        key: String::new(),
+                        size: 0,
+                        at: created_at,
+                        attempts: 0,
+                        error: None,
+                    });
+                    write_manifest(&dir, &m)?;
+                }
+            } else {
+                upload_copy(ctx, &dir, &mut m).await;
+            }
             Ok(m)
         }
         Err(e) => {
@@ -531,13 +587,17 @@ async fn take_backup(
     app: &str,
     kind: Kind,
     dir: &Path,
-) -> Result<Vec<FileSum>, DataError> {
+) -> Result<(Vec<FileSum>, BTreeMap<String, i64>), DataError> {
     let data_dir = &ctx.config.data_dir;
-    let db_file = match kind {
+    let (db_file, counts) = match kind {
         Kind::Sqlite => {
             let (src, dst) = (sqlite_path(data_dir, app), dir.join(DB_SQLITE));
-            blocking(move || sqlite_copy(&src, &dst)).await?;
-            DB_SQLITE
+            let counts = blocking(move || {
+                sqlite_copy(&src, &dst)?;
+                sqlite_counts(&dst)
+            })
+            .await?;
+            (DB_SQLITE, counts)
         }
         Kind::Postgres => {
             let db = pg_database(data_dir, app)?.ok_or_else(|| no_database(app))?;
@@ -551,12 +611,16 @@ async fn take_backup(
                     network,
                     env: app_env(&db),
                     binds: vec![format!("{}:/backup", dir.display())],
-                    script: format!("pg_dump -Fc --no-owner -f /backup/{DB_DUMP}"),
+                    script: pg_dump_with_counts(),
                     secrets: vec![db.password.clone()],
                 },
             )
             .await?;
-            DB_DUMP
+            let counts_file = dir.join(COUNTS_TXT);
+            let text = std::fs::read_to_string(&counts_file)
+                .map_err(|e| io_err("read", &counts_file, e))?;
+            let _ = std::fs::remove_file(&counts_file);
+            (DB_DUMP, parse_counts(&text)?)
         }
     };
     let (media, dir2) = (media_path(data_dir, app), dir.to_path_buf());
@@ -577,9 +641,56 @@ async fn take_backup(
                     .map_err(|e| format!("cannot protect {n}: {e}"))?;
                 file_sum(&path).map_err(|e| format!("cannot read back {n}: {e}"))
             })
-            .collect()
+            .collect::<Result<Vec<_>, String>>()
     })
     .await
+    .map(|files| (files, counts))
+}
+
+/// The dump and the row counts of one snapshot: pg_dump runs inside the
+/// transaction that counts (`--snapshot`), so both see the same rows.
+/// `/backup/counts.txt` gets `table|rows` lines.
+fn pg_dump_with_counts() -> String {
+    format!(
+        r#"psql -X -q -At -v ON_ERROR_STOP=1 <<'SQL'
+BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+SELECT pg_export_snapshot() AS snap \gset
+\setenv PAAS_SNAPSHOT :snap
+\! pg_dump -Fc --no-owner --snapshot="$PAAS_SNAPSHOT" -f /backup/{DB_DUMP} || rm -f /backup/{DB_DUMP}
+\o /backup/{COUNTS_TXT}
+{COUNT_ROWS_SQL}
+\o
+COMMIT;
+SQL
+test -s /backup/{DB_DUMP} || {{ echo "pg_dump wrote no dump" >&2; exit 1; }}"#
+    )
+}
+
+/// Rows per table of a SQLite file (SQLite's own tables left out).
+pub fn sqlite_counts(path: &Path) -> Result<BTreeMap<String, i64>, String> {
+    use rusqlite::{Connection, OpenFlags};
+    let db = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| format!("cannot list the tables of {}: {e}", path.display()))?;
+    tables
+        .into_iter()
+        .map(|t| {
+            let n: i64 = db
+                .query_row(
+                    &format!("SELECT count(*) FROM \"{}\"", t.replace('"', "\"\"")),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| format!("cannot count the rows of {t}: {e}"))?;
+            Ok((t, n))
+        })
+        .collect()
 }
 
 fn prune(data_dir: &Path, app: &str) {
@@ -675,6 +786,238 @@ pub async fn restore(ctx: &Ctx, app: &App, id: &str) -> Result<Manifest, DataErr
     Ok(m)
 }
 
+// ---------------------------------------------------------- offsite copies
+
+/// The offsite target, when the owner set one.
+pub fn offsite_target(ctx: &Ctx) -> Option<Target> {
+    let text = ctx.store.setting(offsite::SETTING).ok()??;
+    serde_json::from_str(&text).ok()
+}
+
+/// The passphrase backups are encrypted under (set with the target).
+pub fn passphrase(ctx: &Ctx) -> Option<String> {
+    ctx.store.setting(offsite::PASSPHRASE_SETTING).ok()?
+}
+
+/// The key of a backup's copy: `PREFIX/apps/APP/ID.tar.age`.
+pub fn copy_key(target: &Target, app: &str, id: &str) -> String {
+    format!("{}{id}{SEALED_SUFFIX}", target.app_folder(app))
+}
+
+/// How the key of an app's copy ends.
+pub const SEALED_SUFFIX: &str = ".tar.age";
+
+/// Encrypts a good backup (its manifest and files, as one tar) and uploads
+/// it, then thins the app's offsite copies to the retention. The outcome
+/// goes into the manifest; a failure is logged at error and retried by the
+/// hourly pass ([`retry_uploads`]). No target set: nothing happens.
+pub async fn upload_copy(ctx: &Ctx, dir: &Path, m: &mut Manifest) {
+    let Some(target) = offsite_target(ctx) else {
+        return;
+    };
+    let key = copy_key(&target, &m.app, &m.id);
+    let attempts = m.offsite.as_ref().map_or(0, |c| c.attempts) + 1;
+    let outcome = seal_and_put(ctx, &target, dir, m, &key).await;
+    let at = crate::metrics::now();
+    m.offsite = Some(match outcome {
+        Ok(size) => {
+            tracing::info!(app = %m.app, backup = %m.id, size, "offsite copy uploaded");
+            OffsiteCopy {
+                status: CopyStatus::Uploaded,
+                key,
+                size,
+                at,
+                attempts,
+                error: None,
+            }
+        }
+        Err(why) => {
+            tracing::error!(app = %m.app, backup = %m.id, "offsite copy failed: {why}");
+            OffsiteCopy {
+                status: CopyStatus::Failed,
+                key,
+                size: 0,
+                at,
+                attempts,
+                error: Some(why),
+            }
+        }
+    });
+    if let Err(e) = write_manifest(dir, m) {
+        tracing::error!(app = %m.app, backup = %m.id, "cannot record the offsite copy: {e}");
+    }
+    if m.offsite
+        .as_ref()
+        .is_some_and(|c| c.status == CopyStatus::Uploaded)
+    {
+        thin_offsite(&target, &m.app).await;
+    }
+}
+
+async fn seal_and_put(
+    ctx: &Ctx,
+    target: &Target,
+    dir: &Path,
+    m: &Manifest,
+    key: &str,
+) -> Result<u64, String> {
+    let Some(pass) = passphrase(ctx) else {
+        return Err("no backup passphrase is set: run `paas backups:offsite:set` again".into());
+    };
+    let sealed = dir.join(format!("offsite{SEALED_SUFFIX}"));
+    // The manifest as it was when the backup was taken (no offsite state).
+    let mut inner = m.clone();
+    inner.offsite = None;
+    let json = serde_json::to_vec_pretty(&inner).map_err(|e| e.to_string())?;
+    let mut files = vec![(MANIFEST.to_string(), dir.join(format!("{MANIFEST}.sealed")))];
+    layout::write_private(&files[0].1, &json).map_err(|e| format!("cannot write: {e}"))?;
+    files.extend(m.files.iter().map(|f| (f.name.clone(), dir.join(&f.name))));
+    let (out, tmp) = (sealed.clone(), files[0].1.clone());
+    let sealed_res = tokio::task::spawn_blocking(move || offsite::seal(&files, &pass, &out))
+        .await
+        .map_err(|e| format!("the worker thread died: {e}"))
+        .and_then(|r| r.map_err(|e| format!("cannot encrypt the backup: {e}")));
+    let _ = std::fs::remove_file(&tmp);
+    let put = match sealed_res {
+        Ok(_) => match offsite::S3::new(target) {
+            Ok(s3) => s3.put_file(key, &sealed).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&sealed);
+    put
+}
+
+/// Deletes the app's offsite copies that the retention lets go.
+async fn thin_offsite(target: &Target, app: &str) {
+    let s3 = match offsite::S3::new(target) {
+        Ok(s3) => s3,
+        Err(_) => return,
+    };
+    let objects = match s3.list(&target.app_folder(app)).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(app, "cannot list the offsite copies to thin them: {e}");
+            return;
+        }
+    };
+    let items: Vec<(String, i64)> = objects
+        .iter()
+        .filter_map(|o| {
+            let id = copy_id(target, app, &o.key)?;
+            Some((o.key.clone(), offsite::stamp_time(&id)?))
+        })
+        .collect();
+    let doomed = offsite::to_delete(
+        &items,
+        offsite::KEEP_DAILY,
+        offsite::KEEP_WEEKLY,
+        offsite::KEEP_MONTHLY,
+    );
+    for key in doomed {
+        match s3.delete(&key).await {
+            Ok(()) => tracing::info!(app, key, "old offsite copy deleted"),
+            Err(e) => tracing::warn!(app, key, "cannot delete an old offsite copy: {e}"),
+        }
+    }
+}
+
+/// The backup id of an app's copy key, if it is one.
+pub fn copy_id(target: &Target, app: &str, key: &str) -> Option<String> {
+    let id = key
+        .strip_prefix(&target.app_folder(app))?
+        .strip_suffix(SEALED_SUFFIX)?;
+    valid_id(id).then(|| id.to_string())
+}
+
+/// Uploads every good local backup whose offsite copy failed or waits.
+/// Returns how many went up.
+pub async fn retry_uploads(ctx: &Ctx) -> usize {
+    if offsite_target(ctx).is_none() {
+        return 0;
+    }
+    let Ok(apps) = ctx.store.apps() else {
+        return 0;
+    };
+    let mut done = 0;
+    for app in apps {
+        for m in list_backups(&ctx.config.data_dir, &app.name) {
+            let waiting = m.status == Status::Ok
+                && m.offsite
+                    .as_ref()
+                    .is_some_and(|c| c.status != CopyStatus::Uploaded);
+            if !waiting {
+                continue;
+            }
+            let _turn = ctx.deployer.turn(&app.name).await;
+            let dir = backups_dir(&ctx.config.data_dir, &app.name).join(&m.id);
+            // Pruned or changed meanwhile: read it again under the turn.
+            let Some(mut m) = read_manifest(&dir) else {
+                continue;
+            };
+            upload_copy(ctx, &dir, &mut m).await;
+            if m.offsite
+                .as_ref()
+                .is_some_and(|c| c.status == CopyStatus::Uploaded)
+            {
+                done += 1;
+            }
+        }
+    }
+    done
+}
+
+/// An app's backups with where their copies are: each local one, plus
+/// those only offsite (pruned here, kept there). `Err` says why the
+/// offsite listing failed (the local ones are still listed).
+pub async fn backups_with_copies(ctx: &Ctx, app: &str) -> (Vec<serde_json::Value>, Option<String>) {
+    let local = list_backups(&ctx.config.data_dir, app);
+    let mut offsite_ids = Vec::new();
+    let mut problem = None;
+    if let Some(target) = offsite_target(ctx) {
+        let listed = match offsite::S3::new(&target) {
+            Ok(s3) => s3.list(&target.app_folder(app)).await,
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok(objects) => {
+                offsite_ids = objects
+                    .iter()
+                    .filter_map(|o| copy_id(&target, app, &o.key).map(|id| (id, o.size)))
+                    .collect()
+            }
+            Err(e) => problem = Some(format!("the offsite copies cannot be listed: {e}")),
+        }
+    }
+    let mut out: Vec<(i64, String, serde_json::Value)> = Vec::new();
+    for m in &local {
+        let mut copies = vec!["local"];
+        if offsite_ids.iter().any(|(id, _)| id == &m.id) {
+            copies.push("offsite");
+        }
+        let mut v = serde_json::to_value(m).unwrap_or_default();
+        v["copies"] = serde_json::json!(copies);
+        out.push((m.created_at, m.id.clone(), v));
+    }
+    for (id, size) in offsite_ids {
+        if local.iter().any(|m| m.id == id) {
+            continue;
+        }
+        let at = offsite::stamp_time(&id).unwrap_or(0);
+        out.push((
+            at,
+            id.clone(),
+            serde_json::json!({
+                "id": id, "app": app, "status": "ok", "created_at": at,
+                "size": size, "copies": ["offsite"], "trigger": "", "kind": "",
+            }),
+        ));
+    }
+    out.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+    (out.into_iter().map(|(_, _, v)| v).collect(), problem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,6 +1036,8 @@ mod tests {
             files: Vec::new(),
             error: None,
             release: None,
+            counts: BTreeMap::new(),
+            offsite: None,
         }
     }
 
@@ -961,6 +1306,8 @@ mod props {
                     files,
                     error,
                     release,
+                    counts: BTreeMap::new(),
+                    offsite: None,
                 },
             )
     }
@@ -1036,6 +1383,8 @@ mod props {
                 files: files.clone(),
                 error: None,
                 release: None,
+                counts: BTreeMap::new(),
+                offsite: None,
             };
             let got = verify(&dir, &m);
             if got.is_ok() {

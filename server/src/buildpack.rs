@@ -210,6 +210,13 @@ pub struct BuildPlan {
     pub dependencies: Dependencies,
     /// True when the project does not list gunicorn and the build installs it.
     pub adds_gunicorn: bool,
+    /// (module, callable) of the ASGI application, when the project is
+    /// served by an ASGI server (gunicorn with uvicorn workers): it sets
+    /// ASGI_APPLICATION or depends on channels, daphne or uvicorn.
+    pub asgi: Option<(String, String)>,
+    /// What the build installs for the ASGI server, beyond the project's
+    /// own dependencies (e.g. `uvicorn[standard]`, `uvicorn-worker`).
+    pub adds_asgi: Vec<String>,
     /// True when DATABASE_URL is PostgreSQL, the project lists no driver,
     /// and the build installs [`POSTGRES_DRIVER`].
     pub adds_postgres_driver: bool,
@@ -243,6 +250,10 @@ pub enum DetectError {
     NoWsgi(String),
     #[error("WSGI_APPLICATION {0:?} is not a dotted path like mysite.wsgi.application: fix it in your settings.")]
     BadWsgi(String),
+    #[error("{0}, so paas serves the project with an ASGI server, but there is no asgi.py next to the settings or wsgi.py: add one (Django's startproject makes mysite/asgi.py) or set ASGI_APPLICATION = \"mysite.asgi.application\" in your settings.")]
+    NoAsgi(String),
+    #[error("ASGI_APPLICATION {0:?} is not a dotted path like mysite.asgi.application: fix it in your settings.")]
+    BadAsgi(String),
     #[error("No dependencies found: list them (at least Django) in requirements.txt, Pipfile.lock, poetry.lock, uv.lock or pyproject.toml [project].dependencies at the repository root or next to manage.py.")]
     NoRequirements,
     #[error("Found {0}, which paas does not read: export your dependencies with `pdm export --prod -o requirements.txt` and commit requirements.txt.")]
@@ -354,6 +365,39 @@ pub fn detect_with(
                 }
             }
         }
+    }
+    let asgi = match &settings {
+        Some((module, (wsgi_module, _))) => find_asgi(
+            &project,
+            &project_dir,
+            module,
+            wsgi_module,
+            &names,
+            &mut notes,
+        )
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten(),
+        None => None,
+    };
+    let mut adds_asgi = Vec::new();
+    if asgi.is_some() {
+        let has = |n: &str| names.iter().any(|x| x == n);
+        // uvicorn's websocket support needs websockets or wsproto, which
+        // plain `uvicorn` does not bring; [standard] does (with the
+        // project's own uvicorn pin, if any).
+        if !(has("uvicorn") && (has("websockets") || has("wsproto"))) {
+            adds_asgi.push("uvicorn[standard]".to_string());
+        }
+        // Newer uvicorn releases moved the gunicorn worker class out
+        // (uvicorn.workers is deprecated): the uvicorn-worker package has it.
+        if !has("uvicorn-worker") {
+            adds_asgi.push("uvicorn-worker".to_string());
+        }
+        notes.push(format!(
+            "{} added for the ASGI server",
+            adds_asgi.join(" and ")
+        ));
     }
 
     let python_version = python_version(
@@ -469,6 +513,8 @@ pub fn detect_with(
         base_image,
         dependencies: deps.dependencies,
         adds_gunicorn,
+        asgi,
+        adds_asgi,
         adds_postgres_driver,
         collectstatic,
         native,
@@ -554,6 +600,9 @@ pub fn render_dockerfile(plan: &BuildPlan) -> String {
     };
     if plan.adds_gunicorn {
         pip_args.push_str(" gunicorn");
+    }
+    for package in &plan.adds_asgi {
+        pip_args.push_str(&format!(" '{package}'"));
     }
     if plan.adds_postgres_driver {
         pip_args.push_str(&format!(" '{POSTGRES_DRIVER}'"));
@@ -728,14 +777,28 @@ pub fn run_settings(plan: &BuildPlan) -> RunSettings {
     }
     RunSettings {
         entrypoint: s(&["/bin/sh", "/paas/entrypoint.sh"]),
-        cmd: vec![
-            "gunicorn".into(),
-            format!("{}:{}", plan.wsgi_module, plan.wsgi_callable),
-            "--access-logfile".into(),
-            "-".into(),
-            "--error-logfile".into(),
-            "-".into(),
-        ],
+        cmd: match &plan.asgi {
+            // uvicorn workers under gunicorn: gunicorn's process management
+            // (WEB_CONCURRENCY, graceful stop) with an ASGI server inside.
+            Some((module, callable)) => vec![
+                "gunicorn".into(),
+                format!("{module}:{callable}"),
+                "-k".into(),
+                ASGI_WORKER.into(),
+                "--access-logfile".into(),
+                "-".into(),
+                "--error-logfile".into(),
+                "-".into(),
+            ],
+            None => vec![
+                "gunicorn".into(),
+                format!("{}:{}", plan.wsgi_module, plan.wsgi_callable),
+                "--access-logfile".into(),
+                "-".into(),
+                "--error-logfile".into(),
+                "-".into(),
+            ],
+        },
         env: vec![
             ("PYTHONPATH".into(), format!("/paas:{workdir}")),
             ("DJANGO_SETTINGS_MODULE".into(), "paas_settings".into()),
@@ -1288,11 +1351,103 @@ fn find_wsgi(
 
 /// The value of a top-level `WSGI_APPLICATION = "…"` line.
 fn parse_wsgi_application(settings: &str) -> Option<String> {
+    parse_setting(settings, "WSGI_APPLICATION")
+}
+
+/// The value of a top-level `NAME = "…"` line.
+fn parse_setting(settings: &str, name: &str) -> Option<String> {
     settings.lines().find_map(|line| {
-        let rest = line.strip_prefix("WSGI_APPLICATION")?.trim_start();
+        let rest = line.strip_prefix(name)?.trim_start();
         let rest = rest.strip_prefix('=')?.trim_start();
         quoted(rest).map(str::to_string)
     })
+}
+
+// ---- ASGI ----
+
+/// The gunicorn worker class that runs an ASGI application (from the
+/// `uvicorn-worker` package; `uvicorn.workers` is its deprecated old home).
+pub const ASGI_WORKER: &str = "uvicorn_worker.UvicornWorker";
+
+/// Dependencies that mean the project wants an ASGI server.
+const ASGI_PACKAGES: [&str; 3] = ["channels", "daphne", "uvicorn"];
+
+/// (module, callable) of the ASGI application, when the project should be
+/// served by an ASGI server: its settings (or a sibling module) set
+/// `ASGI_APPLICATION`, or it depends on channels, daphne or uvicorn. The
+/// module is ASGI_APPLICATION's, else the `asgi.py` beside the WSGI module,
+/// else one in the settings' package or a parent package.
+fn find_asgi(
+    project: &Path,
+    project_dir: &str,
+    settings_module: &str,
+    wsgi_module: &str,
+    names: &[String],
+    notes: &mut Vec<String>,
+) -> Result<Option<(String, String)>, DetectError> {
+    let module_path = settings_module.replace('.', "/");
+    let candidates = [
+        project.join(format!("{module_path}.py")),
+        project.join(&module_path).join("__init__.py"),
+    ];
+    let mut setting = None;
+    if let Some(file) = candidates.iter().find(|p| is_file(p)) {
+        let mut files = vec![file.clone()];
+        if let Some(Ok(entries)) = file.parent().map(std::fs::read_dir) {
+            let mut siblings: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p != file && p.extension().is_some_and(|e| e == "py") && is_file(p))
+                .collect();
+            siblings.sort();
+            files.extend(siblings);
+        }
+        for f in files {
+            let rel = f
+                .strip_prefix(project)
+                .map(|r| join_rel(project_dir, &r.to_string_lossy()))
+                .unwrap_or_default();
+            if let Some(value) = parse_setting(&read(&f, &rel)?, "ASGI_APPLICATION") {
+                setting = Some((value, rel));
+                break;
+            }
+        }
+    }
+    if let Some((value, rel)) = setting {
+        let Some((module, callable)) = value.rsplit_once('.').filter(|_| is_dotted_path(&value))
+        else {
+            return Err(DetectError::BadAsgi(value));
+        };
+        notes.push(format!(
+            "ASGI application {module}:{callable} (from ASGI_APPLICATION in {rel}): served by gunicorn with uvicorn workers"
+        ));
+        return Ok(Some((module.to_string(), callable.to_string())));
+    }
+    let Some(package) = ASGI_PACKAGES.iter().find(|p| names.iter().any(|n| n == *p)) else {
+        return Ok(None);
+    };
+    let why = format!("The project depends on {package}");
+    let beside_wsgi = wsgi_module
+        .rsplit_once('.')
+        .map(|(pkg, _)| format!("{pkg}.asgi"))
+        .unwrap_or_else(|| "asgi".into());
+    let parts: Vec<&str> = settings_module.split('.').collect();
+    let mut modules = vec![beside_wsgi];
+    modules.extend(
+        (1..parts.len())
+            .rev()
+            .map(|n| format!("{}.asgi", parts[..n].join("."))),
+    );
+    for module in modules {
+        if is_file(&project.join(format!("{}.py", module.replace('.', "/")))) {
+            notes.push(format!(
+                "ASGI application {module}:application ({}): served by gunicorn with uvicorn workers",
+                why.to_lowercase().trim_start_matches("the project ")
+            ));
+            return Ok(Some((module, "application".to_string())));
+        }
+    }
+    Err(DetectError::NoAsgi(why))
 }
 
 // ---- Python version ----
@@ -2320,6 +2475,71 @@ mod tests {
     }
 
     #[test]
+    fn asgi_projects_get_uvicorn_workers_and_wsgi_ones_keep_gunicorn() {
+        let wsgi = detect(project("", &[]).path(), &opts()).unwrap();
+        assert_eq!(wsgi.asgi, None);
+        assert!(wsgi.adds_asgi.is_empty());
+        let cmd = run_settings(&wsgi).cmd;
+        assert_eq!(cmd[..2], ["gunicorn", "mysite.wsgi:application"]);
+        assert!(!cmd.contains(&"-k".to_string()));
+
+        // ASGI_APPLICATION in the settings.
+        let set = project(
+            "",
+            &[(
+                "mysite/settings.py",
+                "WSGI_APPLICATION = 'mysite.wsgi.application'\nASGI_APPLICATION = \"mysite.routing.app\"\n",
+            )],
+        );
+        let plan = detect(set.path(), &opts()).unwrap();
+        assert_eq!(plan.asgi, Some(("mysite.routing".into(), "app".into())));
+        assert_eq!(plan.adds_asgi, ["uvicorn[standard]", "uvicorn-worker"]);
+        let cmd = run_settings(&plan).cmd;
+        assert_eq!(
+            cmd[..4],
+            ["gunicorn", "mysite.routing:app", "-k", ASGI_WORKER]
+        );
+        assert!(render_dockerfile(&plan).contains(" gunicorn 'uvicorn[standard]' 'uvicorn-worker'"));
+
+        // A dependency on uvicorn (with websockets): asgi.py beside wsgi.py;
+        // only the worker class is added.
+        let dep = project(
+            "",
+            &[
+                (
+                    "requirements.txt",
+                    "Django>=4.2,<5.0\nuvicorn==0.32.0\nwebsockets\ngunicorn\n",
+                ),
+                ("mysite/asgi.py", "application = None\n"),
+            ],
+        );
+        let plan = detect(dep.path(), &opts()).unwrap();
+        assert_eq!(
+            plan.asgi,
+            Some(("mysite.asgi".into(), "application".into()))
+        );
+        assert_eq!(plan.adds_asgi, ["uvicorn-worker"]);
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n == "ASGI application mysite.asgi:application (depends on uvicorn): served by gunicorn with uvicorn workers"), "{:?}", plan.notes);
+
+        // channels without an asgi.py: what to add.
+        let missing = project("", &[("requirements.txt", "Django>=4.2,<5.0\nchannels\n")]);
+        let e = detect(missing.path(), &opts()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("The project depends on channels, so paas serves the project with an ASGI server, but there is no asgi.py"),
+            "{e}"
+        );
+        let bad = project("", &[("mysite/settings.py", "ASGI_APPLICATION = 'asgi'\n")]);
+        let e = detect(bad.path(), &opts()).unwrap_err().to_string();
+        assert!(
+            e.contains("is not a dotted path like mysite.asgi.application"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn detects_a_project_at_the_root() {
         let d = project("", &[]);
         let plan = detect(d.path(), &opts()).unwrap();
@@ -3024,6 +3244,10 @@ mod tests {
                 detect(&fixture("tool-pyproject"), &opts()).unwrap(),
             ),
             ("uploads", detect(&fixture("uploads"), &opts()).unwrap()),
+            (
+                "channels-echo",
+                detect(&fixture("channels-echo"), &opts()).unwrap(),
+            ),
             (
                 "psycopg2-binary-without-wheel",
                 detect(binary_no_wheel.path(), &opts()).unwrap(),

@@ -40,6 +40,8 @@ pub struct Ctx {
     pub usage: UsageHistory,
     /// One PostgreSQL server for all apps: started by one caller at a time.
     pub pg_server: tokio::sync::Mutex<()>,
+    /// Scheduled jobs running now: (app, job) → when the run started (Unix ms).
+    pub cron_running: std::sync::Mutex<std::collections::HashMap<(String, String), i64>>,
 }
 
 impl Ctx {
@@ -67,6 +69,7 @@ impl Ctx {
             history: History::default(),
             usage: UsageHistory::default(),
             pg_server: tokio::sync::Mutex::new(()),
+            cron_running: Default::default(),
         }
     }
 }

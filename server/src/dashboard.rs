@@ -429,6 +429,65 @@ fn not_found(what: String) -> Response {
         .into_response()
 }
 
+/// One scheduled job on the app page.
+#[derive(Serialize)]
+struct CronRow {
+    name: String,
+    command: String,
+    schedule: String,
+    time_zone: String,
+    next: String,
+    /// ok, failed, timed_out, skipped, running or -.
+    result: String,
+    duration: String,
+    when: String,
+    failing: bool,
+    /// Why the last failing run failed.
+    message: String,
+}
+
+impl CronRow {
+    fn of(j: crate::cron::JobView) -> CronRow {
+        let ser = |o: crate::cron::Outcome| {
+            serde_json::to_value(o)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let failed = j
+            .recent
+            .iter()
+            .find(|r| r.outcome != crate::cron::Outcome::Skipped);
+        CronRow {
+            result: if j.running {
+                "running".into()
+            } else {
+                j.last
+                    .as_ref()
+                    .map(|r| ser(r.outcome))
+                    .unwrap_or_else(|| "-".into())
+            },
+            duration: j
+                .last
+                .as_ref()
+                .map(|r| format!("{:.1} s", r.duration_ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
+            when: j
+                .last
+                .as_ref()
+                .map(|r| format_time(r.started_at_ms / 1000))
+                .unwrap_or_else(|| "never".into()),
+            next: j.next_run_at.map(format_time).unwrap_or_else(|| "-".into()),
+            message: failed.and_then(|r| r.message.clone()).unwrap_or_default(),
+            failing: j.failing,
+            name: j.name,
+            command: j.command,
+            schedule: j.schedule,
+            time_zone: j.time_zone,
+        }
+    }
+}
+
 async fn app_page(
     State(ctx): State<Arc<Ctx>>,
     Path(name): Path<String>,
@@ -480,13 +539,40 @@ async fn app_page(
             size: human_size(m.size),
             when: format_time(m.created_at),
             error: m.error.clone(),
+            offsite: match m.offsite.as_ref().map(|c| c.status) {
+                Some(crate::backup::CopyStatus::Uploaded) => "uploaded",
+                Some(crate::backup::CopyStatus::Pending) => "pending",
+                Some(crate::backup::CopyStatus::Failed) => "failed",
+                None => "",
+            },
+            offsite_error: m.offsite.as_ref().and_then(|c| c.error.clone()),
             id: m.id,
         })
         .collect();
+    let offsite_failed = backups
+        .iter()
+        .find(|b| b.status == "ok" && !b.offsite.is_empty())
+        .filter(|b| b.offsite == "failed")
+        .and_then(|b| b.offsite_error.clone());
+    let drill = crate::drill::last_drill(&ctx, &app.name).map(|d| DrillView {
+        ok: d.ok,
+        when: format_time(d.at),
+        backup: d.backup.unwrap_or_default(),
+        error: d.error,
+        tables: d.tables.len(),
+        rows: d.tables.values().sum(),
+    });
     let mut c = Context::new();
+    c.insert("offsite_failed", &offsite_failed);
+    c.insert("drill", &drill);
     c.insert("app", &view);
     c.insert("releases", &rows);
     c.insert("backups", &backups);
+    let cron: Vec<CronRow> = match crate::cron::job_views(&ctx, &app) {
+        Ok(v) => v.into_iter().map(CronRow::of).collect(),
+        Err(e) => return e.into_response(),
+    };
+    c.insert("cron", &cron);
     // Names only: a value reaches the page when its owner asks for it
     // (the reveal button fetches it from the API with the session).
     let config_keys: Vec<String> = match ctx.store.config_vars(&app) {
@@ -539,6 +625,20 @@ struct BackupRow {
     size: String,
     when: String,
     error: Option<String>,
+    /// The offsite copy: `uploaded`, `pending`, `failed` or empty (none set).
+    offsite: &'static str,
+    offsite_error: Option<String>,
+}
+
+/// The app's last restore drill.
+#[derive(Serialize)]
+struct DrillView {
+    ok: bool,
+    when: String,
+    backup: String,
+    error: Option<String>,
+    tables: usize,
+    rows: i64,
 }
 
 /// 1234567 → "1.2 MB".

@@ -2,13 +2,14 @@
 //! story ([`crate::postgres`], [`crate::backup`]) and answer; the router's
 //! guard has already checked the credentials.
 
-use crate::backup::{backup_app, list_backups, restore};
+use crate::backup::{backup_app, backup_kind, backups_with_copies, offsite_target, restore};
 use crate::ctx::Ctx;
 use crate::docker::ContainerState;
 use crate::http_error::confirmed;
 use crate::http_error::find_app;
 use crate::http_error::{ApiError, DataError};
 use crate::layout::server_name;
+use crate::offsite::{self, Target};
 use crate::postgres::{no_database, pg_create, pg_database, pg_destroy};
 use crate::store::App;
 use axum::body::Bytes;
@@ -36,6 +37,14 @@ pub fn routes() -> Router<Arc<Ctx>> {
             "/api/apps/{app}/backups/{id}/restore",
             post(api_backup_restore),
         )
+        .route(
+            "/api/backups/offsite",
+            get(api_offsite_show).put(api_offsite_set),
+        )
+        .route("/api/backups/offsite/key", get(api_offsite_key))
+        .route("/api/backups/drill", post(api_drill))
+        .route("/api/server/backup", post(api_server_backup))
+        .route("/api/server/restore", post(api_server_restore))
 }
 
 fn restart_hint(app: &str) -> String {
@@ -233,10 +242,18 @@ async fn api_backups(
     State(ctx): State<Arc<Ctx>>,
     UrlPath(app): UrlPath<String>,
     _headers: HeaderMap,
-) -> ApiResult {
+) -> Result<(StatusCode, HeaderMap, Json<serde_json::Value>), ApiError> {
     let app = find_app(&ctx, &app)?;
-    let list = list_backups(&ctx.config.data_dir, &app.name);
-    Ok((StatusCode::OK, Json(serde_json::json!(list))))
+    let (list, problem) = backups_with_copies(&ctx, &app.name).await;
+    let mut headers = HeaderMap::new();
+    if let Some(p) = problem {
+        tracing::error!(app = %app.name, "{p}");
+        // The list stays a list (scripts read it); the problem rides along.
+        if let Ok(v) = axum::http::HeaderValue::from_str(&p.replace(['\r', '\n'], " ")) {
+            headers.insert("paas-offsite-error", v);
+        }
+    }
+    Ok((StatusCode::OK, headers, Json(serde_json::json!(list))))
 }
 
 async fn api_backup_create(
@@ -275,6 +292,236 @@ async fn api_backup_restore(
             "restored": m.id,
             "kind": m.kind,
             "message": format!("backup {} restored into {}.", m.id, app.name),
+        })),
+    ))
+}
+
+// ---------------------------------------------------------------- offsite
+
+/// `PUT /api/backups/offsite`: what `paas backups:offsite:set` sends.
+#[derive(serde::Deserialize)]
+struct OffsiteSet {
+    url: String,
+    endpoint: String,
+    #[serde(default)]
+    region: Option<String>,
+    access_key_id: String,
+    secret_access_key: String,
+    /// The owner's passphrase (`PAAS_BACKUP_PASSPHRASE` on the client);
+    /// without one paas keeps the one it has, or makes one.
+    #[serde(default)]
+    passphrase: Option<String>,
+}
+
+fn store_err(e: crate::store::StoreError) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn api_offsite_show(State(ctx): State<Arc<Ctx>>, _headers: HeaderMap) -> ApiResult {
+    let body = match offsite_target(&ctx) {
+        Some(t) => {
+            let mut v = t.public();
+            v["configured"] = true.into();
+            v
+        }
+        None => serde_json::json!({
+            "configured": false,
+            "message": "no offsite storage is set: `paas backups:offsite:set s3://BUCKET/FOLDER --endpoint URL --access-key-id ID --secret-access-key KEY` sets one",
+        }),
+    };
+    Ok((StatusCode::OK, Json(body)))
+}
+
+async fn api_offsite_set(
+    State(ctx): State<Arc<Ctx>>,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let req: OffsiteSet = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("send url, endpoint, access_key_id and secret_access_key as JSON ({e})"),
+        )
+    })?;
+    let target = Target::parse(
+        &req.url,
+        &req.endpoint,
+        req.region.as_deref(),
+        &req.access_key_id,
+        &req.secret_access_key,
+    )
+    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if let Some(p) = &req.passphrase {
+        if p.chars().count() < 12 {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "PAAS_BACKUP_PASSPHRASE is shorter than 12 characters: pick a longer one (or unset it and paas makes one)".into(),
+            ));
+        }
+    }
+    // Refuse a target that cannot be used now, rather than fail every night.
+    let s3 =
+        offsite::S3::new(&target).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    s3.check()
+        .await
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let json = serde_json::to_string(&target).map_err(crate::http_error::internal)?;
+    ctx.store
+        .set_setting(offsite::SETTING, &json)
+        .map_err(store_err)?;
+    let had = crate::backup::passphrase(&ctx);
+    let made = match (&req.passphrase, &had) {
+        (Some(p), _) => {
+            ctx.store
+                .set_setting(offsite::PASSPHRASE_SETTING, p)
+                .map_err(store_err)?;
+            false
+        }
+        (None, Some(_)) => false,
+        (None, None) => {
+            ctx.store
+                .set_setting(offsite::PASSPHRASE_SETTING, &offsite::new_passphrase())
+                .map_err(store_err)?;
+            true
+        }
+    };
+    tracing::info!(target = %target.url(), endpoint = %target.endpoint, "offsite storage set");
+    // Copies that failed or waited go up now, not in an hour.
+    let bg = ctx.clone();
+    tokio::spawn(async move {
+        crate::backup::retry_uploads(&bg).await;
+    });
+    let mut message = format!(
+        "Offsite storage set: every backup is encrypted and copied to {} at {}.",
+        target.url(),
+        target.endpoint
+    );
+    if made {
+        message.push_str(" paas made a passphrase for them: `paas backups:offsite:key` shows it with the recovery steps; keep it somewhere other than this server.");
+    }
+    let mut v = target.public();
+    v["message"] = message.into();
+    v["passphrase_made"] = made.into();
+    Ok((StatusCode::OK, Json(v)))
+}
+
+async fn api_offsite_key(State(ctx): State<Arc<Ctx>>, _headers: HeaderMap) -> ApiResult {
+    let (Some(t), Some(pass)) = (offsite_target(&ctx), crate::backup::passphrase(&ctx)) else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "no offsite storage is set: `paas backups:offsite:set s3://BUCKET/FOLDER --endpoint URL --access-key-id ID --secret-access-key KEY` sets one".into(),
+        ));
+    };
+    let folder = t.app_folder("APP");
+    let instructions = format!(
+        "Your backups are encrypted with age (https://age-encryption.org) under this passphrase:\n\n    {pass}\n\n\
+Keep it somewhere other than this server: without it no backup can be read.\n\n\
+To restore by hand, without paas:\n\
+  1. Download a backup from s3://{bucket}/{folder}ID.tar.age (endpoint {endpoint}), e.g.\n\
+       aws s3 cp --endpoint-url {endpoint} s3://{bucket}/{folder}ID.tar.age .\n\
+  2. Decrypt it (age asks for the passphrase):\n\
+       age --decrypt -o backup.tar ID.tar.age\n\
+  3. Unpack it: tar xf backup.tar gives manifest.json (tables, row counts, checksums),\n\
+     db.sqlite3 (a SQLite file) or db.dump (pg_restore --no-owner -d DATABASE db.dump),\n\
+     and media.tar (the uploads: tar xf media.tar).\n\n\
+To rebuild the whole server on a fresh install:\n\
+  PAAS_BACKUP_PASSPHRASE='...' paas server:restore {url} --endpoint {endpoint} --access-key-id ID --secret-access-key KEY\n",
+        bucket = t.bucket,
+        endpoint = t.endpoint,
+        url = t.url(),
+    );
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "passphrase": pass,
+            "url": t.url(),
+            "endpoint": t.endpoint,
+            "message": instructions,
+        })),
+    ))
+}
+
+/// `POST /api/backups/drill`: `{"app": NAME}` drills one app, `{}` every
+/// app that has data. Answers each drill; 200 even when one failed (its
+/// `ok` says so, and `failed` counts them).
+async fn api_drill(State(ctx): State<Arc<Ctx>>, _headers: HeaderMap, body: Bytes) -> ApiResult {
+    let asked: Option<String> = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["app"].as_str().map(str::to_string));
+    let apps: Vec<App> = match asked {
+        Some(name) => vec![find_app(&ctx, &name)?],
+        None => ctx
+            .store
+            .apps()
+            .map_err(store_err)?
+            .into_iter()
+            .filter(|a| matches!(backup_kind(&ctx.config.data_dir, &a.name), Ok(Some(_))))
+            .collect(),
+    };
+    let mut drills = Vec::new();
+    for app in &apps {
+        drills.push(crate::drill::drill_app(&ctx, &app.name).await);
+    }
+    let failed = drills.iter().filter(|d| !d.ok).count();
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({ "drills": drills, "failed": failed })),
+    ))
+}
+
+// ------------------------------------------------------------ whole server
+
+async fn api_server_backup(State(ctx): State<Arc<Ctx>>, _headers: HeaderMap) -> ApiResult {
+    let m = crate::disaster::server_backup(&ctx, "server").await?;
+    let mut v = serde_json::json!(m);
+    v["message"] = format!(
+        "server backup {} uploaded to {} ({} apps, {} bytes encrypted)",
+        m.id,
+        m.key,
+        m.apps.len(),
+        m.size
+    )
+    .into();
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn api_server_restore(
+    State(ctx): State<Arc<Ctx>>,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let req: OffsiteSet = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "send url, endpoint, access_key_id, secret_access_key and passphrase as JSON ({e})"
+            ),
+        )
+    })?;
+    let target = Target::parse(
+        &req.url,
+        &req.endpoint,
+        req.region.as_deref(),
+        &req.access_key_id,
+        &req.secret_access_key,
+    )
+    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let Some(pass) = req.passphrase.filter(|p| !p.is_empty()) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the backup passphrase is needed: set PAAS_BACKUP_PASSPHRASE or type it when asked"
+                .into(),
+        ));
+    };
+    let (m, report) = crate::disaster::server_restore(&ctx, target, pass).await?;
+    let failed = report.iter().filter(|r| r.error.is_some()).count();
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "backup": m.id,
+            "apps": report,
+            "failed": failed,
+            "message": format!("server backup {} restored: {} apps, {} failed", m.id, m.apps.len(), failed),
         })),
     ))
 }

@@ -874,14 +874,22 @@ async fn build_steps<E: Engine>(
     // so a typo costs seconds, not a build.
     let repo_file = tree.join("paas.toml");
     // symlink_metadata: never through a link (the tree holds none; belt and braces).
-    let health_table = if std::fs::symlink_metadata(&repo_file).is_ok_and(|m| m.is_file()) {
+    let (health_table, cron_jobs) = if std::fs::symlink_metadata(&repo_file)
+        .is_ok_and(|m| m.is_file())
+    {
         let text = tokio::fs::read_to_string(&repo_file)
             .await
             .map_err(|e| DeployError::Failed(format!("paas.toml in the pushed code cannot be read ({e}); make it a UTF-8 text file and push again")))?;
-        Some(health::parse_repo_file(&text).map_err(DeployError::Failed)?)
+        (
+            Some(health::parse_repo_file(&text).map_err(DeployError::Failed)?),
+            crate::cron_table::parse_repo_file(&text).map_err(DeployError::Failed)?,
+        )
     } else {
-        None
+        (None, Default::default())
     };
+    if !cron_jobs.is_empty() {
+        crate::cron_table::time_zone(&vars).map_err(DeployError::Failed)?;
+    }
     health::settings(&health_table.clone().unwrap_or_default(), &vars)
         .map_err(DeployError::Failed)?;
     run.progress.step("Django project detected");
@@ -947,12 +955,16 @@ async fn build_steps<E: Engine>(
     // --check`) with the app's real config: on the app's network (its
     // database) with its data read-only.
     let (volume, network) = app_place(ctx, engine, &app).await?;
+    // The build's limits (memory, CPU, a lower CPU weight, pids) and the
+    // parallelism they allow; the image never inherits this environment
+    // (its config is made from the dependency image's and `settings`).
+    let limits = build_container_limits(&ctx.config);
     let step = crate::docker::BuildStep {
         spec: ContainerSpec {
             name: None,
             image: deps_tag.clone(),
             cmd: Some(settings.build_cmd.clone()),
-            env: settings.env.clone(),
+            env: settings.env.iter().chain(&limits.env).cloned().collect(),
             labels: labels(&app, version, Some("build")),
             binds: vec![format!("{}:/data:ro", volume.display())],
             network: Some(network),
@@ -960,12 +972,8 @@ async fn build_steps<E: Engine>(
             // Root, as a Dockerfile's RUN: STATIC_ROOT may lie outside
             // /app; what it writes under /app is handed to the app's user.
             user: Some("0:0".into()),
-            memory_bytes: Some(ctx.config.build_memory_mb as i64 * 1024 * 1024),
-            nano_cpus: Some(nano_cpus(ctx.config.build_cpus)),
-            cpu_shares: Some(BUILD_CPU_SHARES),
-            pids_limit: Some(BUILD_PIDS_LIMIT),
             no_new_privileges: true,
-            ..Default::default()
+            ..limits
         },
         upload: &upload,
         keep_list: "/paas/keep",
@@ -1060,6 +1068,7 @@ async fn build_steps<E: Engine>(
     // rollback or restart probes as it did and runs the processes it had.
     meta.healthcheck = health_table.filter(|t| *t != health::HealthTable::default());
     meta.processes = procfile.processes.clone();
+    meta.cron = cron_jobs;
     // The build ran the app's own code: its facts are checked, never trusted.
     let media = check_build_paths(&meta).map_err(DeployError::Failed)?;
     match &media {

@@ -78,6 +78,11 @@ pub fn media_path(data_dir: &Path, app: &str) -> PathBuf {
     volume_dir(data_dir, app).join("media")
 }
 
+/// Where the records of an app's scheduled job runs live.
+pub fn cron_dir(data_dir: &Path, app: &str) -> PathBuf {
+    data_dir.join("apps").join(app).join("cron")
+}
+
 /// Where an app's backups live.
 pub fn backups_dir(data_dir: &Path, app: &str) -> PathBuf {
     data_dir.join("backups").join(app)

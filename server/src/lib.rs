@@ -17,9 +17,11 @@
 //! - [`git`]: bare repositories and `git http-backend`; the pre-receive hook.
 //! - [`buildpack`]: detect a Django project and render its build plan.
 //! - [`procfile`]: the Procfile's processes.
+//! - [`cron_table`]: the `[cron.NAME]` jobs of `paas.toml` and their schedules.
 //! - [`proxy`]: the public reverse proxy: Host → backend table, static files.
 //! - [`queue`]: the per-app deploy queues and the deploys in flight.
 //! - [`metrics`]: the last hour of requests and resource use per app, and charts.
+//! - [`offsite`]: an S3-compatible bucket; encryption (age) and retention of what goes there.
 //!
 //! What a story may touch, and how it answers a request:
 //! - [`ctx`]: the daemon's shared state, passed by argument.
@@ -29,11 +31,14 @@
 //! - [`deploy`]: one deploy, step by step: build → release → start → health → swap.
 //! - [`health`]: the readiness probe that gates every swap.
 //! - [`postgres`]: a PostgreSQL database per app that asks for one.
-//! - [`backup`]: backups and restores of an app's data.
+//! - [`backup`]: backups and restores of an app's data, and their offsite copies.
+//! - [`drill`]: restore drills: the latest offsite copy restored into a scratch database.
 //! - [`prune`]: removes what paas made and no longer needs, and nothing else.
-//! - [`schedule`]: the daily backups and prune.
+//! - [`schedule`]: the daily backups, offsite retries, drills and prune.
+//! - [`cron`]: the apps' scheduled jobs, run as one-off containers.
 //! - [`sampler`]: request and container-usage samples for the charts.
 //! - [`disk`]: disk use per app, and the warning before the disk fills.
+//! - [`disaster`]: `server:backup` and `server:restore`: the whole server, offsite.
 //! - [`destroy`]: `apps:destroy`, with a final backup.
 //! - [`domains`]: custom domains, rolled out without downtime.
 //! - [`run`]: `paas run` one-off containers, `paas ps` and `paas logs`.
@@ -52,9 +57,11 @@ pub mod peers;
 
 pub mod auth;
 pub mod buildpack;
+pub mod cron_table;
 pub mod docker;
 pub mod git;
 pub mod metrics;
+pub mod offsite;
 pub mod procfile;
 pub mod proxy;
 pub mod queue;
@@ -64,10 +71,13 @@ pub mod ctx;
 pub mod http_error;
 
 pub mod backup;
+pub mod cron;
 pub mod deploy;
 pub mod destroy;
+pub mod disaster;
 pub mod disk;
 pub mod domains;
+pub mod drill;
 pub mod health;
 pub mod postgres;
 pub mod prune;

@@ -178,6 +178,15 @@ enum Command {
         #[arg(long)]
         confirm: Option<String>,
     },
+    /// The app's scheduled jobs ([cron.NAME] in paas.toml): schedule, next
+    /// run, last result and duration; a failing job's output.
+    Cron {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The app [default: from the `paas` git remote here].
+        #[arg(long, short)]
+        app: Option<String>,
+    },
     /// List an app's backups, newest first.
     #[command(visible_alias = "pg:backups")]
     Backups {
@@ -195,6 +204,56 @@ enum Command {
         /// The app [default: from the `paas` git remote here].
         #[arg(long, short)]
         app: Option<String>,
+    },
+    /// Copy every backup, encrypted, to S3-compatible storage (the
+    /// passphrase is $PAAS_BACKUP_PASSPHRASE, else the one paas has, else a new one).
+    #[command(name = "backups:offsite:set")]
+    BackupsOffsiteSet {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        s3: S3Args,
+        /// The passphrase backups are encrypted under (12 characters or more).
+        #[arg(long, env = "PAAS_BACKUP_PASSPHRASE", hide_env_values = true)]
+        passphrase: Option<String>,
+    },
+    /// Show where offsite copies go (never the secret).
+    #[command(name = "backups:offsite")]
+    BackupsOffsite {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the backup passphrase and how to decrypt a backup by hand.
+    #[command(name = "backups:offsite:key")]
+    BackupsOffsiteKey {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Restore the latest offsite copy into a scratch database and check it
+    /// (every app, or one); fails when a drill fails.
+    #[command(name = "backups:drill")]
+    BackupsDrill {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this app [default: every app with data].
+        #[arg(long, short)]
+        app: Option<String>,
+    },
+    /// Put everything needed to rebuild this server offsite, encrypted
+    /// (also daily): the store, the git repositories, each app's data.
+    #[command(name = "server:backup")]
+    ServerBackup {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// On a fresh install: bring every app back from the latest server
+    /// backup (passphrase from $PAAS_BACKUP_PASSPHRASE, else asked).
+    #[command(name = "server:restore")]
+    ServerRestore {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        s3: S3Args,
     },
     /// Restore a backup into the app (needs --confirm APP).
     #[command(name = "backups:restore", visible_alias = "pg:restore")]
@@ -376,6 +435,24 @@ struct ServeArgs {
     auth_failure_limit: Option<usize>,
 }
 
+/// An S3-compatible location and its keys.
+#[derive(clap::Args)]
+struct S3Args {
+    /// s3://BUCKET or s3://BUCKET/FOLDER
+    #[arg(value_name = "S3_URL")]
+    location: String,
+    /// The storage's URL, e.g. https://s3.eu-central-003.backblazeb2.com
+    #[arg(long)]
+    endpoint: String,
+    /// The bucket's region [default: us-east-1, which most S3-compatible storage accepts].
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long, env = "PAAS_S3_ACCESS_KEY_ID")]
+    access_key_id: String,
+    #[arg(long, env = "PAAS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    secret_access_key: String,
+}
+
 #[derive(clap::Args)]
 struct ClientArgs {
     /// The daemon's control URL [default: from the `paas` git remote here, else http://127.0.0.1:8300].
@@ -502,7 +579,16 @@ async fn run_client(command: Command) -> client::Result<()> {
             process,
         } => {
             let (t, app) = (target(&client)?, app_name(app)?);
-            run::logs(&t.url, &t.token, &app, follow, tail, process.as_deref()).await
+            run::logs(
+                &t.url,
+                &t.token,
+                &app,
+                follow,
+                tail,
+                process.as_deref(),
+                t.json,
+            )
+            .await
         }
         Command::Run {
             client,
@@ -514,11 +600,14 @@ async fn run_client(command: Command) -> client::Result<()> {
             let extra = env_pairs(env)?;
             let (t, app) = (target(&client)?, app_name(app)?);
             use std::io::IsTerminal;
-            let tty = !no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+            let tty = !no_tty
+                && !t.json
+                && std::io::stdin().is_terminal()
+                && std::io::stdout().is_terminal();
             let code = if tty {
                 run::run_tty(&t.url, &t.token, &app, &command, &extra).await?
             } else {
-                run::run_plain(&t.url, &t.token, &app, &command, &extra).await?
+                run::run_plain(&t.url, &t.token, &app, &command, &extra, t.json).await?
             };
             match code {
                 0 => Ok(()),
@@ -545,9 +634,38 @@ async fn run_client(command: Command) -> client::Result<()> {
             let (t, app) = (target(&client)?, app_name(app)?);
             data::pg_destroy(&t, &app, confirm.as_deref()).await
         }
+        Command::Cron { client, app } => {
+            client::cron::list(&target(&client)?, &app_name(app)?).await
+        }
         Command::Backups { client, app } => data::backups(&target(&client)?, &app_name(app)?).await,
         Command::BackupsCreate { client, app } => {
             data::backup(&target(&client)?, &app_name(app)?).await
+        }
+        Command::BackupsOffsiteSet {
+            client,
+            s3,
+            passphrase,
+        } => {
+            let body = serde_json::json!({
+                "url": s3.location, "endpoint": s3.endpoint, "region": s3.region,
+                "access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key,
+                "passphrase": passphrase,
+            });
+            data::offsite_set(&target(&client)?, body).await
+        }
+        Command::ServerBackup { client } => data::server_backup(&target(&client)?).await,
+        Command::ServerRestore { client, s3 } => {
+            let mut body = serde_json::json!({
+                "url": s3.location, "endpoint": s3.endpoint, "region": s3.region,
+                "access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key,
+            });
+            body["passphrase"] = data::ask_passphrase()?.into();
+            data::server_restore(&target(&client)?, body).await
+        }
+        Command::BackupsOffsite { client } => data::offsite_show(&target(&client)?).await,
+        Command::BackupsOffsiteKey { client } => data::offsite_key(&target(&client)?).await,
+        Command::BackupsDrill { client, app } => {
+            data::drill(&target(&client)?, app.as_deref()).await
         }
         Command::BackupsRestore {
             client,

@@ -20,6 +20,7 @@ use crate::layout::{pg_app_file, pg_dir, server_name, server_network};
 use crate::store::App;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -309,6 +310,73 @@ pub(crate) async fn run_one_off(ctx: &Ctx, job: OneOff<'_>) -> Result<Vec<String
     }
     Ok(lines)
 }
+
+/// Where a dump-with-counts or a scratch restore writes `table|rows` lines.
+pub(crate) const COUNTS_TXT: &str = "counts.txt";
+
+/// Reads `table|rows` lines.
+pub(crate) fn parse_counts(text: &str) -> Result<BTreeMap<String, i64>, DataError> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let bad = || DataError::internal(format!("cannot read the row count line {l:?}"));
+            let (table, n) = l.rsplit_once('|').ok_or_else(bad)?;
+            Ok((
+                table.to_string(),
+                n.trim().parse::<i64>().map_err(|_| bad())?,
+            ))
+        })
+        .collect()
+}
+
+/// Restores the dump `dir/db.dump` into a scratch database of the server
+/// (dropped afterwards, whatever happens) and answers its rows per table.
+/// For restore drills: the app's own database is never touched.
+pub(crate) async fn scratch_restore_counts(
+    ctx: &Ctx,
+    app: &str,
+    dir: &Path,
+) -> Result<BTreeMap<String, i64>, DataError> {
+    let server = ensure_server(ctx).await?;
+    let network = join_app_network(ctx, &server, app).await?;
+    let env = superuser_env(ctx)?;
+    let secrets = env
+        .iter()
+        .filter(|(k, _)| k == "PGPASSWORD")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let scratch = format!("paas_drill_{}", crate::auth::random_hex(6));
+    let script = format!(
+        r#"set -e
+psql -X -q -v ON_ERROR_STOP=1 -c 'CREATE DATABASE "{scratch}"'
+trap 'psql -X -q -c "DROP DATABASE IF EXISTS "{scratch}"" >/dev/null' EXIT
+pg_restore --no-owner --no-privileges --exit-on-error -d {scratch} /backup/db.dump
+psql -X -q -At -v ON_ERROR_STOP=1 -d {scratch} -o /backup/{COUNTS_TXT} <<'SQL'
+{COUNT_ROWS_SQL}
+SQL"#
+    );
+    let _ = std::fs::remove_file(dir.join(COUNTS_TXT));
+    run_one_off(
+        ctx,
+        OneOff {
+            what: "the scratch restore",
+            app,
+            network,
+            env,
+            binds: vec![format!("{}:/backup", dir.display())],
+            script,
+            secrets,
+        },
+    )
+    .await?;
+    let path = dir.join(COUNTS_TXT);
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
+    parse_counts(&text)
+}
+
+/// psql input that prints `table|rows` for every table of the database
+/// (schema-qualified outside `public`).
+pub(crate) const COUNT_ROWS_SQL: &str = r#"SELECT format('SELECT %L || ''|'' || count(*) FROM %I.%I', CASE WHEN table_schema = 'public' THEN table_name ELSE table_schema || '.' || table_name END, table_schema, table_name) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1 \gexec"#;
 
 fn superuser_env(ctx: &Ctx) -> Result<Vec<(String, String)>, DataError> {
     Ok(vec![

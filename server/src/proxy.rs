@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 mod files;
 mod listener;
 mod static_cache;
+mod websocket;
 
 pub use listener::{serve_router, BodyTimedOut, IdleTimeout, Limits};
 
@@ -687,6 +688,9 @@ impl Proxy {
         let guard = InFlight::new(route.clone());
         let upgrade = upgrade_protocol(req.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let websocket = upgrade
+            .as_ref()
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
 
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -748,6 +752,7 @@ impl Proxy {
                     backend_upgrade,
                     guard,
                     route.closing.clone(),
+                    websocket,
                 ));
                 // Connection/Upgrade are what a 101 is made of: keep them.
                 return response.map(|_| Body::empty());
@@ -759,12 +764,14 @@ impl Proxy {
 }
 
 /// Copies bytes both ways between an upgraded client connection and the
-/// backend, until either side closes or the route's drain deadline passes.
+/// backend, until either side closes or the route's drain deadline passes
+/// (a WebSocket then gets a close frame: [`websocket::tunnel`]).
 async fn tunnel(
     client: OnUpgrade,
     backend: OnUpgrade,
     _guard: InFlight,
     closing: CancellationToken,
+    websocket: bool,
 ) {
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(both) => both,
@@ -775,6 +782,10 @@ async fn tunnel(
     };
     let mut client = TokioIo::new(client);
     let mut backend = TokioIo::new(backend);
+    if websocket {
+        websocket::tunnel(client, backend, closing).await;
+        return;
+    }
     tokio::select! {
         copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
             if let Err(err) = copied {

@@ -84,6 +84,12 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("GET", "/api/apps/{app}/backups", Guard::Api),
     ("POST", "/api/apps/{app}/backups", Guard::Api),
     ("POST", "/api/apps/{app}/backups/{id}/restore", Guard::Api),
+    ("GET", "/api/backups/offsite", Guard::Api),
+    ("PUT", "/api/backups/offsite", Guard::Api),
+    ("GET", "/api/backups/offsite/key", Guard::Api),
+    ("POST", "/api/backups/drill", Guard::Api),
+    ("POST", "/api/server/backup", Guard::Api),
+    ("POST", "/api/server/restore", Guard::Api),
     ("GET", "/api/apps/{app}/domains", Guard::Api),
     ("POST", "/api/apps/{app}/domains", Guard::Api),
     ("DELETE", "/api/apps/{app}/domains/{domain}", Guard::Api),
@@ -91,6 +97,7 @@ pub const ROUTES: &[(&str, &str, Guard)] = &[
     ("POST", "/api/apps/{app}/run", Guard::Api),
     ("GET", "/api/apps/{app}/run/tty", Guard::Token),
     ("GET", "/api/apps/{app}/logs", Guard::Api),
+    ("GET", "/api/apps/{app}/cron", Guard::Api),
     ("GET", "/{app}.git/info/refs", Guard::Git),
     ("POST", "/{app}.git/git-upload-pack", Guard::Git),
     ("POST", "/{app}.git/git-receive-pack", Guard::Git),
@@ -123,6 +130,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .merge(data_api::routes())
         .merge(domains::routes())
         .merge(run::routes())
+        .merge(crate::cron::routes())
         .fallback(api::git_or_404)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)

@@ -1,5 +1,7 @@
-//! The clock: every app is backed up once per [`BACKUP_INTERVAL`], and
-//! what paas made and no longer needs is pruned once per [`PRUNE_INTERVAL`].
+//! The clock: every app is backed up once per [`BACKUP_INTERVAL`], failed
+//! offsite copies are retried every hour, every app's latest offsite copy is
+//! restore-drilled once a week ([`crate::drill::DRILL_INTERVAL`]), and what
+//! paas made and no longer needs is pruned once per [`PRUNE_INTERVAL`].
 
 use crate::backup::{backup_app, backup_kind, due, list_backups, Status};
 use crate::ctx::Ctx;
@@ -25,6 +27,13 @@ pub fn spawn_scheduler(ctx: Arc<Ctx>) -> tokio::task::JoinHandle<()> {
         let mut pruned_at: Option<tokio::time::Instant> = None;
         loop {
             run_due_backups(&ctx).await;
+            // Offsite copies that failed (or wait after a deploy) go up again.
+            crate::backup::retry_uploads(&ctx).await;
+            run_due_drills(&ctx).await;
+            if crate::disaster::server_backup_due(&ctx) {
+                // server_backup logs its own failure at error.
+                let _ = crate::disaster::server_backup(&ctx, "scheduled").await;
+            }
             if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
                 crate::prune::prune_all(&ctx).await;
                 pruned_at = Some(tokio::time::Instant::now());
@@ -63,4 +72,29 @@ pub async fn run_due_backups(ctx: &Ctx) -> usize {
         }
     }
     taken
+}
+
+/// Drills every app with data whose last drill is a week old (only once an
+/// offsite target is set). Returns how many ran.
+pub async fn run_due_drills(ctx: &Ctx) -> usize {
+    if crate::backup::offsite_target(ctx).is_none() {
+        return 0;
+    }
+    let Ok(apps) = ctx.store.apps() else {
+        return 0;
+    };
+    let now = crate::metrics::now();
+    let mut ran = 0;
+    for app in apps {
+        if !matches!(backup_kind(&ctx.config.data_dir, &app.name), Ok(Some(_))) {
+            continue;
+        }
+        let last = crate::drill::last_drill(ctx, &app.name).map(|d| d.at);
+        if crate::drill::drill_due(last, now) {
+            // drill_app logs a failure at error and records it for the dashboard.
+            crate::drill::drill_app(ctx, &app.name).await;
+            ran += 1;
+        }
+    }
+    ran
 }

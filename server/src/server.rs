@@ -194,6 +194,7 @@ pub async fn run(
 
     crate::deploy::reconcile(&ctx).await;
     crate::schedule::spawn_scheduler(ctx.clone());
+    crate::cron::spawn_cron(ctx.clone());
     crate::sampler::spawn_request_sampler(ctx.clone());
     crate::sampler::spawn_usage_sampler(ctx.clone());
     spawn_app_nets_refresh(ctx.docker.clone(), build_net);

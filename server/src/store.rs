@@ -69,6 +69,14 @@ CREATE TABLE api_tokens (
 ALTER TABLE api_tokens ADD COLUMN app TEXT;
 ALTER TABLE api_tokens ADD COLUMN created_by TEXT;
 "#,
+    // Server-wide settings, one JSON value per key: the offsite backup
+    // target (with its secret), the backup passphrase, the last drills.
+    r#"
+CREATE TABLE settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+"#,
 ];
 
 /// Where a release is in its deploy. Stored as its lower-case name.
@@ -151,6 +159,9 @@ pub struct ReleaseMeta {
     /// The Procfile's processes: name → command.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub processes: BTreeMap<String, String>,
+    /// The `[cron.NAME]` jobs of the pushed `paas.toml`: name → job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cron: BTreeMap<String, crate::cron_table::CronJob>,
 }
 
 /// One release of an app (a deploy attempt, successful or not).
@@ -277,6 +288,18 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// Applies the migrations `conn` has not seen yet.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql} PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -300,16 +323,23 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!(
-                "BEGIN; {sql} PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))?;
-        }
+        migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Replaces the whole state with the database at `src` (a whole-server
+    /// restore onto a fresh install), then brings it to this version's schema.
+    pub fn restore_from(&self, src: &Path) -> Result<(), StoreError> {
+        let from = Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut db = self.db();
+        {
+            let backup = rusqlite::backup::Backup::new(&from, &mut db)?;
+            backup.run_to_completion(256, std::time::Duration::from_millis(10), None)?;
+        }
+        migrate(&db)?;
+        Ok(())
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -739,6 +769,43 @@ impl Store {
         Ok(found)
     }
 
+    // ---- settings ----
+
+    /// A server-wide setting, if set.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets (or replaces) a server-wide setting.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a server-wide setting; false when it was not set.
+    pub fn unset_setting(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db()
+            .execute("DELETE FROM settings WHERE key = ?1", [key])?
+            == 1)
+    }
+
+    /// A consistent copy of the whole state database at `dst` (SQLite's
+    /// online backup API), for the whole-server backup.
+    pub fn copy_to(&self, dst: &Path) -> Result<(), StoreError> {
+        self.db().backup(rusqlite::DatabaseName::Main, dst, None)?;
+        Ok(())
+    }
+
     // ---- domains ----
 
     /// Custom domains of an app (the default `<app>.<domain>` is not stored).
@@ -966,6 +1033,39 @@ mod tests {
         assert_eq!(old.static_root, None);
         assert_eq!(old.processes["web"], "gunicorn x");
         assert_eq!(old.healthcheck.unwrap().attempts, Some(3));
+    }
+
+    #[test]
+    fn settings_are_set_replaced_and_unset() {
+        let s = Store::open_in_memory().unwrap();
+        assert_eq!(s.setting("offsite").unwrap(), None);
+        s.set_setting("offsite", "{\"a\":1}").unwrap();
+        s.set_setting("offsite", "{\"a\":2}").unwrap();
+        assert_eq!(s.setting("offsite").unwrap().as_deref(), Some("{\"a\":2}"));
+        assert!(s.unset_setting("offsite").unwrap());
+        assert!(!s.unset_setting("offsite").unwrap());
+        assert_eq!(s.setting("offsite").unwrap(), None);
+    }
+
+    #[test]
+    fn a_copy_restores_the_whole_state_into_a_fresh_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Store::open(&dir.path().join("old.db")).unwrap();
+        let app = old.create_app("blog", "k").unwrap();
+        old.set_config_vars(&app, &[("A".into(), Some("1".into()))])
+            .unwrap();
+        old.add_domain(&app, "blog.example.com").unwrap();
+        old.create_token("laptop", "h1", None, None).unwrap();
+        old.copy_to(&dir.path().join("copy.db")).unwrap();
+        let fresh = Store::open(&dir.path().join("fresh.db")).unwrap();
+        fresh.create_app("other", "k2").unwrap();
+        fresh.restore_from(&dir.path().join("copy.db")).unwrap();
+        let names: Vec<String> = fresh.apps().unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["blog"]);
+        let app = fresh.app("blog").unwrap();
+        assert_eq!(fresh.config_vars(&app).unwrap()["A"], "1");
+        assert_eq!(fresh.domains(&app).unwrap(), ["blog.example.com"]);
+        assert!(fresh.use_token("h1").unwrap().is_some());
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub(crate) fn api(
 
 /// POSTs `file` through the app's own upload form, with the CSRF cookie and
 /// token Django handed out on GET.
-fn upload(d: &Daemon, app: &str, name: &str, content: &str) -> HttpResponse {
+pub fn upload(d: &Daemon, app: &str, name: &str, content: &str) -> HttpResponse {
     let host = format!("{app}.localhost");
     let form = d.get(app, "/upload/");
     assert_eq!(form.status, 200, "GET /upload/: {}", form.text());

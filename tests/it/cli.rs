@@ -406,3 +406,124 @@ fn git_remotes_carry_no_token_after_paas_login() {
     assert!(!ok, "{out}");
     assert!(out.contains("Authentication failed"), "{out}");
 }
+
+/// The subcommands `paas help` lists (visible aliases left out).
+fn subcommands(cli: &CliEnv, dir: &Path) -> Vec<String> {
+    let r = paas(cli, dir, &[], &["help"]).ok("help");
+    r.stdout
+        .split("Commands:")
+        .nth(1)
+        .expect("help lists commands")
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every command that offers `--json` (found from clap's own help, so a new
+/// command is covered the day it is added) prints JSON a script can parse:
+/// listings, actions, streams (one object a line) and one-off runs.
+#[test]
+fn every_command_offering_json_prints_json() {
+    let mut d = Daemon::start();
+    let app = d.app("json");
+    let made = d.app("made");
+    let p = Project::from_fixture("uploads");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    let cli = d.cli();
+    let here = p.dir.path();
+    let env = [("PAAS_TOKEN", d.token.as_str())];
+
+    let offering: Vec<String> = subcommands(&cli, here)
+        .into_iter()
+        .filter(|c| {
+            paas(&cli, here, &[], &[c, "--help"])
+                .ok(c)
+                .stdout
+                .contains("--json")
+        })
+        .collect();
+    assert!(offering.len() > 20, "{offering:?}");
+
+    let a = app.as_str();
+    let token_name = format!("t{:x}", std::process::id());
+    // In an order that works: each command's precondition is made by an
+    // earlier one (a backup to restore, two releases to roll back between).
+    let mut backup_id = String::new();
+    let steps: Vec<Vec<String>> = [
+        vec!["apps"],
+        vec!["apps:create", &made],
+        vec!["releases", "-a", a],
+        vec!["config", "-a", a],
+        vec!["config:set", "-a", a, "GREETING=hi"],
+        vec!["config:unset", "-a", a, "GREETING"],
+        vec!["restart", "-a", a],
+        vec!["rollback", "-a", a],
+        vec!["ps", "-a", a],
+        vec!["logs", "-a", a, "-n", "5"],
+        vec!["run", "-a", a, "--", "echo", "one-off"],
+        vec!["domains", "-a", a],
+        vec!["domains:add", "-a", a, "www.json.test"],
+        vec!["domains:remove", "-a", a, "www.json.test"],
+        vec!["backups:create", "-a", a],
+        vec!["backups", "-a", a],
+        vec!["backups:restore", "-a", a, "ID", "--confirm", a],
+        vec!["pg:create", "-a", a],
+        vec!["pg:info", "-a", a],
+        vec!["pg:destroy", "-a", a, "--confirm", a],
+        vec!["cron", "-a", a],
+        vec!["tokens:create", "--name", &token_name],
+        vec!["tokens"],
+        vec!["tokens:revoke", &token_name],
+        vec!["apps:destroy", "-a", &made, "--confirm", &made],
+    ]
+    .into_iter()
+    .map(|s| s.into_iter().map(str::to_string).collect())
+    .collect();
+    for c in &offering {
+        assert!(
+            steps.iter().any(|s| &s[0] == c),
+            "`paas {c}` offers --json but this test does not run it: add it to the steps"
+        );
+    }
+    for step in steps {
+        let mut args: Vec<&str> = step
+            .iter()
+            .map(|s| if s == "ID" { backup_id.as_str() } else { s })
+            .collect();
+        // Before a `--` (after it, words are the one-off command's own).
+        let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        args.insert(at, "--json");
+        let what = args.join(" ");
+        let r = paas(&cli, here, &env, &args).ok(&what);
+        let values: Vec<serde_json::Value> = if step[0] == "logs" {
+            // A stream: one object a line.
+            r.stdout
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("{what}: a line is not JSON ({e}): {l}"))
+                })
+                .collect()
+        } else {
+            vec![r.json()]
+        };
+        assert!(!values.is_empty(), "{what}: no output");
+        match step[0].as_str() {
+            "backups:create" => {
+                backup_id = values[0]["id"].as_str().expect("a backup id").to_string()
+            }
+            "backups" => assert_eq!(values[0][0]["id"], backup_id.as_str(), "{what}"),
+            "run" => {
+                assert_eq!(values[0]["exit_code"], 0, "{what}");
+                assert!(values[0]["output"].as_str().unwrap().contains("one-off"));
+            }
+            "logs" => assert!(values.iter().all(|v| v["line"].is_string()), "{what}"),
+            _ => {}
+        }
+    }
+}

@@ -205,6 +205,11 @@ impl Daemon {
         name
     }
 
+    /// Cleans up after an app another daemon made (a restored server).
+    pub fn adopt(&mut self, app: &str) {
+        self.apps.push(app.to_string());
+    }
+
     /// A `paas` client environment pointed at this daemon.
     pub fn cli(&self) -> CliEnv {
         CliEnv::new(&format!("http://127.0.0.1:{}", self.admin))
@@ -671,4 +676,139 @@ pub fn last_line(output: &str) -> String {
         })
         .unwrap_or("")
         .to_string()
+}
+
+/// moto's S3 server (installed by tests/setup.sh), on a free port: real
+/// HTTP, real signatures parsed, objects in its memory. Killed on drop.
+pub struct S3Server {
+    pub port: u16,
+    child: Child,
+}
+
+/// Where tests/setup.sh installs moto (`PAAS_TEST_MOTO` overrides).
+fn moto_server_bin() -> PathBuf {
+    std::env::var_os("PAAS_TEST_MOTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/paas-test/moto/bin/moto_server"))
+}
+
+impl S3Server {
+    /// Starts a server with `bucket` made.
+    pub fn start(bucket: &str) -> S3Server {
+        Self::start_on(free_port(), bucket)
+    }
+
+    /// Starts a server on `port` (a restart after [`S3Server::stop`]).
+    pub fn start_on(port: u16, bucket: &str) -> S3Server {
+        let bin = moto_server_bin();
+        assert!(
+            bin.exists(),
+            "moto's S3 server is missing at {}: run bash tests/setup.sh as root (it installs moto[server] with pip)",
+            bin.display()
+        );
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let s = S3Server { port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // moto takes unsigned requests: the test's own view of the bucket.
+        let r = s.raw("PUT", &format!("/{bucket}"), None);
+        assert!(
+            r.status < 300,
+            "cannot make bucket {bucket}: {} {}",
+            r.status,
+            r.text()
+        );
+        s
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An unsigned request to the server (what the test sees, not paas).
+    pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>) -> HttpResponse {
+        http(
+            self.port,
+            method,
+            &format!("127.0.0.1:{}", self.port),
+            path,
+            &[],
+            body,
+        )
+    }
+
+    /// Keys under `prefix` in `bucket`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let r = self.raw(
+            "GET",
+            &format!("/{bucket}?list-type=2&prefix={prefix}"),
+            None,
+        );
+        assert_eq!(r.status, 200, "listing: {}", r.text());
+        r.text()
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
+    /// An object's bytes, fetched with a request signed for `key_id`.
+    pub fn get_object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let url = self.signed(bucket, key, "GET");
+        let r = reqwest::blocking::get(url).expect("moto answers");
+        assert!(r.status().is_success(), "GET {key}: {}", r.status());
+        r.bytes().unwrap().to_vec()
+    }
+
+    /// Replaces an object's bytes (a signed request).
+    pub fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        let url = self.signed(bucket, key, "PUT");
+        let r = reqwest::blocking::Client::new()
+            .put(url)
+            .body(body)
+            .send()
+            .expect("moto answers");
+        assert!(r.status().is_success(), "PUT {key}: {}", r.status());
+    }
+
+    fn signed(&self, bucket: &str, key: &str, method: &str) -> reqwest::Url {
+        use rusty_s3::S3Action;
+        let b = rusty_s3::Bucket::new(
+            self.endpoint().parse().unwrap(),
+            rusty_s3::UrlStyle::Path,
+            bucket.to_string(),
+            "us-east-1",
+        )
+        .unwrap();
+        let c = rusty_s3::Credentials::new("test-id", "test-secret");
+        let ttl = Duration::from_secs(600);
+        let url = if method == "PUT" {
+            b.put_object(Some(&c), key).sign(ttl)
+        } else {
+            b.get_object(Some(&c), key).sign(ttl)
+        };
+        url.as_str().parse().unwrap()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -3,6 +3,7 @@
 //!
 //! Prepare the machine once with `bash tests/setup.sh` (as root).
 
+mod asgi;
 mod attacks;
 mod auth;
 mod browser;
@@ -10,12 +11,14 @@ mod buildpack;
 mod builds;
 mod cli;
 mod containers;
+mod cron;
 mod dashboard;
 mod data;
 mod disk;
 mod edge;
 mod harness;
 mod network;
+mod offsite;
 mod procfile;
 mod real_projects;
 mod run;

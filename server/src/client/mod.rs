@@ -12,6 +12,7 @@
 pub mod apps;
 pub mod config;
 pub mod credential;
+pub mod cron;
 pub mod data;
 pub mod domains;
 pub mod login;

@@ -6,13 +6,15 @@ use crate::run::{format_uptime, EXIT_PREFIX};
 use std::collections::BTreeMap;
 
 /// `paas run -- CMD ARGS` without a terminal: prints the command's output
-/// as it comes; returns its exit code.
+/// as it comes; returns its exit code. With `json`, prints nothing until the
+/// command ends, then one object: `{"exit_code": N, "output": "..."}`.
 pub async fn run_plain(
     url: &str,
     token: &str,
     app: &str,
     command: &[String],
     env: &BTreeMap<String, String>,
+    json: bool,
 ) -> Result<i32> {
     use futures_util::StreamExt;
     use std::io::Write;
@@ -28,6 +30,7 @@ pub async fn run_plain(
     }
     let mut lines = std::pin::pin!(crate::lines::of_stream(resp.bytes_stream()));
     let mut stdout = std::io::stdout();
+    let mut output = Vec::new();
     while let Some(line) = lines.next().await {
         let line = line.map_err(|e| {
             ClientError::Server(format!(
@@ -38,8 +41,21 @@ pub async fn run_plain(
             .ok()
             .and_then(|l| l.strip_prefix(EXIT_PREFIX))
         {
+            let code = code.trim().parse().unwrap_or(1);
+            if json {
+                let v = serde_json::json!({
+                    "exit_code": code,
+                    "output": String::from_utf8_lossy(&output),
+                });
+                println!("{v:#}");
+            }
             let _ = stdout.flush();
-            return Ok(code.trim().parse().unwrap_or(1));
+            return Ok(code);
+        }
+        if json {
+            output.extend_from_slice(&line);
+            output.push(b'\n');
+            continue;
         }
         // The command's bytes as they came (a `\r` before the `\n` included).
         let _ = stdout
@@ -189,7 +205,8 @@ pub async fn run_tty(
     outcome
 }
 
-/// `paas logs [-f]`: prints the live release's output as it comes.
+/// `paas logs [-f]`: prints the live release's output as it comes; with
+/// `json`, one JSON object a line (`{"process": "web", "line": "..."}`).
 pub async fn logs(
     url: &str,
     token: &str,
@@ -197,6 +214,7 @@ pub async fn logs(
     follow: bool,
     tail: usize,
     process: Option<&str>,
+    json: bool,
 ) -> Result<()> {
     use futures_util::StreamExt;
     use std::io::Write;
@@ -214,8 +232,27 @@ pub async fn logs(
     if !resp.status().is_success() {
         return Err(refusal(resp).await);
     }
-    let mut body = resp.bytes_stream();
     let mut stdout = std::io::stdout();
+    if json {
+        let mut lines = std::pin::pin!(crate::lines::of_stream(resp.bytes_stream()));
+        while let Some(line) = lines.next().await {
+            let line = line.map_err(|e| {
+                ClientError::Server(format!(
+                    "the connection to paas broke while following the logs ({e})"
+                ))
+            })?;
+            let out = format!("{}\n", log_line_json(&String::from_utf8_lossy(&line)));
+            if stdout
+                .write_all(out.as_bytes())
+                .and_then(|_| stdout.flush())
+                .is_err()
+            {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             ClientError::Server(format!(
@@ -231,6 +268,18 @@ pub async fn logs(
         }
     }
     Ok(())
+}
+
+/// One line of `paas logs` (`[web] text`) as a JSON object.
+fn log_line_json(line: &str) -> serde_json::Value {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    match line
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("] "))
+    {
+        Some((process, text)) => serde_json::json!({ "process": process, "line": text }),
+        None => serde_json::json!({ "process": null, "line": line }),
+    }
 }
 
 /// `paas ps`: the app's containers as a table (or the API's JSON).
@@ -277,4 +326,21 @@ pub async fn ps(url: &str, token: &str, app: &str, json: bool) -> Result<String>
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_line_json;
+
+    #[test]
+    fn log_lines_become_objects() {
+        assert_eq!(
+            log_line_json("[web] GET / 200\r"),
+            serde_json::json!({"process": "web", "line": "GET / 200"})
+        );
+        assert_eq!(
+            log_line_json("no prefix"),
+            serde_json::json!({"process": null, "line": "no prefix"})
+        );
+    }
 }
