@@ -23,6 +23,7 @@ library's inspect module.
 OUT.json: {"static_url", "static_root", "media_url", "media_root"}, paths absolute.
 """
 
+import io
 import json
 import os
 import sys
@@ -95,8 +96,10 @@ def _release_check():
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        with open(os.devnull, "w") as quiet:
-            call_command("migrate", check=True, skip_checks=True, stdout=quiet, stderr=quiet)
+        # A StringIO, not a file: Django's output wrappers flush when they
+        # are collected, after a `with` would have closed the file.
+        quiet = io.StringIO()
+        call_command("migrate", check=True, skip_checks=True, stdout=quiet, stderr=quiet)
         return False
     except BaseException:
         return True

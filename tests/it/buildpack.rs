@@ -99,7 +99,7 @@ fn psycopg2_from_source_builds_without_a_compiler_in_the_image() {
     // Compiled now, or by an earlier run whose build stage the engine cached.
     assert!(
         out.contains("Compiled from source: psycopg2")
-            || out.contains("Dependencies unchanged: reusing the installed packages"),
+            || out.contains("Dependencies unchanged: reusing paas-deps:"),
         "{out}"
     );
     let r = d.get(&app, "/driver/");

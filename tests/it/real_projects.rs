@@ -180,7 +180,7 @@ fn uwsgi_compiled_in_the_build_stage_serves_the_page() {
     // Compiled now, or by an earlier run whose build stage the engine cached.
     assert!(
         out.contains("Compiled from source: uwsgi")
-            || out.contains("Dependencies unchanged: reusing the installed packages"),
+            || out.contains("Dependencies unchanged: reusing paas-deps:"),
         "{out}"
     );
     d.assert_serves(&app, "Notes v1");
