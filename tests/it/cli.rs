@@ -94,13 +94,7 @@ fn cli_infers_the_app_speaks_json_and_manages_tokens() {
 
     // Elsewhere: no remote, so --app is needed (usage: 2).
     let elsewhere = tempfile::tempdir().unwrap();
-    let env = [
-        ("PAAS_TOKEN", d.token.as_str()),
-        ("PAAS_BACKUP_PASSPHRASE", "cli json passphrase"),
-    ];
-    // The offsite commands need storage: moto's S3 server, as in offsite::.
-    let s3 = crate::harness::S3Server::start("paas-cli-json");
-    let (offsite_url, s3_endpoint) = ("s3://paas-cli-json/cli".to_string(), s3.endpoint());
+    let env = [("PAAS_TOKEN", d.token.as_str())];
     paas(&cli, elsewhere.path(), &env, &["config"]).fails(
         2,
         "no --app given and no `paas` git remote here: pass --app NAME or run inside the app's git checkout",
