@@ -1306,16 +1306,7 @@ fn find_wsgi(
     ];
     if let Some(file) = candidates.iter().find(|p| is_file(p)) {
         // The settings file first, then its siblings (a settings package: base.py, production.py …).
-        let mut files = vec![file.clone()];
-        if let Some(Ok(entries)) = file.parent().map(std::fs::read_dir) {
-            let mut siblings: Vec<PathBuf> = entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p != file && p.extension().is_some_and(|e| e == "py") && is_file(p))
-                .collect();
-            siblings.sort();
-            files.extend(siblings);
-        }
+        let files = settings_files(file);
         for f in files {
             let rel = f
                 .strip_prefix(project)
@@ -1392,16 +1383,7 @@ fn find_asgi(
     ];
     let mut setting = None;
     if let Some(file) = candidates.iter().find(|p| is_file(p)) {
-        let mut files = vec![file.clone()];
-        if let Some(Ok(entries)) = file.parent().map(std::fs::read_dir) {
-            let mut siblings: Vec<PathBuf> = entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p != file && p.extension().is_some_and(|e| e == "py") && is_file(p))
-                .collect();
-            siblings.sort();
-            files.extend(siblings);
-        }
+        let files = settings_files(file);
         for f in files {
             let rel = f
                 .strip_prefix(project)
@@ -1805,6 +1787,22 @@ fn parse_python_version(value: &str) -> Option<String> {
     let patch_ok = parts.all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
     let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
     (major == "3" && digits(minor) && patch_ok).then(|| format!("{major}.{minor}"))
+}
+
+/// A settings file first, then its siblings (a settings package: base.py,
+/// production.py …), in name order: where a setting is looked for.
+fn settings_files(file: &Path) -> Vec<PathBuf> {
+    let mut files = vec![file.to_path_buf()];
+    if let Some(Ok(entries)) = file.parent().map(std::fs::read_dir) {
+        let mut siblings: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p != file && p.extension().is_some_and(|e| e == "py") && is_file(p))
+            .collect();
+        siblings.sort();
+        files.extend(siblings);
+    }
+    files
 }
 
 /// The newest Django a requirement line's upper bound allows, as a version

@@ -1963,21 +1963,11 @@ fn code_upload(
         let target = Path::new(std::ffi::OsStr::from_bytes(&link.target));
         b.append_link(&mut h, Path::new("app").join(&link.path), target)?;
     }
-    let mut dir_header = tar::Header::new_gnu();
+    let mut dir_header = root_header(0, 0o755);
     dir_header.set_entry_type(tar::EntryType::Directory);
-    dir_header.set_size(0);
-    dir_header.set_mode(0o755);
-    dir_header.set_mtime(0);
-    dir_header.set_uid(0);
-    dir_header.set_gid(0);
     b.append_data(&mut dir_header, "paas", std::io::empty())?;
     for (path, bytes) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
+        let mut h = root_header(bytes.len(), 0o644);
         if path.starts_with("app/") {
             owned(&mut h);
         }
@@ -1988,14 +1978,20 @@ fn code_upload(
         // Single quotes keep every byte; a quote inside is closed, escaped, reopened.
         text.push_str(&format!("{k}='{}'\n", v.replace('\'', "'\\''")));
     }
+    let mut h = root_header(text.len(), 0o600);
+    b.append_data(&mut h, "tmp/paas-build-env", text.as_bytes())?;
+    b.into_inner()?.flush()
+}
+
+/// A regular file's tar header: `size` bytes, `mode`, owned by root, time 0.
+fn root_header(size: usize, mode: u32) -> tar::Header {
     let mut h = tar::Header::new_gnu();
-    h.set_size(text.len() as u64);
-    h.set_mode(0o600);
+    h.set_size(size as u64);
+    h.set_mode(mode);
     h.set_mtime(0);
     h.set_uid(0);
     h.set_gid(0);
-    b.append_data(&mut h, "tmp/paas-build-env", text.as_bytes())?;
-    b.into_inner()?.flush()
+    h
 }
 
 /// Writes `files` (path in the archive, bytes) as a tar to `out`.
@@ -2003,11 +1999,11 @@ fn files_tar(files: Vec<(String, Vec<u8>)>, out: &Path) -> std::io::Result<()> {
     use std::io::Write;
     let mut b = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(out)?));
     for (path, bytes) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        b.append_data(&mut h, &path, bytes.as_slice())?;
+        b.append_data(
+            &mut root_header(bytes.len(), 0o644),
+            &path,
+            bytes.as_slice(),
+        )?;
     }
     b.into_inner()?.flush()
 }
