@@ -976,8 +976,7 @@ async fn build_steps<E: Engine>(
             ..limits
         },
         upload: &upload,
-        keep_list: "/paas/keep",
-        meta_path: "/paas/meta.json",
+        out_dir: "/paas",
         tag: &tag,
         image: crate::docker::ImageSettings {
             entrypoint: settings.entrypoint.clone(),
@@ -1022,8 +1021,8 @@ async fn build_steps<E: Engine>(
         engine.run_build_step(&step, &mut on_line).await
     };
     let limit = ctx.config.build_memory_mb;
-    let meta_bytes = match outcome {
-        Ok(crate::docker::BuildStepOutcome::Built { meta }) => meta,
+    let (meta_bytes, kept) = match outcome {
+        Ok(crate::docker::BuildStepOutcome::Built { meta, kept }) => (meta, kept),
         Ok(crate::docker::BuildStepOutcome::Failed { code: 137 }) => {
             return Err(DeployError::Failed(format!(
                 "the build step (collectstatic) ran out of memory ({limit} MiB): raise build-memory-mb in paas.toml (e.g. build-memory-mb = {}) and push again",
@@ -1050,7 +1049,7 @@ async fn build_steps<E: Engine>(
         }
     };
     run.image = Some(tag.clone());
-    run.timed("code", t_code);
+    tracing::debug!("code: the build step ended");
 
     // What the build learnt about static and media files.
     let mut meta: ReleaseMeta = serde_json::from_slice(&meta_bytes).unwrap_or_default();
@@ -1091,7 +1090,28 @@ async fn build_steps<E: Engine>(
             .await
             .map_err(|e| DeployError::Failed(format!("cannot create the static dir: {e}")))?;
         run.static_dir = Some(static_dir.clone());
-        if let Err(e) = engine.copy_from_image(&tag, root, &static_dir).await {
+        // From the layer's folders the build step left on this host when
+        // STATIC_ROOT lies in one (no container needed), else from the image.
+        let copied = match static_in_kept(&kept, root) {
+            Some((tar, top)) => {
+                let dest = static_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::fs::File::open(&tar).and_then(|f| {
+                        crate::docker::unpack_below(std::io::BufReader::new(f), Some(&top), &dest)
+                    })
+                })
+                .await
+                .map_err(|e| {
+                    DeployError::Failed(format!("copying the static files was interrupted: {e}"))
+                })?
+                .map_err(|e| e.to_string())
+            }
+            None => engine
+                .copy_from_image(&tag, root, &static_dir)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = copied {
             // An app without static files has no STATIC_ROOT dir: fine.
             tracing::info!("no static files copied: {e}");
         }
@@ -1101,6 +1121,8 @@ async fn build_steps<E: Engine>(
             .map_err(|e| DeployError::Failed(format!("checking the static files failed: {e}")))?
             .map_err(|e| DeployError::Failed(format!("checking the static files failed: {e}")))?;
     }
+    tracing::debug!("code: static files copied");
+    run.timed("code", t_code);
     ctx.store
         .update_release(run.release.id, Some(&tag), &meta, &vars, &run.timings)
         .map_err(store_failed)?;
@@ -1112,6 +1134,22 @@ async fn build_steps<E: Engine>(
         meta,
         vars,
         config_of: None,
+    })
+}
+
+/// The tar file of a kept folder holding `static_root`, and the folder
+/// inside that archive that is `static_root` (`/app/static` in the folder
+/// `/app` is `app/static`).
+fn static_in_kept(
+    kept: &[crate::docker::KeptFolder],
+    static_root: &str,
+) -> Option<(PathBuf, PathBuf)> {
+    let root = Path::new(static_root);
+    kept.iter().find_map(|k| {
+        let folder = Path::new(&k.folder);
+        let rel = root.strip_prefix(folder).ok()?;
+        let top = Path::new(folder.file_name()?).join(rel);
+        Some((k.tar.clone(), top))
     })
 }
 
@@ -1376,6 +1414,7 @@ async fn go_live<E: Engine>(run: &mut Run<'_, E>, p: Prepared) -> Result<(), Dep
         .await
         .map_err(|e| DeployError::Failed(format!("starting the web container failed: {e}")))?;
     run.new_container = Some(id.clone());
+    tracing::debug!("start: container started");
     let ip = engine
         .container_ip(&id, &network)
         .await
@@ -2256,6 +2295,30 @@ mod path_tests {
             check_build_paths(&meta("/app/staticfiles", Some("/data/media"))),
             Ok(MediaPlace::Volume)
         );
+    }
+
+    #[test]
+    fn static_files_come_from_the_kept_folder_that_holds_static_root() {
+        use super::static_in_kept;
+        use std::path::PathBuf;
+        let kept = |f: &str, t: &str| crate::docker::KeptFolder {
+            folder: f.into(),
+            tar: PathBuf::from(t),
+        };
+        let kept = [kept("/paas", "/s/keep0.tar"), kept("/app", "/s/keep1.tar")];
+        assert_eq!(
+            static_in_kept(&kept, "/app/static"),
+            Some((PathBuf::from("/s/keep1.tar"), PathBuf::from("app/static")))
+        );
+        assert_eq!(
+            static_in_kept(&kept, "/app"),
+            Some((PathBuf::from("/s/keep1.tar"), PathBuf::from("app")))
+        );
+        // Not below a kept folder (a sibling with a shared prefix neither):
+        // copied from the image instead.
+        assert_eq!(static_in_kept(&kept, "/srv/static"), None);
+        assert_eq!(static_in_kept(&kept, "/application/static"), None);
+        assert_eq!(static_in_kept(&[], "/app/static"), None);
     }
 
     #[test]

@@ -127,11 +127,10 @@ pub struct BuildStep<'a> {
     pub spec: ContainerSpec,
     /// A tar file extracted at `/` before the container starts.
     pub upload: &'a Path,
-    /// A file the step writes: the folders (absolute, one per line) whose
-    /// contents make the new layer.
-    pub keep_list: &'a str,
-    /// A file the step writes, read back for the caller.
-    pub meta_path: &'a str,
+    /// The folder where the step writes `keep` (the folders, absolute, one
+    /// per line, whose contents make the new layer; this folder is always
+    /// one of them) and `meta.json` (read back for the caller).
+    pub out_dir: &'a str,
     /// The new image's name.
     pub tag: &'a str,
     /// The new image's settings beyond the dependency image's.
@@ -144,10 +143,23 @@ pub struct BuildStep<'a> {
 /// How a build step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildStepOutcome {
-    /// The image is tagged; `meta` is the file at `meta_path`.
-    Built { meta: Vec<u8> },
+    /// The image is tagged; `meta` is the step's `meta.json`; `kept`, the
+    /// folders of the layer as tar files in the step's scratch folder
+    /// (empty when the engine keeps none on the host).
+    Built {
+        meta: Vec<u8>,
+        kept: Vec<KeptFolder>,
+    },
     /// The step exited with `code`; no image.
     Failed { code: i64 },
+}
+
+/// One folder of a build step's layer, downloaded: `tar` holds it as the
+/// engine archives a folder (its entries start with the folder's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptFolder {
+    pub folder: String,
+    pub tar: PathBuf,
 }
 
 /// What container to create.
@@ -959,13 +971,19 @@ impl Docker {
         step: &BuildStep<'_>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<BuildStepOutcome, DockerError> {
+        let lap = std::time::Instant::now();
         let id = self.create(&step.spec).await?;
+        tracing::debug!(ms = lap.elapsed().as_millis() as u64, "build step: created");
         let mut guard = RemoveOnDrop {
             docker: self.inner.clone(),
             id: Some(id.clone()),
         };
         let outcome = async {
             self.upload(&id, step.upload).await?;
+            tracing::debug!(
+                ms = lap.elapsed().as_millis() as u64,
+                "build step: uploaded"
+            );
             let code = tokio::time::timeout(step.timeout, self.run_created(&id, on_line))
                 .await
                 .map_err(|_| {
@@ -974,14 +992,41 @@ impl Docker {
                         step.timeout.as_secs()
                     ))
                 })??;
+            tracing::debug!(ms = lap.elapsed().as_millis() as u64, "build step: ran");
             if code != 0 {
                 return Ok(BuildStepOutcome::Failed { code });
             }
-            let meta = self.read_container_file(&id, step.meta_path).await?;
-            let keep = self.read_container_file(&id, step.keep_list).await?;
-            self.commit_layer(&id, step, &String::from_utf8_lossy(&keep))
+            // The step's folder: its two files and a part of the layer.
+            let out_tar = step.scratch.join("keep0.tar");
+            self.download_to(&id, step.out_dir, &out_tar).await?;
+            let tar = out_tar.clone();
+            let mut files =
+                tokio::task::spawn_blocking(move || files_in_tar(&tar, &["meta.json", "keep"]))
+                    .await
+                    .map_err(|e| {
+                        DockerError::Engine(format!(
+                            "reading the step's files was interrupted: {e}"
+                        ))
+                    })?
+                    .map_err(|e| DockerError::Engine(format!("reading {}: {e}", step.out_dir)))?;
+            let (Some(keep), Some(meta)) = (files.pop().flatten(), files.pop().flatten()) else {
+                return Err(DockerError::NotFound(format!(
+                    "{0}/meta.json or {0}/keep (the build step did not write them)",
+                    step.out_dir
+                )));
+            };
+            tracing::debug!(
+                ms = lap.elapsed().as_millis() as u64,
+                "build step: read meta"
+            );
+            let kept = self
+                .commit_layer(&id, step, &String::from_utf8_lossy(&keep), out_tar)
                 .await?;
-            Ok(BuildStepOutcome::Built { meta })
+            tracing::debug!(
+                ms = lap.elapsed().as_millis() as u64,
+                "build step: committed"
+            );
+            Ok(BuildStepOutcome::Built { meta, kept })
         }
         .await;
         let _ = self.force_remove(&id).await;
@@ -1017,24 +1062,6 @@ impl Docker {
         file.flush().await.map_err(io)
     }
 
-    /// One regular file of container `id` (small files only: held in memory).
-    async fn read_container_file(&self, id: &str, path: &str) -> Result<Vec<u8>, DockerError> {
-        let opts = DownloadFromContainerOptionsBuilder::new()
-            .path(path)
-            .build();
-        let tar: Vec<u8> = self
-            .patient()
-            .download_from_container(id, Some(opts))
-            .map_ok(|b| b.to_vec())
-            .try_concat()
-            .await
-            .map_err(|e| match self.err(e) {
-                DockerError::NotFound(m) => DockerError::NotFound(format!("{path} ({m})")),
-                other => other,
-            })?;
-        first_file(&tar).map_err(|e| DockerError::Engine(format!("reading {path}: {e}")))
-    }
-
     /// Makes the layer of the `keep` folders (one absolute path per line)
     /// of container `id` and loads it on top of the container's image as
     /// `step.tag`.
@@ -1043,12 +1070,14 @@ impl Docker {
         id: &str,
         step: &BuildStep<'_>,
         keep: &str,
-    ) -> Result<(), DockerError> {
-        let folders: Vec<&str> = keep
+        out_tar: PathBuf,
+    ) -> Result<Vec<KeptFolder>, DockerError> {
+        let mut folders: Vec<&str> = keep
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
+            .filter(|l| !l.is_empty() && *l != step.out_dir)
             .collect();
+        folders.insert(0, step.out_dir);
         let mut downloads = Vec::new();
         for (i, folder) in folders.iter().enumerate() {
             let p = Path::new(folder);
@@ -1062,15 +1091,29 @@ impl Docker {
                     "the build step named {folder:?} for the image: only absolute folders below / can be kept"
                 )));
             };
-            let out = step.scratch.join(format!("keep{i}.tar"));
-            self.download_to(id, folder, &out).await?;
+            let out = if i == 0 {
+                out_tar.clone()
+            } else {
+                let out = step.scratch.join(format!("keep{i}.tar"));
+                self.download_to(id, folder, &out).await?;
+                out
+            };
             downloads.push((out, parent));
         }
+        tracing::debug!("build step: downloaded the kept folders");
         let parent = self.parent_facts(&step.spec.image).await?;
         let layer = step.scratch.join("layer.tar");
         let archive = step.scratch.join("image.tar");
         let (settings, tag) = (step.image.clone(), step.tag.to_string());
         let (layer_file, archive_file) = (layer.clone(), archive.clone());
+        let kept = folders
+            .iter()
+            .zip(&downloads)
+            .map(|(folder, (tar, _))| KeptFolder {
+                folder: folder.to_string(),
+                tar: tar.clone(),
+            })
+            .collect();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let pairs: Vec<(&Path, &str)> = downloads
                 .iter()
@@ -1090,7 +1133,9 @@ impl Docker {
         .map_err(|e| DockerError::Engine(format!("making the image was interrupted: {e}")))?
         .map_err(|e| DockerError::Engine(format!("making the image's layer failed: {e}")))?;
         let _ = tokio::fs::remove_file(&layer).await;
+        tracing::debug!("build step: wrote the layer");
         self.load(&archive).await?;
+        tracing::debug!("build step: loaded");
         let _ = tokio::fs::remove_file(&archive).await;
         if !self.image_exists(step.tag).await? {
             return Err(DockerError::Engine(format!(
@@ -1098,7 +1143,7 @@ impl Docker {
                 step.tag
             )));
         }
-        Ok(())
+        Ok(kept)
     }
 
     /// What a new image on top of `image` takes from it.
@@ -1900,12 +1945,24 @@ fn first_file(tar: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 fn unpack_stripped(tar: &[u8], dest: &Path) -> std::io::Result<()> {
+    unpack_below(tar, None, dest)
+}
+
+/// Unpacks the entries of the archive `tar` found below `top` (a folder
+/// inside the archive, as `app/static`; `None`: whatever its first
+/// component is) into `dest`. Entries with unsafe paths, and symlinks
+/// pointing out of the folder, are left out.
+pub fn unpack_below(
+    tar: impl std::io::Read,
+    top: Option<&Path>,
+    dest: &Path,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dest)?;
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
-        let Some(rel) = strip_first(&path) else {
+        let Some(rel) = strip_top(&path, top) else {
             continue;
         };
         let target = dest.join(&rel);
@@ -1928,7 +1985,7 @@ fn unpack_stripped(tar: &[u8], dest: &Path) -> std::io::Result<()> {
             }
             tar::EntryType::Link => {
                 // Hard link to an earlier entry of the same archive.
-                let Some(src) = entry.link_name()?.and_then(|l| strip_first(&l)) else {
+                let Some(src) = entry.link_name()?.and_then(|l| strip_top(&l, top)) else {
                     continue;
                 };
                 let _ = std::fs::remove_file(&target);
@@ -1945,12 +2002,53 @@ fn unpack_stripped(tar: &[u8], dest: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The regular files `names` (relative to the archive's top folder) of the
+/// tar file `tar`, in that order; `None` for those it lacks.
+fn files_in_tar(tar: &Path, names: &[&str]) -> std::io::Result<Vec<Option<Vec<u8>>>> {
+    use std::io::Read;
+    let mut found = vec![None; names.len()];
+    let mut archive = tar::Archive::new(std::io::BufReader::new(std::fs::File::open(tar)?));
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let Some(rel) = strip_first(&entry.path()?) else {
+            continue;
+        };
+        if let Some(i) = names.iter().position(|n| rel == Path::new(n)) {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            found[i] = Some(bytes);
+        }
+    }
+    Ok(found)
+}
+
 /// `top/a/b` → `a/b`; `None` for the top entry itself or unsafe paths.
 fn strip_first(path: &Path) -> Option<PathBuf> {
+    strip_top(path, None)
+}
+
+/// `path` below the folder `top` of an archive (`None`: its first
+/// component), relative to it; `None` for `top` itself, paths elsewhere
+/// and unsafe paths.
+fn strip_top(path: &Path, top: Option<&Path>) -> Option<PathBuf> {
     let mut comps = path
         .components()
         .filter(|c| !matches!(c, Component::CurDir));
-    comps.next()?;
+    match top {
+        None => {
+            comps.next()?;
+        }
+        Some(top) => {
+            for want in top.components().filter(|c| !matches!(c, Component::CurDir)) {
+                if !matches!(want, Component::Normal(_)) || comps.next()? != want {
+                    return None;
+                }
+            }
+        }
+    }
     let mut rel = PathBuf::new();
     for c in comps {
         match c {
@@ -2274,6 +2372,57 @@ mod tests {
             Some(PathBuf::from("css/a.css"))
         );
         assert_eq!(strip_first(Path::new("static/../x")), None);
+    }
+
+    #[test]
+    fn unpack_below_takes_one_folder_of_an_archive_and_nothing_around_it() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, body: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append_data(&mut h, path, body).unwrap();
+        };
+        add("app/manage.py", b"code");
+        add("app/static/css/site.css", b"css");
+        add("app/staticfiles.json", b"{}");
+        add("app/static2/x.css", b"no");
+        let tar = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("static");
+        unpack_below(tar.as_slice(), Some(Path::new("app/static")), &dest).unwrap();
+        assert_eq!(std::fs::read(dest.join("css/site.css")).unwrap(), b"css");
+        let mut names: Vec<_> = walk(&dest);
+        names.sort();
+        assert_eq!(names, ["css", "css/site.css"]);
+        assert_eq!(
+            strip_top(Path::new("app/static"), Some(Path::new("app/static"))),
+            None
+        );
+        assert_eq!(
+            strip_top(
+                Path::new("app/static/../../etc"),
+                Some(Path::new("app/static"))
+            ),
+            None
+        );
+    }
+
+    fn walk(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                if p.is_dir() {
+                    todo.push(p);
+                }
+            }
+        }
+        out
     }
 
     fn unix_client(path: &Path) -> Result<Docker, DockerError> {

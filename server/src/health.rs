@@ -322,12 +322,18 @@ where
     let mut good = 0;
     let mut last: String;
     let mut bad_host = 0;
-    // Tight at first (gunicorn answers within tens of milliseconds of its
-    // start), then doubling up to the configured interval.
+    // Tight at first (a new release's first answer is what a push waits
+    // for: gunicorn answers within tens of milliseconds of its workers'
+    // start), then doubling up to the configured interval. Whether the
+    // container still runs asks the engine: at most every ALIVE_EVERY.
     let mut pause = FIRST_PAUSE.min(check.interval);
+    let mut alive_asked: Option<Instant> = None;
     loop {
-        if let Err(reason) = alive().await {
-            return Err(HealthError::Died(reason));
+        if alive_asked.is_none_or(|at| at.elapsed() >= ALIVE_EVERY) {
+            if let Err(reason) = alive().await {
+                return Err(HealthError::Died(reason));
+            }
+            alive_asked = Some(Instant::now());
         }
         match probe().await {
             Ok(code) if is_healthy_status(code) => {
@@ -363,12 +369,18 @@ where
             });
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(check.interval);
+        if start.elapsed() >= TIGHT_FOR {
+            pause = (pause * 2).min(check.interval);
+        }
     }
 }
 
-/// The first pause between probes; each next one doubles, up to the interval.
+/// The pause between probes while the release starts; after TIGHT_FOR
+/// each next one doubles, up to the interval.
 const FIRST_PAUSE: Duration = Duration::from_millis(20);
+const TIGHT_FOR: Duration = Duration::from_secs(3);
+/// How often the probe loop asks the engine whether the container runs.
+const ALIVE_EVERY: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {

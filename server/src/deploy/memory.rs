@@ -318,7 +318,7 @@ impl Engine for MemoryEngine {
         let files = s.build_files.clone();
         let meta = files.get("/paas/meta.json").cloned().unwrap_or_default();
         s.images.insert(step.tag.to_string(), files);
-        Ok(crate::docker::BuildStepOutcome::Built { meta })
+        Ok(crate::docker::BuildStepOutcome::Built { meta, kept: vec![] })
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
