@@ -23,6 +23,7 @@ library's inspect module.
 OUT.json: {"static_url", "static_root", "media_url", "media_root"}, paths absolute.
 """
 
+import importlib
 import io
 import json
 import os
@@ -111,7 +112,26 @@ CHECK_MARK = "-----> paas: check --deploy"
 CHECK_END = "-----> paas: checked"
 
 
+def _import_app_module():
+    """The module the web server loads (PAAS_APP_MODULE, e.g. mysite.wsgi),
+    imported first, as gunicorn does: a wsgi.py may extend sys.path
+    (cookiecutter-django's adds its apps folder) before the settings name
+    apps found only there. False when it fails (the error is printed)."""
+    module = os.environ.get("PAAS_APP_MODULE")
+    if not module:
+        return True
+    try:
+        importlib.import_module(module)
+    except Exception:
+        traceback.print_exc()
+        print("-----> the app's module %s failed to import (the error is above): the web server imports it to start the app, so fix the error and push again" % module)
+        return False
+    return True
+
+
 def main(argv):
+    if not _import_app_module():
+        return 1
     django.setup()
     from django.apps import apps
     from django.conf import settings

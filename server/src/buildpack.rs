@@ -15,6 +15,7 @@
 mod deps;
 mod native;
 mod statements;
+pub use statements::Support;
 
 pub use native::Native;
 
@@ -207,6 +208,10 @@ pub struct BuildPlan {
     pub python_version: String,
     /// The image the build starts from, e.g. `python:3.11-slim`.
     pub base_image: String,
+    /// The Django version the dependencies pin (`4.2.3`) and the Pythons it
+    /// supports, when paas knows them: a deploy that cannot pull the base
+    /// image names only the local Pythons this Django runs on.
+    pub django_support: Option<(String, statements::Support)>,
     pub dependencies: Dependencies,
     /// True when the project does not list gunicorn and the build installs it.
     pub adds_gunicorn: bool,
@@ -511,6 +516,9 @@ pub fn detect_with(
         wsgi_callable,
         python_version,
         base_image,
+        django_support: django
+            .as_deref()
+            .and_then(|d| Some((d.to_string(), statements::django_support(d)?))),
         dependencies: deps.dependencies,
         adds_gunicorn,
         asgi,
@@ -803,6 +811,15 @@ pub fn run_settings(plan: &BuildPlan) -> RunSettings {
             ("PYTHONPATH".into(), format!("/paas:{workdir}")),
             ("DJANGO_SETTINGS_MODULE".into(), "paas_settings".into()),
             ("PAAS_PROJECT_SETTINGS".into(), plan.settings_module.clone()),
+            // The module the web server loads; the build step imports it
+            // first, as the server does (a wsgi.py may extend sys.path).
+            (
+                "PAAS_APP_MODULE".into(),
+                match &plan.asgi {
+                    Some((module, _)) => module.clone(),
+                    None => plan.wsgi_module.clone(),
+                },
+            ),
             ("PORT".into(), "8000".into()),
         ],
         working_dir: workdir,
@@ -3455,6 +3472,61 @@ mod tests {
         assert_eq!(
             deps::poetry_lock(lock1, None).unwrap().lines,
             ["django==3.2.25"]
+        );
+        // Lock 1.x keeps a backport's markers on the edge that needs it
+        // only: the line gets them (and what the backport alone needs
+        // inherits them); 1.0's `python = "<3.8"` on an edge counts too.
+        let lock1 = r#"[[package]]
+name = "django"
+version = "4.2.16"
+category = "main"
+
+[package.dependencies]
+asgiref = ">=3.6.0,<4"
+"backports.zoneinfo" = {version = "*", markers = "python_version < \"3.9\""}
+tzdata = {version = "*", markers = "sys_platform == \"win32\""}
+
+[[package]]
+name = "asgiref"
+version = "3.8.1"
+category = "main"
+
+[package.dependencies]
+typing-extensions = {version = ">=4", python = "<3.11"}
+
+[[package]]
+name = "backports.zoneinfo"
+version = "0.2.1"
+category = "main"
+
+[package.dependencies]
+shim = "*"
+
+[[package]]
+name = "shim"
+version = "1.0"
+category = "main"
+
+[[package]]
+name = "tzdata"
+version = "2024.2"
+category = "main"
+
+[[package]]
+name = "typing-extensions"
+version = "4.12.2"
+category = "main"
+"#;
+        assert_eq!(
+            deps::poetry_lock(lock1, None).unwrap().lines,
+            [
+                "django==4.2.16",
+                "asgiref==3.8.1",
+                "backports-zoneinfo==0.2.1 ; python_version < \"3.9\"",
+                "shim==1.0 ; python_version < \"3.9\"",
+                "tzdata==2024.2 ; sys_platform == \"win32\"",
+                "typing-extensions==4.12.2 ; python_version < \"3.11\""
+            ]
         );
         // A poetry project without its lock.
         let d = pyproject_project(

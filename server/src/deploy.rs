@@ -588,17 +588,43 @@ async fn ensure_base_image<E: Engine>(
         return Err(engine_failed(e, "push again"));
     }
     let here = buildpack::local_pythons(&engine.image_tags().await.unwrap_or_default(), pattern);
-    let pin = match here.as_slice() {
-        [] => String::new(),
-        list => format!(
-            ", or pin a Python whose image is on this server ({}) in .python-version",
-            list.join(", ")
-        ),
-    };
+    let pin = pin_a_local_python(&here, plan.django_support.as_ref());
+
     Err(DeployError::Failed(format!(
         "Python {} needs the base image {image}, which is not on this server and cannot be pulled ({e}): give the server access to its image registry{pin}",
         plan.python_version
     )))
+}
+
+/// The end of the cannot-pull sentence: the local Pythons (`here`, newest
+/// first) the project could pin instead, only those its Django supports.
+fn pin_a_local_python(here: &[String], django: Option<&(String, buildpack::Support)>) -> String {
+    let minor = |v: &String| v.strip_prefix("3.").and_then(|m| m.parse::<u32>().ok());
+    match django {
+        None if here.is_empty() => String::new(),
+        None => format!(
+            ", or pin a Python whose image is on this server ({}) in .python-version",
+            here.join(", ")
+        ),
+        Some((d, support)) => {
+            let fits: Vec<&str> = here
+                .iter()
+                .filter(|v| minor(v).is_some_and(|m| support.allows(m)))
+                .map(String::as_str)
+                .collect();
+            if fits.is_empty() {
+                format!(
+                    " (Django {d} supports Python {}, and no image of those is on this server)",
+                    support.shown()
+                )
+            } else {
+                format!(
+                    ", or pin a Python that Django {d} supports and whose image is on this server ({}) in .python-version",
+                    fits.join(", ")
+                )
+            }
+        }
+    }
 }
 
 /// Which release a build-less deploy starts again, checked before any
@@ -928,7 +954,7 @@ async fn build_steps<E: Engine>(
             "Dependencies unchanged: reusing {deps_tag} (no install)"
         ));
     } else {
-        build_dependencies(run, &deps, &deps_tag, &workdir).await?;
+        build_dependencies(run, &deps, &deps_tag, &workdir, &plan.python_version).await?;
     }
     run.timed("dependencies", t);
 
@@ -1161,6 +1187,7 @@ async fn build_dependencies<E: Engine>(
     deps: &buildpack::DependencyBuild,
     tag: &str,
     workdir: &Path,
+    python: &str,
 ) -> Result<(), DeployError> {
     let (ctx, engine) = (run.ctx, run.engine);
     run.progress.step(&format!(
@@ -1178,22 +1205,15 @@ async fn build_dependencies<E: Engine>(
         let (store, release_id) = (&ctx.store, run.release.id);
         let mut flushed = Instant::now();
         let mut condenser = build_log::Condenser::new();
-        let mut killed = false;
-        let mut no_compiler = false;
+        // Why it failed, if it does: the OOM killer, no compiler for a
+        // package the buildpack did not know compiles, a package that failed to compile.
+        let mut watch = build_log::FailureWatch::new();
         let mut on_line = |line: &str| {
             let line = line.trim_end();
             if !line.is_empty() {
                 progress.log_only(line);
             }
-            // The kernel's OOM killer ends a compiler or pip inside the
-            // step's memory limit: gcc says so in its own words.
-            killed |= line.contains("Killed signal terminated program");
-            // A package compiling C code the buildpack did not know of: the
-            // image without a build stage has no compiler.
-            no_compiler |= line.contains("No such file or directory: 'x86_64-linux-gnu-gcc'")
-                || line.contains("No such file or directory: 'gcc'")
-                || line.contains("error: command 'gcc' failed")
-                || line.contains("error: command 'x86_64-linux-gnu-gcc' failed");
+            watch.line(line);
             for shown in condenser.line(line) {
                 progress.pusher_only(shown);
             }
@@ -1231,16 +1251,24 @@ async fn build_dependencies<E: Engine>(
             progress.pusher_only(shown);
         }
         let limit = ctx.config.build_memory_mb;
-        built.map_err(|e| match e {
-            e @ crate::docker::DockerError::Unreachable { .. } => engine_failed(e, "push again"),
-            e if killed || out_of_memory(&e.to_string()) => DeployError::Failed(format!(
+        let verdict = watch.verdict();
+        built.map_err(|e| match (e, verdict) {
+            (e @ crate::docker::DockerError::Unreachable { .. }, _) => engine_failed(e, "push again"),
+            (e, v) if v == Some(build_log::FailedBuild::OutOfMemory) || out_of_memory(&e.to_string()) => DeployError::Failed(format!(
                 "the image build ran out of memory (each build step may use {limit} MiB): raise build-memory-mb in paas.toml (e.g. build-memory-mb = {}) and push again, or install a wheel instead of compiling ({e})",
                 (limit * 2).min(2047)
             )),
-            e if no_compiler => DeployError::Failed(format!(
-                "a dependency compiles C code and the build has no compiler for it: name the Debian packages it needs with `paas config:set PAAS_BUILD_PACKAGES=\"gcc libc6-dev\"` (plus the library's -dev package, and PAAS_RUNTIME_PACKAGES for its run-time library), pin a release of it with a wheel for this Python, or pin another Python; then push again ({e})"
+            (e, Some(build_log::FailedBuild::NoCompiler { package })) => DeployError::Failed(format!(
+                "{} compiles C code and the build has no compiler for it: name the Debian packages it needs with `paas config:set PAAS_BUILD_PACKAGES=\"gcc libc6-dev\"` (plus the library's -dev package, and PAAS_RUNTIME_PACKAGES for its run-time library), pin a release of it with a wheel for Python {python}, or pin another Python; then push again ({e})",
+                match package {
+                    Some(p) => format!("the dependency {p}"),
+                    None => "a dependency".to_string(),
+                }
             )),
-            e => DeployError::Failed(format!(
+            (_, Some(build_log::FailedBuild::Compile { packages })) => {
+                DeployError::Failed(build_log::failed_to_compile(&packages, python))
+            }
+            (e, _) => DeployError::Failed(format!(
                 "the image build failed: {e}. Fix the cause shown above and push again"
             )),
         })?;

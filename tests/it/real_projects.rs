@@ -251,3 +251,224 @@ fn a_warm_redeploy_prints_at_most_25_lines() {
     let log = v["log"].as_str().unwrap_or_default();
     assert!(log.contains("-----> paas metadata: "), "raw log: {log}");
 }
+
+/// A Django 4 project locked by poetry 1.x: the lock keeps the backport
+/// Django needs on old Pythons only (`backports.zoneinfo`, no wheel for
+/// any Python paas builds with) as a dependency of every category `main`
+/// package, its `python_version < "3.9"` marker on the edge alone. The
+/// requirement keeps that marker: pip skips the backport on Python 3.11
+/// instead of compiling it (which fails: the image has no compiler).
+#[test]
+fn a_poetry_1_lock_keeps_a_backport_to_the_old_pythons_its_edge_names() {
+    let mut d = Daemon::start();
+    let app = d.app("poetry1");
+    let p = Project::from_fixture("poetry-project");
+    p.write(
+        "pyproject.toml",
+        r#"[tool.poetry]
+name = "mysite"
+version = "0.1.0"
+description = "A Django 4 site locked by poetry 1.x"
+authors = ["Fixture <fixture@example.com>"]
+
+[tool.poetry.dependencies]
+python = "~3.11"
+django = "4.2.16"
+
+[tool.poetry.group.dev.dependencies]
+ruff = "^0.7"
+
+[build-system]
+requires = ["poetry-core"]
+build-backend = "poetry.core.masonry.api"
+"#,
+    );
+    // Fixture: lock-version 1.1 as poetry 1.1 to 1.4 write it (no hashes
+    // needed: paas pins the versions, pip fetches them).
+    p.write(
+        "poetry.lock",
+        r#"[[package]]
+name = "asgiref"
+version = "3.8.1"
+description = "ASGI specs, helper code, and adapters"
+category = "main"
+optional = false
+python-versions = ">=3.8"
+
+[package.dependencies]
+typing-extensions = {version = ">=4", markers = "python_version < \"3.11\""}
+
+[[package]]
+name = "backports.zoneinfo"
+version = "0.2.1"
+description = "Backport of the standard library zoneinfo module"
+category = "main"
+optional = false
+python-versions = ">=3.6"
+
+[package.extras]
+tzdata = ["tzdata"]
+
+[[package]]
+name = "django"
+version = "4.2.16"
+description = "A high-level Python web framework that encourages rapid development and clean, pragmatic design."
+category = "main"
+optional = false
+python-versions = ">=3.8"
+
+[package.dependencies]
+asgiref = ">=3.6.0,<4"
+"backports.zoneinfo" = {version = "*", markers = "python_version < \"3.9\""}
+sqlparse = ">=0.3.1"
+tzdata = {version = "*", markers = "sys_platform == \"win32\""}
+
+[[package]]
+name = "ruff"
+version = "0.7.4"
+description = "An extremely fast Python linter and code formatter, written in Rust."
+category = "dev"
+optional = false
+python-versions = ">=3.7"
+
+[[package]]
+name = "sqlparse"
+version = "0.5.1"
+description = "A non-validating SQL parser."
+category = "main"
+optional = false
+python-versions = ">=3.8"
+
+[[package]]
+name = "typing-extensions"
+version = "4.12.2"
+description = "Backported and Experimental Type Hints for Python 3.8+"
+category = "main"
+optional = false
+python-versions = ">=3.8"
+
+[[package]]
+name = "tzdata"
+version = "2024.2"
+description = "Provider of IANA time zone data"
+category = "main"
+optional = false
+python-versions = ">=2"
+
+[metadata]
+lock-version = "1.1"
+python-versions = "~3.11"
+content-hash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+[metadata.files]
+asgiref = []
+"backports.zoneinfo" = []
+django = []
+ruff = []
+sqlparse = []
+typing-extensions = []
+tzdata = []
+"#,
+    );
+    p.commit("poetry 1.x lock, Django 4.2");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert!(out.contains("Dependencies from poetry.lock"), "{out}");
+    assert!(out.contains("Python 3.11"), "{out}");
+    d.assert_serves(&app, "Poetry project works");
+    let (ok, text) = run_in_image(
+        &format!("paas/{app}:v1"),
+        "pip show django && ! pip show backports.zoneinfo && ! pip show typing-extensions && ! pip show ruff",
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("Version: 4.2.16"), "{text}");
+}
+
+/// psycopg[c] compiles in the build stage (libpq-dev, gcc) within the
+/// default build memory limit (768 MiB): with the debug information
+/// Python's compiler flags ask for, it needed ~914 MB and the OOM killer
+/// stopped gcc; the build stage compiles without it (CFLAGS=-g0).
+#[test]
+fn psycopg_c_compiles_within_the_default_build_memory_limit() {
+    let mut d = Daemon::start();
+    let app = d.app("psycopgc");
+    let p = Project::from_fixture("blog");
+    p.append("requirements.txt", "psycopg[c]==3.2.4\n");
+    p.commit("psycopg compiled against libpq");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    assert!(
+        out.contains("psycopg[c] compiled in a build stage (gcc, libpq-dev)"),
+        "{out}"
+    );
+    // Compiled now, or by an earlier run whose build stage the engine cached.
+    assert!(
+        out.contains("Compiled from source: psycopg-c")
+            || out.contains("Dependencies unchanged: reusing paas-deps:"),
+        "{out}"
+    );
+    d.assert_serves(&app, "Notes v1");
+    let (ok, text) = run_in_image(
+        &format!("paas/{app}:v1"),
+        "python -c 'import psycopg; print(\"impl\", psycopg.pq.__impl__)'",
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("impl c"), "{text}");
+}
+
+/// cookiecutter-django's layout: the apps live in a folder that wsgi.py
+/// (and manage.py) append to `sys.path`; INSTALLED_APPS names them as
+/// top-level packages. The build step imports the WSGI module first, as
+/// gunicorn does, so Django finds them at build time too.
+#[test]
+fn apps_found_through_the_sys_path_that_wsgi_py_extends_deploy() {
+    let mut d = Daemon::start();
+    let app = d.app("syspath");
+    let p = Project::from_fixture("blog");
+    let root = p.dir.path();
+    std::fs::create_dir(root.join("apps")).unwrap();
+    std::fs::rename(root.join("notes"), root.join("apps/notes")).unwrap();
+    let extend = "import sys\nfrom pathlib import Path\n\nsys.path.append(str(Path(__file__).resolve().parent.parent / 'apps'))\n";
+    p.write(
+        "mysite/wsgi.py",
+        &format!(
+            "import os\n{extend}\nfrom django.core.wsgi import get_wsgi_application\n\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n\napplication = get_wsgi_application()\n"
+        ),
+    );
+    p.replace(
+        "import os\nimport sys\n",
+        "import os\nimport sys\nfrom pathlib import Path\n\nsys.path.append(str(Path(__file__).resolve().parent / 'apps'))\n",
+    );
+    p.commit("apps in apps/, on the path wsgi.py extends");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    d.assert_serves(&app, "Notes v1");
+    let r = d.post_form(&app, "/add/", "text=found");
+    assert_eq!(r.status, 201, "{}", r.text());
+    d.assert_serves(&app, "found");
+}
+
+/// A package with no wheel for the build's Python compiles, and fails to:
+/// the push's one sentence names it and both ways out (a release with a
+/// wheel, or the project's own Python).
+#[test]
+fn a_package_without_a_wheel_that_fails_to_compile_is_named() {
+    let mut d = Daemon::start();
+    let app = d.app("nowheel");
+    let p = Project::from_fixture("blog");
+    // psycopg2 makes the build stage (gcc, libpq-dev); backports.zoneinfo
+    // 0.2.1 ships wheels up to Python 3.8 only and its C code does not
+    // compile against 3.13.
+    p.write(".python-version", "3.13\n");
+    p.write(
+        "requirements.txt",
+        "Django>=5.1.3,<5.2\npsycopg2==2.9.10\nbackports.zoneinfo==0.2.1\n",
+    );
+    p.commit("an old backport");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(!ok, "push accepted:\n{out}");
+    assert!(
+        out.contains("backports.zoneinfo failed to compile for Python 3.13 (pip's error is above): pin a release of backports.zoneinfo that ships a wheel for Python 3.13, or set the Python the project was written for (e.g. `paas config:set PYTHON_VERSION=3.12`), and push again"),
+        "{out}"
+    );
+}

@@ -404,10 +404,21 @@ pub fn poetry_lock(text: &str, pyproject: Option<&Pyproject>) -> Result<Resolved
         );
         pkgs.clone()
     };
+    if has_groups || has_category {
+        // Formats before 2.1 keep no markers of their own on a package: a
+        // backport that only old Pythons need (`backports.zoneinfo` under
+        // Django 4, `python_version < "3.9"` on the edge) would be
+        // installed, and compiled, on every Python.
+        let roots: BTreeSet<String> = pyproject
+            .map(|p| p.main_roots.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        edge_markers = edge_conditions(&selected, &roots);
+    }
     for p in selected {
         let name = name_of(p);
         let version = p.get("version").and_then(|v| v.as_str()).unwrap_or("");
-        let markers = match p.get("markers") {
+        // `marker`: poetry 1.0's name for it.
+        let markers = match p.get("markers").or_else(|| p.get("marker")) {
             Some(toml::Value::String(m)) => Some(m.clone()),
             Some(toml::Value::Table(tb)) => {
                 tb.get("main").and_then(|m| m.as_str()).map(str::to_string)
@@ -447,6 +458,154 @@ pub fn poetry_lock(text: &str, pyproject: Option<&Pyproject>) -> Result<Resolved
         .and_then(|p| p.requires_python.clone())
         .map(PythonHint::Constraint);
     Ok(out)
+}
+
+/// The markers under which each of `selected` (a lock's packages without
+/// markers of their own) is needed, from the markers on the lock's edges
+/// between them: a package every path reaches only through marked edges is
+/// needed when one of those markers holds. Packages needed everywhere (the
+/// project's own dependencies, `roots`, those no other package needs, and
+/// those an unmarked edge reaches from one needed everywhere) are left out.
+/// A marked edge from a package itself needed under a marker counts with
+/// its own marker only (a superset: never less than needed).
+fn edge_conditions(
+    selected: &[&toml::Table],
+    roots: &BTreeSet<String>,
+) -> BTreeMap<String, String> {
+    let name_of = |p: &toml::Table| {
+        p.get("name")
+            .and_then(|n| n.as_str())
+            .map(normalize_name)
+            .unwrap_or_default()
+    };
+    let names: BTreeSet<String> = selected.iter().map(|p| name_of(p)).collect();
+    // (from, to, marker of the edge)
+    let mut edges: Vec<(String, String, Option<String>)> = Vec::new();
+    for p in selected {
+        let Some(deps) = p.get("dependencies").and_then(|d| d.as_table()) else {
+            continue;
+        };
+        for (dep, spec) in deps {
+            let dep = normalize_name(dep);
+            if !names.contains(&dep) {
+                continue;
+            }
+            // A list: one entry per Python range (poetry's multiple constraints).
+            let specs: Vec<&toml::Value> = match spec {
+                toml::Value::Array(a) => a.iter().collect(),
+                other => vec![other],
+            };
+            for spec in specs {
+                let tb = spec.as_table();
+                if tb.and_then(|t| t.get("optional")).and_then(|o| o.as_bool()) == Some(true) {
+                    continue;
+                }
+                edges.push((name_of(p), dep.clone(), tb.and_then(edge_marker)));
+            }
+        }
+    }
+    // name → None: needed everywhere; Some(markers): when one of them holds.
+    let mut needed: BTreeMap<String, Option<BTreeSet<String>>> = names
+        .iter()
+        .map(|n| {
+            let reached = edges.iter().any(|(_, to, _)| to == n);
+            let everywhere = roots.contains(n) || !reached;
+            (n.clone(), (!everywhere).then(BTreeSet::new))
+        })
+        .collect();
+    loop {
+        let mut changed = false;
+        for (from, to, marker) in &edges {
+            let Some(Some(have)) = needed.get(to) else {
+                continue;
+            };
+            let add: Option<BTreeSet<String>> = match (needed.get(from), marker) {
+                (Some(None), None) => None,
+                (Some(None), Some(m)) | (Some(Some(_)), Some(m)) => Some([m.clone()].into()),
+                (Some(Some(from_set)), None) => Some(from_set.clone()),
+                (None, _) => continue,
+            };
+            let next = match add {
+                None => None,
+                Some(add) if add.is_subset(have) => continue,
+                Some(add) => Some(have.union(&add).cloned().collect()),
+            };
+            needed.insert(to.clone(), next);
+            changed = true;
+        }
+        if !changed {
+            break;
+        }
+    }
+    needed
+        .into_iter()
+        .filter_map(|(n, m)| {
+            let m = m.filter(|m| !m.is_empty())?;
+            Some((n, join_markers(m)))
+        })
+        .collect()
+}
+
+/// The marker of a poetry.lock edge: its `markers`, and its `python`
+/// constraint (poetry 1.0's way, `python = "<3.8"`) as a marker.
+fn edge_marker(spec: &toml::Table) -> Option<String> {
+    let markers = spec
+        .get("markers")
+        .and_then(|m| m.as_str())
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string);
+    let python = spec
+        .get("python")
+        .and_then(|p| p.as_str())
+        .and_then(python_marker);
+    match (markers, python) {
+        (Some(m), Some(p)) => Some(format!("({m}) and ({p})")),
+        (m, p) => m.or(p),
+    }
+}
+
+/// A poetry Python constraint as a PEP 508 marker: `<3.8` →
+/// `python_version < "3.8"`, `>=3.6,<3.8 || >=3.9` → each side joined with
+/// `or`. None for `*` (every Python) or what is not a constraint.
+fn python_marker(constraint: &str) -> Option<String> {
+    let alternatives: Vec<String> = constraint
+        .split("||")
+        .map(|alt| {
+            let clauses: Vec<String> = poetry_constraint(alt)
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && *c != "*")
+                .map(|c| {
+                    let op_len = c.find(|ch: char| ch.is_ascii_digit()).unwrap_or(c.len());
+                    let (op, v) = c.split_at(op_len);
+                    let op = match op.trim() {
+                        "" => "==",
+                        op => op,
+                    };
+                    let v = v.trim();
+                    let var = if v.trim_end_matches(".*").split('.').count() > 2 {
+                        "python_full_version"
+                    } else {
+                        "python_version"
+                    };
+                    format!("{var} {op} \"{v}\"")
+                })
+                .collect();
+            clauses.join(" and ")
+        })
+        .collect();
+    if alternatives.iter().any(|a| a.is_empty()) {
+        return None;
+    }
+    Some(match alternatives.as_slice() {
+        [one] => one.clone(),
+        many => many
+            .iter()
+            .map(|a| format!("({a})"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+    })
 }
 
 // ---- uv.lock ----

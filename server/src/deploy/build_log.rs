@@ -240,6 +240,178 @@ impl Condenser {
     }
 }
 
+/// Why the dependency image's build failed, told by what pip and the
+/// compiler printed: the push's one sentence names the way out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailedBuild {
+    /// The kernel's OOM killer ended a compiler inside the step's memory
+    /// limit (gcc says "Killed signal terminated program").
+    OutOfMemory,
+    /// A package compiles C code and the image has no compiler (no build
+    /// stage): the package, when pip said which.
+    NoCompiler { package: Option<String> },
+    /// These packages failed to build (no wheel for this Python, so pip
+    /// compiled them, and that failed), in pip's order.
+    Compile { packages: Vec<String> },
+}
+
+/// Reads every raw line of a dependency build and tells, at the end, why it
+/// failed ([`FailureWatch::verdict`]), when pip or the compiler said so.
+#[derive(Debug, Default)]
+pub struct FailureWatch {
+    /// The package pip is fetching or preparing (`Collecting X`).
+    collecting: Option<String>,
+    /// The package whose wheel pip is building, until it is built.
+    building: Option<String>,
+    /// Packages pip says failed to build, in order, once each.
+    failed: Vec<String>,
+    /// pip's "Failed to build installable wheels" heading: names follow.
+    names_follow: bool,
+    killed: bool,
+    no_compiler: Option<Option<String>>,
+}
+
+impl FailureWatch {
+    pub fn new() -> FailureWatch {
+        FailureWatch::default()
+    }
+
+    fn failed(&mut self, name: &str) {
+        let name = name.trim().trim_end_matches(['.', ',']).trim();
+        if !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !self.failed.iter().any(|f| f.eq_ignore_ascii_case(name))
+        {
+            self.failed.push(name.to_string());
+        }
+    }
+
+    /// The package pip is working on now: the wheel it builds, else the
+    /// one it prepares.
+    fn current(&self) -> Option<String> {
+        self.building.clone().or_else(|| self.collecting.clone())
+    }
+
+    pub fn line(&mut self, raw: &str) {
+        if raw.contains("Killed signal terminated program") {
+            self.killed = true;
+        }
+        if self.no_compiler.is_none()
+            && (raw.contains("No such file or directory: 'x86_64-linux-gnu-gcc'")
+                || raw.contains("No such file or directory: 'gcc'")
+                || raw.contains("error: command 'gcc' failed")
+                || raw.contains("error: command 'x86_64-linux-gnu-gcc' failed"))
+        {
+            self.no_compiler = Some(self.current());
+        }
+        // pip's boxed error output (`× …`, `│ …`, `╰─> …`) and its
+        // `ERROR: ` prefix (doubled by some releases).
+        let mut t = raw
+            .trim()
+            .trim_start_matches(['×', '│', '╰', '─', '>'])
+            .trim();
+        if t.is_empty() {
+            return;
+        }
+        while let Some(rest) = t.strip_prefix("ERROR: ") {
+            t = rest;
+        }
+        let names_follow = std::mem::take(&mut self.names_follow);
+        // `a, b` or `a b`, as pip lists packages.
+        let names = |list: &str| -> Vec<String> {
+            list.split([',', ' '])
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut failed = Vec::new();
+        if let Some(spec) = t.strip_prefix("Collecting ") {
+            self.collecting = Some(requirement_name(spec));
+        } else if let Some(rest) = t
+            .strip_prefix("Building wheel for ")
+            .or_else(|| t.strip_prefix("Running setup.py install for "))
+        {
+            let name = rest.split([' ', ':']).next().unwrap_or("").to_string();
+            if rest.contains("did not run successfully") || rest.contains("status 'error'") {
+                failed.push(name);
+            } else if rest.contains("status 'done'") {
+                self.building = None;
+            } else {
+                self.building = Some(name);
+            }
+        } else if let Some(name) = t.strip_prefix("Failed building wheel for ") {
+            failed.push(name.to_string());
+        } else if let Some(rest) = t.strip_prefix("Failed to build installable wheels") {
+            // pip 24 names them in parentheses, pip 25 on the next line (`╰─> a, b`).
+            match rest.split_once("projects (") {
+                Some((_, inside)) => failed = names(inside.trim_end_matches(')')),
+                None => self.names_follow = true,
+            }
+        } else if let Some(list) = t.strip_prefix("Failed to build ") {
+            failed = names(list);
+        } else if let Some(rest) = t.strip_prefix("Could not build wheels for ") {
+            failed = names(rest.split(", which ").next().unwrap_or(""));
+        } else if names_follow && !t.starts_with('[') {
+            failed = names(t);
+        } else if t == "error: subprocess-exited-with-error" && self.failed.is_empty() {
+            // Preparing a package's metadata or its wheel failed: the one
+            // pip was on (the lines after it name it too, when they do).
+            failed.extend(self.current());
+        }
+        for name in failed {
+            self.failed(&name);
+        }
+    }
+
+    /// Why the build failed, when the lines said.
+    pub fn verdict(&self) -> Option<FailedBuild> {
+        if self.killed {
+            Some(FailedBuild::OutOfMemory)
+        } else if let Some(package) = &self.no_compiler {
+            Some(FailedBuild::NoCompiler {
+                package: package.clone().or_else(|| self.failed.first().cloned()),
+            })
+        } else if !self.failed.is_empty() {
+            Some(FailedBuild::Compile {
+                packages: self.failed.clone(),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// The push's sentence for packages that failed to compile on `python`
+/// (`3.12`): pip compiles a package only when no wheel of the pinned release
+/// fits that Python, so the way out is a release with one, or another Python.
+pub fn failed_to_compile(packages: &[String], python: &str) -> String {
+    let (names, pin) = match packages {
+        [init @ .., last] if !init.is_empty() => (
+            format!("{} and {last}", init.join(", ")),
+            format!("pin releases of them that ship wheels for Python {python}"),
+        ),
+        [one] => (
+            one.clone(),
+            format!("pin a release of {one} that ships a wheel for Python {python}"),
+        ),
+        _ => (
+            "a dependency".to_string(),
+            format!("pin a release of it that ships a wheel for Python {python}"),
+        ),
+    };
+    let older = python
+        .strip_prefix("3.")
+        .and_then(|m| m.parse::<u32>().ok())
+        .filter(|m| *m > 8)
+        .map(|m| format!("3.{}", m - 1))
+        .unwrap_or_else(|| "3.11".into());
+    format!(
+        "{names} failed to compile for Python {python} (pip's error is above): {pin}, or set the Python the project was written for (e.g. `paas config:set PYTHON_VERSION={older}`), and push again"
+    )
+}
+
 /// The variable a settings module stopped on, from the error it raised:
 /// django-environ's `ImproperlyConfigured: Set the X environment variable`,
 /// or `KeyError: 'X'` (settings reading `os.environ["X"]`).
@@ -453,6 +625,117 @@ System check identified 3 issues (0 silenced).";
             check_line("System check identified no issues (0 silenced)."),
             Some("System check identified no issues (0 silenced).".into())
         );
+    }
+
+    fn verdict(raw: &str) -> Option<FailedBuild> {
+        let mut w = FailureWatch::new();
+        for l in raw.lines() {
+            w.line(l);
+        }
+        w.verdict()
+    }
+
+    #[test]
+    fn a_wheel_that_fails_to_compile_names_its_package() {
+        // pip 24: the box, then its summary lines.
+        let raw = "Collecting Django==4.2.16
+Collecting backports.zoneinfo==0.2.1 (from -r /paas/deps/requirements.txt (line 2))
+  Downloading backports.zoneinfo-0.2.1.tar.gz (74 kB)
+Building wheels for collected packages: backports.zoneinfo
+  Building wheel for backports.zoneinfo (pyproject.toml): started
+  Building wheel for backports.zoneinfo (pyproject.toml): finished with status 'error'
+  error: subprocess-exited-with-error
+
+  × Building wheel for backports.zoneinfo (pyproject.toml) did not run successfully.
+  │ exit code: 1
+  ╰─> [40 lines of output]
+      lib/zoneinfo_module.c:1:10: error: '_PyLong_One' undeclared
+      error: command '/usr/bin/gcc' failed with exit code 1
+      [end of output]
+
+  note: This error originates from a subprocess, and is likely not a problem with pip.
+  ERROR: Failed building wheel for backports.zoneinfo
+Failed to build backports.zoneinfo
+ERROR: ERROR: Failed to build installable wheels for some pyproject.toml based projects (backports.zoneinfo)";
+        assert_eq!(
+            verdict(raw),
+            Some(FailedBuild::Compile {
+                packages: vec!["backports.zoneinfo".into()]
+            })
+        );
+        // pip 25: the names under the heading, in a box of their own.
+        let raw = "Building wheels for collected packages: uwsgi, pyyaml
+  Building wheel for uwsgi (pyproject.toml): finished with status 'done'
+  Building wheel for pyyaml (pyproject.toml): started
+  error: subprocess-exited-with-error
+error: failed-wheel-build-for-install
+
+× Failed to build installable wheels for some pyproject.toml based projects
+╰─> pyyaml";
+        assert_eq!(
+            verdict(raw),
+            Some(FailedBuild::Compile {
+                packages: vec!["pyyaml".into()]
+            })
+        );
+        // Older pips: `Could not build wheels for a, b, which is required …`.
+        let raw = "ERROR: Could not build wheels for cffi, cryptography, which is required to install pyproject.toml-based projects";
+        assert_eq!(
+            verdict(raw),
+            Some(FailedBuild::Compile {
+                packages: vec!["cffi".into(), "cryptography".into()]
+            })
+        );
+        // Metadata that cannot be prepared: the package being collected.
+        let raw = "Collecting Django==4.2.16
+Collecting oldthing==0.1 (from -r /paas/deps/requirements.txt (line 3))
+  Getting requirements to build wheel: finished with status 'error'
+  error: subprocess-exited-with-error
+
+  × Getting requirements to build wheel did not run successfully.
+  │ exit code: 1
+  ╰─> [3 lines of output]
+      ModuleNotFoundError: No module named 'distutils'
+      [end of output]";
+        assert_eq!(
+            verdict(raw),
+            Some(FailedBuild::Compile {
+                packages: vec!["oldthing".into()]
+            })
+        );
+        // A build that failed otherwise is not blamed on a package.
+        assert_eq!(
+            verdict("Collecting nothing-such\nERROR: Could not find a version that satisfies the requirement nothing-such"),
+            None
+        );
+    }
+
+    #[test]
+    fn memory_and_a_missing_compiler_come_before_the_package() {
+        let raw = "Building wheel for psycopg-c (pyproject.toml): started
+gcc: fatal error: Killed signal terminated program cc1
+Failed to build psycopg-c";
+        assert_eq!(verdict(raw), Some(FailedBuild::OutOfMemory));
+        let raw = "Collecting backports.zoneinfo==0.2.1
+Building wheel for backports.zoneinfo (pyproject.toml): started
+error: command 'x86_64-linux-gnu-gcc' failed: No such file or directory
+Failed to build backports.zoneinfo";
+        assert_eq!(
+            verdict(raw),
+            Some(FailedBuild::NoCompiler {
+                package: Some("backports.zoneinfo".into())
+            })
+        );
+    }
+
+    #[test]
+    fn the_compile_sentence_names_the_package_and_both_ways_out() {
+        assert_eq!(
+            failed_to_compile(&["backports.zoneinfo".into()], "3.12"),
+            "backports.zoneinfo failed to compile for Python 3.12 (pip's error is above): pin a release of backports.zoneinfo that ships a wheel for Python 3.12, or set the Python the project was written for (e.g. `paas config:set PYTHON_VERSION=3.11`), and push again"
+        );
+        assert!(failed_to_compile(&["cffi".into(), "cryptography".into()], "3.13")
+            .starts_with("cffi and cryptography failed to compile for Python 3.13 (pip's error is above): pin releases of them that ship"));
     }
 
     #[test]

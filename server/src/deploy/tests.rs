@@ -797,6 +797,53 @@ async fn a_base_image_that_cannot_be_pulled_fails_before_the_build_naming_the_lo
 }
 
 #[tokio::test]
+async fn a_base_image_that_cannot_be_pulled_names_only_the_local_pythons_the_django_supports() {
+    let f = Fixture::new();
+    // Pinned to 3.11, whose image is not here (unpinned, detection would
+    // pick a local Python the Django supports).
+    let pinned = [
+        ("requirements.txt", "Django==4.2.3\n"),
+        (".python-version", "3.11\n"),
+    ];
+    let cannot_pull = |f: &Fixture, here: &[&str]| {
+        let mut state = f.engine.state();
+        state.images.clear();
+        for v in here {
+            state
+                .images
+                .insert(format!("python:{v}-slim"), Default::default());
+        }
+        drop(state);
+        f.engine.fail(
+            "ensure_image",
+            DockerError::Engine("cannot pull the image python:3.11-slim (no such host)".into()),
+        );
+    };
+    // Django 4.2.3 runs on Python 3.8 to 3.11: of 3.9, 3.12 and 3.13 only 3.9.
+    cannot_pull(&f, &["3.9", "3.12", "3.13"]);
+    let (r, out) = f.push("1111111", &pinned).await;
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.starts_with("Python 3.11 needs the base image python:3.11-slim, which is not on this server and cannot be pulled"),
+        "{e}\n{out}"
+    );
+    assert!(
+        e.ends_with(", or pin a Python that Django 4.2.3 supports and whose image is on this server (3.9) in .python-version"),
+        "{e}"
+    );
+    // None of the local ones: the sentence says so instead of naming them.
+    cannot_pull(&f, &["3.12", "3.13"]);
+    let (r, _) = f.push("2222222", &pinned).await;
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.ends_with(": give the server access to its image registry (Django 4.2.3 supports Python 3.8 to 3.11, and no image of those is on this server)"),
+        "{e}"
+    );
+    assert!(!e.contains("3.12"), "{e}");
+    assert!(f.engine.calls_to("build_image").is_empty(), "no build ran");
+}
+
+#[tokio::test]
 async fn a_missing_base_image_is_pulled_then_built_on() {
     let f = Fixture::new();
     let (r, out) = f.push("1111111", &[]).await;
@@ -853,6 +900,33 @@ async fn a_dependency_that_needs_a_compiler_the_build_lacks_says_how_to_name_one
         e.starts_with("a dependency compiles C code and the build has no compiler for it: name the Debian packages it needs with `paas config:set PAAS_BUILD_PACKAGES=\"gcc libc6-dev\"`"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn a_dependency_that_fails_to_compile_is_named_with_both_ways_out() {
+    let f = Fixture::new();
+    let v1 = f.with_v1_live().await;
+    f.engine.state().build_output = [
+        "Collecting backports.zoneinfo==0.2.1",
+        "  Building wheel for backports.zoneinfo (pyproject.toml): finished with status 'error'",
+        "  error: subprocess-exited-with-error",
+        "Failed to build backports.zoneinfo",
+    ]
+    .map(String::from)
+    .to_vec();
+    f.engine.fail(
+        "build_image",
+        DockerError::Build {
+            message: "The command '/bin/sh -c pip install' returned a non-zero code: 1".into(),
+        },
+    );
+    let (r, _) = f.push("2222222", NEW_REQUIREMENTS).await;
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.starts_with("backports.zoneinfo failed to compile for Python 3.11 (pip's error is above): pin a release of backports.zoneinfo that ships a wheel for Python 3.11, or set the Python the project was written for (e.g. `paas config:set PYTHON_VERSION=3.10`)"),
+        "{e}"
+    );
+    assert_eq!(f.assert_serving(1), v1);
 }
 
 #[tokio::test]
