@@ -9,10 +9,12 @@
 //! mode set again on write).
 //!
 //! Layout: `certs/live/<domain>.crt` (the chain, leaf first) and
-//! `certs/live/<domain>.key` (PKCS#8), `certs/local-ca/root.{crt,key}`, and
+//! `certs/live/<domain>.key` (PKCS#8), `certs/local-ca/root.{crt,key}`,
+//! `certs/orders.json` (each name's last order: its error and when the next
+//! may start, so a failure's backoff outlives a daemon restart), and
 //! whatever the ACME client keeps beside them (its account).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -79,8 +81,9 @@ impl CertInfo {
     }
 }
 
-/// Where getting a certificate for one name stands (kept in memory: a
-/// restarted daemon starts from what is stored on disk).
+/// Where getting a certificate for one name stands. Kept in memory and, but
+/// for `in_flight` and `orders`, in `orders.json`: a restarted daemon keeps
+/// a failure's backoff and shows its error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct OrderState {
     /// An order is running for this name now.
@@ -126,6 +129,82 @@ pub struct Certs {
     orders: Mutex<HashMap<String, OrderState>>,
     /// The local CA, once loaded or made.
     local_ca: OnceLock<LocalCa>,
+    /// The name whose certificate a client that sends no SNI gets (the
+    /// control host).
+    without_sni: OnceLock<String>,
+    /// Wakes the certificate keeper for a look now (a domain removed, an
+    /// app destroyed).
+    wake: tokio::sync::Notify,
+}
+
+/// The file of the order states, beside the certificates.
+const ORDERS_FILE: &str = "orders.json";
+
+/// What `orders.json` keeps of one name's [`OrderState`].
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StoredOrder {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    obtained_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(default)]
+    failures: u32,
+    #[serde(default)]
+    next_try: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    challenge: Option<String>,
+}
+
+/// The challenge names an order state may hold.
+fn challenge_label(name: &str) -> Option<&'static str> {
+    ["http-01", "tls-alpn-01"].into_iter().find(|c| *c == name)
+}
+
+/// The order states as `orders.json` keeps them: what outlives a restart
+/// (not whether an order is in flight, nor the count since the start),
+/// names with nothing to keep left out, sorted by name.
+fn orders_to_json(orders: &HashMap<String, OrderState>) -> Vec<u8> {
+    let stored: BTreeMap<&str, StoredOrder> = orders
+        .iter()
+        .map(|(name, s)| {
+            let kept = StoredOrder {
+                requested_at: s.requested_at,
+                obtained_at: s.obtained_at,
+                last_error: s.last_error.clone(),
+                failures: s.failures,
+                next_try: s.next_try,
+                challenge: s.challenge.map(str::to_string),
+            };
+            (name.as_str(), kept)
+        })
+        .filter(|(_, kept)| *kept != StoredOrder::default())
+        .collect();
+    serde_json::to_vec_pretty(&stored).expect("order states serialise")
+}
+
+/// The order states `orders.json` holds; names paas cannot keep
+/// certificates for are dropped.
+fn orders_from_json(bytes: &[u8]) -> Result<HashMap<String, OrderState>, String> {
+    let stored: BTreeMap<String, StoredOrder> =
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(stored
+        .into_iter()
+        .filter(|(name, _)| check_name(name).is_ok())
+        .map(|(name, s)| {
+            let state = OrderState {
+                requested_at: s.requested_at,
+                obtained_at: s.obtained_at,
+                last_error: s.last_error,
+                failures: s.failures,
+                next_try: s.next_try,
+                challenge: s.challenge.as_deref().and_then(challenge_label),
+                ..OrderState::default()
+            };
+            (name, state)
+        })
+        .collect())
 }
 
 impl std::fmt::Debug for Certs {
@@ -203,6 +282,15 @@ fn private_dir(path: &Path) -> Result<(), CertError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
+/// The domain a file of `live/` belongs to: `<domain>.crt`, `<domain>.key`,
+/// or either half-written (`.tmp`).
+fn pair_name(file: &str) -> Option<&str> {
+    let file = file.strip_suffix(".tmp").unwrap_or(file);
+    file.strip_suffix(".crt")
+        .or_else(|| file.strip_suffix(".key"))
+        .filter(|name| check_name(name).is_ok())
+}
+
 /// Parses a PEM chain and key into what rustls serves, and reads the leaf.
 fn parse_pair(domain: &str, chain_pem: &str, key_pem: &str) -> Result<Live, CertError> {
     let invalid = |reason: String| CertError::Invalid {
@@ -256,7 +344,27 @@ impl Certs {
             writer: Mutex::new(()),
             orders: Mutex::default(),
             local_ca: OnceLock::new(),
+            without_sni: OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Serves `name`'s certificate to clients that send no SNI name (the
+    /// control host's: a client that connects by address gets a
+    /// certificate, and nothing is ordered for it). Set once.
+    pub fn serve_without_sni(self, name: String) -> Certs {
+        let _ = self.without_sni.set(name);
+        self
+    }
+
+    /// Asks the certificate keeper for a look now (a name was given up).
+    pub fn look_again(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when [`Certs::look_again`] was called (once per call, none lost).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
     }
 
     /// The folder (for the ACME account and the like).
@@ -306,7 +414,41 @@ impl Certs {
         }
         let n = map.len();
         self.live.store(Arc::new(map));
+        drop(_w);
+        self.load_orders();
         Ok(n)
+    }
+
+    fn orders_path(&self) -> PathBuf {
+        self.dir.join(ORDERS_FILE)
+    }
+
+    /// Reads `orders.json` (a missing file: no order yet; an unreadable
+    /// one is said and ignored: the next failure writes it anew).
+    fn load_orders(&self) {
+        let path = self.orders_path();
+        let loaded = match std::fs::read(&path) {
+            Ok(bytes) => orders_from_json(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => Err(e.to_string()),
+        };
+        match loaded {
+            Ok(stored) => {
+                let mut orders = self.orders.lock().unwrap_or_else(PoisonError::into_inner);
+                *orders = stored;
+            }
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                "the order states cannot be read, so past failures wait no longer: {e}"
+            ),
+        }
+    }
+
+    /// Writes the order states (called with them locked).
+    fn save_orders(&self, orders: &HashMap<String, OrderState>) {
+        if let Err(e) = write_private(&self.orders_path(), &orders_to_json(orders)) {
+            tracing::warn!("the order states were not saved: {e}");
+        }
     }
 
     /// Stores a chain and its key for `domain` (0600) and serves it from
@@ -358,10 +500,82 @@ impl Certs {
         orders.get(domain).cloned().unwrap_or_default()
     }
 
-    /// Changes `domain`'s order state under the lock; returns what `f` returns.
+    /// Changes `domain`'s order state under the lock, and saves the states
+    /// when what `orders.json` keeps of it changed; returns what `f` returns.
     pub fn update_order<T>(&self, domain: &str, f: impl FnOnce(&mut OrderState) -> T) -> T {
         let mut orders = self.orders.lock().unwrap_or_else(PoisonError::into_inner);
-        f(orders.entry(domain.to_string()).or_default())
+        let state = orders.entry(domain.to_string()).or_default();
+        let before = state.clone();
+        let out = f(state);
+        let kept = |s: &OrderState| OrderState {
+            in_flight: false,
+            orders: 0,
+            ..s.clone()
+        };
+        if kept(&before) != kept(state) {
+            self.save_orders(&orders);
+        }
+        out
+    }
+
+    /// Forgets every certificate and order state of a name not in `owned`
+    /// (a removed domain, a destroyed app's names): its files go from
+    /// `live/`, it is no longer served, so never renewed. A name whose
+    /// order is in flight keeps its state until the order ends (the look
+    /// after it forgets what it got). Returns the names forgotten, sorted.
+    pub fn forget_unowned(&self, owned: &HashSet<String>) -> Vec<String> {
+        let mut gone = std::collections::BTreeSet::new();
+        {
+            let _w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let live = self.live.load();
+            if live.keys().any(|name| !owned.contains(name)) {
+                let kept: LiveMap = live
+                    .iter()
+                    .filter(|(name, _)| owned.contains(*name))
+                    .map(|(name, l)| (name.clone(), l.clone()))
+                    .collect();
+                gone.extend(live.keys().filter(|n| !owned.contains(*n)).cloned());
+                self.live.store(Arc::new(kept));
+            }
+            // The files too, loaded or not (a pair that could not be used).
+            if let Ok(entries) = std::fs::read_dir(self.live_dir()) {
+                for e in entries.flatten() {
+                    let path = e.path();
+                    let Some(name) = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(pair_name)
+                    else {
+                        continue;
+                    };
+                    if owned.contains(name) {
+                        continue;
+                    }
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            gone.insert(name.to_string());
+                        }
+                        Err(e) => tracing::warn!(
+                            path = %path.display(),
+                            "the certificate of a name paas no longer serves was not removed: {e}"
+                        ),
+                    }
+                }
+            }
+        }
+        let mut orders = self.orders.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = orders.len();
+        orders.retain(|name, s| {
+            let keep = owned.contains(name) || s.in_flight;
+            if !keep {
+                gone.insert(name.clone());
+            }
+            keep
+        });
+        if orders.len() != before {
+            self.save_orders(&orders);
+        }
+        gone.into_iter().collect()
     }
 
     /// Answers TLS-ALPN-01 for `domain` with `key` until [`Certs::clear_alpn_challenge`].
@@ -439,13 +653,19 @@ struct Resolver(Arc<Certs>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello
-            .server_name()?
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
         let acme = hello
             .alpn()
             .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        let Some(name) = hello.server_name() else {
+            // No SNI (a client that connects by address): the control
+            // host's certificate, never a challenge's, never an order.
+            if acme {
+                return None;
+            }
+            let name = self.0.without_sni.get()?;
+            return self.0.live.load().get(name).map(|l| l.key.clone());
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
         if acme {
             return self.0.alpn.load().get(&name).cloned();
         }
@@ -610,5 +830,127 @@ mod tests {
         // A half-written pair on disk is skipped, not fatal.
         std::fs::write(tmp.path().join("certs/live/c.localhost.crt"), &chain).unwrap();
         assert_eq!(certs.load().unwrap(), 0);
+    }
+
+    #[test]
+    fn order_states_outlive_a_restart_in_a_private_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("certs");
+        let certs = Certs::new(dir.clone());
+        certs.load().unwrap();
+        // Nothing worth keeping yet: no file.
+        certs.update_order("www.example.test", |s| s.in_flight = true);
+        assert!(!dir.join(ORDERS_FILE).exists());
+        certs.update_order("www.example.test", |s| {
+            s.in_flight = false;
+            s.orders += 1;
+            s.requested_at = Some(100);
+            s.failures = 2;
+            s.next_try = 340;
+            s.last_error = Some("no answer".into());
+        });
+        certs.update_order("ok.example.test", |s| {
+            s.obtained_at = Some(90);
+            s.challenge = Some("tls-alpn-01");
+        });
+        assert_eq!(mode(&dir.join(ORDERS_FILE)), 0o600);
+
+        // A restarted daemon: the failure, its count and its wait are
+        // back; what only a running daemon knows is not.
+        let again = Certs::new(dir.clone());
+        again.load().unwrap();
+        let s = again.order_state("www.example.test");
+        assert_eq!(
+            s,
+            OrderState {
+                requested_at: Some(100),
+                last_error: Some("no answer".into()),
+                failures: 2,
+                next_try: 340,
+                ..OrderState::default()
+            }
+        );
+        assert_eq!(
+            again.order_state("ok.example.test").challenge,
+            Some("tls-alpn-01")
+        );
+
+        // What paas cannot use is dropped: a bad name, an unknown challenge.
+        let json =
+            br#"{"../x": {"failures": 1}, "a.test": {"challenge": "dns-01", "failures": 1}}"#;
+        let read = orders_from_json(json).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read["a.test"].challenge, None);
+        assert_eq!(read["a.test"].failures, 1);
+        // A file that cannot be read starts empty, not fatal.
+        std::fs::write(dir.join(ORDERS_FILE), "{ not json").unwrap();
+        let broken = Certs::new(dir);
+        assert_eq!(broken.load().unwrap(), 0);
+        assert_eq!(
+            broken.order_state("www.example.test"),
+            OrderState::default()
+        );
+    }
+
+    #[test]
+    fn names_no_longer_owned_are_forgotten_files_and_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("certs");
+        let certs = Certs::new(dir.clone());
+        certs.load().unwrap();
+        for name in ["a.localhost", "b.localhost", "paas.localhost"] {
+            certs.issue_local(name).unwrap();
+        }
+        let (chain, _) = certs.local_ca().unwrap().issue("c.localhost").unwrap();
+        // A pair half written, and a file that is no pair.
+        std::fs::write(dir.join("live/c.localhost.crt.tmp"), &chain).unwrap();
+        std::fs::write(dir.join("live/notes.txt"), "mine").unwrap();
+        certs.update_order("b.localhost", |s| s.last_error = Some("x".into()));
+        certs.update_order("d.example.test", |s| {
+            s.in_flight = true;
+            s.failures = 1;
+        });
+        certs.update_order("e.example.test", |s| s.failures = 1);
+
+        let owned: HashSet<String> = ["a.localhost", "paas.localhost"].map(String::from).into();
+        let gone = certs.forget_unowned(&owned);
+        assert_eq!(gone, ["b.localhost", "c.localhost", "e.example.test"]);
+        assert!(certs.serves("a.localhost") && certs.serves("paas.localhost"));
+        assert!(!certs.serves("b.localhost"));
+        assert_eq!(certs.all().len(), 2);
+        let mut files: Vec<String> = std::fs::read_dir(dir.join("live"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "a.localhost.crt",
+                "a.localhost.key",
+                "notes.txt",
+                "paas.localhost.crt",
+                "paas.localhost.key"
+            ]
+        );
+        // An order in flight keeps its state until it ends.
+        assert!(certs.order_state("d.example.test").in_flight);
+        assert_eq!(certs.order_state("b.localhost"), OrderState::default());
+        // A second pass has nothing left to forget; a restart finds the same.
+        assert!(certs.forget_unowned(&owned).is_empty());
+        let again = Certs::new(dir);
+        assert_eq!(again.load().unwrap(), 2);
+        assert_eq!(again.order_state("e.example.test"), OrderState::default());
+        assert_eq!(again.order_state("d.example.test").failures, 1);
+    }
+
+    #[test]
+    fn live_files_are_told_apart_by_name() {
+        assert_eq!(pair_name("a.example.com.crt"), Some("a.example.com"));
+        assert_eq!(pair_name("a.crt.example.key"), Some("a.crt.example"));
+        assert_eq!(pair_name("a.example.com.key.tmp"), Some("a.example.com"));
+        assert_eq!(pair_name("notes.txt"), None);
+        assert_eq!(pair_name(".crt"), None);
+        assert_eq!(pair_name("A.example.crt"), None);
     }
 }

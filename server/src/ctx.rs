@@ -58,7 +58,9 @@ impl Ctx {
         hook: HookEnv,
     ) -> Ctx {
         let login_limiter = LoginLimiter::new(config.auth_failure_limit);
-        let certs = std::sync::Arc::new(Certs::new(config.data_dir.join("certs")));
+        let certs = std::sync::Arc::new(
+            Certs::new(config.data_dir.join("certs")).serve_without_sni(config.control_host()),
+        );
         Ctx {
             config,
             store,

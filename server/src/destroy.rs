@@ -127,6 +127,8 @@ async fn remove_everything(ctx: &Ctx, app: &App) -> Result<(usize, usize), DataE
     for t in &tokens {
         ctx.sessions.remove_for_token(t);
     }
+    // Its certificates are forgotten (files removed, never renewed).
+    ctx.certs.look_again();
     tracing::info!(app = %name, containers = containers.len(), images, "app destroyed");
     Ok((containers.len(), images))
 }

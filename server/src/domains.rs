@@ -152,6 +152,8 @@ async fn api_remove(
             format!("{host} was not removed, and the running release was not touched: {e}"),
         ));
     }
+    // Its certificate is forgotten (files removed, never renewed).
+    ctx.certs.look_again();
     Ok(Json(serde_json::json!({
         "app": app.name,
         "domain": host,

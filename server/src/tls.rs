@@ -8,8 +8,12 @@
 //! from the ACME CA ([`acme`]), one order in flight per name, a failure
 //! retried after a wait that doubles up to a day. A stored certificate is
 //! never ordered again before its renewal time: deploys, restarts and
-//! daemon restarts order nothing.
+//! daemon restarts order nothing, and a failure's wait outlives a daemon
+//! restart (`certs/orders.json`). A name no app owns any more (a removed
+//! domain, a destroyed app) has its certificate forgotten: files removed,
+//! never renewed.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +46,32 @@ pub fn wanted_names(ctx: &Ctx) -> Vec<String> {
     names
 }
 
+/// The names paas keeps certificates for: every host of every app (live
+/// or not: a stopped app keeps its certificates) and the control host.
+/// `None` when the apps cannot be read (then nothing is forgotten).
+pub fn owned_names(ctx: &Ctx) -> Option<HashSet<String>> {
+    let apps = match ctx.store.apps() {
+        Ok(apps) => apps,
+        Err(e) => {
+            tracing::warn!("the apps cannot be read, so no certificate is forgotten now: {e}");
+            return None;
+        }
+    };
+    let mut names: HashSet<String> = HashSet::new();
+    for app in &apps {
+        match ctx.store.domains(app) {
+            Ok(domains) => names.extend(domains),
+            Err(e) => {
+                tracing::warn!(app = %app.name, "the domains cannot be read, so no certificate is forgotten now: {e}");
+                return None;
+            }
+        }
+        names.insert(ctx.config.app_host(&app.name));
+    }
+    names.insert(ctx.config.control_host());
+    Some(names)
+}
+
 /// Whether `info` (the stored certificate, if any) needs a new one at `now`.
 pub fn due(info: Option<&CertInfo>, now: i64) -> bool {
     match info {
@@ -51,8 +81,8 @@ pub fn due(info: Option<&CertInfo>, now: i64) -> bool {
 }
 
 /// Runs the keeper until the daemon stops: a look at start, at every
-/// change of the route table, when a renewal or a retry falls due, and at
-/// least every [`CHECK_EVERY`].
+/// change of the route table, when asked ([`crate::certs::Certs::look_again`]),
+/// when a renewal or a retry falls due, and at least every [`CHECK_EVERY`].
 pub fn spawn_keeper(ctx: Arc<Ctx>) {
     let acme = Arc::new(acme::Acme::new(acme::AcmeSettings {
         directory: ctx.config.acme_directory.clone(),
@@ -72,6 +102,7 @@ pub fn spawn_keeper(ctx: Arc<Ctx>) {
                     }
                 }
                 _ = done_rx.recv() => {}
+                () = ctx.certs.woken() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -94,25 +125,44 @@ fn next_look(ctx: &Ctx, now: i64) -> Duration {
     Duration::from_secs((soonest - now).clamp(1, CHECK_EVERY.as_secs() as i64) as u64)
 }
 
-/// One look: issues what is missing or due; ACME orders run in their own
-/// task and say on `done` when they end.
+/// One look: forgets the certificates of names no app owns, then issues
+/// what is missing or due; ACME orders run in their own task and say on
+/// `done` when they end.
 pub fn keep(ctx: &Arc<Ctx>, acme: &Arc<acme::Acme>, done: &tokio::sync::mpsc::UnboundedSender<()>) {
+    if let Some(owned) = owned_names(ctx) {
+        for name in ctx.certs.forget_unowned(&owned) {
+            tracing::info!(domain = %name, "certificate forgotten: no app has this name any more");
+        }
+    }
     let now = certs::now();
-    for name in wanted_names(ctx) {
+    let names = wanted_names(ctx);
+    let looked_at = names.len();
+    for name in names {
         if !due(ctx.certs.info(&name).as_ref(), now) {
             continue;
         }
         if !certs::is_local(&name) {
             let start = ctx.certs.update_order(&name, |s| {
-                if s.in_flight || now < s.next_try {
-                    return false;
+                if s.in_flight {
+                    return Err(None);
+                }
+                if now < s.next_try {
+                    return Err(Some((s.failures, s.next_try)));
                 }
                 s.in_flight = true;
                 s.requested_at = Some(now);
                 s.orders += 1;
-                true
+                Ok(())
             });
-            if start {
+            if let Err(Some((failures, next_try))) = start {
+                tracing::debug!(
+                    domain = %name,
+                    failures,
+                    next_try = %rfc3339(next_try),
+                    "certificate order held back after a failure"
+                );
+            }
+            if start.is_ok() {
                 tracing::info!(domain = %name, "certificate requested from the ACME CA");
                 let (ctx, acme, done) = (ctx.clone(), acme.clone(), done.clone());
                 tokio::spawn(async move {
@@ -148,6 +198,7 @@ pub fn keep(ctx: &Arc<Ctx>, acme: &Arc<acme::Acme>, done: &tokio::sync::mpsc::Un
             }
         }
     }
+    tracing::debug!(names = looked_at, "certificates looked at");
 }
 
 /// One ACME order for `name`, its outcome recorded in the order state.
@@ -254,6 +305,8 @@ pub struct CertStatus {
     /// When it is renewed (RFC 3339, UTC).
     pub renew_at: Option<String>,
     pub last_error: Option<String>,
+    /// Failed orders in a row (0 once one succeeds).
+    pub failures: u32,
     /// When the next order may start after a failure (RFC 3339, UTC).
     pub next_try: Option<String>,
     pub requested_at: Option<String>,
@@ -293,6 +346,7 @@ pub fn status(ctx: &Ctx, names: &[String]) -> Vec<CertStatus> {
                 not_after: info.as_ref().map(|i| rfc3339(i.not_after)),
                 renew_at: info.as_ref().map(|i| rfc3339(i.renew_at())),
                 last_error: order.last_error.clone(),
+                failures: order.failures,
                 next_try: (order.last_error.is_some() && order.next_try > now)
                     .then(|| rfc3339(order.next_try)),
                 requested_at: order.requested_at.map(rfc3339),

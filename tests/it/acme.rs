@@ -3,7 +3,9 @@
 //! own listeners for HTTP-01 and TLS-ALPN-01, and resolves the test names
 //! through a tiny DNS responder run here (every name → 127.0.0.1, and
 //! names starting `alpn-` → 127.0.0.2, where only port 443's twin
-//! answers: a name whose port 80 is unreachable, as behind a CDN).
+//! answers: a name whose port 80 is unreachable, as behind a CDN; names
+//! starting `nowhere-` → 127.0.0.3, where nothing answers: every
+//! validation fails).
 
 use crate::harness::{free_port, http, Daemon, Project};
 use crate::tls::curl;
@@ -22,6 +24,8 @@ pub struct Dns {
 fn address_of(name: &str) -> [u8; 4] {
     if name.starts_with("alpn-") {
         [127, 0, 0, 2]
+    } else if name.starts_with("nowhere-") {
+        [127, 0, 0, 3]
     } else {
         [127, 0, 0, 1]
     }
@@ -563,5 +567,270 @@ fn acme_certificate_renews_by_itself_under_load_with_no_failed_request() {
         "{renewed:#}"
     );
     assert!(renewed["last_error"].is_null(), "{renewed:#}");
+    drop(dns);
+}
+
+/// `paas certs --json` (every name paas serves).
+fn all_certs(d: &Daemon, dir: &Path) -> serde_json::Value {
+    let out = d
+        .cli()
+        .command(dir)
+        .env("PAAS_TOKEN", &d.token)
+        .args(["certs", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Unix seconds of an RFC 3339 time `paas certs` shows.
+fn unix(v: &serde_json::Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    s.parse::<jiff::Timestamp>().unwrap().as_second()
+}
+
+/// Waits until `path` is gone.
+fn wait_gone(d: &Daemon, path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} was kept: {}",
+            path.display(),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How many times the daemon's log says `what`.
+fn said(d: &Daemon, what: &str) -> usize {
+    d.log_text().matches(what).count()
+}
+
+/// Restarts the daemon and waits for its certificate keeper's first look.
+fn restart(d: &mut Daemon) {
+    let looks = said(d, "certificates looked at");
+    if let Some(mut c) = d.child.take() {
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let _ = c.wait();
+    }
+    d.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while said(d, "certificates looked at") <= looks {
+        assert!(
+            Instant::now() < deadline,
+            "the keeper did not look after the restart: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A removed domain's certificate and a destroyed app's certificates are
+/// forgotten: their files leave `<data>/certs/live`, `paas certs` no
+/// longer lists them, and they are never renewed (Pebble issues
+/// 40-second certificates: once a forgotten one's renewal would have been
+/// due, the keeper's next looks order nothing for it, counted at Pebble).
+#[test]
+fn certificates_of_removed_domains_and_destroyed_apps_are_forgotten() {
+    let dns = Dns::start();
+    let (http_port, https_port) = (free_port(), free_port());
+    let pebble = Pebble::start_with_validity(http_port, https_port, &dns, Some(40));
+    let directory = pebble.directory();
+    let ca_file = pebble.api_root();
+    let mut d = Daemon::start_https_on(
+        &[
+            ("PAAS_ACME_DIRECTORY", directory.as_str()),
+            ("PAAS_ACME_CA_FILE", ca_file.to_str().unwrap()),
+        ],
+        http_port,
+        https_port,
+    );
+    let app = d.app("forget");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    let www = format!("www.{app}.test");
+    cli_ok(&d, p.dir.path(), &["domains:add", &www, "-a", &app]);
+    let first = wait_valid(&d, p.dir.path(), &app, &www);
+    let live = d.data.path().join("certs/live");
+    for f in [
+        format!("{www}.crt"),
+        format!("{www}.key"),
+        format!("{app}.localhost.crt"),
+    ] {
+        assert!(live.join(&f).exists(), "{f}");
+    }
+    let orders = pebble.orders();
+    assert_eq!(orders, 1, "{}", pebble.log());
+
+    // The domain removed: its certificate goes, files and all.
+    cli_ok(&d, p.dir.path(), &["domains:remove", &www, "-a", &app]);
+    wait_gone(&d, &live.join(format!("{www}.crt")));
+    assert!(!live.join(format!("{www}.key")).exists());
+    let v = all_certs(&d, p.dir.path());
+    assert!(!v.to_string().contains(&www), "{v:#}");
+    assert!(
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("certificate forgotten") && l.contains(&format!("domain={www}"))),
+        "{}",
+        d.log_text()
+    );
+    // Once its renewal would have been due, the keeper's next look (a new
+    // name added) orders the new name only.
+    let renew_at = unix(&first["renew_at"]);
+    while jiff::Timestamp::now().as_second() <= renew_at {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let again = format!("again.{app}.test");
+    cli_ok(&d, p.dir.path(), &["domains:add", &again, "-a", &app]);
+    let second = wait_valid(&d, p.dir.path(), &app, &again);
+    assert_eq!(pebble.orders(), orders + 1, "{}", pebble.log());
+    assert!(!live.join(format!("{www}.crt")).exists());
+
+    // The app destroyed: every certificate of its names goes.
+    cli_ok(
+        &d,
+        p.dir.path(),
+        &["apps:destroy", "-a", &app, "--confirm", &app, "--no-backup"],
+    );
+    for name in [again.clone(), format!("{app}.localhost")] {
+        wait_gone(&d, &live.join(format!("{name}.crt")));
+        assert!(!live.join(format!("{name}.key")).exists(), "{name}");
+    }
+    let v = all_certs(&d, p.dir.path());
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["paas.localhost"], "{v:#}");
+    let states = std::fs::read_to_string(d.data.path().join("certs/orders.json")).unwrap();
+    assert!(!states.contains(&app), "{states}");
+
+    // Past the destroyed app's renewal time, a daemon restart (which loads
+    // what is stored, then looks) orders nothing and brings nothing back.
+    let renew_at = unix(&second["renew_at"]);
+    while jiff::Timestamp::now().as_second() <= renew_at {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    restart(&mut d);
+    assert_eq!(pebble.orders(), orders + 1, "{}", pebble.log());
+    let mut files: Vec<String> = std::fs::read_dir(&live)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["paas.localhost.crt", "paas.localhost.key"]);
+    drop(dns);
+}
+
+/// An order that fails (Pebble cannot reach the name: every validation
+/// fails) waits before the next, and the wait survives a daemon restart:
+/// the restarted daemon orders nothing at once (counted at Pebble), and
+/// `paas certs` still shows the error and the next try, from
+/// `<data>/certs/orders.json` (0600). When the wait is over the next order
+/// fails too, and waits twice as long: the count of failures was kept.
+#[test]
+fn a_failed_orders_backoff_survives_a_daemon_restart() {
+    let dns = Dns::start();
+    let (http_port, https_port) = (free_port(), free_port());
+    let pebble = Pebble::start(http_port, https_port, &dns);
+    let directory = pebble.directory();
+    let ca_file = pebble.api_root();
+    let mut d = Daemon::start_https_on(
+        &[
+            ("PAAS_ACME_DIRECTORY", directory.as_str()),
+            ("PAAS_ACME_CA_FILE", ca_file.to_str().unwrap()),
+        ],
+        http_port,
+        https_port,
+    );
+    let app = d.app("backoff");
+    let p = Project::from_fixture("blog");
+    let (ok, out) = p.push(&d.remote(&app));
+    assert!(ok, "push rejected:\n{out}");
+    let name = format!("nowhere-{app}.test");
+    cli_ok(&d, p.dir.path(), &["domains:add", &name, "-a", &app]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let failed = loop {
+        let v = certs_of(&d, p.dir.path(), &app);
+        let r = row(&v, &name).clone();
+        if r["last_error"].is_string() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no error shown: {v:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(failed["failures"], 1, "{failed:#}");
+    assert_eq!(failed["state"], "missing", "{failed:#}");
+    let next_try = unix(&failed["next_try"]);
+    assert!(next_try >= unix(&failed["requested_at"]) + 60, "{failed:#}");
+    // One order per challenge (HTTP-01, then TLS-ALPN-01), both refused.
+    let orders = pebble.orders();
+    assert_eq!(orders, 2, "{}", pebble.log());
+    let path = d.data.path().join("certs/orders.json");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let stored = std::fs::read_to_string(&path).unwrap();
+    assert!(stored.contains(&name), "{stored}");
+
+    // A daemon restart well before the next try: the keeper looks, holds
+    // the order back, and Pebble sees nothing new.
+    let held = format!("domain={name}");
+    let held_before = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("held back") && l.contains(&held))
+        .count();
+    restart(&mut d);
+    assert!(
+        jiff::Timestamp::now().as_second() < next_try,
+        "the restart took past the next try; nothing was shown"
+    );
+    let held_after = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("held back") && l.contains(&held))
+        .count();
+    assert!(held_after > held_before, "{}", d.log_text());
+    assert_eq!(pebble.orders(), orders, "{}", pebble.log());
+    let r = row(&certs_of(&d, p.dir.path(), &app), &name).clone();
+    assert_eq!(r["last_error"], failed["last_error"], "{r:#}");
+    assert_eq!(r["next_try"], failed["next_try"], "{r:#}");
+    assert_eq!(r["failures"], 1, "{r:#}");
+    let table = cli_ok(&d, p.dir.path(), &["certs", "-a", &app]);
+    let next = failed["next_try"].as_str().unwrap();
+    assert!(
+        table.contains(&format!("ERROR: the certificate for {name}"))
+            && table.contains(&format!("next try {next}")),
+        "{table}"
+    );
+
+    // At the next try the order runs again, fails again, and the wait
+    // doubles: the failure count came through the restart.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let again = loop {
+        let r = row(&certs_of(&d, p.dir.path(), &app), &name).clone();
+        if r["failures"] == 2 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no second order: {r:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(unix(&again["requested_at"]) >= next_try, "{again:#}");
+    assert!(
+        unix(&again["next_try"]) >= unix(&again["requested_at"]) + 120,
+        "{again:#}"
+    );
+    assert_eq!(pebble.orders(), orders + 2, "{}", pebble.log());
     drop(dns);
 }

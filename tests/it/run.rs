@@ -68,12 +68,24 @@ fn paas_on_a_terminal(
     args: &str,
     dialogue: &[(&str, &str)],
 ) -> (i32, String) {
+    paas_on_a_terminal_with_env(cli, dir, args, dialogue, &[])
+}
+
+/// [`paas_on_a_terminal`] with extra environment variables for the client.
+pub fn paas_on_a_terminal_with_env(
+    cli: &CliEnv,
+    dir: &Path,
+    args: &str,
+    dialogue: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> (i32, String) {
     use std::io::{Read, Write};
     use std::sync::{Arc, Mutex};
     let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_paas"));
     let mut script = Command::new("script");
     cli.apply(&mut script, dir);
     let mut child = script
+        .envs(env.iter().copied())
         .args(["-q", "-e", "-c", &cmd, "/dev/null"])
         .env("COLUMNS", "100")
         .env("LINES", "30")

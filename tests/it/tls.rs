@@ -57,7 +57,7 @@ pub fn curl(root: &Path, port: u16, host: &str, path: &str, extra: &[&str]) -> C
 }
 
 /// The local CA's root as `paas certs:ca` prints it, in a file for curl.
-fn fetch_root(d: &Daemon, dir: &Path) -> PathBuf {
+pub fn fetch_root(d: &Daemon, dir: &Path) -> PathBuf {
     let out = d
         .cli()
         .command(dir)
@@ -341,4 +341,134 @@ fn https_serves_apps_over_http2_and_django_knows_it() {
         !config.contains(&d.token),
         "a token in .git/config:\n{config}"
     );
+}
+
+/// `openssl s_client` to 127.0.0.1:`port` sending no SNI name, the
+/// certificate checked against `root` and the name `paas.localhost`,
+/// `request` written once the handshake is done: (handshake and
+/// verification passed, what it printed of the session, the answer).
+fn without_sni(port: u16, root: &Path, alpn: &str, request: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args([
+            "-noservername",
+            "-brief",
+            "-ign_eof",
+            "-verify_return_error",
+        ])
+        .args([
+            "-verify_hostname",
+            "paas.localhost",
+            "-alpn",
+            alpn,
+            "-CAfile",
+        ])
+        .arg(root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs (apt-get install openssl)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(request.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A client that sends no SNI name (one that connects by address) gets
+/// the control host's certificate, `paas.<domain>`, which it can verify,
+/// and the control plane answers it; a Host header naming a stranger
+/// gets a 404, and nothing is ordered from the ACME server (counted at
+/// Pebble), nor is any name added. A TLS-ALPN-01 handshake without a
+/// name gets no certificate at all.
+#[test]
+fn a_client_without_sni_gets_the_control_plane_certificate_and_orders_nothing() {
+    use crate::acme::{Dns, Pebble};
+    let dns = Dns::start();
+    let (http_port, https_port) = (crate::harness::free_port(), crate::harness::free_port());
+    let pebble = Pebble::start(http_port, https_port, &dns);
+    let directory = pebble.directory();
+    let ca_file = pebble.api_root();
+    let d = Daemon::start_https_on(
+        &[
+            ("PAAS_ACME_DIRECTORY", directory.as_str()),
+            ("PAAS_ACME_CA_FILE", ca_file.to_str().unwrap()),
+        ],
+        http_port,
+        https_port,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = fetch_root(&d, dir.path());
+    let certs = || {
+        let out = d
+            .cli()
+            .command(dir.path())
+            .env("PAAS_TOKEN", &d.token)
+            .args(["certs", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // The control host's certificate comes from the keeper's first look.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while certs()[0]["state"] != "valid" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no control certificate: {:#}",
+            certs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let api = format!(
+        "GET /api/apps HTTP/1.1\r\nHost: paas.localhost\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        d.token
+    );
+    let (ok, session, answer) = without_sni(https_port, &root, "http/1.1", &api);
+    assert!(ok, "no verified handshake without SNI: {session}{answer}");
+    assert!(
+        session.contains("Verification: OK") && session.contains("CN = paas.localhost"),
+        "{session}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let stranger = "GET / HTTP/1.1\r\nHost: stranger.example.test\r\nConnection: close\r\n\r\n";
+    let (ok, session, answer) = without_sni(https_port, &root, "http/1.1", stranger);
+    assert!(ok, "{session}{answer}");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // The ACME validator's protocol without a name: no certificate.
+    let (ok, session, _) = without_sni(https_port, &root, "acme-tls/1", "");
+    assert!(!ok, "a certificate for acme-tls/1 without SNI: {session}");
+
+    // Nothing was ordered, nor is any name but the control host's kept.
+    let v = certs();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["paas.localhost"], "{v:#}");
+    assert_eq!(pebble.orders(), 0, "{}", pebble.log());
+    assert!(
+        !d.log_text().contains("requested from the ACME CA"),
+        "{}",
+        d.log_text()
+    );
+    let files: Vec<String> = std::fs::read_dir(d.data.path().join("certs/live"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    drop(dns);
 }

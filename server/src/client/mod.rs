@@ -53,10 +53,13 @@ impl reqwest::dns::Resolve for LocalhostResolver {
 /// The client's HTTP client: HTTP or HTTPS (rustls; the system's roots,
 /// or the file in SSL_CERT_FILE), `*.localhost` on the loopback address.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .dns_resolver(std::sync::Arc::new(LocalhostResolver))
-        .build()
-        .unwrap_or_default()
+    client_builder().build().unwrap_or_default()
+}
+
+/// What [`http_client`] is built from (for a client that needs more, such
+/// as HTTP/1.1 only).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().dns_resolver(std::sync::Arc::new(LocalhostResolver))
 }
 
 /// How a client command ends: the exit code follows from it (0 done, 1 the

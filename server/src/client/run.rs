@@ -89,6 +89,54 @@ impl Drop for RawMode {
     }
 }
 
+/// Opens the terminal session's WebSocket at `url` (http or https): the
+/// handshake goes through the client's HTTP client, over HTTP/1.1 (an
+/// HTTP/2 connection, which ALPN may pick over TLS, cannot be upgraded),
+/// then the upgraded connection carries the frames.
+async fn open_terminal(
+    url: &str,
+    token: &str,
+    app: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<reqwest::Upgraded>> {
+    use reqwest::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+    use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let key = generate_key();
+    let resp = super::client_builder()
+        .http1_only()
+        .build()
+        .map_err(|e| unreachable(url, e))?
+        .get(format!("{url}/api/apps/{app}/run/tty"))
+        .bearer_auth(token)
+        .header(CONNECTION, "upgrade")
+        .header(UPGRADE, "websocket")
+        .header("sec-websocket-version", "13")
+        .header(SEC_WEBSOCKET_KEY, &key)
+        .send()
+        .await
+        .map_err(|e| unreachable(url, e))?;
+    if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+        if resp.status().is_success() {
+            return Err(ClientError::Server(format!(
+                "{url} answered the terminal session with HTTP {} instead of a WebSocket: use --no-tty, or check that PAAS_URL points at paas itself",
+                resp.status()
+            )));
+        }
+        return Err(refusal(resp).await);
+    }
+    let accepted = resp
+        .headers()
+        .get(SEC_WEBSOCKET_ACCEPT)
+        .is_some_and(|v| v.as_bytes() == derive_accept_key(key.as_bytes()).as_bytes());
+    if !accepted {
+        return Err(ClientError::Server(format!(
+            "{url} answered the terminal session with a WebSocket handshake paas does not make: check that PAAS_URL points at paas itself, or use --no-tty"
+        )));
+    }
+    let upgraded = resp.upgrade().await.map_err(|e| unreachable(url, e))?;
+    Ok(tokio_tungstenite::WebSocketStream::from_raw_socket(upgraded, Role::Client, None).await)
+}
+
 /// `paas run -- CMD ARGS` at a terminal: an interactive session over a
 /// WebSocket (keystrokes in, the container's terminal out, resizes
 /// followed); returns the command's exit code.
@@ -101,43 +149,8 @@ pub async fn run_tty(
 ) -> Result<i32> {
     use futures_util::{SinkExt, StreamExt};
     use std::io::Write;
-    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Error as WsError, Message};
-    let ws_url = if let Some(rest) = url.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else {
-        format!("ws://{}", url.strip_prefix("http://").unwrap_or(url))
-    };
-    let mut req = format!("{ws_url}/api/apps/{app}/run/tty")
-        .into_client_request()
-        .map_err(|e| ClientError::Usage(format!("{url} is not a usable paas URL ({e})")))?;
-    let auth = format!("Bearer {token}").parse().map_err(|_| {
-        ClientError::Usage("the token holds characters no HTTP header can carry".to_string())
-    })?;
-    req.headers_mut().insert("authorization", auth);
-    let (ws, _) = match tokio_tungstenite::connect_async(req).await {
-        Ok(ok) => ok,
-        Err(WsError::Http(resp)) => {
-            let status = resp.status();
-            if status == 401 {
-                return Err(ClientError::Server("the daemon refused the token (HTTP 401): it is wrong or was revoked; set PAAS_TOKEN to the admin token or a live API token".into()));
-            }
-            let v: serde_json::Value = resp
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
-            let msg = v["error"]
-                .as_str()
-                .unwrap_or("the terminal session was refused");
-            return Err(ClientError::Server(format!("{msg} (HTTP {status})")));
-        }
-        Err(WsError::Url(e)) => {
-            return Err(ClientError::Server(format!(
-                "{url} cannot carry a terminal session ({e}): use --no-tty"
-            )))
-        }
-        Err(e) => return Err(unreachable(url, e)),
-    };
+    use tokio_tungstenite::tungstenite::Message;
+    let ws = open_terminal(url, token, app).await?;
     let (mut tx, mut rx) = ws.split();
     let (cols, rows) = crossterm::terminal::size().unwrap_or((80, 24));
     let start = serde_json::json!({ "command": command, "env": env, "cols": cols, "rows": rows });
