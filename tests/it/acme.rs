@@ -832,5 +832,7 @@ fn a_failed_orders_backoff_survives_a_daemon_restart() {
         "{again:#}"
     );
     assert_eq!(pebble.orders(), orders + 2, "{}", pebble.log());
+    let table = cli_ok(&d, p.dir.path(), &["certs", "-a", &app]);
+    assert!(table.contains("failed 2 times in a row"), "{table}");
     drop(dns);
 }

@@ -56,11 +56,15 @@ fn table(v: &Value) -> String {
         }
         let r = &rows[n - 1];
         if let Some(err) = r["last_error"].as_str() {
+            let times = match r["failures"].as_u64() {
+                Some(n) if n > 1 => format!("; failed {n} times in a row"),
+                _ => String::new(),
+            };
             let retry = r["next_try"]
                 .as_str()
                 .map(|t| format!("; next try {t}"))
                 .unwrap_or_default();
-            out.push_str(&format!("  ERROR: {err}{retry}\n"));
+            out.push_str(&format!("  ERROR: {err}{times}{retry}\n"));
         }
     }
     out
@@ -85,8 +89,10 @@ mod tests {
         let v = serde_json::json!([
             {"domain": "a.example.com", "state": "valid", "issuer": "R3",
              "not_after": "2027-01-01T00:00:00Z", "renew_at": "2026-12-01T00:00:00Z"},
-            {"domain": "b.example.com", "state": "missing",
+            {"domain": "b.example.com", "state": "missing", "failures": 1,
              "last_error": "the ACME server refused", "next_try": "2026-11-30T20:00:00Z"},
+            {"domain": "c.example.com", "state": "missing", "failures": 3,
+             "last_error": "no answer", "next_try": "2026-11-30T21:00:00Z"},
         ]);
         let t = table(&v);
         let lines: Vec<&str> = t.lines().collect();
@@ -99,6 +105,10 @@ mod tests {
         assert_eq!(
             lines[3],
             "  ERROR: the ACME server refused; next try 2026-11-30T20:00:00Z"
+        );
+        assert_eq!(
+            lines[5],
+            "  ERROR: no answer; failed 3 times in a row; next try 2026-11-30T21:00:00Z"
         );
     }
 }
