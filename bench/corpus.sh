@@ -33,6 +33,8 @@
 #   no-image    refused because the image of the Python it needs is not on
 #               this machine, and none here fits (or OFFLINE_PYTHON is
 #               unset): a VPS pulls it; nothing else of the project was tried
+#               (a case expected to be refused counts as refused: it was,
+#               with a sentence naming the fix)
 #
 # A case's line may end with +postgres: paas creates the app's PostgreSQL
 # database (as `paas pg:create` does) before the push.
@@ -175,7 +177,7 @@ while read -r repo commit path text rest; do
     fi
     want=${text//+/ }
     status=-
-    if [ -n "$no_image" ]; then
+    if [ -n "$no_image" ] && [ "$text" != refused ]; then
         result=no-image
     elif [ "$pushed" -eq 0 ]; then
         body_file=$work/page

@@ -589,7 +589,6 @@ async fn ensure_base_image<E: Engine>(
     }
     let here = buildpack::local_pythons(&engine.image_tags().await.unwrap_or_default(), pattern);
     let pin = pin_a_local_python(&here, plan.django_support.as_ref());
-
     Err(DeployError::Failed(format!(
         "Python {} needs the base image {image}, which is not on this server and cannot be pulled ({e}): give the server access to its image registry{pin}",
         plan.python_version
