@@ -12,9 +12,9 @@
 #     counts it (`docker stats`: the cgroup's usage minus its inactive file
 #     cache), and its memory limit;
 #   - the total, and what the containers' limits add up to;
-#   - for reference, the Docker engine's own processes (dockerd, containerd
-#     and the shims of these containers), RSS, shared on this machine with
-#     whatever else uses the engine.
+#   - the Docker engine's own processes (dockerd, containerd and the shims
+#     of these containers), PSS from /proc/PID/smaps_rollup; dockerd and
+#     containerd also serve whatever else uses the engine on this machine.
 # Asserts nothing; prints figures. Needs what the tests need (bash
 # tests/setup.sh, as root: the base images python:3.11-slim and postgres:17).
 #
@@ -197,20 +197,21 @@ print(int(float(m[1]) * mult))' "$usage") || fail "docker stats gave no memory f
     what="app ${app#"$run"-}, ${proc:-web}"
   fi
   printf '%s\tcontainer\t%s\t%s\n' "$what" "$bytes" "$limit" >>"$rows"
-  shim=$(ps -o ppid= -p "$cpid" 2>/dev/null | tr -d ' ') && [ -n "$shim" ] && shims+=("$shim")
+  shim=$(ps -o ppid= -p "$cpid" 2>/dev/null | tr -d ' ' || true)
+  if [ -n "$shim" ]; then shims+=("$shim"); fi
 done
 
-engine_rss() { # PID...: their VmRSS summed, KiB
+engine_pss() { # PID...: their PSS summed, KiB (the shims share their code pages)
   local t=0 p k
   for p in "$@"; do
-    k=$(kib /proc/$p/status VmRSS 2>/dev/null) || continue
+    k=$(kib /proc/$p/smaps_rollup Pss 2>/dev/null) || continue
     t=$((t + ${k:-0}))
   done
   echo $t
 }
-dockerd_kib=$(engine_rss $(pidof dockerd))
-containerd_kib=$(engine_rss $(pidof containerd))
-shims_kib=$(engine_rss "${shims[@]}")
+dockerd_kib=$(engine_pss $(pidof dockerd))
+containerd_kib=$(engine_pss $(pidof containerd))
+shims_kib=$(engine_pss "${shims[@]}")
 cgv=$(docker info --format '{{.CgroupVersion}}')
 cache_stat=inactive_file
 [ "$cgv" = 1 ] && cache_stat=total_inactive_file
@@ -233,7 +234,7 @@ total = sum(r[2] for r in rows)
 limits = sum(r[3] for r in rows if r[1] == "container")
 engine = (int(dockerd) + int(containerd) + int(shims)) * 1024
 print(f"{'total: daemon + ' + str(len(rows) - 1) + ' containers':{W}} {mib(total):6.1f} MiB")
-print("the Docker engine's processes, VmRSS (dockerd and containerd serve everything else on this engine too):")
+print("the Docker engine's processes, PSS (dockerd and containerd serve everything else on this engine too):")
 print(f"{'  dockerd':{W}} {int(dockerd) / 1024:6.1f} MiB")
 print(f"{'  containerd':{W}} {int(containerd) / 1024:6.1f} MiB")
 print(f"{'  ' + nshims + ' containerd shims (one per container above)':{W}} {int(shims) / 1024:6.1f} MiB")
