@@ -20,6 +20,7 @@
 #
 #   bash bench/memory.sh
 #   PAAS_BIN=target/release/paas SETTLE=60 bash bench/memory.sh
+#   MEMORY_MB=256 bash bench/memory.sh   # the daemon's --memory-mb (default 512)
 #
 # The apps: tests/fixtures/blog (on PostgreSQL), tests/fixtures/uploads and
 # tests/fixtures/procfile-app (a web process and a worker). Dependencies come
@@ -50,6 +51,12 @@ done
 for f in "${APPS[@]}"; do
   [ -d "tests/fixtures/$f" ] || fail "the fixture tests/fixtures/$f is missing: run this from a full checkout of paas."
 done
+
+limits=()
+if [ -n "${MEMORY_MB:-}" ]; then
+  [[ $MEMORY_MB =~ ^[0-9]+$ ]] || fail "MEMORY_MB=$MEMORY_MB is not a number of MiB: give one such as 256."
+  limits=(--memory-mb "$MEMORY_MB")
+fi
 
 # The paas binary: PAAS_BIN, else a release build if there is a fresh one,
 # else a debug build (as bench/deploy.sh).
@@ -107,7 +114,7 @@ data=$work/data
 HTTP=$(port)
 ADMIN=$(port)
 PAAS_LOG=info "$BIN" serve --data-dir "$data" --http 127.0.0.1:$HTTP --admin 127.0.0.1:$ADMIN --https off \
-  --domain localhost --build-network host >"$work/daemon.log" 2>&1 &
+  --domain localhost --build-network host "${limits[@]}" >"$work/daemon.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do [ -f "$data/admin.token" ] && break; sleep 0.1; done
 [ -f "$data/admin.token" ] || fail "the paas daemon did not start: $(tail -n3 "$work/daemon.log")"
@@ -126,7 +133,7 @@ kib() { awk -v k="$2" '$1 == k":" {print $2}' "$1"; }
 sleep 1
 idle_rss=$(kib /proc/$pid/status VmRSS)
 
-echo "paas: $kind $BIN, code of commit $commit (HEAD $(git rev-parse --short HEAD)); its own data dir and ports; default limits"
+echo "paas: $kind $BIN, code of commit $commit (HEAD $(git rev-parse --short HEAD)); its own data dir and ports; ${MEMORY_MB:+--memory-mb $MEMORY_MB, }otherwise default limits"
 echo "machine: $(nproc) cores, $(free -m | awk '/Mem:/ {print $2}') MiB, $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r), Docker $(docker version --format '{{.Server.Version}}') (cgroup v$(docker info --format '{{.CgroupVersion}}'), $(docker info --format '{{.Driver}}')), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 
