@@ -91,6 +91,12 @@ pg_server=""
 cleanup() {
   set +e
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  # The server first: it sits on the PostgreSQL app's network.
+  if [ -n "$pg_server" ]; then
+    net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$pg_server" 2>/dev/null)
+    docker rm -f -v "$pg_server" >/dev/null 2>&1
+    for n in $net; do case $n in paas_postgres_*) docker network rm "$n" >/dev/null 2>&1 ;; esac; done
+  fi
   for f in "${APPS[@]}"; do
     a=$run-$f
     ids=$(docker ps -aq --filter "label=paas.app=$a")
@@ -100,11 +106,6 @@ cleanup() {
     tags=$(docker images --format '{{.Repository}}:{{.Tag}}' "paas/$a")
     [ -n "$tags" ] && docker rmi $tags >/dev/null 2>&1
   done
-  if [ -n "$pg_server" ]; then
-    net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$pg_server" 2>/dev/null)
-    docker rm -f -v "$pg_server" >/dev/null 2>&1
-    for n in $net; do case $n in paas_postgres_*) docker network rm "$n" >/dev/null 2>&1 ;; esac; done
-  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
