@@ -101,17 +101,20 @@ GIT=(git -c user.name=bench -c user.email=bench@localhost)
 
 # ---- Piku ----------------------------------------------------------------------
 PIKU_STARTED=()
-piku_as() { setpriv --reuid=piku --regid=www-data --init-groups env HOME=$PIKU_HOME USER=piku LOGNAME=piku "$@"; }
+# Piku runs on Debian's Python (python3-click, uwsgi-plugin-python3): a
+# python3 earlier on root's PATH (pyenv, /usr/local) must not be its.
+PIKU_PATH=/usr/bin:/bin:/usr/sbin:/sbin
+piku_as() { setpriv --reuid=piku --regid=www-data --init-groups env PATH=$PIKU_PATH HOME=$PIKU_HOME USER=piku LOGNAME=piku "$@"; }
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 piku_packages() {
   local missing=()
   command -v nginx >/dev/null || missing+=(nginx)
-  python3 -c 'import click' 2>/dev/null || missing+=(python3-click)
+  /usr/bin/python3 -c 'import click' 2>/dev/null || missing+=(python3-click)
   command -v virtualenv >/dev/null || missing+=(python3-virtualenv)
   command -v uwsgi >/dev/null || missing+=(uwsgi)
   ls /usr/lib/uwsgi/plugins/python3*_plugin.so >/dev/null 2>&1 || missing+=(uwsgi-plugin-python3)
-  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+  /usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v inotifywait >/dev/null || missing+=(inotify-tools)
   command -v wrk >/dev/null || missing+=(wrk)
@@ -209,7 +212,7 @@ piku_start() {
     # setsid from a child of this shell execs in place: $! is uWSGI's pid,
     # its process group's and its session's.
     setsid setpriv --reuid=piku --regid=www-data --init-groups \
-      env HOME=$PIKU_HOME uwsgi --ini $PIKU_HOME/.piku/uwsgi/uwsgi.ini >>"$PIKU_STATE/uwsgi.out" 2>&1 &
+      env PATH=$PIKU_PATH HOME=$PIKU_HOME uwsgi --ini $PIKU_HOME/.piku/uwsgi/uwsgi.ini >>"$PIKU_STATE/uwsgi.out" 2>&1 &
     echo $! >"$PIKU_STATE/uwsgi.pid"
     PIKU_STARTED+=("$PIKU_STATE/uwsgi.pid")
   fi
