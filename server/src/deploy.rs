@@ -1015,6 +1015,8 @@ async fn build_steps<E: Engine>(
         timeout: BUILD_STEP_TIMEOUT,
     };
     let mut missing_var = None;
+    // The buildpack's own sentence for an app module that fails to import.
+    let mut import_failure: Option<String> = None;
     let outcome = {
         let progress = &mut run.progress;
         let mut checking = false;
@@ -1026,6 +1028,12 @@ async fn build_steps<E: Engine>(
             progress.log_only(line);
             if let Some(var) = build_log::missing_env_var(line) {
                 missing_var = Some(var);
+            }
+            if let Some(sentence) = line
+                .strip_prefix("-----> ")
+                .filter(|l| l.starts_with("the app's module ") && l.contains(" failed to import "))
+            {
+                import_failure = Some(sentence.to_string());
             }
             if line == buildpack::CHECK_MARK {
                 checking = true;
@@ -1055,11 +1063,12 @@ async fn build_steps<E: Engine>(
             )))
         }
         Ok(crate::docker::BuildStepOutcome::Failed { code }) => {
-            return Err(DeployError::Failed(match missing_var {
-                Some(var) => format!(
+            return Err(DeployError::Failed(match (missing_var, import_failure) {
+                (_, Some(sentence)) => sentence,
+                (Some(var), None) => format!(
                     "the project's settings need the {var} environment variable (see the error above): set it with `paas config:set {var}=…` (config vars reach the build too) and push again"
                 ),
-                None => format!(
+                (None, None) => format!(
                     "the build step failed (exit code {code}): fix the error shown above and push again"
                 ),
             }))

@@ -719,6 +719,19 @@ async fn settings_stopping_on_a_missing_variable_name_the_config_var_to_set() {
 }
 
 #[tokio::test]
+async fn an_app_module_failing_to_import_at_build_is_the_deploys_reason() {
+    let f = Fixture::new();
+    let sentence = "the app's module mysite.wsgi failed to import (the error is above): the web server imports it to start the app, so fix the error and push again";
+    f.engine.state().step_output = vec![
+        "ModuleNotFoundError: No module named 'paas_no_such_module'".into(),
+        format!("-----> {sentence}"),
+    ];
+    f.engine.exit_code("collectstatic", 1);
+    let (r, _) = f.push("1111111", &[]).await;
+    assert_eq!(r.unwrap_err().to_string(), sentence);
+}
+
+#[tokio::test]
 async fn a_failed_build_step_leaves_the_live_release_and_its_route() {
     let f = Fixture::new();
     let v1 = f.with_v1_live().await;
